@@ -1,0 +1,152 @@
+"""The four plugin axes: one abstract class each.
+
+A plugin is a class registered under an entry-point group; its constructor takes explicit
+keyword arguments with defaults, which are the ``--space-opt`` / ``--relax-opt`` /
+``--strategy-opt`` / ``--data-opt`` options of the CLI.
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from typing import TYPE_CHECKING, Any, Callable, ClassVar, Mapping, Sequence
+
+import torch
+from torch import nn
+
+from nasplug.types import Choice, Data, Genotype, SearchResult, Task
+
+if TYPE_CHECKING:
+    from nasplug.trainer import SearchContext
+
+__all__ = ["Dataset", "Relaxation", "SearchSpace", "Strategy", "Suggest", "Weights"]
+
+#: Mixing weights of every choice: ``{choice.name: tensor of len(choice.candidates)}``.
+Weights = Mapping[str, torch.Tensor]
+#: ``suggest(name, options) -> option``: how a sampler picks one discrete decision.
+#: Random search passes a seeded ``random.choice``; TPE passes ``trial.suggest_categorical``.
+Suggest = Callable[[str, Sequence[Any]], Any]
+
+
+class SearchSpace(ABC):
+    """A family of architectures, as a weight-sharing supernet and as discrete networks.
+
+    Order of calls: ``choices()`` and ``supernet(task)`` when a search starts; the supernet's
+    ``forward(x, weights)`` every step, with ``weights`` holding a tensor per choice (exact
+    zeros mean "not used": the supernet must not compute those candidates);
+    ``on_epoch_end(supernet, weights)`` after every search epoch (spaces whose candidates change
+    during the search act here); ``derive(weights)`` to discretise; ``build(genotype, task)`` for
+    the discrete network. ``sample(suggest)`` draws a valid genotype for black-box strategies.
+    ``state_dict``/``load_state_dict`` carry any state the space changes during a search into
+    checkpoints.
+    """
+
+    @abstractmethod
+    def choices(self) -> tuple[Choice, ...]:
+        """The supernet's mixing points, in a stable order."""
+
+    @abstractmethod
+    def supernet(self, task: Task) -> nn.Module:
+        """A module whose ``forward(x, weights: Weights)`` returns the task's outputs."""
+
+    @abstractmethod
+    def build(self, genotype: Genotype, task: Task) -> nn.Module:
+        """The discrete network for ``genotype``, a plain ``nn.Module`` with ``forward(x)``."""
+
+    def derive(self, weights: Weights) -> Genotype:
+        """The discretisation rule. Default: the strongest candidate of every choice."""
+        return Genotype(type(self).__name__, {"choices": {
+            c.name: c.candidates[int(torch.argmax(weights[c.name]))] for c in self.choices()}})
+
+    def sample(self, suggest: Suggest) -> Genotype:
+        """A valid genotype, each decision taken by ``suggest``. Default: one candidate a choice."""
+        return Genotype(type(self).__name__, {"choices": {
+            c.name: suggest(c.name, list(c.candidates)) for c in self.choices()}})
+
+    def one_hot(self, genotype: Genotype) -> dict[str, torch.Tensor]:
+        """Mixing weights that select ``genotype`` inside the supernet (for the discretisation gap)."""
+        chosen = genotype.spec["choices"]
+        return {c.name: torch.tensor([float(k == chosen[c.name]) for k in c.candidates])
+                for c in self.choices()}
+
+    def restrict(self, keep: Mapping[str, Sequence[str]]) -> SearchSpace:
+        """A copy whose choices keep only the named candidates (progressive search)."""
+        raise NotImplementedError(f"{type(self).__name__} does not support restricting candidates")
+
+    def with_depth(self, depth: int) -> SearchSpace:
+        """A copy with ``depth`` repeated units (cells, layers); spaces without depth return self."""
+        return self
+
+    def on_epoch_end(self, supernet: nn.Module, weights: Weights) -> bool:
+        """Called after each search epoch; return True if the candidates behind choices changed."""
+        return False
+
+    def state_dict(self) -> dict[str, Any]:
+        return {}
+
+    def load_state_dict(self, state: Mapping[str, Any]) -> None:
+        pass
+
+    def describe(self, genotype: Genotype) -> str:
+        """A short human-readable rendering of a genotype."""
+        return str(genotype)
+
+
+class Relaxation(ABC):
+    """Maps architecture logits to mixing weights.
+
+    Order of calls: ``on_epoch(epoch, epochs)`` before each search epoch, ``on_step(step,
+    steps)`` before each step, then ``weights(logits)`` once per choice per step (one sample is
+    shared by every cell of a type); ``penalty(logits, phase)`` is added to the loss of the
+    architecture (``"arch"``) or weight (``"weight"``) step; ``eval_weights(logits)`` gives the
+    deterministic weights used for validation and derivation. ``state_dict`` goes into
+    checkpoints.
+
+    ``skip_is_exact`` says whether not computing zero-weight candidates leaves every gradient
+    unchanged (true for softmax, sparsemax, entmax; straight-through samples define their own
+    estimator).
+    """
+
+    skip_is_exact: ClassVar[bool] = True
+
+    @abstractmethod
+    def weights(self, logits: torch.Tensor) -> torch.Tensor:
+        """Training-time mixing weights over the last dimension of ``logits``."""
+
+    def eval_weights(self, logits: torch.Tensor) -> torch.Tensor:
+        return self.weights(logits)
+
+    def penalty(self, logits: Mapping[str, torch.Tensor], phase: str) -> torch.Tensor | None:
+        return None
+
+    def on_epoch(self, epoch: int, epochs: int) -> None:
+        pass
+
+    def on_step(self, step: int, steps: int) -> None:
+        pass
+
+    def state_dict(self) -> dict[str, Any]:
+        return {}
+
+    def load_state_dict(self, state: Mapping[str, Any]) -> None:
+        pass
+
+
+class Strategy(ABC):
+    """Decides what is optimised: supernet weights and logits, or discrete candidates.
+
+    ``search(ctx)`` is called once per run; ``ctx`` (a :class:`nasplug.trainer.SearchContext`)
+    hands over the space, the relaxation, the data and the shared trainer, which moves the
+    tensors, checkpoints and logs.
+    """
+
+    @abstractmethod
+    def search(self, ctx: SearchContext) -> SearchResult:
+        """Run the search and return the chosen genotype with its metrics."""
+
+
+class Dataset(ABC):
+    """A source of data. The constructor's keyword arguments are the ``--data-opt`` options."""
+
+    @abstractmethod
+    def load(self) -> Data:
+        """Tensors for train and test, normalised with statistics of the train split only."""

@@ -1,0 +1,92 @@
+"""Plugin discovery: a thin layer over ``importlib.metadata`` entry points.
+
+Only the plugin asked for is imported. Built-ins register through the same groups as any
+third-party distribution.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from importlib import metadata
+from typing import Any
+
+__all__ = ["AXES", "PluginError", "PluginInfo", "available", "info", "load", "names"]
+
+#: axis name -> entry-point group
+AXES: dict[str, str] = {
+    "space": "nasplug.spaces",
+    "relaxation": "nasplug.relaxations",
+    "strategy": "nasplug.strategies",
+    "dataset": "nasplug.datasets",
+}
+_BUILTIN_DIST = "nasplug"
+_AUTOLOAD_OFF = "NASPLUG_DISABLE_PLUGIN_AUTOLOAD"
+
+
+class PluginError(Exception):
+    """A plugin could not be found or loaded; the message is one line for the user."""
+
+
+@dataclass(frozen=True)
+class PluginInfo:
+    axis: str
+    name: str
+    value: str
+    dist: str
+    version: str
+
+    @property
+    def builtin(self) -> bool:
+        return self.dist == _BUILTIN_DIST
+
+
+def available(axis: str) -> dict[str, list[PluginInfo]]:
+    """Every registration of ``axis``, by name (a name with two entries is a conflict)."""
+    group = _group(axis)
+    only_builtin = os.environ.get(_AUTOLOAD_OFF, "") not in ("", "0")
+    found: dict[str, list[PluginInfo]] = {}
+    seen: set[tuple[str, str, str]] = set()
+    for ep in metadata.entry_points(group=group):
+        dist = ep.dist.name if ep.dist is not None else "?"
+        version = ep.dist.version if ep.dist is not None else "?"
+        if only_builtin and dist != _BUILTIN_DIST:
+            continue
+        key = (ep.name, ep.value, dist)
+        if key in seen:  # the same distribution seen twice on sys.path
+            continue
+        seen.add(key)
+        found.setdefault(ep.name, []).append(PluginInfo(axis, ep.name, ep.value, dist, version))
+    return dict(sorted(found.items()))
+
+
+def names(axis: str) -> list[str]:
+    return list(available(axis))
+
+
+def info(axis: str, name: str) -> PluginInfo:
+    """The single registration of ``name``; an unknown or doubly registered name is an error."""
+    regs = available(axis)
+    if name not in regs:
+        listing = ", ".join(regs) or "none installed"
+        raise PluginError(f"unknown {axis} {name!r}; available: {listing}")
+    if len(regs[name]) > 1:
+        who = " and ".join(f"{p.dist} {p.version} ({p.value})" for p in regs[name])
+        raise PluginError(f"{axis} {name!r} is registered twice, by {who}; uninstall one")
+    return regs[name][0]
+
+
+def load(axis: str, name: str) -> Any:
+    """Import and return the object registered as ``name`` on ``axis``."""
+    p = info(axis, name)
+    try:
+        return metadata.EntryPoint(p.name, p.value, AXES[axis]).load()
+    except Exception as e:
+        raise PluginError(f"{axis} {name!r} failed to load from entry point {p.value!r} "
+                          f"of {p.dist} {p.version}: {type(e).__name__}: {e}") from e
+
+
+def _group(axis: str) -> str:
+    if axis not in AXES:
+        raise PluginError(f"unknown plugin axis {axis!r}; accepted: {', '.join(AXES)}")
+    return AXES[axis]

@@ -1,0 +1,227 @@
+"""Small frozen types that the four plugin axes exchange.
+
+A strategy, a space, a relaxation and a dataset never import each other: they only see the
+types in this module.
+"""
+
+from __future__ import annotations
+
+import ast
+import json
+import re
+from dataclasses import dataclass, field
+from typing import Any, Literal, Mapping, Sequence
+
+import torch
+
+__all__ = ["Choice", "Data", "Genotype", "SearchResult", "Task", "TaskKind"]
+
+TaskKind = Literal["classification", "regression", "multilabel"]
+TASK_KINDS: tuple[str, ...] = ("classification", "regression", "multilabel")
+
+
+@dataclass(frozen=True)
+class Choice:
+    """One mixing point of a supernet: a decision among named candidates.
+
+    The trainer keeps one architecture logit per candidate; a relaxation turns the logits of
+    a choice into mixing weights, in the order of ``candidates``.
+    """
+
+    name: str
+    candidates: tuple[str, ...]
+
+    def __post_init__(self) -> None:
+        if not self.candidates:
+            raise ValueError(f"choice {self.name!r} has no candidates")
+
+
+@dataclass(frozen=True)
+class Task:
+    """What the network must map: input shape, number of outputs and the kind of task.
+
+    ``outputs`` is the number of classes (classification), targets (regression) or labels
+    (multi-label). ``labels`` optionally names the classes or labels.
+    """
+
+    kind: TaskKind
+    input_shape: tuple[int, ...]
+    outputs: int
+    labels: tuple[str, ...] = ()
+
+    def __post_init__(self) -> None:
+        if self.kind not in TASK_KINDS:
+            raise ValueError(f"unknown task kind {self.kind!r}; accepted: {', '.join(TASK_KINDS)}")
+        if self.outputs < 1:
+            raise ValueError(f"a task needs at least one output, got {self.outputs}")
+
+    @property
+    def metric(self) -> str:
+        """The headline validation metric of this task kind."""
+        return {"classification": "accuracy", "regression": "r2", "multilabel": "bce"}[self.kind]
+
+    @property
+    def higher_is_better(self) -> bool:
+        return self.kind != "multilabel"
+
+    def better(self, a: float, b: float) -> bool:
+        """Whether metric value ``a`` is strictly better than ``b``."""
+        return a > b if self.higher_is_better else a < b
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"kind": self.kind, "input_shape": list(self.input_shape),
+                "outputs": self.outputs, "labels": list(self.labels)}
+
+    @classmethod
+    def from_dict(cls, d: Mapping[str, Any]) -> Task:
+        return cls(kind=d["kind"], input_shape=tuple(d["input_shape"]), outputs=int(d["outputs"]),
+                   labels=tuple(d.get("labels", ())))
+
+
+@dataclass(frozen=True)
+class Data:
+    """What a dataset plugin returns: tensors already normalised with train statistics.
+
+    ``train`` is the search data (the trainer halves it into weight and architecture halves
+    unless ``val`` gives an explicit architecture split); ``test`` is never used in search.
+    Targets: int64 class indices (classification), float (regression, shape [N, outputs]),
+    float 0/1 (multi-label, shape [N, outputs]).
+    """
+
+    task: Task
+    train: tuple[torch.Tensor, torch.Tensor]
+    test: tuple[torch.Tensor, torch.Tensor]
+    val: tuple[torch.Tensor, torch.Tensor] | None = None
+    name: str = ""
+
+
+@dataclass(frozen=True)
+class Genotype:
+    """A discrete architecture: which space it belongs to and a JSON-able spec the space reads.
+
+    The ``cell`` space uses DARTS's shape: ``{"normal": [[op, input], ...], "normal_concat":
+    [...], "reduce": [...], "reduce_concat": [...]}``. Spaces without a shape of their own use
+    ``{"choices": {choice_name: candidate}}``.
+
+    Example:
+        >>> g = Genotype("cell", {"normal": [["sep_conv_3x3", 0]], "normal_concat": [2]})
+        >>> Genotype.from_json(g.to_json()) == g
+        True
+    """
+
+    space: str
+    spec: Mapping[str, Any] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        # Store a canonical, hashable copy so that genotypes compare and hash by value.
+        object.__setattr__(self, "spec", _canonical(self.spec))
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"space": self.space, "spec": json.loads(json.dumps(self.spec))}
+
+    def to_json(self, indent: int | None = None) -> str:
+        return json.dumps(self.to_dict(), indent=indent, sort_keys=True)
+
+    @classmethod
+    def from_dict(cls, d: Mapping[str, Any]) -> Genotype:
+        if not isinstance(d, Mapping) or "space" not in d or not isinstance(d.get("spec", {}), Mapping):
+            raise ValueError("a genotype is a JSON object with keys 'space' and 'spec'")
+        return cls(str(d["space"]), d.get("spec", {}))
+
+    @classmethod
+    def from_json(cls, text: str) -> Genotype:
+        try:
+            d = json.loads(text)
+        except json.JSONDecodeError as e:
+            raise ValueError(f"genotype is not valid JSON: {e}") from e
+        return cls.from_dict(d)
+
+    @classmethod
+    def parse(cls, text: str) -> Genotype:
+        """Read a genotype from JSON or from a DARTS-published string, without ``eval``.
+
+        Accepts ``Genotype(normal=[('sep_conv_3x3', 0), ...], normal_concat=range(2, 6),
+        reduce=[...], reduce_concat=[2, 3, 4, 5])`` as in DARTS's ``genotypes.py``, optionally
+        prefixed by a name (``DARTS_V2 = Genotype(...)``).
+        """
+        text = text.strip()
+        if text.startswith("{"):
+            return cls.from_json(text)
+        return cls("cell", _parse_darts(text))
+
+    def __str__(self) -> str:
+        return json.dumps(self.to_dict()["spec"], sort_keys=True)
+
+
+class _Spec(dict):
+    """A read-only, hashable dict used for ``Genotype.spec``."""
+
+    def __hash__(self) -> int:  # type: ignore[override]
+        return hash(json.dumps(self, sort_keys=True))
+
+    def _readonly(self, *args: Any, **kwargs: Any) -> None:
+        raise TypeError("a genotype spec is read-only")
+
+    __setitem__ = __delitem__ = update = pop = popitem = clear = setdefault = _readonly  # type: ignore[assignment]
+
+
+def _canonical(value: Any) -> Any:
+    if isinstance(value, Mapping):
+        return _Spec({str(k): _canonical(v) for k, v in value.items()})
+    if isinstance(value, (list, tuple)):
+        return tuple(_canonical(v) for v in value)
+    if isinstance(value, bool) or value is None or isinstance(value, (str, int, float)):
+        return value
+    raise TypeError(f"genotype values must be JSON data, got {type(value).__name__}")
+
+
+_DARTS_FIELDS = ("normal", "normal_concat", "reduce", "reduce_concat")
+
+
+def _parse_darts(text: str) -> dict[str, Any]:
+    m = re.fullmatch(r"(?:[A-Za-z_]\w*\s*=\s*)?Genotype\s*\((.*)\)\s*", text, flags=re.S)
+    if not m:
+        raise ValueError("not a genotype: expected JSON or DARTS's 'Genotype(normal=[...], ...)'")
+    try:
+        call = ast.parse(f"f({m.group(1)})", mode="eval").body
+    except SyntaxError as e:
+        raise ValueError(f"genotype string does not parse: {e.msg}") from e
+    assert isinstance(call, ast.Call)
+    spec: dict[str, Any] = {}
+    for kw in call.keywords:
+        if kw.arg not in _DARTS_FIELDS:
+            raise ValueError(f"unknown genotype field {kw.arg!r}; accepted: {', '.join(_DARTS_FIELDS)}")
+        spec[kw.arg] = _literal(kw.value, kw.arg)
+    for name, node in zip(_DARTS_FIELDS, call.args):
+        spec[name] = _literal(node, name)
+    missing = [f for f in _DARTS_FIELDS if f not in spec]
+    if missing:
+        raise ValueError(f"genotype string lacks {', '.join(missing)}")
+    for cell in ("normal", "reduce"):
+        edges = spec[cell]
+        if not all(isinstance(e, list) and len(e) == 2 and isinstance(e[0], str) and isinstance(e[1], int)
+                   for e in edges):
+            raise ValueError(f"genotype field {cell!r} must be a list of (op, input) pairs")
+    return spec
+
+
+def _literal(node: ast.expr, name: str) -> Any:
+    """Literal data, plus ``range(a, b)``, which DARTS uses for the concat fields."""
+    if (isinstance(node, ast.Call) and isinstance(node.func, ast.Name) and node.func.id == "range"
+            and not node.keywords and 1 <= len(node.args) <= 3):
+        return list(range(*[_literal(a, name) for a in node.args]))
+    try:
+        value = ast.literal_eval(node)
+    except ValueError as e:
+        raise ValueError(f"genotype field {name!r} is not literal data") from e
+    return json.loads(json.dumps(value))
+
+
+@dataclass(frozen=True)
+class SearchResult:
+    """What a strategy returns: the chosen genotype, final metrics and per-epoch history."""
+
+    genotype: Genotype
+    metrics: Mapping[str, float] = field(default_factory=dict)
+    history: Sequence[Mapping[str, Any]] = ()
+    candidates: Sequence[Mapping[str, Any]] = ()
