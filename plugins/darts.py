@@ -1,0 +1,213 @@
+"""DARTS: gradient-based search of a weight-sharing supernet (first order by default).
+
+Every step takes an architecture step on a batch of the architecture half, then a weight step
+on a batch of the weight half. Each half-step freezes the other parameter group, so backward
+computes no gradients nobody uses.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from typing import Any, Callable
+
+import torch
+from torch import nn
+
+from nasplug.diagnostics import edge_stats, summarize
+from nasplug.interfaces import SearchSpace, Strategy
+from nasplug.trainer import ArchLogits, Memo, SearchContext, Trainer
+from nasplug.types import Genotype, SearchResult
+
+__all__ = ["Darts", "SupernetRun", "search_supernet", "supernet_result"]
+
+
+@dataclass
+class SupernetRun:
+    """A trained supernet and its architecture logits, with the per-epoch history."""
+
+    space: SearchSpace
+    net: nn.Module
+    logits: ArchLogits
+    history: list[dict[str, Any]] = field(default_factory=list)
+    seconds: float = 0.0
+
+
+#: ``step(run, trainer, relaxation, val_batch, train_batch, w_opt)``: one architecture update.
+ArchStep = Callable[..., None]
+
+
+def _freeze(params: list[torch.Tensor], frozen: bool) -> None:
+    for p in params:
+        p.requires_grad_(not frozen)
+
+
+def search_supernet(ctx: SearchContext, space: SearchSpace, *, epochs: int, phase: str,
+                    w_lr: float = 0.025, w_lr_min: float = 0.001, w_momentum: float = 0.9,
+                    w_weight_decay: float = 3e-4, a_lr: float = 3e-4, a_weight_decay: float = 1e-3,
+                    arch_step: Callable[[torch.optim.Optimizer], ArchStep] | None = None,
+                    sample_paths: bool = False,
+                    logits: ArchLogits | None = None, before_epoch: Callable[[int, nn.Module], None] | None = None
+                    ) -> SupernetRun:
+    """Train ``space``'s supernet for ``epochs`` with the context's relaxation.
+
+    Args:
+        arch_step: a factory taking the architecture optimiser and returning the step function
+            ``step(run, trainer, relaxation, (xa, ta), (xw, tw), w_opt)`` that updates the logits;
+            default: :func:`first_order_step`. Ignored when ``sample_paths``.
+        sample_paths: train the weights along uniformly sampled single paths (one candidate per
+            choice each step) and never update the logits (random search's weight sharing).
+        logits: initial logits (e.g. carried from a previous stage); fresh ones otherwise.
+        before_epoch: called with the epoch and the supernet before each epoch.
+    """
+    trainer, relax = ctx.trainer, ctx.relaxation
+    net = trainer.place(space.supernet(ctx.task))
+    logits = trainer.place(logits if logits is not None else ArchLogits(space.choices()))
+    w_params = [p for p in net.parameters() if p.requires_grad]
+    a_params = list(logits.parameters())
+    w_opt = torch.optim.SGD(w_params, lr=w_lr, momentum=w_momentum, weight_decay=w_weight_decay)
+    sched = torch.optim.lr_scheduler.CosineAnnealingLR(w_opt, epochs, eta_min=w_lr_min)
+    a_opt = torch.optim.Adam(a_params, lr=a_lr, betas=(0.5, 0.999), weight_decay=a_weight_decay)
+    memo = Memo(history=[], seconds=0.0)
+    run = SupernetRun(space, net, logits)
+    step_fn = (arch_step or first_order_step)(a_opt)
+    choices = space.choices()
+    steps = min(trainer.steps("weight", ctx.batch_size), trainer.steps("arch", ctx.batch_size))
+    state = {"net": net, "logits": logits, "w_opt": w_opt, "a_opt": a_opt, "sched": sched,
+             "relaxation": relax, "space": space, "memo": memo}
+    for epoch in trainer.epochs(epochs, state, phase):
+        t0 = time.time()
+        relax.on_epoch(epoch, epochs)
+        if before_epoch is not None:
+            before_epoch(epoch, net)
+        net.train()
+        train_m = trainer.metrics()
+        batches = zip(trainer.batches("weight", ctx.batch_size, epoch=epoch, stream=0),
+                      trainer.batches("arch", ctx.batch_size, epoch=epoch, stream=1))
+        bar = trainer.progress(batches, steps, f"{phase} {epoch + 1}/{epochs}")
+        for step, ((xw, tw), (xa, ta)) in enumerate(bar):
+            relax.on_step(step, steps)
+            if not sample_paths:
+                _freeze(w_params, True)
+                step_fn(run, trainer, relax, (xa, ta), (xw, tw), w_opt)
+                _freeze(w_params, False)
+            _freeze(a_params, True)
+            with torch.no_grad():
+                weights = (_uniform_path(logits) if sample_paths
+                           else {k: w.detach() for k, w in logits.weights(relax).items()})
+            with trainer.autocast():
+                out = net(xw, weights)
+                loss = trainer.loss(out, tw)
+                pen = relax.penalty(logits.as_dict(), "weight")
+                if pen is not None:
+                    loss = loss + pen
+            trainer.check_finite(loss, f"{phase} epoch {epoch + 1} step {step + 1}")
+            trainer.update(loss, w_opt, w_params)
+            _freeze(a_params, False)
+            train_m.update(out.detach(), tw)
+            if step % 10 == 0 and hasattr(bar, "set_postfix"):
+                bar.set_postfix(loss=f"{float(loss):.3f}", refresh=False)
+        sched.step()
+        eval_w = {k: w.detach() for k, w in logits.weights(relax, evaluation=True).items()}
+        val = trainer.evaluate(lambda x: net(x, eval_w), "arch", module=net)
+        changed = space.on_epoch_end(net, eval_w)
+        stats = edge_stats(choices, eval_w)
+        memo["seconds"] += time.time() - t0
+        rec = {"epoch": epoch + 1, "train": train_m.compute(), "val": val,
+               "genotype": space.derive(eval_w).to_dict(), "edges": stats,
+               "summary": summarize(stats), "seconds": time.time() - t0,
+               "candidates_changed": bool(changed)}
+        memo["history"].append(rec)
+        trainer.log("search_epoch", phase=phase, **rec)
+        eta = memo["seconds"] / (epoch + 1) * (epochs - epoch - 1)
+        trainer.say(f"{phase} epoch {epoch + 1}/{epochs}: train loss {rec['train']['loss']:.4f} "
+                    f"val {ctx.task.metric} {val.get(ctx.task.metric, float('nan')):.4f} "
+                    f"support {rec['summary'].get('mean_support', 0):.2f} "
+                    f"({rec['seconds']:.1f}s, ETA {eta:.0f}s)")
+    run.history = list(memo["history"])
+    run.seconds = float(memo["seconds"])
+    return run
+
+
+def first_order_step(a_opt: torch.optim.Optimizer) -> ArchStep:
+    """The first-order architecture step: the gradient of the validation loss at the current weights."""
+
+    def step(run: SupernetRun, trainer: Trainer, relax: Any, val_batch: tuple, train_batch: tuple,
+             w_opt: torch.optim.Optimizer) -> None:
+        xa, ta = val_batch
+        with trainer.autocast():
+            loss = trainer.loss(run.net(xa, run.logits.weights(relax)), ta)
+            pen = relax.penalty(run.logits.as_dict(), "arch")
+            if pen is not None:
+                loss = loss + pen
+        trainer.check_finite(loss, "architecture step")
+        trainer.update(loss, a_opt, clip=False)
+
+    return step
+
+
+def _uniform_path(logits: ArchLogits) -> dict[str, torch.Tensor]:
+    """One candidate per choice, uniformly at random, as one-hot weights."""
+    out = {}
+    for name, l in logits.items():
+        w = torch.zeros_like(l)
+        w[torch.randint(len(l), (1,)).item()] = 1.0
+        out[name] = w
+    return out
+
+
+def supernet_result(ctx: SearchContext, run: SupernetRun, genotype: Genotype | None = None) -> SearchResult:
+    """Derive the genotype and measure the discretisation gap on the architecture half.
+
+    The gap compares the supernet with its continuous (evaluation) weights against the same
+    supernet with the derived genotype's one-hot weights, without retraining.
+    """
+    trainer, task = ctx.trainer, ctx.task
+    eval_w = {k: w.detach() for k, w in run.logits.weights(ctx.relaxation, evaluation=True).items()}
+    genotype = genotype or run.space.derive(eval_w)
+    hot = {k: v.to(trainer.device) for k, v in run.space.one_hot(genotype).items()}
+    cont = trainer.evaluate(lambda x: run.net(x, eval_w), "arch", module=run.net)
+    disc = trainer.evaluate(lambda x: run.net(x, hot), "arch", module=run.net)
+    m = task.metric
+    stats = edge_stats(run.space.choices(), eval_w)
+    metrics = {
+        f"val_{m}_continuous": cont.get(m, float("nan")),
+        f"val_{m}_discrete": disc.get(m, float("nan")),
+        "discretisation_gap": cont.get(m, float("nan")) - disc.get(m, float("nan")),
+        f"val_{m}": cont.get(m, float("nan")),
+        "search_seconds": run.seconds,
+        **{f"final_{k}": v for k, v in summarize(stats).items()},
+    }
+    trainer.log("discretisation", metric=m, continuous=cont, discrete=disc,
+                gap=metrics["discretisation_gap"], edges=stats)
+    return SearchResult(genotype, metrics, run.history)
+
+
+class Darts(Strategy):
+    """DARTS bilevel search (Liu et al., 2019) with the trainer's defaults.
+
+    Args:
+        order: 1 for the first-order approximation; 2 for the unrolled gradient with a
+            finite-difference Hessian-vector product.
+        w_lr, w_lr_min, w_momentum, w_weight_decay: SGD with cosine schedule for the weights.
+        a_lr, a_weight_decay: Adam (betas 0.5, 0.999) for the architecture logits.
+    """
+
+    def __init__(self, order: int = 1, w_lr: float = 0.025, w_lr_min: float = 0.001,
+                 w_momentum: float = 0.9, w_weight_decay: float = 3e-4, a_lr: float = 3e-4,
+                 a_weight_decay: float = 1e-3) -> None:
+        if order not in (1, 2):
+            raise ValueError(f"darts order must be 1 or 2, got {order}")
+        self.order = order
+        self.hp = dict(w_lr=w_lr, w_lr_min=w_lr_min, w_momentum=w_momentum,
+                       w_weight_decay=w_weight_decay, a_lr=a_lr, a_weight_decay=a_weight_decay)
+
+    def search(self, ctx: SearchContext) -> SearchResult:
+        arch_step = None
+        if self.order == 2:
+            from nasplug_plugins.unrolled import second_order_step
+
+            arch_step = second_order_step
+        run = search_supernet(ctx, ctx.space, epochs=ctx.epochs, phase="search", arch_step=arch_step,
+                              **self.hp)
+        return supernet_result(ctx, run)
