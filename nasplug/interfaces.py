@@ -34,7 +34,7 @@ class SearchSpace(ABC):
     ``forward(x, weights)`` every step, with ``weights`` holding a tensor per choice (exact
     zeros mean "not used": the supernet must not compute those candidates);
     ``on_epoch_end(supernet, weights)`` after every search epoch (spaces whose candidates change
-    during the search act here); ``derive(weights)`` to discretise; ``build(genotype, task)`` for
+    during the search act here and say which changed); ``derive(weights)`` to discretise; ``build(genotype, task)`` for
     the discrete network. ``sample(suggest)`` draws a valid genotype for black-box strategies.
     ``state_dict``/``load_state_dict`` carry any state the space changes during a search into
     checkpoints.
@@ -76,9 +76,14 @@ class SearchSpace(ABC):
         """A copy with ``depth`` repeated units (cells, layers); spaces without depth return self."""
         return self
 
-    def on_epoch_end(self, supernet: nn.Module, weights: Weights) -> bool:
-        """Called after each search epoch; return True if the candidates behind choices changed."""
-        return False
+    def on_epoch_end(self, supernet: nn.Module, weights: Weights) -> Mapping[str, Sequence[str]]:
+        """Called after each search epoch with the evaluation weights.
+
+        Spaces whose candidates change during a search act here and return, per choice name, the
+        candidates that were replaced; the strategy then gives those candidates a fresh start
+        (their logits reset to the choice's mean, their optimiser state cleared). Default: none.
+        """
+        return {}
 
     def state_dict(self) -> dict[str, Any]:
         return {}

@@ -78,11 +78,11 @@ class Metrics:
         if self.kind == "classification":
             self._add("correct", (out.argmax(1) == t).sum())
         elif self.kind == "regression":
-            pred = out * self.obj.y_std + self.obj.y_mean
-            y = t * self.obj.y_std + self.obj.y_mean
-            self._add("sse", ((pred - y) ** 2).sum(0))
-            self._add("sy", y.sum(0))
-            self._add("syy", (y * y).sum(0))
+            # Sums of standardised values keep float32 accurate; R2 is unchanged by the affine
+            # map and the squared error is scaled back to original units in compute().
+            self._add("sse", ((out - t) ** 2).sum(0))
+            self._add("sy", t.sum(0))
+            self._add("syy", (t * t).sum(0))
         else:
             self._add("exact", ((out > 0) == (t > 0.5)).all(1).sum())
             self._scores.append(out.detach())
@@ -100,7 +100,8 @@ class Metrics:
             sst = s["syy"] - s["sy"] ** 2 / n
             r2 = 1 - s["sse"] / sst.clamp_min(1e-12)
             res["r2"] = float(r2.mean())
-            res["rmse"] = math.sqrt(float(s["sse"].sum()) / (n * len(s["sse"])))
+            sse = s["sse"] * self.obj.y_std.double().cpu() ** 2
+            res["rmse"] = math.sqrt(float(sse.sum()) / (n * len(sse)))
         else:
             res["bce"] = res["loss"]
             res["exact_match"] = float(s["exact"]) / n

@@ -127,6 +127,8 @@ class Trainer:
         self.grad_clip = grad_clip
         self.quiet = quiet or os.environ.get("NASPLUG_QUIET", "") not in ("", "0")
         self.eval_batch_size = eval_batch_size
+        self._bad: torch.Tensor | None = None
+        self._bad_where = ""
         self.task = data.task
         seed_everything(seed)
         if deterministic:
@@ -188,10 +190,25 @@ class Trainer:
         return self.objective.loss(out, t)
 
     def check_finite(self, loss: torch.Tensor, where: str) -> None:
-        """Stop on a NaN/inf loss. On the CPU this costs nothing; on accelerators it syncs."""
-        if not bool(torch.isfinite(loss.detach()).all()):
-            raise NonFiniteLoss(f"loss became {float(loss)} in {where}; the last good checkpoint is "
-                                f"kept; try a lower learning rate or --relax-opt temperature")
+        """Stop on a NaN/inf loss, before the epoch's checkpoint is written.
+
+        On the CPU the check is immediate. On accelerators a flag accumulates on the device and
+        is read once per epoch, so the hot loop has no host-device sync.
+        """
+        bad = ~torch.isfinite(loss.detach()).all()
+        if self.device.type == "cpu":
+            if bool(bad):
+                raise NonFiniteLoss(f"loss became {float(loss)} in {where}; the last good checkpoint "
+                                    f"is kept; try a lower learning rate")
+        else:
+            self._bad = bad if self._bad is None else self._bad | bad
+            self._bad_where = self._bad_where or where
+
+    def _raise_if_bad(self) -> None:
+        if self._bad is not None and bool(self._bad):
+            raise NonFiniteLoss(f"loss became NaN or inf in the epoch ending at {self._bad_where}; the "
+                                f"last good checkpoint is kept; try a lower learning rate")
+        self._bad, self._bad_where = None, ""
 
     def update(self, loss: torch.Tensor, optimizer: torch.optim.Optimizer,
                params: list[torch.Tensor] | None = None, *, clip: bool = True) -> None:
@@ -243,6 +260,7 @@ class Trainer:
                 self.log("resume", phase=phase, epoch=start)
         for epoch in range(start, n):
             yield epoch
+            self._raise_if_bad()
             if self.run is not None:
                 self.run.save_checkpoint(phase, {
                     "epoch": epoch + 1, "epochs": n,

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass, field
-from typing import Any, Callable
+from typing import Any, Callable, Mapping, Sequence
 
 import torch
 from torch import nn
@@ -19,7 +19,8 @@ from nasplug.interfaces import SearchSpace, Strategy
 from nasplug.trainer import ArchLogits, Memo, SearchContext, Trainer
 from nasplug.types import Genotype, SearchResult
 
-__all__ = ["Darts", "SupernetRun", "search_supernet", "supernet_result"]
+__all__ = ["Darts", "SupernetRun", "SupernetStepper", "first_order_step", "search_supernet",
+           "supernet_result"]
 
 
 @dataclass
@@ -63,18 +64,16 @@ def search_supernet(ctx: SearchContext, space: SearchSpace, *, epochs: int, phas
     trainer, relax = ctx.trainer, ctx.relaxation
     net = trainer.place(space.supernet(ctx.task))
     logits = trainer.place(logits if logits is not None else ArchLogits(space.choices()))
-    w_params = [p for p in net.parameters() if p.requires_grad]
-    a_params = list(logits.parameters())
-    w_opt = torch.optim.SGD(w_params, lr=w_lr, momentum=w_momentum, weight_decay=w_weight_decay)
-    sched = torch.optim.lr_scheduler.CosineAnnealingLR(w_opt, epochs, eta_min=w_lr_min)
-    a_opt = torch.optim.Adam(a_params, lr=a_lr, betas=(0.5, 0.999), weight_decay=a_weight_decay)
+    stepper = SupernetStepper(trainer, relax, net, logits, arch_step=arch_step, w_lr=w_lr,
+                              w_momentum=w_momentum, w_weight_decay=w_weight_decay, a_lr=a_lr,
+                              a_weight_decay=a_weight_decay)
+    sched = torch.optim.lr_scheduler.CosineAnnealingLR(stepper.w_opt, epochs, eta_min=w_lr_min)
     memo = Memo(history=[], seconds=0.0)
-    run = SupernetRun(space, net, logits)
-    step_fn = (arch_step or first_order_step)(a_opt)
+    run = stepper.run = SupernetRun(space, net, logits)
     choices = space.choices()
     steps = min(trainer.steps("weight", ctx.batch_size), trainer.steps("arch", ctx.batch_size))
-    state = {"net": net, "logits": logits, "w_opt": w_opt, "a_opt": a_opt, "sched": sched,
-             "relaxation": relax, "space": space, "memo": memo}
+    state = {"net": net, "logits": logits, "w_opt": stepper.w_opt, "a_opt": stepper.a_opt,
+             "sched": sched, "relaxation": relax, "space": space, "memo": memo}
     for epoch in trainer.epochs(epochs, state, phase):
         t0 = time.time()
         relax.on_epoch(epoch, epochs)
@@ -87,36 +86,25 @@ def search_supernet(ctx: SearchContext, space: SearchSpace, *, epochs: int, phas
         bar = trainer.progress(batches, steps, f"{phase} {epoch + 1}/{epochs}")
         for step, ((xw, tw), (xa, ta)) in enumerate(bar):
             relax.on_step(step, steps)
-            if not sample_paths:
-                _freeze(w_params, True)
-                step_fn(run, trainer, relax, (xa, ta), (xw, tw), w_opt)
-                _freeze(w_params, False)
-            _freeze(a_params, True)
-            with torch.no_grad():
-                weights = (_uniform_path(logits) if sample_paths
-                           else {k: w.detach() for k, w in logits.weights(relax).items()})
-            with trainer.autocast():
-                out = net(xw, weights)
-                loss = trainer.loss(out, tw)
-                pen = relax.penalty(logits.as_dict(), "weight")
-                if pen is not None:
-                    loss = loss + pen
-            trainer.check_finite(loss, f"{phase} epoch {epoch + 1} step {step + 1}")
-            trainer.update(loss, w_opt, w_params)
-            _freeze(a_params, False)
-            train_m.update(out.detach(), tw)
+            out, loss = stepper.step((xw, tw), (xa, ta), sample_paths=sample_paths,
+                                     where=f"{phase} epoch {epoch + 1} step {step + 1}")
+            train_m.update(out, tw)
             if step % 10 == 0 and hasattr(bar, "set_postfix"):
                 bar.set_postfix(loss=f"{float(loss):.3f}", refresh=False)
+        step_seconds = (time.time() - t0) / max(steps, 1)
         sched.step()
         eval_w = {k: w.detach() for k, w in logits.weights(relax, evaluation=True).items()}
         val = trainer.evaluate(lambda x: net(x, eval_w), "arch", module=net)
         changed = space.on_epoch_end(net, eval_w)
+        if changed:
+            stepper.refresh(space.choices(), changed)
         stats = edge_stats(choices, eval_w)
         memo["seconds"] += time.time() - t0
         rec = {"epoch": epoch + 1, "train": train_m.compute(), "val": val,
                "genotype": space.derive(eval_w).to_dict(), "edges": stats,
                "summary": summarize(stats), "seconds": time.time() - t0,
-               "candidates_changed": bool(changed)}
+               "step_seconds": step_seconds,
+               "candidates_changed": {k: list(v) for k, v in changed.items()}}
         memo["history"].append(rec)
         trainer.log("search_epoch", phase=phase, **rec)
         eta = memo["seconds"] / (epoch + 1) * (epochs - epoch - 1)
@@ -127,6 +115,69 @@ def search_supernet(ctx: SearchContext, space: SearchSpace, *, epochs: int, phas
     run.history = list(memo["history"])
     run.seconds = float(memo["seconds"])
     return run
+
+
+class SupernetStepper:
+    """One search step of a supernet: an architecture half-step, then a weight half-step.
+
+    Each half-step freezes the other parameter group, so backward computes no gradient that
+    nobody uses.
+    """
+
+    def __init__(self, trainer: Trainer, relaxation: Any, net: nn.Module, logits: ArchLogits, *,
+                 arch_step: Callable[[torch.optim.Optimizer], ArchStep] | None = None,
+                 w_lr: float = 0.025, w_momentum: float = 0.9, w_weight_decay: float = 3e-4,
+                 a_lr: float = 3e-4, a_weight_decay: float = 1e-3) -> None:
+        self.trainer, self.relax, self.net, self.logits = trainer, relaxation, net, logits
+        self.w_params = [p for p in net.parameters() if p.requires_grad]
+        self.a_params = list(logits.parameters())
+        self.w_opt = torch.optim.SGD(self.w_params, lr=w_lr, momentum=w_momentum,
+                                     weight_decay=w_weight_decay)
+        self.a_opt = torch.optim.Adam(self.a_params, lr=a_lr, betas=(0.5, 0.999),
+                                      weight_decay=a_weight_decay)
+        self.arch_step = (arch_step or first_order_step)(self.a_opt)
+        self.run = SupernetRun(None, net, logits)  # type: ignore[arg-type]
+
+    @torch.no_grad()
+    def refresh(self, choices: tuple, changed: Mapping[str, Sequence[str]]) -> None:
+        """Give replaced candidates a fresh start: the choice's mean logit, no optimiser state.
+
+        A new candidate inheriting a weak logit would get exactly zero weight under a sparse
+        relaxation and so never a gradient; the mean puts it back in the competition.
+        """
+        by_name = {c.name: c for c in choices}
+        for name, logit in self.logits.items():
+            if name not in changed:
+                continue
+            idx = [by_name[name].candidates.index(k) for k in changed[name]]
+            logit[idx] = logit.mean()
+            for buf in self.a_opt.state.get(logit, {}).values():
+                if isinstance(buf, torch.Tensor) and buf.shape == logit.shape:
+                    buf[idx] = 0
+
+    def step(self, train_batch: tuple, val_batch: tuple, *, sample_paths: bool = False,
+             where: str = "search step") -> tuple[torch.Tensor, torch.Tensor]:
+        """One step; returns the weight step's (detached outputs, loss)."""
+        trainer, relax, logits = self.trainer, self.relax, self.logits
+        if not sample_paths:
+            _freeze(self.w_params, True)
+            self.arch_step(self.run, trainer, relax, val_batch, train_batch, self.w_opt)
+            _freeze(self.w_params, False)
+        _freeze(self.a_params, True)
+        with torch.no_grad():
+            weights = (_uniform_path(logits) if sample_paths
+                       else {k: w.detach() for k, w in logits.weights(relax).items()})
+        xw, tw = train_batch
+        with trainer.autocast():
+            out = self.net(xw, weights)
+            loss = trainer.loss(out, tw)
+            pen = relax.penalty(logits.as_dict(), "weight")
+            if pen is not None:
+                loss = loss + pen
+        trainer.check_finite(loss, where)
+        trainer.update(loss, self.w_opt, self.w_params)
+        _freeze(self.a_params, False)
+        return out.detach(), loss.detach()
 
 
 def first_order_step(a_opt: torch.optim.Optimizer) -> ArchStep:

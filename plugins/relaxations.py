@@ -1,0 +1,283 @@
+"""The built-in relaxations: softmax, sparsemax, entmax (1.5 and general alpha), soft and hard Gumbel.
+
+Every relaxation works over the last dimension of its logits, so one call can serve a single
+choice (a 1-D tensor) or a batch of choices stacked into rows.
+
+Schedules: the annealed relaxations share one clock (:class:`Scheduled`). ``on_epoch(epoch,
+epochs)`` and ``on_step(step, steps)`` set the search progress
+
+    progress = (epoch * steps + step) / (epochs * steps - 1), clipped to [0, 1],
+
+which is 0 at the first step of the search and exactly 1 at its last step, and every scheduled
+value (a temperature ``tau``, entmax's ``alpha``) is a :class:`Schedule` read at that progress.
+The clock goes into ``state_dict``, so a resumed search continues with the very same values.
+
+Randomness: the Gumbel relaxations draw their noise from torch's global generator on the
+logits' device; the trainer seeds it and saves its state in checkpoints, so a resumed run draws
+the same samples.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Any, Mapping
+
+import torch
+from entmax import entmax15, entmax_bisect, sparsemax
+
+from nasplug.interfaces import Relaxation
+
+__all__ = ["SHAPES", "Entmax", "Entmax15", "Gumbel", "GumbelHard", "Schedule", "Scheduled",
+           "Softmax", "Sparsemax"]
+
+#: Accepted schedule shapes, for the ``schedule`` options.
+SHAPES: tuple[str, ...] = ("constant", "linear", "exp", "cosine")
+# Keeps the Gumbel noise finite: -log(-log(u)) is infinite at u = 0 and u = 1.
+_UNIFORM_EPS = 1e-6
+
+
+@dataclass(frozen=True)
+class Schedule:
+    """A value that moves from ``start`` (progress 0) to ``end`` (progress 1).
+
+    Shapes: ``constant`` (always ``start``), ``linear``, ``exp`` (geometric: equal ratios in
+    equal times, for temperatures spanning decades) and ``cosine`` (slow at both ends).
+
+    Example:
+        >>> Schedule("tau", 1.0, 0.01, "exp").value(0.5)
+        0.1
+    """
+
+    name: str
+    start: float
+    end: float
+    shape: str = "exp"
+
+    def __post_init__(self) -> None:
+        if self.shape not in SHAPES:
+            raise ValueError(f"unknown {self.name} schedule {self.shape!r}; accepted: {', '.join(SHAPES)}")
+        if self.shape == "exp" and (self.start <= 0 or self.end <= 0):
+            raise ValueError(f"an exp {self.name} schedule needs positive start and end, "
+                             f"got {self.start} and {self.end}")
+
+    def value(self, progress: float) -> float:
+        t = min(max(progress, 0.0), 1.0)
+        if self.shape == "constant":
+            return self.start
+        if self.shape == "linear":
+            return self.start + (self.end - self.start) * t
+        if self.shape == "exp":
+            return self.start * (self.end / self.start) ** t
+        return self.end + (self.start - self.end) * (1.0 + math.cos(math.pi * t)) / 2.0
+
+
+class Scheduled(Relaxation):
+    """A relaxation whose parameters follow :class:`Schedule` s of the search progress.
+
+    Subclasses pass their schedules by name and read the current values with ``value(name)``.
+    """
+
+    def __init__(self, *schedules: Schedule) -> None:
+        self._schedules = {s.name: s for s in schedules}
+        self._epoch, self._epochs, self._step, self._steps = 0, 1, 0, 1
+
+    @property
+    def progress(self) -> float:
+        """Where the search stands, from 0 (first step) to 1 (last step)."""
+        done = self._epoch * self._steps + self._step
+        return min(max(done / max(self._epochs * self._steps - 1, 1), 0.0), 1.0)
+
+    def value(self, name: str) -> float:
+        return self._schedules[name].value(self.progress)
+
+    def on_epoch(self, epoch: int, epochs: int) -> None:
+        if epochs < 1 or epoch < 0:
+            raise ValueError(f"epoch {epoch} of {epochs}: need epochs >= 1 and epoch >= 0")
+        # The step count of the previous epoch is kept, so that progress at the start of an
+        # epoch equals progress at its first on_step.
+        self._epoch, self._epochs, self._step = epoch, epochs, 0
+
+    def on_step(self, step: int, steps: int) -> None:
+        if steps < 1 or step < 0:
+            raise ValueError(f"step {step} of {steps}: need steps >= 1 and step >= 0")
+        self._step, self._steps = step, steps
+
+    def state_dict(self) -> dict[str, Any]:
+        """The clock, plus the current scheduled values (for logs; they follow from the clock)."""
+        state: dict[str, Any] = {"epoch": self._epoch, "epochs": self._epochs,
+                                 "step": self._step, "steps": self._steps}
+        state.update({name: self.value(name) for name in self._schedules})
+        return state
+
+    def load_state_dict(self, state: Mapping[str, Any]) -> None:
+        self._epoch, self._epochs = int(state["epoch"]), int(state["epochs"])
+        self._step, self._steps = int(state["step"]), int(state["steps"])
+
+
+class Softmax(Relaxation):
+    """DARTS's relaxation: ``softmax(logits / temperature)``; dense, never exact zeros."""
+
+    def __init__(self, temperature: float = 1.0) -> None:
+        if temperature <= 0:
+            raise ValueError(f"softmax temperature must be > 0, got {temperature}")
+        self.temperature = temperature
+
+    def weights(self, logits: torch.Tensor) -> torch.Tensor:
+        return torch.softmax(logits / self.temperature, dim=-1)
+
+
+class Tempered(Scheduled):
+    """``mapping(logits / tau)`` with the temperature ``tau`` annealed from ``tau_start`` to ``tau_end``."""
+
+    def __init__(self, tau_start: float, tau_end: float, schedule: str, *more: Schedule) -> None:
+        if tau_start <= 0 or tau_end <= 0:
+            raise ValueError(f"temperatures must be > 0, got tau_start={tau_start}, tau_end={tau_end}")
+        super().__init__(Schedule("tau", tau_start, tau_end, schedule), *more)
+
+    @property
+    def tau(self) -> float:
+        return self.value("tau")
+
+
+class Sparsemax(Tempered):
+    """``sparsemax(logits / tau)``: a projection onto the simplex with exact zeros.
+
+    The architecture optimiser moves logits slowly (Adam at lr 3e-4 moves them about 0.06 in
+    200 steps), and sparsemax of nearly equal logits keeps every candidate. So ``tau`` falls
+    geometrically from ``tau_start = 1`` (every candidate kept while the logits are within
+    about 0.1 of each other: the first epochs explore) to ``tau_end = 0.005`` at the last step,
+    where gaps of a few hundredths between logits leave one or two candidates per choice.
+    The rule follows the search's own length, so a 6-epoch and a 10-epoch search both end sparse.
+    Skipping zero-weight candidates is gradient-exact: sparsemax's Jacobian is zero outside
+    its support.
+
+    Args:
+        tau_start: temperature at the first step.
+        tau_end: temperature at the last step.
+        schedule: shape of the temperature curve: constant (stays at ``tau_start``), linear,
+            exp or cosine.
+    """
+
+    def __init__(self, tau_start: float = 1.0, tau_end: float = 0.005, schedule: str = "exp") -> None:
+        super().__init__(tau_start, tau_end, schedule)
+
+    def weights(self, logits: torch.Tensor) -> torch.Tensor:
+        return sparsemax(logits / self.tau, dim=-1)
+
+
+class Entmax15(Tempered):
+    """``entmax15(logits / tau)``: between softmax and sparsemax, with exact zeros.
+
+    Entmax 1.5 drops a candidate only at about three times the logit gap sparsemax needs, so
+    its temperature falls further: geometrically from ``tau_start = 1`` (dense while logits are
+    nearly equal) to ``tau_end = 0.002`` at the last step (one or two candidates per choice).
+    Skipping zero-weight candidates is gradient-exact.
+
+    Args:
+        tau_start: temperature at the first step.
+        tau_end: temperature at the last step.
+        schedule: shape of the temperature curve: constant, linear, exp or cosine.
+    """
+
+    def __init__(self, tau_start: float = 1.0, tau_end: float = 0.002, schedule: str = "exp") -> None:
+        super().__init__(tau_start, tau_end, schedule)
+
+    def weights(self, logits: torch.Tensor) -> torch.Tensor:
+        return entmax15(logits / self.tau, dim=-1)
+
+
+class Entmax(Tempered):
+    """``alpha``-entmax of ``logits / tau``: softmax at alpha 1, sparsemax at alpha 2.
+
+    With ``anneal``, alpha rises linearly from 1 (softmax: dense, exploring) at the first step
+    to 2 (sparsemax) at the last, and ``alpha`` must be left at its default. The temperature
+    follows the same rule as :class:`Entmax15`. Skipping zero-weight candidates is
+    gradient-exact.
+
+    Args:
+        alpha: the fixed entmax alpha, at least 1.
+        anneal: run alpha from 1 to 2 over the search instead.
+        tau_start: temperature at the first step.
+        tau_end: temperature at the last step.
+        schedule: shape of the temperature curve: constant, linear, exp or cosine.
+    """
+
+    def __init__(self, alpha: float = 1.5, anneal: bool = False, tau_start: float = 1.0,
+                 tau_end: float = 0.002, schedule: str = "exp") -> None:
+        if alpha < 1:
+            raise ValueError(f"entmax alpha must be >= 1 (1 is softmax, 2 is sparsemax), got {alpha}")
+        if anneal and alpha != 1.5:
+            raise ValueError(f"entmax: give either alpha={alpha} or anneal=true (alpha from 1 to 2), not both")
+        alphas = Schedule("alpha", 1.0, 2.0, "linear") if anneal else Schedule("alpha", alpha, alpha, "constant")
+        super().__init__(tau_start, tau_end, schedule, alphas)
+
+    @property
+    def alpha(self) -> float:
+        return self.value("alpha")
+
+    def weights(self, logits: torch.Tensor) -> torch.Tensor:
+        alpha = self.alpha
+        if alpha == 1.0:  # the bisection is undefined at alpha = 1, where entmax is softmax
+            return torch.softmax(logits / self.tau, dim=-1)
+        return entmax_bisect(logits / self.tau, alpha=alpha, dim=-1)
+
+
+def _gumbel_softmax(logits: torch.Tensor, tau: float) -> torch.Tensor:
+    """``softmax((logits + g) / tau)`` with Gumbel noise ``g``, in float32 at least."""
+    z = logits.to(torch.promote_types(logits.dtype, torch.float32))
+    u = torch.rand_like(z).clamp_(_UNIFORM_EPS, 1.0 - _UNIFORM_EPS)
+    return torch.softmax((z - torch.log(-torch.log(u))) / tau, dim=-1)
+
+
+class Gumbel(Tempered):
+    """SNAS: a soft Gumbel-softmax sample, ``softmax((logits + g) / tau)``, at every call.
+
+    A fresh sample per call of :meth:`weights` (the trainer calls it once per step and shares it
+    by every cell of a type). The weights are never exactly zero for finite logits, so nothing
+    is skipped and skipping stays exact. ``tau`` falls geometrically from 1 to 0.1 by default.
+    ``eval_weights`` is the deterministic ``softmax(logits)``: the probability of each
+    candidate being the sample's largest entry.
+
+    Args:
+        tau_start: temperature at the first step.
+        tau_end: temperature at the last step.
+        schedule: shape of the temperature curve: constant, linear, exp or cosine.
+    """
+
+    def __init__(self, tau_start: float = 1.0, tau_end: float = 0.1, schedule: str = "exp") -> None:
+        super().__init__(tau_start, tau_end, schedule)
+
+    def weights(self, logits: torch.Tensor) -> torch.Tensor:
+        return _gumbel_softmax(logits, self.tau).to(logits.dtype)
+
+    def eval_weights(self, logits: torch.Tensor) -> torch.Tensor:
+        return torch.softmax(logits, dim=-1)
+
+
+class GumbelHard(Gumbel):
+    """GDAS: a straight-through one-hot Gumbel sample; one candidate per choice and step.
+
+    The forward value is exactly one-hot (the unchosen candidates are exactly 0.0, so the
+    supernet runs one candidate per choice); the gradient is that of the tempered sample ``p``,
+    so it reaches every logit. ``tau`` falls linearly from 10 to 0.1 by default, as in GDAS.
+    Skipping is part of this estimator, not an approximation of a dense gradient, hence
+    ``skip_is_exact = False``. ``eval_weights`` is ``softmax(logits)``.
+
+    Args:
+        tau_start: temperature at the first step.
+        tau_end: temperature at the last step.
+        schedule: shape of the temperature curve: constant, linear, exp or cosine.
+    """
+
+    skip_is_exact = False
+
+    def __init__(self, tau_start: float = 10.0, tau_end: float = 0.1, schedule: str = "linear") -> None:
+        super().__init__(tau_start, tau_end, schedule)
+
+    def weights(self, logits: torch.Tensor) -> torch.Tensor:
+        p = _gumbel_softmax(logits, self.tau)
+        one_hot = torch.zeros_like(p).scatter_(-1, p.argmax(dim=-1, keepdim=True), 1.0)
+        # p - p.detach() is exactly zero, so the forward value is the exact one-hot, while the
+        # backward pass sees the identity on p.
+        return (one_hot + (p - p.detach())).to(logits.dtype)

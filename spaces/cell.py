@@ -1,0 +1,530 @@
+"""The DARTS cell search space: a normal and a reduction cell, each a small DAG of mixed ops.
+
+A cell has two inputs (the outputs of the two previous cells, numbered 0 and 1) and ``nodes``
+intermediate nodes (numbered from 2); node ``i`` sums one mixed op on every earlier state, and
+the cell outputs the concatenation of its intermediate nodes. Every edge is a
+:class:`~nasplug.types.Choice` named ``"<cell>:<node><-<input>"``, e.g. ``normal:2<-0``.
+
+Example:
+    >>> from nasplug.types import Task
+    >>> space = CellSpace(channels=4, layers=3)
+    >>> [c.name for c in space.choices()][:3]
+    ['normal:2<-0', 'normal:2<-1', 'normal:3<-0']
+    >>> net = space.supernet(Task("classification", (1, 28, 28), 10))
+"""
+
+from __future__ import annotations
+
+import copy
+from typing import Any, Mapping, Sequence
+
+import torch
+from torch import nn
+
+from nasplug.interfaces import SearchSpace, Suggest, Weights
+from nasplug.types import Choice, Genotype, Task
+
+from .ops import NONE, NORMALISED_IN_SUPERNET, OPS, FactorizedReduce, ReLUConvBN, drop_path
+
+__all__ = ["CellSpace", "CellNetwork", "CellSupernet"]
+
+CELL_TYPES: tuple[str, ...] = ("normal", "reduce")
+SPACE_NAME = "cell"
+DEFAULT_OPS = ("none,max_pool_3x3,avg_pool_3x3,skip_connect,sep_conv_3x3,sep_conv_5x5,"
+               "dil_conv_3x3,dil_conv_5x5")
+
+#: Per edge choice name, the candidate op names of that edge.
+EdgeOps = Mapping[str, tuple[str, ...]]
+
+
+def edge_name(cell: str, node: int, source: int) -> str:
+    """The choice name of the edge from state ``source`` into node ``node`` of ``cell``."""
+    return f"{cell}:{node}<-{source}"
+
+
+def _edges(cell: str, nodes: int) -> list[tuple[str, int, int]]:
+    """``(name, node, source)`` of every edge of a cell, in node then source order."""
+    return [(edge_name(cell, node, source), node, source)
+            for node in range(2, nodes + 2) for source in range(node)]
+
+
+def _parse_ops(ops: str) -> tuple[str, ...]:
+    names = tuple(name.strip() for name in ops.split(","))
+    unknown = [name for name in names if name not in OPS]
+    if unknown:
+        raise ValueError(f"unknown op {unknown[0]!r} in ops {ops!r}; known ops: {', '.join(OPS)}")
+    if len(set(names)) != len(names):
+        raise ValueError(f"ops {ops!r} names an op twice")
+    if all(name == NONE for name in names):
+        raise ValueError(f"ops {ops!r} needs at least one op other than {NONE!r}")
+    return names
+
+
+def _reduction_layers(layers: int) -> frozenset[int]:
+    # DARTS places the two reduction cells at one and two thirds of the depth.
+    return frozenset({layers // 3, 2 * layers // 3})
+
+
+def _image_channels(task: Task) -> int:
+    if len(task.input_shape) != 3:
+        raise ValueError(f"the cell space needs image input (C, H, W); got input_shape "
+                         f"{tuple(task.input_shape)}")
+    return int(task.input_shape[0])
+
+
+def _gather(weights: Weights, choices: Sequence[Choice]) -> list[torch.Tensor]:
+    """The weight tensor of every choice, in order, checked against its candidates."""
+    tensors = []
+    for choice in choices:
+        try:
+            w = weights[choice.name]
+        except KeyError:
+            raise ValueError(f"weights lack choice {choice.name!r}") from None
+        if w.shape != (len(choice.candidates),):
+            raise ValueError(f"weights of {choice.name!r} have shape {tuple(w.shape)}; expected "
+                             f"({len(choice.candidates)},) for {', '.join(choice.candidates)}")
+        tensors.append(w)
+    return tensors
+
+
+def _as_floats(tensors: Sequence[torch.Tensor]) -> list[list[float]]:
+    """``tensors`` as lists of Python floats, with one host transfer for all of them."""
+    flat = torch.cat([t.detach() for t in tensors]).tolist()
+    rows, start = [], 0
+    for t in tensors:
+        rows.append(flat[start:start + len(t)])
+        start += len(t)
+    return rows
+
+
+# --- the supernet ------------------------------------------------------------------------------
+
+
+class MixedOp(nn.Module):
+    """The weighted sum of an edge's candidate ops; ``none`` is never built nor computed."""
+
+    def __init__(self, candidates: Sequence[str], channels: int, stride: int) -> None:
+        super().__init__()
+        ops, positions = [], []
+        for k, name in enumerate(candidates):
+            if name == NONE:
+                continue
+            op = OPS[name](channels, stride, False)
+            if name in NORMALISED_IN_SUPERNET:
+                op = nn.Sequential(op, nn.BatchNorm2d(channels, affine=False))
+            ops.append(op)
+            positions.append(k)
+        self.ops = nn.ModuleList(ops)
+        self.positions = tuple(positions)
+
+    def forward(self, x: torch.Tensor, w: torch.Tensor,
+                row: Sequence[float] | None) -> torch.Tensor | None:
+        """Mix the ops on ``x``; ``row`` (``w`` as floats) marks which ops to skip, None: none.
+
+        Returns None when no op is computed.
+        """
+        out = None
+        for op, k in zip(self.ops, self.positions):
+            if row is not None and row[k] == 0.0:
+                continue  # weight exactly zero: not computed, forward or backward
+            y = w[k] * op(x)
+            # In place: the product is saved by no backward function, so this is autograd-safe.
+            out = y if out is None else out.add_(y)
+        return out
+
+
+class SearchCell(nn.Module):
+    """A supernet cell: every intermediate node sums a mixed op on each earlier state."""
+
+    def __init__(self, kind: str, edge_ops: EdgeOps, nodes: int, c_prev_prev: int, c_prev: int,
+                 channels: int, reduction: bool, reduction_prev: bool) -> None:
+        super().__init__()
+        self.kind = kind
+        self.nodes = nodes
+        self.reduction = reduction
+        self.channels = channels
+        self.pre0 = (FactorizedReduce(c_prev_prev, channels, False) if reduction_prev
+                     else ReLUConvBN(c_prev_prev, channels, 1, 1, 0, False))
+        self.pre1 = ReLUConvBN(c_prev, channels, 1, 1, 0, False)
+        self.edges = nn.ModuleList(
+            MixedOp(edge_ops[name], channels, 2 if reduction and source < 2 else 1)
+            for name, _, source in _edges(kind, nodes))
+
+    def forward(self, s0: torch.Tensor, s1: torch.Tensor, weights: Sequence[torch.Tensor],
+                rows: Sequence[Sequence[float] | None]) -> torch.Tensor:
+        states = [self.pre0(s0), self.pre1(s1)]
+        e = 0
+        for _ in range(self.nodes):
+            node = None
+            for h in states:
+                y = self.edges[e](h, weights[e], rows[e])
+                e += 1
+                if y is not None:
+                    node = y if node is None else node.add_(y)
+            states.append(self._zeros(states[1]) if node is None else node)
+        return torch.cat(states[2:], dim=1)
+
+    def _zeros(self, s1: torch.Tensor) -> torch.Tensor:
+        """The output of a node without any computed input."""
+        n, _, h, w = s1.shape
+        if self.reduction:
+            h, w = (h + 1) // 2, (w + 1) // 2
+        return s1.new_zeros(n, self.channels, h, w).contiguous(memory_format=torch.channels_last)
+
+
+class CellSupernet(nn.Module):
+    """DARTS's search network: stem, cells sharing the weights of their type, pooling, head.
+
+    ``forward(x, weights)`` takes the mixing weights of every choice of the space. With
+    ``skip_zeros`` (the default) an op whose weight is exactly zero is not computed; which ops
+    run is read with one host transfer per forward, shared by every cell.
+    """
+
+    def __init__(self, task: Task, choices: Sequence[Choice], channels: int, layers: int,
+                 nodes: int, stem_multiplier: int) -> None:
+        super().__init__()
+        self.skip_zeros = True
+        self.choices = tuple(choices)
+        edge_ops = {c.name: c.candidates for c in self.choices}
+        self._type_edges = {kind: [i for i, c in enumerate(self.choices)
+                                   if c.name.startswith(f"{kind}:")] for kind in CELL_TYPES}
+        c_stem = stem_multiplier * channels
+        self.stem = nn.Sequential(
+            nn.Conv2d(_image_channels(task), c_stem, 3, padding=1, bias=False),
+            nn.BatchNorm2d(c_stem, affine=False),
+        )
+        c_prev_prev, c_prev, c = c_stem, c_stem, channels
+        reductions = _reduction_layers(layers)
+        cells, reduction_prev = [], False
+        for i in range(layers):
+            reduction = i in reductions
+            c = 2 * c if reduction else c
+            kind = "reduce" if reduction else "normal"
+            cells.append(SearchCell(kind, edge_ops, nodes, c_prev_prev, c_prev, c, reduction,
+                                    reduction_prev))
+            reduction_prev = reduction
+            c_prev_prev, c_prev = c_prev, nodes * c
+        self.cells = nn.ModuleList(cells)
+        self.pool = nn.AdaptiveAvgPool2d(1)
+        self.classifier = nn.Linear(c_prev, task.outputs)
+        # channels_last made the convolutions and pools 2-4x faster on CPU (PERFORMANCE.md).
+        self.to(memory_format=torch.channels_last)
+
+    def forward(self, x: torch.Tensor, weights: Weights) -> torch.Tensor:
+        x = x.contiguous(memory_format=torch.channels_last)
+        ws = _gather(weights, self.choices)
+        rows: list[list[float] | None] = (list(_as_floats(ws)) if self.skip_zeros
+                                          else [None] * len(ws))
+        per_type = {kind: ([ws[i] for i in idx], [rows[i] for i in idx])
+                    for kind, idx in self._type_edges.items()}
+        s0 = s1 = self.stem(x)
+        for cell in self.cells:
+            s0, s1 = s1, cell(s0, s1, *per_type[cell.kind])
+        return self.classifier(self.pool(s1).flatten(1))
+
+
+# --- the discrete network ----------------------------------------------------------------------
+
+
+class Cell(nn.Module):
+    """A discrete cell: node ``i`` sums two ops of the genotype on earlier states."""
+
+    def __init__(self, pairs: Sequence[Sequence[Any]], concat: Sequence[int], c_prev_prev: int,
+                 c_prev: int, channels: int, reduction: bool, reduction_prev: bool) -> None:
+        super().__init__()
+        self.pre0 = (FactorizedReduce(c_prev_prev, channels, True) if reduction_prev
+                     else ReLUConvBN(c_prev_prev, channels, 1, 1, 0, True))
+        self.pre1 = ReLUConvBN(c_prev, channels, 1, 1, 0, True)
+        self.ops = nn.ModuleList(OPS[op](channels, 2 if reduction and source < 2 else 1, True)
+                                 for op, source in pairs)
+        self.sources = tuple(int(source) for _, source in pairs)
+        self.concat = tuple(concat)
+
+    def forward(self, s0: torch.Tensor, s1: torch.Tensor, drop_prob: float) -> torch.Tensor:
+        states = [self.pre0(s0), self.pre1(s1)]
+        for i in range(0, len(self.ops), 2):
+            node = None
+            for e in (i, i + 1):
+                op = self.ops[e]
+                y = op(states[self.sources[e]])
+                # Identity paths are never dropped, as in DARTS.
+                if self.training and drop_prob > 0 and not isinstance(op, nn.Identity):
+                    y = drop_path(y, drop_prob)
+                node = y if node is None else node + y
+            states.append(node)
+        return torch.cat([states[i] for i in self.concat], dim=1)
+
+
+class AuxiliaryHead(nn.Sequential):
+    """DARTS's auxiliary classifier, pooling to 2x2 first so that any map size works."""
+
+    def __init__(self, channels: int, outputs: int) -> None:
+        super().__init__(
+            nn.ReLU(inplace=False),
+            nn.AdaptiveAvgPool2d(2),
+            nn.Conv2d(channels, 128, 1, bias=False),
+            nn.BatchNorm2d(128),
+            nn.ReLU(inplace=True),
+            nn.Conv2d(128, 768, 2, bias=False),
+            nn.BatchNorm2d(768),
+            nn.ReLU(inplace=True),
+            nn.Flatten(),
+            nn.Linear(768, outputs),
+        )
+
+
+class CellNetwork(nn.Module):
+    """The evaluation network of a cell genotype (DARTS's ``NetworkCIFAR``).
+
+    ``drop_path_prob`` is read at every forward (a trainer may change it each epoch). With an
+    auxiliary head, a training forward stores the head's outputs in ``aux_logits``; otherwise
+    ``aux_logits`` is None.
+    """
+
+    def __init__(self, spec: Mapping[str, Any], task: Task, channels: int, layers: int,
+                 stem_multiplier: int, auxiliary: bool, drop_path_prob: float) -> None:
+        super().__init__()
+        self.drop_path_prob = drop_path_prob
+        self.aux_logits: torch.Tensor | None = None
+        c_stem = stem_multiplier * channels
+        self.stem = nn.Sequential(
+            nn.Conv2d(_image_channels(task), c_stem, 3, padding=1, bias=False),
+            nn.BatchNorm2d(c_stem),
+        )
+        c_prev_prev, c_prev, c = c_stem, c_stem, channels
+        reductions = _reduction_layers(layers)
+        self._aux_after = 2 * layers // 3
+        cells, reduction_prev, c_aux = [], False, c_prev
+        for i in range(layers):
+            reduction = i in reductions
+            c = 2 * c if reduction else c
+            kind = "reduce" if reduction else "normal"
+            concat = spec[f"{kind}_concat"]
+            cells.append(Cell(spec[kind], concat, c_prev_prev, c_prev, c, reduction,
+                              reduction_prev))
+            reduction_prev = reduction
+            c_prev_prev, c_prev = c_prev, len(concat) * c
+            if i == self._aux_after:
+                c_aux = c_prev
+        self.cells = nn.ModuleList(cells)
+        self.auxiliary_head = AuxiliaryHead(c_aux, task.outputs) if auxiliary else None
+        self.pool = nn.AdaptiveAvgPool2d(1)
+        self.classifier = nn.Linear(c_prev, task.outputs)
+        self.to(memory_format=torch.channels_last)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = x.contiguous(memory_format=torch.channels_last)
+        self.aux_logits = None
+        s0 = s1 = self.stem(x)
+        for i, cell in enumerate(self.cells):
+            s0, s1 = s1, cell(s0, s1, self.drop_path_prob)
+            if i == self._aux_after and self.auxiliary_head is not None and self.training:
+                self.aux_logits = self.auxiliary_head(s1)
+        return self.classifier(self.pool(s1).flatten(1))
+
+
+# --- the space ---------------------------------------------------------------------------------
+
+
+class CellSpace(SearchSpace):
+    """DARTS's CNN cell space.
+
+    Args:
+        ops: comma-separated candidate ops of every edge (names of ``nasplug_spaces.ops.OPS``).
+        channels: channels of the first cells (doubled at each reduction); even.
+        layers: number of cells; reductions sit at ``layers // 3`` and ``2 * layers // 3``.
+        nodes: intermediate nodes per cell.
+        stem_multiplier: the stem outputs ``stem_multiplier * channels`` channels.
+        drop_path: initial drop-path probability of built networks (``drop_path_prob``).
+        auxiliary: whether built networks carry an auxiliary head at two thirds of the depth.
+    """
+
+    def __init__(self, ops: str = DEFAULT_OPS, channels: int = 8, layers: int = 5,
+                 nodes: int = 4, stem_multiplier: int = 3, drop_path: float = 0.0,
+                 auxiliary: bool = False) -> None:
+        names = _parse_ops(ops)
+        if channels < 2 or channels % 2:
+            raise ValueError(f"channels must be a positive even number, got {channels}")
+        if layers < 1:
+            raise ValueError(f"layers must be at least 1, got {layers}")
+        if nodes < 1:
+            raise ValueError(f"nodes must be at least 1, got {nodes}")
+        if stem_multiplier < 1:
+            raise ValueError(f"stem_multiplier must be at least 1, got {stem_multiplier}")
+        if not 0.0 <= drop_path < 1.0:
+            raise ValueError(f"drop_path must be in [0, 1), got {drop_path}")
+        self.channels = channels
+        self.layers = layers
+        self.nodes = nodes
+        self.stem_multiplier = stem_multiplier
+        self.drop_path = drop_path
+        self.auxiliary = auxiliary
+        self._edge_ops: dict[str, tuple[str, ...]] = {
+            name: names for kind in CELL_TYPES for name, _, _ in _edges(kind, nodes)}
+
+    # -- choices and networks
+
+    def choices(self) -> tuple[Choice, ...]:
+        return tuple(Choice(name, ops) for name, ops in self._edge_ops.items())
+
+    def supernet(self, task: Task) -> CellSupernet:
+        return CellSupernet(task, self.choices(), self.channels, self.layers, self.nodes,
+                            self.stem_multiplier)
+
+    def build(self, genotype: Genotype, task: Task) -> CellNetwork:
+        _validate(genotype)
+        return CellNetwork(genotype.spec, task, self.channels, self.layers,
+                           self.stem_multiplier, self.auxiliary, self.drop_path)
+
+    # -- genotypes
+
+    def derive(self, weights: Weights) -> Genotype:
+        """DARTS's rule: each node keeps its two incoming edges whose strongest op other than
+        ``none`` weighs most, each with that op."""
+        choices = self.choices()
+        rows = dict(zip(self._edge_ops, _as_floats(_gather(weights, choices))))
+        spec: dict[str, Any] = {}
+        for kind in CELL_TYPES:
+            pairs: list[list[Any]] = []
+            for node in range(2, self.nodes + 2):
+                best = []  # (weight, source, op) of each edge's strongest op other than none
+                for source in range(node):
+                    name = edge_name(kind, node, source)
+                    ranked = [(w, op) for op, w in zip(self._edge_ops[name], rows[name])
+                              if op != NONE]
+                    if ranked:
+                        w, op = max(ranked, key=lambda t: t[0])  # first of equals wins
+                        best.append((w, source, op))
+                if len(best) < 2:
+                    raise ValueError(f"{kind} node {node} has fewer than two edges with an op "
+                                     f"other than {NONE!r}; cannot derive a genotype")
+                best.sort(key=lambda t: -t[0])  # stable: the lower input wins a tie
+                pairs += [[op, source] for _, source, op in best[:2]]
+            spec[kind] = pairs
+            spec[f"{kind}_concat"] = list(range(2, self.nodes + 2))
+        return Genotype(SPACE_NAME, spec)
+
+    def sample(self, suggest: Suggest) -> Genotype:
+        """A random genotype: per node, ``suggest(f"{cell}:{node}:inputs", ["0,1", ...])`` picks
+        two distinct inputs, then ``suggest(edge_name, ops)`` an op other than ``none`` for each."""
+        spec: dict[str, Any] = {}
+        for kind in CELL_TYPES:
+            pairs: list[list[Any]] = []
+            for node in range(2, self.nodes + 2):
+                usable = [s for s in range(node)
+                          if any(op != NONE for op in self._edge_ops[edge_name(kind, node, s)])]
+                options = [f"{a},{b}" for i, a in enumerate(usable) for b in usable[i + 1:]]
+                if not options:
+                    raise ValueError(f"{kind} node {node} has fewer than two edges with an op "
+                                     f"other than {NONE!r}; cannot sample a genotype")
+                picked = suggest(f"{kind}:{node}:inputs", options)
+                for source in (int(s) for s in str(picked).split(",")):
+                    name = edge_name(kind, node, source)
+                    ops = [op for op in self._edge_ops[name] if op != NONE]
+                    pairs.append([suggest(name, ops), source])
+            spec[kind] = pairs
+            spec[f"{kind}_concat"] = list(range(2, self.nodes + 2))
+        return Genotype(SPACE_NAME, spec)
+
+    def one_hot(self, genotype: Genotype) -> dict[str, torch.Tensor]:
+        """Weights selecting ``genotype`` in the supernet; edges it does not use are all zeros."""
+        _validate(genotype)
+        weights = {name: torch.zeros(len(ops)) for name, ops in self._edge_ops.items()}
+        for kind in CELL_TYPES:
+            pairs = genotype.spec[kind]
+            if len(pairs) != 2 * self.nodes:
+                raise ValueError(f"genotype's {kind} cell has {len(pairs) // 2} nodes; this "
+                                 f"space has {self.nodes}")
+            for i, (op, source) in enumerate(pairs):
+                name = edge_name(kind, 2 + i // 2, source)
+                if op not in self._edge_ops[name]:
+                    raise ValueError(f"op {op!r} is not a candidate of edge {name!r}; candidates: "
+                                     f"{', '.join(self._edge_ops[name])}")
+                weights[name][self._edge_ops[name].index(op)] = 1.0
+        return weights
+
+    def describe(self, genotype: Genotype) -> str:
+        """Two lines, e.g. ``normal: 2 <- sep_conv_3x3(0) + sep_conv_3x3(1); ... | concat 2,3,4,5``."""
+        _validate(genotype)
+        lines = []
+        for kind in CELL_TYPES:
+            pairs = genotype.spec[kind]
+            nodes = [f"{2 + i // 2} <- " + " + ".join(f"{op}({s})" for op, s in pairs[i:i + 2])
+                     for i in range(0, len(pairs), 2)]
+            concat = ",".join(str(i) for i in genotype.spec[f"{kind}_concat"])
+            lines.append(f"{kind}: {'; '.join(nodes)} | concat {concat}")
+        return "\n".join(lines)
+
+    # -- variants
+
+    def restrict(self, keep: Mapping[str, Sequence[str]]) -> CellSpace:
+        """A copy whose named edges keep only the given ops (others keep all of theirs)."""
+        edge_ops = dict(self._edge_ops)
+        for name, ops in keep.items():
+            ops = [ops] if isinstance(ops, str) else list(ops)
+            if name not in edge_ops:
+                raise ValueError(f"unknown choice {name!r}; choices are named like "
+                                 f"{edge_name('normal', 2, 0)!r}")
+            extra = [op for op in ops if op not in edge_ops[name]]
+            if extra:
+                raise ValueError(f"op {extra[0]!r} is not a candidate of {name!r}; candidates: "
+                                 f"{', '.join(edge_ops[name])}")
+            if not ops:
+                raise ValueError(f"restricting {name!r} to no ops; keep at least one")
+            edge_ops[name] = tuple(op for op in edge_ops[name] if op in ops)
+        space = copy.copy(self)
+        space._edge_ops = edge_ops
+        return space
+
+    def with_depth(self, depth: int) -> CellSpace:
+        if depth < 1:
+            raise ValueError(f"depth must be at least 1, got {depth}")
+        space = copy.copy(self)
+        space.layers = depth
+        return space
+
+    def state_dict(self) -> dict[str, Any]:
+        return {"layers": self.layers, "edge_ops": {k: list(v) for k, v in self._edge_ops.items()}}
+
+    def load_state_dict(self, state: Mapping[str, Any]) -> None:
+        edge_ops = {k: tuple(v) for k, v in state["edge_ops"].items()}
+        if set(edge_ops) != set(self._edge_ops):
+            raise ValueError("cell space state has other edges than this space; "
+                             "were nodes changed?")
+        self.layers = int(state["layers"])
+        self._edge_ops = {k: edge_ops[k] for k in self._edge_ops}
+
+
+def _validate(genotype: Genotype) -> None:
+    """Raise a one-line ValueError unless ``genotype`` is a well-formed cell genotype."""
+    if genotype.space != SPACE_NAME:
+        raise ValueError(f"genotype is for space {genotype.space!r}; expected {SPACE_NAME!r}")
+    spec = genotype.spec
+    for kind in CELL_TYPES:
+        for key in (kind, f"{kind}_concat"):
+            if key not in spec:
+                raise ValueError(f"cell genotype lacks {key!r}; needs normal, normal_concat, "
+                                 f"reduce, reduce_concat")
+        pairs = spec[kind]
+        if not pairs or len(pairs) % 2:
+            raise ValueError(f"genotype's {kind!r} must list two (op, input) pairs per node, "
+                             f"got {len(pairs)} pairs")
+        nodes = len(pairs) // 2
+        for i, pair in enumerate(pairs):
+            node = 2 + i // 2
+            if not (isinstance(pair, (list, tuple)) and len(pair) == 2 and isinstance(pair[0], str)
+                    and isinstance(pair[1], int) and not isinstance(pair[1], bool)):
+                raise ValueError(f"genotype's {kind!r} entry {i} is not an (op, input) pair: {pair!r}")
+            op, source = pair
+            if op not in OPS or op == NONE:
+                known = ", ".join(name for name in OPS if name != NONE)
+                raise ValueError(f"unknown op {op!r} in genotype's {kind!r} cell; known ops: {known}")
+            if not 0 <= source < node:
+                raise ValueError(f"node {node} of genotype's {kind!r} cell takes input {source}; "
+                                 f"accepted inputs: 0..{node - 1}")
+        concat = spec[f"{kind}_concat"]
+        valid = range(2, nodes + 2)
+        if (not concat or len(set(concat)) != len(concat)
+                or not all(isinstance(i, int) and i in valid for i in concat)):
+            raise ValueError(f"genotype's {kind}_concat {list(concat)} must name distinct "
+                             f"intermediate nodes among {list(valid)}")

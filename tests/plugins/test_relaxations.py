@@ -1,0 +1,319 @@
+"""Conformance of every registered relaxation, and the behaviour of the built-in ones."""
+
+from __future__ import annotations
+
+import io
+import math
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+from nasplug import registry
+from nasplug.types import Task
+from nasplug_plugins.relaxations import SHAPES, Schedule
+
+NAMES = registry.names("relaxation")
+SKIP_EXACT = [n for n in NAMES if registry.load("relaxation", n).skip_is_exact]
+#: Built-ins whose default schedule ends with exact zeros on moderately separated logits.
+SPARSE = ["sparsemax", "entmax15", "entmax"]
+SPARSE_SETTINGS = [(name, {}) for name in SPARSE] + [("entmax", {"anneal": True})]
+#: Logits as DARTS's architecture optimiser leaves them after a short search: a few hundredths apart.
+SEPARATED = torch.tensor([0.10, 0.06, 0.03, 0.02, 0.0, -0.01, -0.03, -0.05])
+#: Three leaders close together: sparse relaxations keep several candidates, with gradients.
+LEADERS = torch.tensor([0.100, 0.099, 0.098, 0.03, 0.02, 0.0, -0.01, -0.03])
+
+
+def make(name: str, **options):
+    return registry.load("relaxation", name)(**options)
+
+
+def at_end(relax, epochs: int = 8, steps: int = 80):
+    relax.on_epoch(epochs - 1, epochs)
+    relax.on_step(steps - 1, steps)
+    return relax
+
+
+def seeded(fn, logits: torch.Tensor, seed: int = 1) -> torch.Tensor:
+    torch.manual_seed(seed)
+    return fn(logits)
+
+
+# --- every registered relaxation ---------------------------------------------------------------
+
+
+def test_builtins_are_registered():
+    assert {"softmax", "sparsemax", "entmax15", "entmax", "gumbel", "gumbel-hard"} <= set(NAMES)
+
+
+@pytest.mark.parametrize("stage", ["start", "middle", "end"])
+@pytest.mark.parametrize("name", NAMES)
+def test_weights_are_on_the_simplex(name, stage):
+    relax = make(name)
+    if stage != "start":
+        relax.on_epoch(3 if stage == "middle" else 7, 8)
+        relax.on_step(40 if stage == "middle" else 79, 80)
+    for logits in (torch.randn(8), torch.randn(5, 8), SEPARATED):
+        for w in (relax.weights(logits), relax.eval_weights(logits)):
+            assert w.shape == logits.shape
+            assert torch.isfinite(w).all()
+            assert (w >= 0).all()
+            torch.testing.assert_close(w.sum(-1), torch.ones(logits.shape[:-1]), rtol=0, atol=1e-5)
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_eval_weights_are_deterministic(name):
+    relax = make(name)
+    relax.on_epoch(2, 8)
+    logits = torch.randn(3, 8)
+    first = relax.eval_weights(logits)
+    torch.rand(100)  # moves the global generator: a deterministic mapping must not care
+    assert torch.equal(first, relax.eval_weights(logits))
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_eval_weights_rank_candidates_by_logit(name):
+    relax = at_end(make(name))
+    logits = torch.tensor([0.3, 2.0, -1.0, 0.1])
+    assert int(relax.eval_weights(logits).argmax()) == 1
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_gradients_reach_the_logits_and_are_finite(name):
+    for stage in ("start", "end"):
+        relax = make(name) if stage == "start" else at_end(make(name))
+        logits = SEPARATED.clone().requires_grad_()
+        w = seeded(relax.weights, logits)
+        (w * torch.arange(8.0)).sum().backward()
+        assert torch.isfinite(logits.grad).all()
+        # At the end a sparse relaxation may keep a single candidate, whose weight is constant.
+        if stage == "start":
+            assert logits.grad.abs().sum() > 0
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_state_dict_round_trip_restores_the_schedule(name):
+    trained = make(name)
+    trained.on_epoch(3, 8)
+    trained.on_step(40, 80)
+    buffer = io.BytesIO()
+    torch.save(trained.state_dict(), buffer)  # checkpoints are plain data, read back safely
+    buffer.seek(0)
+    resumed = make(name)
+    resumed.load_state_dict(torch.load(buffer, weights_only=True))
+    assert resumed.state_dict() == trained.state_dict()
+    logits = torch.randn(4, 8)
+    for relax in (trained, resumed):
+        relax.on_step(41, 80)
+    assert torch.equal(seeded(trained.weights, logits), seeded(resumed.weights, logits))
+    assert torch.equal(trained.eval_weights(logits), resumed.eval_weights(logits))
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_no_penalty_by_default(name):
+    assert make(name).penalty({"e": torch.zeros(8)}, "arch") is None
+
+
+# --- zero-skipping is gradient-exact on the cell supernet -------------------------------------
+
+
+def _supernet_gradients(space, relax, skip_zeros: bool):
+    torch.manual_seed(0)
+    net = space.supernet(Task("classification", (3, 8, 8), 5))
+    net.skip_zeros = skip_zeros
+    x, y = torch.randn(4, 3, 8, 8), torch.randint(0, 5, (4,))
+    choices = space.choices()
+    logits = {}
+    for i, c in enumerate(choices):
+        # Each edge favours other ops, so different ops survive on different edges.
+        pattern = LEADERS[:len(c.candidates)].roll(i % len(c.candidates))
+        logits[c.name] = pattern.clone().requires_grad_()
+    torch.manual_seed(1)
+    weights = {name: relax.weights(l) for name, l in logits.items()}
+    F.cross_entropy(net(x, weights), y).backward()
+    # A tensor that no computed path reaches has no gradient: that is a zero gradient.
+    tensors = {f"logits {name}": l for name, l in logits.items()} | dict(net.named_parameters())
+    grads = {k: torch.zeros_like(t) if t.grad is None else t.grad for k, t in tensors.items()}
+    return grads, weights
+
+
+@pytest.mark.parametrize("name", SKIP_EXACT)
+def test_skipping_zero_weights_leaves_gradients_unchanged(name):
+    space = registry.load("space", "cell")(channels=4, layers=3)
+    relax = at_end(make(name))
+    sparse, weights = _supernet_gradients(space, relax, skip_zeros=True)
+    dense, _ = _supernet_gradients(space, relax, skip_zeros=False)
+    if name in SPARSE:
+        assert sum(int((w == 0).sum()) for w in weights.values()) > len(weights), "nothing skipped"
+    assert any(g.abs().sum() > 0 for k, g in sparse.items() if k.startswith("logits"))
+    assert sparse.keys() == dense.keys()
+    for key in sparse:
+        torch.testing.assert_close(sparse[key], dense[key], rtol=1e-5, atol=1e-6, msg=key)
+
+
+# --- the sparse relaxations become sparse within the search ------------------------------------
+
+
+@pytest.mark.parametrize("epochs", [6, 10])
+@pytest.mark.parametrize("name, options", SPARSE_SETTINGS)
+def test_sparse_relaxations_explore_first_and_end_with_one_or_two_candidates(name, options, epochs):
+    relax = make(name, **options)
+    near_equal = 1e-3 * torch.randn(14, 8)  # DARTS's initial logits
+    relax.on_epoch(0, epochs)
+    assert (relax.weights(near_equal) > 0).all()
+    assert (relax.weights(SEPARATED) > 0).all()
+    at_end(relax, epochs)
+    kept = int((relax.weights(SEPARATED) > 0).sum())
+    assert 1 <= kept <= 2
+
+
+def test_annealed_entmax_runs_from_softmax_to_sparsemax():
+    relax = make("entmax", anneal=True, tau_start=1.0, tau_end=0.05)
+    logits = torch.randn(3, 8)
+    relax.on_epoch(0, 4)
+    assert relax.state_dict()["alpha"] == 1.0
+    torch.testing.assert_close(relax.weights(logits), torch.softmax(logits, -1))
+    at_end(relax, 4)
+    assert relax.state_dict()["alpha"] == pytest.approx(2.0)
+    torch.testing.assert_close(relax.weights(logits), make("sparsemax", tau_start=0.05, tau_end=0.05)
+                               .weights(logits), rtol=1e-4, atol=1e-5)
+
+
+@pytest.mark.parametrize("name, options", SPARSE_SETTINGS)
+def test_default_length_search_with_darts_optimiser_ends_sparse(name, options):
+    """A toy DARTS architecture search: 14 edges of 8 candidates, Adam as DARTS sets it."""
+    epochs, steps = 8, 80
+    gen = torch.Generator().manual_seed(0)
+    outputs = torch.randn(14, 8, 16, generator=gen)  # what each candidate computes
+    targets = outputs[torch.arange(14), torch.randint(0, 8, (14,), generator=gen)]
+    logits = (1e-3 * torch.randn(14, 8, generator=gen)).requires_grad_()
+    adam = torch.optim.Adam([logits], lr=3e-4, betas=(0.5, 0.999), weight_decay=1e-3)
+    relax = make(name, **options)
+    kept_per_epoch = []
+    for epoch in range(epochs):
+        relax.on_epoch(epoch, epochs)
+        for step in range(steps):
+            relax.on_step(step, steps)
+            noisy = targets + 2.0 * torch.randn(targets.shape, generator=gen)
+            mixed = (relax.weights(logits).unsqueeze(-1) * outputs).sum(1)
+            adam.zero_grad()
+            ((mixed - noisy) ** 2).mean().backward()
+            adam.step()
+        kept_per_epoch.append((relax.weights(logits.detach()) > 0).sum(-1).float())
+    assert (kept_per_epoch[0] == 8).all(), "the first epoch keeps every candidate"
+    assert kept_per_epoch[-1].max() <= 2, "the last epoch keeps at most two candidates per edge"
+
+
+# --- the Gumbel relaxations --------------------------------------------------------------------
+
+
+def test_gumbel_draws_a_fresh_sample_each_call():
+    relax = make("gumbel")
+    logits = torch.zeros(8)
+    assert not torch.equal(relax.weights(logits), relax.weights(logits))
+    torch.testing.assert_close(relax.eval_weights(logits), torch.full((8,), 1 / 8))
+
+
+@pytest.mark.parametrize("stage", ["start", "end"])
+def test_gumbel_hard_forward_is_exactly_one_hot(stage):
+    relax = make("gumbel-hard") if stage == "start" else at_end(make("gumbel-hard"))
+    w = relax.weights(torch.randn(500, 8, requires_grad=True))
+    assert ((w == 0.0) | (w == 1.0)).all()
+    assert ((w == 1.0).sum(-1) == 1).all()
+
+
+def test_gumbel_hard_picks_candidates_in_proportion_to_softmax():
+    relax = make("gumbel-hard")
+    logits = torch.tensor([1.0, 0.0, -1.0, 0.5])
+    picks = relax.weights(logits.expand(20000, 4)).mean(0)
+    torch.testing.assert_close(picks, torch.softmax(logits, -1), rtol=0, atol=0.02)
+    torch.testing.assert_close(relax.eval_weights(logits), torch.softmax(logits, -1))
+
+
+def test_gumbel_hard_gradient_reaches_every_logit():
+    relax = make("gumbel-hard")  # tau = 10 at the start: the sample is far from saturated
+    logits = torch.randn(8, requires_grad=True)
+    (relax.weights(logits) * torch.arange(8.0)).sum().backward()
+    assert (logits.grad != 0).all()
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16, torch.float16])
+@pytest.mark.parametrize("name", ["gumbel", "gumbel-hard"])
+def test_gumbel_is_finite_for_extreme_logits_at_low_temperature(name, dtype):
+    relax = at_end(make(name))
+    assert relax.state_dict()["tau"] == pytest.approx(0.1)
+    extreme = torch.tensor([1e4, -1e4, 0.0, 1e4, -1e4, 3.0, -3.0, 0.5]).to(dtype)
+    for logits in (extreme.expand(200, 8), (50 * torch.randn(200, 8)).to(dtype)):
+        logits = logits.clone().requires_grad_()
+        w = relax.weights(logits)
+        (w.float() * torch.arange(8.0)).sum().backward()
+        assert torch.isfinite(w).all() and torch.isfinite(logits.grad).all()
+        torch.testing.assert_close(w.float().sum(-1), torch.ones(200), rtol=0, atol=1e-2)
+
+
+def test_gumbel_hard_does_not_claim_exact_skipping():
+    assert not registry.load("relaxation", "gumbel-hard").skip_is_exact
+
+
+# --- schedules and options ---------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("shape", [s for s in SHAPES if s != "constant"])
+def test_schedule_runs_from_start_to_end_monotonically(shape):
+    schedule = Schedule("tau", 10.0, 0.1, shape)
+    values = [schedule.value(t / 20) for t in range(21)]
+    assert values[0] == pytest.approx(10.0) and values[-1] == pytest.approx(0.1)
+    assert all(a >= b for a, b in zip(values, values[1:]))
+    assert schedule.value(-1.0) == values[0] and schedule.value(2.0) == values[-1]
+
+
+def test_exp_schedule_is_geometric_and_constant_stays():
+    assert Schedule("tau", 1.0, 0.01, "exp").value(0.5) == pytest.approx(0.1)
+    assert Schedule("tau", 2.0, 0.01, "constant").value(0.7) == 2.0
+
+
+@pytest.mark.parametrize("name", ["sparsemax", "entmax15", "entmax", "gumbel", "gumbel-hard"])
+def test_temperature_reaches_its_end_value_at_the_last_step(name):
+    relax = make(name, tau_start=2.0, tau_end=0.02)
+    relax.on_epoch(0, 5)
+    relax.on_step(0, 30)
+    assert relax.state_dict()["tau"] == pytest.approx(2.0)
+    relax.on_epoch(2, 5)  # between epochs, progress is that of the epoch's first step
+    start_of_epoch = relax.state_dict()["tau"]
+    relax.on_step(0, 30)
+    assert relax.state_dict()["tau"] == start_of_epoch
+    at_end(relax, 5, 30)
+    assert relax.state_dict()["tau"] == pytest.approx(0.02)
+
+
+@pytest.mark.parametrize("name, options, message", [
+    ("sparsemax", {"schedule": "cubic"}, "accepted: constant, linear, exp, cosine"),
+    ("gumbel", {"schedule": "step"}, "accepted: constant, linear, exp, cosine"),
+    ("entmax15", {"tau_end": 0.0}, "> 0"),
+    ("gumbel-hard", {"tau_start": -1.0}, "> 0"),
+    ("softmax", {"temperature": 0.0}, "> 0"),
+    ("entmax", {"alpha": 0.5}, ">= 1"),
+    ("entmax", {"alpha": 1.8, "anneal": True}, "not both"),
+])
+def test_bad_options_are_one_line_value_errors(name, options, message):
+    with pytest.raises(ValueError, match=message) as info:
+        make(name, **options)
+    assert "\n" not in str(info.value)
+
+
+def test_bad_clock_values_are_value_errors():
+    relax = make("sparsemax")
+    with pytest.raises(ValueError, match="epochs >= 1"):
+        relax.on_epoch(0, 0)
+    with pytest.raises(ValueError, match="steps >= 1"):
+        relax.on_step(0, 0)
+
+
+def test_entmax_alpha_one_is_softmax_and_two_is_sparsemax():
+    logits = torch.randn(4, 8)
+    constant = {"tau_start": 0.5, "tau_end": 0.5, "schedule": "constant"}
+    torch.testing.assert_close(make("entmax", alpha=1.0, **constant).weights(logits),
+                               torch.softmax(logits / 0.5, -1))
+    torch.testing.assert_close(make("entmax", alpha=2.0, **constant).weights(logits),
+                               make("sparsemax", **constant).weights(logits), rtol=1e-4, atol=1e-5)
+    assert not math.isnan(float(make("entmax", alpha=1.0001).weights(logits).sum()))
