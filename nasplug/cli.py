@@ -158,27 +158,27 @@ def plugin_versions(cfg: dict[str, Any]) -> dict[str, str]:
 
 
 def cmd_run(args: argparse.Namespace) -> int:
-    from nasplug.rundir import RunDir
     from nasplug import ddp
+    from nasplug.rundir import RunDir
 
     rank = ddp.setup()
     writer = rank == 0
     if args.resume:
         run = RunDir.open(args.resume, writer=writer)
         cfg = run.config()
-        if writer:
-            run.log("resumed")
-        quiet = args.quiet or not writer
     else:
         cfg = resolve_config(args)
-        plugins = build_plugins(cfg)  # fail on bad options before anything is written
-        del plugins
+    # Bad options or bad data fail here, before anything is written.
+    plugins = build_plugins(cfg)
+    data = plugins["data"].load()
+    if args.resume:
+        run.log("resumed")
+    else:
         cfg["versions"] = plugin_versions(cfg)
         out = ddp.broadcast_object(cfg["out"] or _default_out(cfg))
         cfg["out"] = str(out)
         run = RunDir.create(out, cfg, writer=writer)
-        quiet = args.quiet or not writer
-    return execute(cfg, run, quiet=quiet)
+    return execute(cfg, run, plugins, data, quiet=args.quiet or not writer)
 
 
 def _default_out(cfg: dict[str, Any]) -> str:
@@ -190,12 +190,11 @@ def _default_out(cfg: dict[str, Any]) -> str:
     return str(path)
 
 
-def execute(cfg: dict[str, Any], run: Any, *, quiet: bool = False) -> int:
-    """Load data, build the trainer and run the strategy; write the results into ``run``."""
+def execute(cfg: dict[str, Any], run: Any, plugins: dict[str, Any], data: Any, *,
+            quiet: bool = False) -> int:
+    """Build the trainer, run the strategy and write the results into ``run``."""
     from nasplug.trainer import SearchContext, Trainer
 
-    plugins = build_plugins(cfg)
-    data = plugins["data"].load()
     trainer = Trainer(data, run=run, device=cfg["device"], seed=cfg["seed"],
                       deterministic=bool(cfg["deterministic"]), quiet=quiet)
     ctx = SearchContext(space=plugins["space"], relaxation=plugins["relax"], trainer=trainer,

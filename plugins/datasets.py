@@ -14,8 +14,9 @@ Example:
 from __future__ import annotations
 
 import gzip
-from abc import abstractmethod
+import math
 import zipfile
+from abc import abstractmethod
 from pathlib import Path
 from typing import Any, Sequence
 
@@ -50,7 +51,10 @@ IDX_FILES = ("train-images-idx3-ubyte", "train-labels-idx1-ubyte", "t10k-images-
 
 _NPZ_SPLITS = {"": "train", "_train": "train", "_val": "val", "_test": "test"}
 _NPZ_NAMES = tuple(f"{a}{s}" for s in _NPZ_SPLITS for a in ("X", "y")) + ("labels",)
+_NPZ_ACCEPTED = ("accepted: a .npz file with arrays X and y, or X_train and y_train (optionally X_val, "
+                 "y_val, X_test, y_test, labels)")
 _LAYOUTS = ("auto", "nchw", "nhwc")
+_FOLDER_ACCEPTED = "accepted: a folder with one subfolder of images per class"
 
 Split = tuple[np.ndarray, np.ndarray]
 
@@ -69,8 +73,9 @@ class FashionMnistSmall(Dataset):
 
     def __init__(self, train_per_class: int = SHIPPED_TRAIN_PER_CLASS,
                  test_per_class: int = SHIPPED_TEST_PER_CLASS) -> None:
-        _check_range("fashion-mnist-small", "train_per_class", train_per_class, 1, SHIPPED_TRAIN_PER_CLASS)
-        _check_range("fashion-mnist-small", "test_per_class", test_per_class, 1, SHIPPED_TEST_PER_CLASS)
+        name = "fashion-mnist-small"
+        _check_range(name, "train_per_class", train_per_class, 1, SHIPPED_TRAIN_PER_CLASS)
+        _check_range(name, "test_per_class", test_per_class, 1, SHIPPED_TEST_PER_CLASS)
         self.train_per_class = train_per_class
         self.test_per_class = test_per_class
 
@@ -127,7 +132,8 @@ class Diabetes(Dataset):
         try:
             from sklearn.datasets import load_diabetes
         except ImportError as e:
-            raise ValueError("diabetes needs scikit-learn, which is not installed: pip install scikit-learn") from e
+            raise ValueError("diabetes needs scikit-learn, which is not installed: "
+                             "pip install scikit-learn") from e
         x, y = load_diabetes(return_X_y=True, scaled=False)
         train, test = _split(y, "regression", self.test_fraction, self.seed)
         return _build("diabetes", "regression", {"train": (x[train], y[train]), "test": (x[test], y[test])},
@@ -164,8 +170,10 @@ class _TorchvisionSet(Dataset):
 
 
 class _IdxSet(_TorchvisionSet):
-    """MNIST-format sets: IDX files in ``data_dir`` (or torchvision's ``<Name>/raw``) are read
-    directly; torchvision is needed only to download them."""
+    """An MNIST-format set: its IDX files are read directly; torchvision only downloads them.
+
+    The files are looked for in ``data_dir`` itself and in torchvision's ``<Name>/raw`` below it.
+    """
 
     torchvision_class = ""
     mirror = ""
@@ -179,7 +187,7 @@ class _IdxSet(_TorchvisionSet):
         hint = (f"fetch {', '.join(f + '.gz' for f in IDX_FILES)} from {self.mirror} and put them in "
                 f"{root}")
         x_train, y_train, x_test, y_test = _torchvision_arrays(
-            self.name, self.torchvision_class, root, self.download, hint)
+            self.name, self.torchvision_class, root, self.download, hint, import_hint=hint)
         return (x_train, y_train), (x_test, y_test)
 
 
@@ -243,7 +251,8 @@ class Cifar10(_TorchvisionSet):
         root = self._root()
         hint = (f"fetch https://www.cs.toronto.edu/~kriz/cifar-10-python.tar.gz and extract it in {root} "
                 f"(giving {root / 'cifar-10-batches-py'})")
-        x_train, y_train, x_test, y_test = _torchvision_arrays(self.name, "CIFAR10", root, self.download, hint)
+        x_train, y_train, x_test, y_test = _torchvision_arrays(
+            self.name, "CIFAR10", root, self.download, hint)
         # torchvision keeps CIFAR as NHWC
         return (x_train.transpose(0, 3, 1, 2), y_train), (x_test.transpose(0, 3, 1, 2), y_test)
 
@@ -260,7 +269,8 @@ class Npz(Dataset):
     Args:
         path: the ``.npz`` file.
         task: classification, regression or multilabel.
-        layout: auto, nchw or nhwc; auto reads a last dimension of size 1, 3 or 4 as channels.
+        layout: auto, nchw or nhwc; auto reads a last dimension of size 1, 3 or 4 as channels
+            when the second dimension is larger.
         test_fraction: share held out as the test split when the file has none.
         seed: seed of that split.
         classes: number of classes (0: the largest label plus one, or the length of ``labels``).
@@ -276,6 +286,8 @@ class Npz(Dataset):
             raise ValueError(f"npz: unknown layout {layout!r}; accepted: {', '.join(_LAYOUTS)}")
         _check_fraction("npz", test_fraction)
         _check_range("npz", "classes", classes, 0)
+        if not Path(path).expanduser().is_file():
+            raise ValueError(f"npz: no file {Path(path).expanduser()}; {_NPZ_ACCEPTED}")
         self.path = path
         self.task = task
         self.layout = layout
@@ -288,8 +300,8 @@ class Npz(Dataset):
         arrays = _read_npz(path)
         labels = arrays.pop("labels", None)
         if labels is not None and (labels.ndim != 1 or labels.dtype.kind not in "US"):
-            raise ValueError(f"npz: 'labels' in {path.name} has shape {labels.shape} and dtype {labels.dtype}; "
-                             "accepted: a 1-D array of names")
+            raise ValueError(f"npz: 'labels' in {path.name} has shape {labels.shape} and dtype "
+                             f"{labels.dtype}; accepted: a 1-D array of names")
         names = () if labels is None else tuple(str(s) for s in labels)
         splits: dict[str, Split] = {}
         for suffix, split in _NPZ_SPLITS.items():
@@ -324,6 +336,7 @@ class ImageFolder(Dataset):
             raise ValueError("imagefolder needs a folder: path=DIR (one subfolder of images per class)")
         _check_range("imagefolder", "size", size, 1)
         _check_fraction("imagefolder", test_fraction)
+        _check_folder(Path(path).expanduser())
         self.path = path
         self.size = size
         self.grayscale = grayscale
@@ -332,14 +345,9 @@ class ImageFolder(Dataset):
 
     def load(self) -> Data:
         root = Path(self.path).expanduser()
-        accepted = "accepted: a folder with one subfolder of images per class"
-        if not root.is_dir():
-            raise ValueError(f"imagefolder: no folder {root}; {accepted}")
-        if not any(p.is_dir() for p in root.iterdir()):
-            raise ValueError(f"imagefolder: {root} has no class subfolders; {accepted}")
+        _check_folder(root)
         tv = _import_torchvision("imagefolder", "")
-        from torchvision import transforms
-
+        transforms = tv.transforms
         steps: list[Any] = [transforms.Resize((self.size, self.size))]
         if self.grayscale:
             steps.append(transforms.Grayscale(1))
@@ -359,8 +367,8 @@ class ImageFolder(Dataset):
         x = torch.stack(images).numpy()
         y = np.asarray(folder.targets, dtype=np.int64)
         train, test = _split(y, "classification", self.test_fraction, self.seed)
-        return _build("imagefolder", "classification", {"train": (x[train], y[train]), "test": (x[test], y[test])},
-                      labels=tuple(folder.classes))
+        splits = {"train": (x[train], y[train]), "test": (x[test], y[test])}
+        return _build("imagefolder", "classification", splits, labels=tuple(folder.classes))
 
 
 # ---- reading -----------------------------------------------------------------------------------
@@ -383,7 +391,7 @@ def read_idx(path: str | Path) -> np.ndarray:
     ndim = raw[3]
     header = 4 + 4 * ndim
     dims = tuple(int(d) for d in np.frombuffer(raw[4:header], dtype=">u4")) if len(raw) >= header else ()
-    if len(dims) != ndim or len(raw) != header + int(np.prod(dims)):
+    if len(dims) != ndim or len(raw) != header + math.prod(dims):
         raise ValueError(f"IDX file {path} is truncated or has trailing bytes; accepted: a complete IDX file")
     return np.frombuffer(raw, dtype=np.uint8, offset=header).reshape(dims)
 
@@ -403,7 +411,8 @@ def _read_idx_set(files: dict[str, Path]) -> tuple[Split, Split]:
     x_train, y_train, x_test, y_test = (read_idx(files[stem]) for stem in IDX_FILES)
     for stem, x in (("train-images", x_train), ("t10k-images", x_test)):
         if x.ndim != 3:
-            raise ValueError(f"{files[stem + '-idx3-ubyte']} holds shape {x.shape}; accepted: images (N, H, W)")
+            raise ValueError(f"{files[stem + '-idx3-ubyte']} holds shape {x.shape}; "
+                             "accepted: images (N, H, W)")
     return (x_train[:, None], y_train), (x_test[:, None], y_test)
 
 
@@ -413,15 +422,21 @@ def _import_torchvision(name: str, hint: str) -> Any:
         import torchvision.datasets
     except ImportError as e:
         extra = f", or {hint}" if hint else ""
-        raise ValueError(f"{name} needs torchvision, which is not installed: pip install torchvision{extra}") from e
+        raise ValueError(f"{name} needs torchvision, which is not installed: "
+                         f"pip install torchvision{extra}") from e
     return torchvision
 
 
-def _torchvision_arrays(name: str, cls: str, root: Path, download: bool, hint: str) -> tuple[np.ndarray, ...]:
-    """Train and test arrays of a torchvision dataset class, as (x_train, y_train, x_test, y_test)."""
-    tv = _import_torchvision(name, hint)
+def _torchvision_arrays(name: str, cls: str, root: Path, download: bool, hint: str,
+                        import_hint: str = "") -> tuple[np.ndarray, ...]:
+    """Train and test arrays of a torchvision dataset class, as (x_train, y_train, x_test, y_test).
+
+    ``hint`` says how to fetch the data by hand; ``import_hint`` what works without torchvision.
+    """
+    tv = _import_torchvision(name, import_hint)
     try:
-        sets = [getattr(tv.datasets, cls)(str(root), train=train, download=download) for train in (True, False)]
+        sets = [getattr(tv.datasets, cls)(str(root), train=train, download=download)
+                for train in (True, False)]
     except Exception as e:  # offline or corrupt data surfaces as URLError, RuntimeError, OSError, ...
         what = "download failed" if download else "download=false"
         raise ValueError(f"{name}: no data in {root} and {what} ({_one_line(e)}); {hint}") from e
@@ -433,27 +448,29 @@ def _torchvision_arrays(name: str, cls: str, root: Path, download: bool, hint: s
 
 def _embedded() -> tuple[Split, Split]:
     if not EMBEDDED.is_file():
-        raise ValueError(f"the embedded dataset {EMBEDDED} is missing; rebuild it with tools/make_embedded_data.py")
+        raise ValueError(f"the embedded dataset {EMBEDDED} is missing; "
+                         "rebuild it with tools/make_embedded_data.py")
     with np.load(EMBEDDED) as f:
         return (f["x_train"], f["y_train"]), (f["x_test"], f["y_test"])
 
 
 def _read_npz(path: Path) -> dict[str, np.ndarray]:
-    accepted = "accepted: a .npz file with arrays X and y, or X_train and y_train (optionally X_val, y_val, " \
-               "X_test, y_test, labels)"
+    accepted = _NPZ_ACCEPTED
     if not path.is_file():
         raise ValueError(f"npz: no file {path}; {accepted}")
     try:
-        with np.load(path, allow_pickle=False) as f:
-            if not isinstance(f, np.lib.npyio.NpzFile):
-                raise ValueError(f"npz: {path} is a single .npy array; {accepted}")
-            arrays = {k: f[k] for k in f.files}
+        loaded = np.load(path, allow_pickle=False)
+        if not isinstance(loaded, np.lib.npyio.NpzFile):
+            raise ValueError(f"npz: {path} holds a single unnamed array; {accepted}")
+        with loaded:
+            arrays = {k: loaded[k] for k in loaded.files}
     except (OSError, EOFError, zipfile.BadZipFile) as e:
         raise ValueError(f"npz: cannot read {path} ({_one_line(e)}); {accepted}") from e
-    except ValueError as e:  # object arrays and pickles are refused, never loaded
+    except ValueError as e:  # numpy refuses pickled and object data, which could run code
         if str(e).startswith("npz:"):
             raise
-        raise ValueError(f"npz: cannot read {path} ({_one_line(e)}); {accepted}") from e
+        raise ValueError(f"npz: cannot read {path}: it is not an archive of plain numeric arrays; "
+                         f"{accepted}") from e
     unknown = sorted(set(arrays) - set(_NPZ_NAMES))
     if unknown:
         raise ValueError(f"npz: {path.name} has unknown arrays {', '.join(unknown)}; {accepted}")
@@ -476,7 +493,10 @@ def _as_inputs(key: str, x: np.ndarray, layout: str) -> np.ndarray:
     if x.ndim == 3:
         return x[:, None]
     if x.ndim == 4:
-        nhwc = layout == "nhwc" or (layout == "auto" and x.shape[-1] in (1, 3, 4))
+        # A last dimension of 1, 3 or 4 is read as channels, unless the second is even smaller
+        # (then that one is): (N, 28, 28, 3) is NHWC, (N, 2, 4, 4) is NCHW.
+        channels_last = x.shape[-1] in (1, 3, 4) and x.shape[-1] < x.shape[1]
+        nhwc = layout == "nhwc" or (layout == "auto" and channels_last)
         return x.transpose(0, 3, 1, 2) if nhwc else x
     raise ValueError(f"npz: {key} has shape {x.shape}; accepted: vectors (N, D), grey images (N, H, W), "
                      "images (N, C, H, W) or (N, H, W, C)")
@@ -529,20 +549,30 @@ def _split(y: np.ndarray, kind: str, test_fraction: float, seed: int) -> tuple[n
 
 # ---- checks and normalisation ------------------------------------------------------------------
 def _check_range(name: str, option: str, value: int, low: int, high: int | None = None) -> None:
-    if not isinstance(value, int) or isinstance(value, bool) or value < low or (high is not None and value > high):
+    if (not isinstance(value, int) or isinstance(value, bool) or value < low
+            or (high is not None and value > high)):
         upper = f" to {high}" if high is not None else " or more"
         raise ValueError(f"{name}: {option}={value!r} is out of range; accepted: an integer {low}{upper}")
 
 
 def _check_fraction(name: str, value: float) -> None:
     if not 0.0 < value < 1.0:
-        raise ValueError(f"{name}: test_fraction={value!r} is out of range; accepted: a number between 0 and 1")
+        raise ValueError(f"{name}: test_fraction={value!r} is out of range; "
+                         "accepted: a number between 0 and 1")
+
+
+def _check_folder(root: Path) -> None:
+    if not root.is_dir():
+        raise ValueError(f"imagefolder: no folder {root}; {_FOLDER_ACCEPTED}")
+    if not any(p.is_dir() for p in root.iterdir()):
+        raise ValueError(f"imagefolder: {root} has no class subfolders; {_FOLDER_ACCEPTED}")
 
 
 def _check_pair(name: str, split: str, x: np.ndarray, y: np.ndarray) -> None:
     """Checks that hold for one split of any task kind."""
     if x.ndim == 0 or y.ndim == 0:
-        raise ValueError(f"{name}: the {split} inputs or targets are a single number; accepted: one row per example")
+        raise ValueError(f"{name}: the {split} inputs or targets are a single number; "
+                         "accepted: one row per example")
     for what, a in (("inputs", x), ("targets", y)):
         if a.dtype.kind not in "biuf":
             raise ValueError(f"{name}: the {split} {what} have dtype {a.dtype}; accepted: real numbers")
@@ -595,22 +625,24 @@ def _build(name: str, kind: str, splits: dict[str, Split], *, classes: int = 0,
         listing = ", ".join(f"{s} {tuple(v)}" for s, v in shapes.items())
         raise ValueError(f"{name}: inputs differ in shape between splits ({listing}); accepted: one shape")
     if kind == "classification":
-        outputs = _check_classes(name, ys, classes or len(labels))
+        outputs = _check_classes(name, ys, classes or len(labels), labels)
     else:
         widths = {split: y.shape[1] for split, y in ys.items()}
         if len(set(widths.values())) > 1:
             listing = ", ".join(f"{s} {w}" for s, w in widths.items())
-            raise ValueError(f"{name}: targets differ in width between splits ({listing}); accepted: one width")
+            raise ValueError(f"{name}: targets differ in width between splits ({listing}); "
+                             "accepted: one width")
         outputs = widths["train"]
     if labels and len(labels) != outputs:
-        raise ValueError(f"{name}: {len(labels)} label names for {outputs} outputs; accepted: one name per output")
+        raise ValueError(f"{name}: {len(labels)} label names for {outputs} outputs; "
+                         "accepted: one name per output")
     xs = _normalise({split: x for split, (x, _) in splits.items()})
     task = Task(kind, tuple(shapes["train"]), outputs, tuple(labels))
     tensors = {split: (xs[split], torch.from_numpy(ys[split])) for split in splits}
     return Data(task, tensors["train"], tensors["test"], tensors.get("val"), name=name)
 
 
-def _check_classes(name: str, ys: dict[str, np.ndarray], classes: int) -> int:
+def _check_classes(name: str, ys: dict[str, np.ndarray], classes: int, labels: Sequence[str]) -> int:
     """The number of classes; every class must have examples in every split."""
     top = max(int(y.max()) for y in ys.values())
     k = classes or top + 1
@@ -621,7 +653,9 @@ def _check_classes(name: str, ys: dict[str, np.ndarray], classes: int) -> int:
     for split, y in ys.items():
         missing = np.flatnonzero(np.bincount(y, minlength=k) == 0)
         if missing.size:
-            raise ValueError(f"{name}: class {int(missing[0])} has no examples in the {split} split; "
+            c = int(missing[0])
+            named = f" ({labels[c]!r})" if c < len(labels) else ""
+            raise ValueError(f"{name}: class {c}{named} has no examples in the {split} split; "
                              "accepted: every class in every split (add examples of that class)")
     return k
 

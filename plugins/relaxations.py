@@ -1,4 +1,4 @@
-"""The built-in relaxations: softmax, sparsemax, entmax (1.5 and general alpha), soft and hard Gumbel.
+"""The built-in relaxations: softmax, sparsemax, entmax (1.5 and any alpha), soft and hard Gumbel.
 
 Every relaxation works over the last dimension of its logits, so one call can serve a single
 choice (a 1-D tensor) or a batch of choices stacked into rows.
@@ -29,12 +29,14 @@ from entmax import entmax15, entmax_bisect, sparsemax
 from nasplug.interfaces import Relaxation
 
 __all__ = ["SHAPES", "Entmax", "Entmax15", "Gumbel", "GumbelHard", "Schedule", "Scheduled",
-           "Softmax", "Sparsemax"]
+           "Softmax", "Sparsemax", "Tempered"]
 
 #: Accepted schedule shapes, for the ``schedule`` options.
 SHAPES: tuple[str, ...] = ("constant", "linear", "exp", "cosine")
 # Keeps the Gumbel noise finite: -log(-log(u)) is infinite at u = 0 and u = 1.
 _UNIFORM_EPS = 1e-6
+# Keeps (logits + noise) / tau finite in float32 even for diverged (infinite) logits.
+_LOGIT_BOUND = 1e6
 
 
 @dataclass(frozen=True)
@@ -56,7 +58,8 @@ class Schedule:
 
     def __post_init__(self) -> None:
         if self.shape not in SHAPES:
-            raise ValueError(f"unknown {self.name} schedule {self.shape!r}; accepted: {', '.join(SHAPES)}")
+            raise ValueError(f"unknown {self.name} schedule {self.shape!r}; "
+                             f"accepted: {', '.join(SHAPES)}")
         if self.shape == "exp" and (self.start <= 0 or self.end <= 0):
             raise ValueError(f"an exp {self.name} schedule needs positive start and end, "
                              f"got {self.start} and {self.end}")
@@ -128,11 +131,12 @@ class Softmax(Relaxation):
 
 
 class Tempered(Scheduled):
-    """``mapping(logits / tau)`` with the temperature ``tau`` annealed from ``tau_start`` to ``tau_end``."""
+    """A relaxation of ``logits / tau``; the temperature runs from ``tau_start`` to ``tau_end``."""
 
     def __init__(self, tau_start: float, tau_end: float, schedule: str, *more: Schedule) -> None:
         if tau_start <= 0 or tau_end <= 0:
-            raise ValueError(f"temperatures must be > 0, got tau_start={tau_start}, tau_end={tau_end}")
+            raise ValueError(f"temperatures must be > 0, got tau_start={tau_start}, "
+                             f"tau_end={tau_end}")
         super().__init__(Schedule("tau", tau_start, tau_end, schedule), *more)
 
     @property
@@ -145,10 +149,11 @@ class Sparsemax(Tempered):
 
     The architecture optimiser moves logits slowly (Adam at lr 3e-4 moves them about 0.06 in
     200 steps), and sparsemax of nearly equal logits keeps every candidate. So ``tau`` falls
-    geometrically from ``tau_start = 1`` (every candidate kept while the logits are within
-    about 0.1 of each other: the first epochs explore) to ``tau_end = 0.005`` at the last step,
-    where gaps of a few hundredths between logits leave one or two candidates per choice.
-    The rule follows the search's own length, so a 6-epoch and a 10-epoch search both end sparse.
+    geometrically from ``tau_start = 1`` (every candidate kept while no logit lies more than
+    about 0.1 below their mean: the first epochs explore) to ``tau_end = 0.005`` at the last
+    step, where gaps of a few hundredths between logits leave one or two candidates per
+    choice. The rule follows the search's own length, so 6-epoch and 10-epoch searches both
+    end sparse.
     Skipping zero-weight candidates is gradient-exact: sparsemax's Jacobian is zero outside
     its support.
 
@@ -159,7 +164,8 @@ class Sparsemax(Tempered):
             exp or cosine.
     """
 
-    def __init__(self, tau_start: float = 1.0, tau_end: float = 0.005, schedule: str = "exp") -> None:
+    def __init__(self, tau_start: float = 1.0, tau_end: float = 0.005,
+                 schedule: str = "exp") -> None:
         super().__init__(tau_start, tau_end, schedule)
 
     def weights(self, logits: torch.Tensor) -> torch.Tensor:
@@ -169,9 +175,10 @@ class Sparsemax(Tempered):
 class Entmax15(Tempered):
     """``entmax15(logits / tau)``: between softmax and sparsemax, with exact zeros.
 
-    Entmax 1.5 drops a candidate only at about three times the logit gap sparsemax needs, so
-    its temperature falls further: geometrically from ``tau_start = 1`` (dense while logits are
-    nearly equal) to ``tau_end = 0.002`` at the last step (one or two candidates per choice).
+    Entmax 1.5 needs larger gaps between the tempered logits than sparsemax to drop a
+    candidate, so its temperature falls further: geometrically from ``tau_start = 1`` (dense
+    while logits are nearly equal) to ``tau_end = 0.002`` at the last step (one or two
+    candidates per choice).
     Skipping zero-weight candidates is gradient-exact.
 
     Args:
@@ -180,7 +187,8 @@ class Entmax15(Tempered):
         schedule: shape of the temperature curve: constant, linear, exp or cosine.
     """
 
-    def __init__(self, tau_start: float = 1.0, tau_end: float = 0.002, schedule: str = "exp") -> None:
+    def __init__(self, tau_start: float = 1.0, tau_end: float = 0.002,
+                 schedule: str = "exp") -> None:
         super().__init__(tau_start, tau_end, schedule)
 
     def weights(self, logits: torch.Tensor) -> torch.Tensor:
@@ -206,10 +214,13 @@ class Entmax(Tempered):
     def __init__(self, alpha: float = 1.5, anneal: bool = False, tau_start: float = 1.0,
                  tau_end: float = 0.002, schedule: str = "exp") -> None:
         if alpha < 1:
-            raise ValueError(f"entmax alpha must be >= 1 (1 is softmax, 2 is sparsemax), got {alpha}")
+            raise ValueError(f"entmax alpha must be >= 1 (1 is softmax, 2 is sparsemax), "
+                             f"got {alpha}")
         if anneal and alpha != 1.5:
-            raise ValueError(f"entmax: give either alpha={alpha} or anneal=true (alpha from 1 to 2), not both")
-        alphas = Schedule("alpha", 1.0, 2.0, "linear") if anneal else Schedule("alpha", alpha, alpha, "constant")
+            raise ValueError(f"entmax: give either alpha={alpha} or anneal=true (alpha from 1 "
+                             f"to 2), not both")
+        alphas = (Schedule("alpha", 1.0, 2.0, "linear") if anneal
+                  else Schedule("alpha", alpha, alpha, "constant"))
         super().__init__(tau_start, tau_end, schedule, alphas)
 
     @property
@@ -226,6 +237,7 @@ class Entmax(Tempered):
 def _gumbel_softmax(logits: torch.Tensor, tau: float) -> torch.Tensor:
     """``softmax((logits + g) / tau)`` with Gumbel noise ``g``, in float32 at least."""
     z = logits.to(torch.promote_types(logits.dtype, torch.float32))
+    z = z.clamp(-_LOGIT_BOUND, _LOGIT_BOUND)
     u = torch.rand_like(z).clamp_(_UNIFORM_EPS, 1.0 - _UNIFORM_EPS)
     return torch.softmax((z - torch.log(-torch.log(u))) / tau, dim=-1)
 
@@ -245,7 +257,8 @@ class Gumbel(Tempered):
         schedule: shape of the temperature curve: constant, linear, exp or cosine.
     """
 
-    def __init__(self, tau_start: float = 1.0, tau_end: float = 0.1, schedule: str = "exp") -> None:
+    def __init__(self, tau_start: float = 1.0, tau_end: float = 0.1,
+                 schedule: str = "exp") -> None:
         super().__init__(tau_start, tau_end, schedule)
 
     def weights(self, logits: torch.Tensor) -> torch.Tensor:
@@ -272,7 +285,8 @@ class GumbelHard(Gumbel):
 
     skip_is_exact = False
 
-    def __init__(self, tau_start: float = 10.0, tau_end: float = 0.1, schedule: str = "linear") -> None:
+    def __init__(self, tau_start: float = 10.0, tau_end: float = 0.1,
+                 schedule: str = "linear") -> None:
         super().__init__(tau_start, tau_end, schedule)
 
     def weights(self, logits: torch.Tensor) -> torch.Tensor:

@@ -114,8 +114,9 @@ class MixedOp(nn.Module):
                 op = nn.Sequential(op, nn.BatchNorm2d(channels, affine=False))
             ops.append(op)
             positions.append(k)
+        self.candidates = tuple(candidates)
         self.ops = nn.ModuleList(ops)
-        self.positions = tuple(positions)
+        self.positions = tuple(positions)  # index in ``candidates`` of each of ``ops``
 
     def forward(self, x: torch.Tensor, w: torch.Tensor,
                 row: Sequence[float] | None) -> torch.Tensor | None:
@@ -146,9 +147,11 @@ class SearchCell(nn.Module):
         self.pre0 = (FactorizedReduce(c_prev_prev, channels, False) if reduction_prev
                      else ReLUConvBN(c_prev_prev, channels, 1, 1, 0, False))
         self.pre1 = ReLUConvBN(c_prev, channels, 1, 1, 0, False)
+        edges = _edges(kind, nodes)
+        self.edge_names = tuple(name for name, _, _ in edges)
         self.edges = nn.ModuleList(
             MixedOp(edge_ops[name], channels, 2 if reduction and source < 2 else 1)
-            for name, _, source in _edges(kind, nodes))
+            for name, _, source in edges)
 
     def forward(self, s0: torch.Tensor, s1: torch.Tensor, weights: Sequence[torch.Tensor],
                 rows: Sequence[Sequence[float] | None]) -> torch.Tensor:

@@ -155,3 +155,17 @@ def test_sigkill_mid_epoch_then_resume_matches_uninterrupted_run(tmp_path):
     for k in ref_logits:
         assert torch.equal(ref_logits[k], res_logits[k]), k
     assert json.loads((ref / "genotype.json").read_text()) == json.loads((killed / "genotype.json").read_text())
+
+
+def test_bad_data_fails_before_the_run_directory_is_written(tmp_path):
+    import numpy as np
+
+    bad = tmp_path / "bad.npz"
+    x = np.random.rand(20, 5).astype("float32")
+    x[3, 2] = np.nan
+    np.savez(bad, X=x, y=np.arange(20) % 2)
+    out = tmp_path / "run"
+    p = nasplug("run", "--space", "dense", "--data", "npz", "--data-opt", f"path={bad}", "--out", out,
+                "--epochs", "1", "--quiet")
+    assert p.returncode == 2 and "NaN" in last_error_line(p)
+    assert not out.exists()

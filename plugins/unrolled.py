@@ -1,0 +1,172 @@
+"""Second-order DARTS: the architecture gradient through one unrolled weight step.
+
+DARTS (Liu et al., 2019, eqs. 6-8) differentiates the validation loss after a virtual SGD step
+of the weights, ``w' = w - xi * (momentum * buf + dL_train(w, a)/dw + wd * w)``, with respect
+to the architecture ``a``::
+
+    grad = dL_val(w', a)/da - xi * d2L_train(w, a)/(da dw) . v,   v = dL_val(w', a)/dw'
+
+The second term is a Hessian-vector product, approximated by a central difference of
+``g(w) = dL_train(w, a)/da`` at ``w +- R v`` with ``R = 0.01 / ||v||``.
+
+Gradients flow to the logits through the mixing weights: every pass differentiates the loss
+with respect to the mixing weights only, the three results are combined, and one backward
+through the relaxation turns them into the logits' gradient. The relaxation is therefore called
+once per step, so a stochastic one (Gumbel) uses one sample in every pass.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from typing import Any, Iterator, Sequence
+
+import torch
+
+from nasplug.trainer import Trainer
+from nasplug_plugins.darts import ArchStep, SupernetRun
+
+__all__ = ["second_order_step"]
+
+#: DARTS's finite-difference scale: the weights move by 0.01 in total norm.
+FD_SCALE = 0.01
+
+
+def second_order_step(a_opt: torch.optim.Optimizer) -> ArchStep:
+    """The unrolled architecture step of DARTS, for ``search_supernet(..., arch_step=...)``.
+
+    The virtual step uses ``w_opt``'s current learning rate, momentum, weight decay and momentum
+    buffers, per parameter group, so ``w'`` is the point the next SGD step would reach on the
+    training batch. Weights are restored exactly afterwards; the weights' ``requires_grad`` flags
+    are left as they were found.
+    """
+
+    def step(run: SupernetRun, trainer: Trainer, relax: Any, val_batch: tuple, train_batch: tuple,
+             w_opt: torch.optim.Optimizer) -> None:
+        net, logits = run.net, run.logits
+        weights = logits.weights(relax)  # keeps the graph to the logits for the final backward
+        grads = unrolled_gradients(net, trainer, weights, val_batch, train_batch, w_opt)
+        a_opt.zero_grad(set_to_none=True)
+        # d/da of sum(w(a) * g) is exactly J_w(a)^T g: one backward through the relaxation.
+        surrogate = sum((weights[k] * g).sum() for k, g in grads.items())
+        pen = relax.penalty(logits.as_dict(), "arch")
+        if pen is not None:
+            surrogate = surrogate + pen
+        surrogate.backward()
+        a_opt.step()
+
+    return step
+
+
+def unrolled_gradients(net: torch.nn.Module, trainer: Trainer, weights: dict[str, torch.Tensor],
+                       val_batch: tuple, train_batch: tuple,
+                       w_opt: torch.optim.Optimizer) -> dict[str, torch.Tensor]:
+    """The second-order gradient with respect to each choice's mixing weights."""
+    (xa, ta), (xw, tw) = val_batch, train_batch
+    groups = w_opt.param_groups
+    params = [p for g in groups for p in g["params"]]
+    mix = {k: w.detach() for k, w in weights.items()}
+    saved = [p.detach().clone() for p in params]
+    flags = [p.requires_grad for p in params]
+    try:
+        # 1. The virtual weight step on the training batch.
+        _set_requires_grad(params, True)
+        with trainer.autocast():
+            loss = trainer.loss(net(xw, mix), tw)
+        trainer.check_finite(loss, "second-order virtual step")
+        g_train = _grad(loss, params)
+        with torch.no_grad():
+            for group, ps, gs in _by_group(groups, params, g_train):
+                for p, g in zip(ps, gs):
+                    d = g + group["weight_decay"] * p
+                    buf = w_opt.state.get(p, {}).get("momentum_buffer")
+                    if buf is not None and group["momentum"]:
+                        d = d + group["momentum"] * buf
+                    p.sub_(group["lr"] * d)
+        del g_train
+
+        # 2. The validation loss at w': gradients for the mixing weights and v.
+        leaves = _leaves(mix)
+        with trainer.autocast():
+            loss = trainer.loss(net(xa, leaves), ta)
+        trainer.check_finite(loss, "second-order validation step")
+        out = _grad(loss, [*leaves.values(), *params])
+        g_val, v = out[:len(leaves)], out[len(leaves):]
+        _set_requires_grad(params, False)
+
+        # 3. xi * Hessian-vector product by central differences. With u = xi * v (xi per group)
+        # and eps = 0.01 / ||u||, w +- eps * u is DARTS's w +- R v, and the quotient is xi * H v.
+        u = [group["lr"] * vi for group, _, vs in _by_group(groups, params, v) for vi in vs]
+        del v
+        eps = FD_SCALE / torch.linalg.vector_norm(torch.stack([torch.linalg.vector_norm(t) for t in u]))
+        with _exact_math(xw.device):
+            with torch.random.fork_rng(devices=_rng_devices(xw)):  # same dropout in both passes
+                g_plus = _mix_grad(net, trainer, mix, params, saved, u, eps, train_batch)
+            g_minus = _mix_grad(net, trainer, mix, params, saved, u, -eps, train_batch)
+    finally:
+        with torch.no_grad():
+            for p, s in zip(params, saved):
+                p.copy_(s)
+        for p, f in zip(params, flags):
+            p.requires_grad_(f)
+    return {k: gv - (gp - gm) / (2 * eps)
+            for k, gv, gp, gm in zip(mix, g_val, g_plus, g_minus)}
+
+
+def _mix_grad(net: torch.nn.Module, trainer: Trainer, mix: dict[str, torch.Tensor],
+              params: list[torch.Tensor], saved: list[torch.Tensor], u: list[torch.Tensor],
+              eps: torch.Tensor, batch: tuple) -> list[torch.Tensor]:
+    """dL_train/d(mixing weights) at ``saved + eps * u``; the weights stay frozen."""
+    x, t = batch
+    with torch.no_grad():
+        for p, s, d in zip(params, saved, u):
+            torch.add(s, d * eps, out=p)
+    leaves = _leaves(mix)
+    loss = trainer.loss(net(x, leaves), t)
+    trainer.check_finite(loss, "second-order Hessian-vector product")
+    return _grad(loss, list(leaves.values()))
+
+
+def _grad(loss: torch.Tensor, inputs: Sequence[torch.Tensor]) -> list[torch.Tensor]:
+    # Candidates skipped at zero weight leave their weights and parameters out of the graph:
+    # their gradient is zero.
+    return list(torch.autograd.grad(loss, inputs, allow_unused=True, materialize_grads=True))
+
+
+def _leaves(mix: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    return {k: w.detach().requires_grad_() for k, w in mix.items()}
+
+
+def _set_requires_grad(params: list[torch.Tensor], on: bool) -> None:
+    for p in params:
+        p.requires_grad_(on)
+
+
+def _by_group(groups: list[dict[str, Any]], params: list[torch.Tensor],
+              values: Sequence[torch.Tensor]) -> Iterator[tuple[dict[str, Any], list, list]]:
+    """``(group, its params, their values)`` for each parameter group, in order."""
+    start = 0
+    for g in groups:
+        n = len(g["params"])
+        yield g, params[start:start + n], list(values[start:start + n])
+        start += n
+
+
+def _rng_devices(x: torch.Tensor) -> list[torch.device]:
+    return [x.device] if x.device.type == "cuda" else []
+
+
+@contextlib.contextmanager
+def _exact_math(device: torch.device) -> Iterator[None]:
+    """Full fp32 arithmetic: a 0.01 move of the weights is below bf16's and TF32's resolution."""
+    if device.type != "cuda":
+        yield
+        return
+    with torch.autocast("cuda", enabled=False), torch.backends.cudnn.flags(
+            enabled=torch.backends.cudnn.enabled, benchmark=torch.backends.cudnn.benchmark,
+            deterministic=torch.backends.cudnn.deterministic, allow_tf32=False):
+        old = torch.backends.cuda.matmul.allow_tf32
+        torch.backends.cuda.matmul.allow_tf32 = False
+        try:
+            yield
+        finally:
+            torch.backends.cuda.matmul.allow_tf32 = old

@@ -1,0 +1,407 @@
+"""The DARTS cell space: supernet, sparsity, derivation, discrete networks, variants, errors."""
+
+from __future__ import annotations
+
+import random
+from collections import Counter
+
+import optuna
+import pytest
+import torch
+import torch.nn.functional as F
+
+from nasplug.types import Genotype, Task
+from nasplug_spaces import ops as cell_ops
+from nasplug_spaces.cell import CellSpace
+
+DARTS_V2 = (
+    "DARTS_V2 = Genotype(normal=[('sep_conv_3x3', 0), ('sep_conv_3x3', 1), ('sep_conv_3x3', 0), "
+    "('sep_conv_3x3', 1), ('sep_conv_3x3', 1), ('skip_connect', 0), ('skip_connect', 0), "
+    "('dil_conv_3x3', 2)], normal_concat=[2, 3, 4, 5], reduce=[('max_pool_3x3', 0), "
+    "('max_pool_3x3', 1), ('skip_connect', 2), ('max_pool_3x3', 1), ('max_pool_3x3', 0), "
+    "('skip_connect', 2), ('skip_connect', 2), ('max_pool_3x3', 1)], reduce_concat=[2, 3, 4, 5])"
+)
+MNIST = Task("classification", (1, 28, 28), 10)
+CIFAR = Task("classification", (3, 32, 32), 10)
+
+
+def tiny(**kwargs) -> CellSpace:
+    return CellSpace(**{"channels": 4, "layers": 3, **kwargs})
+
+
+def uniform_logits(space: CellSpace) -> dict[str, torch.Tensor]:
+    return {c.name: torch.zeros(len(c.candidates), requires_grad=True) for c in space.choices()}
+
+
+def sparse_weights(space: CellSpace, logits: dict[str, torch.Tensor],
+                   seed: int = 1) -> dict[str, torch.Tensor]:
+    """Softmax over a random support per edge (exact zeros elsewhere); some edges all zero.
+
+    Both edges into normal node 2 are all zero, so that node has no computed input.
+    """
+    rng = random.Random(seed)
+    weights = {}
+    for c in space.choices():
+        keep = [rng.random() < 0.4 for _ in c.candidates]
+        if c.name.startswith("normal:2<-") or c.name == "reduce:4<-3":
+            keep = [False] * len(keep)
+        mask = torch.tensor(keep)
+        if mask.any():
+            weights[c.name] = torch.softmax(logits[c.name].masked_fill(~mask, float("-inf")), 0)
+        else:
+            weights[c.name] = torch.zeros(len(keep), dtype=logits[c.name].dtype)
+    return weights
+
+
+def count_op_calls(net) -> Counter:
+    """Count forward calls of every candidate module, keyed by (edge name, op name)."""
+    calls: Counter = Counter()
+    for cell in net.cells:
+        for name, mixed in zip(cell.edge_names, cell.edges):
+            for op, k in zip(mixed.ops, mixed.positions):
+                key = (name, mixed.candidates[k])
+                op.register_forward_hook(lambda *_, key=key: calls.update([key]))
+    return calls
+
+
+# --- the supernet -------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("task", [MNIST, CIFAR, Task("regression", (2, 9, 11), 3)],
+                         ids=["1x28x28", "3x32x32", "2x9x11"])
+def test_supernet_forward_backward(task: Task) -> None:
+    space = tiny()
+    net = space.supernet(task)
+    logits = uniform_logits(space)
+    weights = {k: torch.softmax(v, 0) for k, v in logits.items()}
+    out = net(torch.randn(2, *task.input_shape), weights)
+    assert out.shape == (2, task.outputs)
+    out.square().sum().backward()
+    assert all(v.grad is not None and torch.isfinite(v.grad).all() and v.grad.abs().sum() > 0
+               for v in logits.values())
+    assert all(p.grad is not None for p in net.parameters())
+
+
+def test_choices_name_every_edge_normal_then_reduce() -> None:
+    names = [c.name for c in tiny(nodes=2).choices()]
+    assert names == ["normal:2<-0", "normal:2<-1", "normal:3<-0", "normal:3<-1", "normal:3<-2",
+                     "reduce:2<-0", "reduce:2<-1", "reduce:3<-0", "reduce:3<-1", "reduce:3<-2"]
+    assert tiny().choices()[0].candidates == (
+        "none", "max_pool_3x3", "avg_pool_3x3", "skip_connect", "sep_conv_3x3", "sep_conv_5x5",
+        "dil_conv_3x3", "dil_conv_5x5")
+
+
+def test_zero_weight_ops_and_none_are_never_run(monkeypatch) -> None:
+    def must_not_run(self, x):
+        raise AssertionError("the none op was computed")
+
+    monkeypatch.setattr(cell_ops.Zero, "forward", must_not_run)
+    space = tiny()
+    net = space.supernet(CIFAR)
+    calls = count_op_calls(net)
+    weights = sparse_weights(space, uniform_logits(space))
+    net(torch.randn(2, 3, 32, 32), weights).sum().backward()
+
+    nonzero = {(name, op) for name, w in weights.items()
+               for op, v in zip(space.choices()[0].candidates, w.tolist()) if v != 0.0}
+    assert set(calls) == nonzero - {(name, "none") for name in weights}
+    # Every cell of a type runs the same ops: one normal cell, two reduction cells.
+    assert all(n == (1 if name.startswith("normal") else 2) for (name, _), n in calls.items())
+
+    calls.clear()
+    net.skip_zeros = False
+    net(torch.randn(2, 3, 32, 32), weights)
+    assert not any(op == "none" for _, op in calls)
+    assert len(calls) == 7 * len(weights)
+
+
+def test_skipping_zeros_matches_the_dense_computation() -> None:
+    space = tiny()
+    net = space.supernet(CIFAR).double()
+    x = torch.randn(2, 3, 32, 32, dtype=torch.float64)
+    results = []
+    for skip in (True, False):
+        net.skip_zeros = skip
+        net.zero_grad(set_to_none=True)
+        gen = torch.Generator().manual_seed(0)
+        logits = {c.name: torch.randn(len(c.candidates), dtype=torch.float64,
+                                      generator=gen).requires_grad_() for c in space.choices()}
+        out = net(x, sparse_weights(space, logits))
+        F.cross_entropy(out, torch.tensor([1, 7])).backward()
+        grads = [torch.zeros_like(p) if p.grad is None else p.grad for p in net.parameters()]
+        arch = [torch.zeros_like(v) if v.grad is None else v.grad for v in logits.values()]
+        results.append((out.detach(), grads, arch))
+    (out_s, grads_s, arch_s), (out_d, grads_d, arch_d) = results
+    torch.testing.assert_close(out_s, out_d, rtol=1e-12, atol=1e-12)
+    for a, b in zip(grads_s + arch_s, grads_d + arch_d):
+        torch.testing.assert_close(a, b, rtol=1e-10, atol=1e-12)
+    assert any(g.abs().sum() > 0 for g in arch_s)
+
+
+def test_all_zero_weights_leave_only_the_head_bias() -> None:
+    space = tiny()
+    net = space.supernet(MNIST)
+    weights = {c.name: torch.zeros(len(c.candidates)) for c in space.choices()}
+    out = net(torch.randn(2, 1, 28, 28), weights)
+    torch.testing.assert_close(out, net.classifier.bias.expand(2, -1))
+
+
+def test_one_host_transfer_per_forward(monkeypatch) -> None:
+    space = tiny()
+    net = space.supernet(MNIST)
+    weights = {k: torch.softmax(v, 0) for k, v in uniform_logits(space).items()}
+    transfers = Counter()
+    tolist, item = torch.Tensor.tolist, torch.Tensor.item
+    monkeypatch.setattr(torch.Tensor, "tolist",
+                        lambda self: transfers.update(["tolist"]) or tolist(self))
+    monkeypatch.setattr(torch.Tensor, "item", lambda self: transfers.update(["item"]) or item(self))
+    net(torch.randn(2, 1, 28, 28), weights)
+    assert transfers == Counter(tolist=1)
+
+
+def test_missing_or_misshapen_weights_are_named() -> None:
+    space = tiny()
+    net = space.supernet(MNIST)
+    weights = {c.name: torch.ones(len(c.candidates)) for c in space.choices()}
+    with pytest.raises(ValueError, match=r"weights lack choice 'reduce:5<-4'"):
+        net(torch.randn(2, 1, 28, 28), {k: v for k, v in weights.items() if k != "reduce:5<-4"})
+    with pytest.raises(ValueError, match=r"'normal:2<-0' have shape \(3,\)"):
+        net(torch.randn(2, 1, 28, 28), {**weights, "normal:2<-0": torch.ones(3)})
+
+
+# --- genotypes ----------------------------------------------------------------------------------
+
+
+def test_derive_keeps_two_strongest_edges_by_their_best_op_other_than_none() -> None:
+    space = tiny(nodes=3)
+    ops = space.choices()[0].candidates
+    weights = {c.name: torch.zeros(len(ops)) for c in space.choices()}
+
+    def put(name: str, **values: float) -> None:
+        for op, v in values.items():
+            weights[name][ops.index(op)] = v
+
+    put("normal:2<-0", none=0.9, sep_conv_3x3=0.05)
+    put("normal:2<-1", skip_connect=0.3)
+    put("normal:3<-0", dil_conv_5x5=0.5)
+    put("normal:3<-1", none=1.0)  # heaviest edge, but only through none: not kept
+    put("normal:3<-2", avg_pool_3x3=0.4, sep_conv_5x5=0.1)
+    put("normal:4<-2", sep_conv_5x5=0.2)
+    put("normal:4<-3", max_pool_3x3=0.2)  # a tie: the lower input ranks first
+    put("normal:4<-1", none=0.7, skip_connect=0.1)
+    for c in space.choices():
+        if c.name.startswith("reduce"):
+            weights[c.name] += 0.125  # all equal: the first inputs and first op other than none
+
+    genotype = space.derive(weights)
+    assert genotype.space == "cell"
+    assert genotype.spec["normal"] == (
+        ("skip_connect", 1), ("sep_conv_3x3", 0),
+        ("dil_conv_5x5", 0), ("avg_pool_3x3", 2),
+        ("sep_conv_5x5", 2), ("max_pool_3x3", 3))
+    assert genotype.spec["reduce"] == (("max_pool_3x3", 0), ("max_pool_3x3", 1)) * 3
+    assert genotype.spec["normal_concat"] == genotype.spec["reduce_concat"] == (2, 3, 4)
+
+
+def test_derive_never_keeps_an_edge_that_can_only_be_none() -> None:
+    space = tiny(nodes=2).restrict({"normal:3<-1": ["none"]})
+    weights = {c.name: torch.ones(len(c.candidates)) for c in space.choices()}
+    assert {s for _, s in space.derive(weights).spec["normal"][2:]} == {0, 2}
+
+
+def test_genotype_json_round_trip_and_build() -> None:
+    space = tiny()
+    weights = {c.name: torch.rand(len(c.candidates)) for c in space.choices()}
+    genotype = space.derive(weights)
+    again = Genotype.from_json(genotype.to_json())
+    assert again == genotype
+    assert Genotype.parse(genotype.to_json()) == genotype
+    assert space.build(again, MNIST)(torch.randn(2, 1, 28, 28)).shape == (2, 10)
+
+
+@pytest.mark.parametrize("source", ["derived", "sampled", "darts_v2"])
+def test_build_runs_for_derived_sampled_and_published_genotypes(source: str) -> None:
+    space = tiny(auxiliary=True, drop_path=0.2)
+    if source == "derived":
+        genotype = space.derive({c.name: torch.rand(len(c.candidates)) for c in space.choices()})
+    elif source == "sampled":
+        rng = random.Random(3)
+        genotype = space.sample(lambda name, options: rng.choice(options))
+    else:
+        genotype = Genotype.parse(DARTS_V2)
+    for task in (MNIST, CIFAR):
+        net = space.build(genotype, task)
+        assert net.drop_path_prob == 0.2
+        out = net(torch.randn(2, *task.input_shape))
+        assert out.shape == (2, 10)
+        assert net.aux_logits is not None and net.aux_logits.shape == (2, 10)
+        (out.sum() + net.aux_logits.sum()).backward()
+        net.eval()
+        net(torch.randn(2, *task.input_shape))
+        assert net.aux_logits is None
+
+
+def test_built_network_has_the_genotype_ops_and_affine_batchnorm() -> None:
+    space = tiny()
+    net = space.build(Genotype.parse(DARTS_V2), CIFAR)
+    kinds = {type(m).__name__ for m in net.modules()}
+    assert "DilConv" in kinds and "SepConv" in kinds and "MaxPool2d" in kinds
+    assert "AvgPool2d" not in kinds and "Zero" not in kinds
+    assert all(m.affine for m in net.modules() if isinstance(m, torch.nn.BatchNorm2d))
+    assert net.auxiliary_head is None
+    net(torch.randn(2, 3, 32, 32))
+    assert net.aux_logits is None
+
+
+def test_drop_path_follows_drop_path_prob() -> None:
+    net = tiny(drop_path=0.0).build(Genotype.parse(DARTS_V2), MNIST)
+    x = torch.randn(4, 1, 28, 28)
+    net.train()
+    torch.manual_seed(0)
+    a = net(x)
+    torch.manual_seed(1)
+    assert torch.equal(a, net(x))  # no randomness at probability 0
+    net.drop_path_prob = 0.5
+    torch.manual_seed(1)
+    assert not torch.allclose(a, net(x))
+
+
+def test_sample_with_optuna_suggest_categorical() -> None:
+    space = tiny().restrict({"normal:2<-0": ["none", "sep_conv_5x5"]})
+    study = optuna.create_study(sampler=optuna.samplers.RandomSampler(seed=0))
+    for _ in range(5):
+        trial = study.ask()
+        genotype = space.sample(trial.suggest_categorical)
+        study.tell(trial, 0.0)
+        for kind in ("normal", "reduce"):
+            pairs = genotype.spec[kind]
+            assert len(pairs) == 8
+            for i in range(0, 8, 2):
+                (_, a), (_, b) = pairs[i:i + 2]
+                assert a != b and max(a, b) < 2 + i // 2
+            assert all(op != "none" for op, _ in pairs)
+        assert ("sep_conv_5x5", 0) in genotype.spec["normal"][:2]  # the edge's only op
+        space.build(genotype, MNIST)
+    # Option lists are fixed per decision name, as TPE requires.
+    options: dict = {}
+    for trial in study.trials:
+        for name, dist in trial.distributions.items():
+            assert options.setdefault(name, dist.choices) == dist.choices
+    assert options["normal:3:inputs"] == ("0,1", "0,2", "1,2")
+    assert options["normal:2<-0"] == ("sep_conv_5x5",)
+
+
+def test_one_hot_selects_exactly_the_genotype() -> None:
+    space = tiny()
+    genotype = Genotype.parse(DARTS_V2)
+    weights = space.one_hot(genotype)
+    assert weights["normal:2<-0"].tolist() == [0, 0, 0, 0, 1, 0, 0, 0]
+    assert weights["normal:3<-2"].sum() == 0  # an edge the genotype does not use
+    assert sum(int(w.sum()) for w in weights.values()) == 16
+    net = space.supernet(CIFAR)
+    calls = count_op_calls(net)
+    net(torch.randn(2, 3, 32, 32), weights)
+    expected = {(f"{kind}:{2 + i // 2}<-{s}", op) for kind in ("normal", "reduce")
+                for i, (op, s) in enumerate(genotype.spec[kind])}
+    assert set(calls) == expected
+
+
+def test_describe_shows_both_cells() -> None:
+    text = tiny().describe(Genotype.parse(DARTS_V2))
+    lines = text.splitlines()
+    assert lines[0].startswith("normal: 2 <- sep_conv_3x3(0) + sep_conv_3x3(1);")
+    assert lines[1].startswith("reduce: 2 <- max_pool_3x3(0) + max_pool_3x3(1);")
+    assert lines[1].endswith("| concat 2,3,4,5")
+
+
+# --- variants -----------------------------------------------------------------------------------
+
+
+def test_restrict_keeps_only_the_named_ops() -> None:
+    space = tiny(nodes=2)
+    keep = {c.name: ["skip_connect", "none"] for c in space.choices()}
+    keep["reduce:3<-2"] = ["sep_conv_3x3", "max_pool_3x3"]
+    small = space.restrict(keep)
+    cands = {c.name: c.candidates for c in small.choices()}
+    assert cands["normal:2<-0"] == ("none", "skip_connect")  # original order is kept
+    assert cands["reduce:3<-2"] == ("max_pool_3x3", "sep_conv_3x3")
+    assert len(space.choices()[0].candidates) == 8  # the original is unchanged
+    net = small.supernet(MNIST)
+    kinds = Counter(type(m).__name__ for m in net.modules())
+    assert kinds["SepConv"] == 2 and kinds["MaxPool2d"] == 2 and kinds["DilConv"] == 2 * 2
+    weights = {c.name: torch.softmax(torch.zeros(len(c.candidates)), 0) for c in small.choices()}
+    assert net(torch.randn(2, 1, 28, 28), weights).shape == (2, 10)
+
+    deeper = small.with_depth(5)
+    assert deeper.layers == 5 and small.layers == 3
+    assert deeper.choices() == small.choices()
+    assert len(deeper.supernet(MNIST).cells) == 5
+
+
+def test_state_dict_restores_restrictions() -> None:
+    small = tiny(nodes=2).restrict({"normal:2<-0": ["sep_conv_3x3"]}).with_depth(4)
+    fresh = tiny(nodes=2)
+    fresh.load_state_dict(small.state_dict())
+    assert fresh.choices() == small.choices() and fresh.layers == 4
+
+
+def test_restrict_rejects_unknown_names_and_ops() -> None:
+    space = tiny()
+    with pytest.raises(ValueError, match="unknown choice 'normal:9<-0'"):
+        space.restrict({"normal:9<-0": ["none"]})
+    small = space.restrict({"normal:2<-0": ["none", "skip_connect"]})
+    with pytest.raises(ValueError, match="'sep_conv_3x3' is not a candidate of 'normal:2<-0'"):
+        small.restrict({"normal:2<-0": ["sep_conv_3x3"]})
+    with pytest.raises(ValueError, match="to no ops"):
+        space.restrict({"normal:2<-0": []})
+
+
+# --- bad input ----------------------------------------------------------------------------------
+
+
+def test_bad_ops_list_names_the_known_ops() -> None:
+    with pytest.raises(ValueError, match=r"unknown op 'sep_conv_7x7'.*known ops: none, max_pool_3x3"):
+        CellSpace(ops="none,sep_conv_7x7")
+    with pytest.raises(ValueError, match="at least one op other than 'none'"):
+        CellSpace(ops="none")
+    with pytest.raises(ValueError, match="twice"):
+        CellSpace(ops="skip_connect,skip_connect")
+    with pytest.raises(ValueError, match="even"):
+        CellSpace(channels=5)
+
+
+@pytest.mark.parametrize("edit, message", [
+    (lambda s: {**s, "normal": [["conv_9x9", 0]] + s["normal"][1:]}, "unknown op 'conv_9x9'"),
+    (lambda s: {**s, "normal": [["none", 0]] + s["normal"][1:]}, "unknown op 'none'"),
+    (lambda s: {**s, "reduce": s["reduce"][:-1] + [["skip_connect", 5]]}, "node 5 .* takes input 5"),
+    (lambda s: {**s, "reduce": s["reduce"][:-1]}, "two .* pairs per node"),
+    (lambda s: {k: v for k, v in s.items() if k != "reduce_concat"}, "lacks 'reduce_concat'"),
+    (lambda s: {**s, "normal_concat": [2, 9]}, "normal_concat"),
+    (lambda s: {**s, "normal": [["skip_connect", "0"]] + s["normal"][1:]}, "not an \\(op, input\\)"),
+])
+def test_bad_genotypes_are_rejected_in_one_line(edit, message: str) -> None:
+    spec = Genotype.parse(DARTS_V2).to_dict()["spec"]
+    bad = Genotype("cell", edit(spec))
+    with pytest.raises(ValueError, match=message) as info:
+        tiny().build(bad, CIFAR)
+    assert "\n" not in str(info.value)
+
+
+def test_genotype_of_another_space_is_rejected() -> None:
+    with pytest.raises(ValueError, match="space 'dense'"):
+        tiny().build(Genotype("dense", {"choices": {}}), CIFAR)
+
+
+def test_one_hot_rejects_a_genotype_with_other_node_count_or_ops() -> None:
+    with pytest.raises(ValueError, match="has 4 nodes; this space has 2"):
+        tiny(nodes=2).one_hot(Genotype.parse(DARTS_V2))
+    with pytest.raises(ValueError, match="not a candidate"):
+        tiny(ops="none,sep_conv_3x3").one_hot(Genotype.parse(DARTS_V2))
+
+
+def test_vector_input_is_refused() -> None:
+    task = Task("regression", (7,), 1)
+    with pytest.raises(ValueError, match=r"needs image input \(C, H, W\); got input_shape \(7,\)"):
+        tiny().supernet(task)
+    with pytest.raises(ValueError, match="needs image input"):
+        tiny().build(Genotype.parse(DARTS_V2), task)
