@@ -25,6 +25,7 @@ def edge_stats(choices: tuple[Choice, ...], weights: Mapping[str, torch.Tensor])
             "entropy": float(-(nz * nz.log()).sum()),
             "support": int((w != 0).sum()),
             "dominant": c.candidates[int(torch.argmax(w))],
+            "candidates": list(c.candidates),
             "weights": [round(float(v), 6) for v in w],
         })
     return rows

@@ -1,0 +1,633 @@
+"""Conformance suites for plugins: base test classes whose fixtures a plugin author overrides.
+
+Each suite is a class of pytest tests that checks the contract of one plugin axis. A plugin is
+tested by subclassing the suite in a test module and overriding the fixture that builds the
+plugin; every other fixture has a default that may be overridden too:
+
+    import pytest
+    from nasplug.testing import RelaxationConformance, SpaceConformance
+
+    class TestMyRelaxation(RelaxationConformance):
+        @pytest.fixture
+        def relaxation(self):
+            return MyRelaxation(tau=0.5)
+
+    class TestMySpace(SpaceConformance):
+        @pytest.fixture
+        def space(self):
+            return MySpace(width=4)  # keep it tiny: every check builds a supernet
+
+- :class:`SpaceConformance`: override ``space``; also ``task``, ``inputs``, ``device`` and the
+  class attribute ``relaxations``.
+- :class:`RelaxationConformance`: override ``relaxation``; also ``device``.
+- :class:`StrategyConformance`: override ``strategy``; also ``space``, ``relaxation``, ``task``,
+  ``tiny_data``, ``trainer``, ``context``, ``epochs``, ``batch_size``, ``device``.
+- :class:`DatasetConformance`: override ``dataset``; also ``data``.
+
+Tests run on the CPU unless the environment variable ``NASPLUG_TEST_DEVICE`` names another
+device (``cuda``, ``mps``). The helpers :func:`tiny_data`, :func:`random_suggest` and
+:class:`TinySpace` are usable on their own.
+"""
+
+from __future__ import annotations
+
+import copy
+import io
+import json
+import math
+import os
+import random
+from collections import Counter
+from typing import Any, Callable, Mapping, Sequence
+
+import pytest
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from nasplug import registry
+from nasplug.interfaces import Dataset, Relaxation, SearchSpace, Strategy, Suggest, Weights
+from nasplug.types import Choice, Data, Genotype, SearchResult, Task
+
+__all__ = ["DatasetConformance", "RelaxationConformance", "SpaceConformance",
+           "StrategyConformance", "TinySoftmax", "TinySpace", "count_module_calls",
+           "default_device", "random_suggest", "tiny_data", "zero_every_other"]
+
+#: The default task of the suites: small single-channel images, three classes.
+TINY_TASK = Task("classification", (1, 8, 8), 3)
+_BATCH = 4
+
+
+# ---- helpers ---------------------------------------------------------------------------------
+def default_device() -> torch.device:
+    """The device the suites run on: ``NASPLUG_TEST_DEVICE``, default ``cpu``."""
+    return torch.device(os.environ.get("NASPLUG_TEST_DEVICE", "") or "cpu")
+
+
+def tiny_data(task: Task = TINY_TASK, n_train: int = 48, n_test: int = 24, seed: int = 0) -> Data:
+    """Synthetic, learnable data of ``task``, already normalised like a dataset plugin's.
+
+    Inputs are standard normal; targets depend on the inputs through a fixed random projection,
+    so a network can fit them.
+    """
+    g = torch.Generator().manual_seed(seed)
+    dim = math.prod(task.input_shape)
+    proj = torch.randn(dim, task.outputs, generator=g)
+
+    def split(n: int) -> tuple[torch.Tensor, torch.Tensor]:
+        x = torch.randn(n, *task.input_shape, generator=g)
+        score = x.reshape(n, dim) @ proj / math.sqrt(dim)
+        if task.kind == "classification":
+            y = score.argmax(1)
+            y[: task.outputs] = torch.arange(task.outputs)  # every class present in every split
+            return x, y
+        if task.kind == "regression":
+            return x, score
+        return x, (score > 0).float()
+
+    return Data(task=task, train=split(n_train), test=split(n_test), name="tiny")
+
+
+def random_suggest(seed: int = 0, calls: list[tuple[str, list[Any]]] | None = None) -> Suggest:
+    """A seeded ``suggest(name, options)``; ``calls`` (if given) records every question asked."""
+    rng = random.Random(seed)
+
+    def suggest(name: str, options: Sequence[Any]) -> Any:
+        options = list(options)
+        if calls is not None:
+            calls.append((name, options))
+        return rng.choice(options)
+
+    return suggest
+
+
+def zero_every_other(choices: Sequence[Choice], device: torch.device | None = None,
+                     seed: int = 0) -> dict[str, torch.Tensor]:
+    """Positive random weights with exact zeros at every odd candidate index (leaf tensors)."""
+    g = torch.Generator().manual_seed(seed)
+    out = {}
+    for c in choices:
+        w = torch.rand(len(c.candidates), generator=g) + 0.1
+        w[1::2] = 0.0
+        out[c.name] = (w / w.sum()).to(device).requires_grad_(True)
+    return out
+
+
+def count_module_calls(module: nn.Module, fn: Callable[[], Any]) -> tuple[Any, Counter]:
+    """Run ``fn()`` and count the forward calls of every submodule of ``module``, by name."""
+    calls: Counter = Counter()
+    handles = []
+    for name, sub in module.named_modules():
+        if name:
+            handles.append(sub.register_forward_hook(
+                lambda *_args, _name=name: calls.update([_name])))
+    try:
+        result = fn()
+    finally:
+        for h in handles:
+            h.remove()
+    return result, calls
+
+
+def _softmax_weights(choices: Sequence[Choice], device: torch.device, seed: int) -> dict[str, torch.Tensor]:
+    g = torch.Generator().manual_seed(seed)
+    return {c.name: torch.softmax(torch.randn(len(c.candidates), generator=g), 0).to(device)
+            for c in choices}
+
+
+def _check_outputs(out: Any, task: Task, n: int) -> None:
+    assert isinstance(out, torch.Tensor), f"forward returned {type(out).__name__}, not a tensor"
+    assert tuple(out.shape) == (n, task.outputs), (
+        f"outputs have shape {tuple(out.shape)}; expected ({n}, {task.outputs})")
+    assert torch.isfinite(out).all(), "outputs are not finite"
+
+
+def _loss(out: torch.Tensor, task: Task) -> torch.Tensor:
+    """A loss that reaches every output (targets are irrelevant to the checks)."""
+    if task.kind == "classification":
+        target = torch.arange(len(out), device=out.device) % task.outputs
+        return F.cross_entropy(out.float(), target)
+    return out.float().pow(2).mean()
+
+
+def _saved(state: Any) -> Any:
+    """``state`` after a checkpoint round trip (saved, then loaded with ``weights_only=True``)."""
+    buf = io.BytesIO()
+    torch.save(state, buf)
+    buf.seek(0)
+    return torch.load(buf, weights_only=True)
+
+
+def _instantiate(axis: str, name: str) -> Any:
+    from nasplug.options import instantiate
+
+    return instantiate(registry.load(axis, name), {}, f"{axis} {name!r}")
+
+
+# ---- a tiny space and relaxation of the suites' own ------------------------------------------
+class TinySpace(SearchSpace):
+    """Two choices on flattened inputs: a hidden width and an activation; for quick strategy tests.
+
+    Every candidate is a module of its own, so a zero weight visibly skips it. Genotypes use the
+    base class's ``{"choices": {...}}`` shape.
+
+    Args:
+        widths: comma-separated hidden widths, the candidates of choice ``"width"``.
+        activations: comma-separated names among relu, tanh, sigmoid, identity.
+    """
+
+    _ACTS: dict[str, Callable[[], nn.Module]] = {
+        "relu": nn.ReLU, "tanh": nn.Tanh, "sigmoid": nn.Sigmoid, "identity": nn.Identity}
+
+    def __init__(self, widths: str = "4,8", activations: str = "relu,tanh,identity") -> None:
+        self.widths = tuple(w.strip() for w in widths.split(","))
+        if not all(w.isdigit() and int(w) > 0 for w in self.widths):
+            raise ValueError(f"widths must be comma-separated positive integers, got {widths!r}")
+        self.activations = tuple(a.strip() for a in activations.split(","))
+        unknown = [a for a in self.activations if a not in self._ACTS]
+        if unknown:
+            raise ValueError(f"unknown activation {unknown[0]!r}; accepted: {', '.join(self._ACTS)}")
+
+    def choices(self) -> tuple[Choice, ...]:
+        return (Choice("width", self.widths), Choice("activation", self.activations))
+
+    def supernet(self, task: Task) -> nn.Module:
+        return _TinySupernet(math.prod(task.input_shape), task.outputs,
+                             [int(w) for w in self.widths], self.activations)
+
+    def build(self, genotype: Genotype, task: Task) -> nn.Module:
+        chosen = genotype.spec.get("choices", {})
+        if chosen.get("width") not in self.widths or chosen.get("activation") not in self.activations:
+            raise ValueError(f"not a genotype of this space: {genotype}")
+        width = int(chosen["width"])
+        return nn.Sequential(nn.Flatten(), nn.Linear(math.prod(task.input_shape), width),
+                             self._ACTS[chosen["activation"]](), nn.Linear(width, task.outputs))
+
+    def restrict(self, keep: Mapping[str, Sequence[str]]) -> TinySpace:
+        space = copy.copy(self)
+        for name, attr in (("width", "widths"), ("activation", "activations")):
+            if name in keep:
+                kept = tuple(k for k in getattr(self, attr) if k in set(keep[name]))
+                if not kept:
+                    raise ValueError(f"restricting {name!r} to no candidates; keep at least one")
+                setattr(space, attr, kept)
+        return space
+
+
+class _TinySupernet(nn.Module):
+    def __init__(self, features: int, outputs: int, widths: Sequence[int],
+                 activations: Sequence[str]) -> None:
+        super().__init__()
+        self.skip_zeros = True
+        self.hidden = max(widths)
+        self.widths = nn.ModuleList(nn.Linear(features, w) for w in widths)
+        self.acts = nn.ModuleList(TinySpace._ACTS[a]() for a in activations)
+        self.head = nn.Linear(self.hidden, outputs)
+
+    def forward(self, x: torch.Tensor, weights: Weights) -> torch.Tensor:
+        x = x.flatten(1)
+        shape = (len(x), self.hidden)
+        h = self._mix(self.widths, weights["width"],
+                      lambda lin: F.pad(lin(x), (0, self.hidden - lin.out_features)), shape)
+        return self.head(self._mix(self.acts, weights["activation"], lambda act: act(h), shape))
+
+    def _mix(self, ops: nn.ModuleList, w: torch.Tensor, apply: Callable[[nn.Module], torch.Tensor],
+             shape: tuple[int, int]) -> torch.Tensor:
+        skip = (w == 0).tolist() if self.skip_zeros else [False] * len(w)
+        out: torch.Tensor | None = None
+        for k, op in enumerate(ops):
+            if skip[k]:
+                continue  # exactly zero: not computed, forward or backward
+            y = w[k] * apply(op)
+            out = y if out is None else out + y
+        return w.new_zeros(shape) if out is None else out
+
+
+class TinySoftmax(Relaxation):
+    """``softmax(logits)``: the suites' default relaxation, so they depend on no plugin."""
+
+    def weights(self, logits: torch.Tensor) -> torch.Tensor:
+        return torch.softmax(logits, dim=-1)
+
+
+# ---- suites ----------------------------------------------------------------------------------
+class SpaceConformance:
+    """The contract of a :class:`~nasplug.interfaces.SearchSpace`.
+
+    Override ``space`` (at a tiny size: every check builds a supernet). ``task`` defaults to
+    1x8x8 images with three classes; a space for vectors overrides it. The supernet is run under
+    every registered relaxation, or those named in the class attribute ``relaxations``.
+    """
+
+    #: Relaxation names to run the supernet under; None: every registered relaxation.
+    relaxations: Sequence[str] | None = None
+
+    def pytest_generate_tests(self, metafunc: pytest.Metafunc) -> None:
+        if "relaxation_name" in metafunc.fixturenames:
+            names = self.relaxations if self.relaxations is not None else registry.names("relaxation")
+            metafunc.parametrize("relaxation_name", list(names))
+
+    @pytest.fixture
+    def space(self) -> SearchSpace:
+        raise NotImplementedError("override the `space` fixture with a tiny instance of your space")
+
+    @pytest.fixture
+    def task(self) -> Task:
+        return TINY_TASK
+
+    @pytest.fixture
+    def device(self) -> torch.device:
+        return default_device()
+
+    @pytest.fixture
+    def inputs(self, task: Task, device: torch.device) -> torch.Tensor:
+        g = torch.Generator().manual_seed(0)
+        return torch.randn(_BATCH, *task.input_shape, generator=g).to(device)
+
+    def test_choices_are_named_and_stable(self, space: SearchSpace) -> None:
+        choices = space.choices()
+        assert isinstance(choices, tuple) and choices, "choices() must be a non-empty tuple"
+        assert all(isinstance(c, Choice) for c in choices)
+        names = [c.name for c in choices]
+        assert len(set(names)) == len(names), "choice names must be unique"
+        for c in choices:
+            assert all(isinstance(k, str) for k in c.candidates), f"{c.name}: candidates are names"
+            assert len(set(c.candidates)) == len(c.candidates), f"{c.name}: a candidate twice"
+        assert space.choices() == choices, "choices() must be stable"
+
+    def test_supernet_forward_backward(self, space: SearchSpace, task: Task, inputs: torch.Tensor,
+                                       device: torch.device, relaxation_name: str) -> None:
+        relax = _instantiate("relaxation", relaxation_name)
+        relax.on_epoch(0, 2)
+        relax.on_step(0, 4)
+        net = space.supernet(task).to(device)
+        assert getattr(net, "skip_zeros", None) is True, "the supernet needs `skip_zeros = True`"
+        g = torch.Generator().manual_seed(1)
+        logits = {c.name: (0.1 * torch.randn(len(c.candidates), generator=g)).to(device).requires_grad_()
+                  for c in space.choices()}
+        weights = {name: relax.weights(l) for name, l in logits.items()}
+        out = net(inputs, weights)
+        _check_outputs(out, task, len(inputs))
+        loss = _loss(out, task)
+        pen = relax.penalty(logits, "arch")
+        if pen is not None:
+            loss = loss + pen
+        loss.backward()
+        grads = [l.grad for l in logits.values() if l.grad is not None]
+        assert grads, "no architecture logit received a gradient"
+        assert all(torch.isfinite(gr).all() for gr in grads), "architecture gradients are not finite"
+        assert any(bool((gr != 0).any()) for gr in grads), "every architecture gradient is zero"
+        params = [p.grad for p in net.parameters() if p.grad is not None]
+        assert params and all(torch.isfinite(p).all() for p in params), (
+            "weight gradients are missing or not finite")
+
+    def test_zero_weights_are_not_computed(self, space: SearchSpace, task: Task, inputs: torch.Tensor,
+                                           device: torch.device) -> None:
+        choices = space.choices()
+        if all(len(c.candidates) < 2 for c in choices):
+            pytest.skip("no choice has two candidates, so no weight can be zero")
+        net = space.supernet(task).to(device)
+        results = {}
+        for skip in (True, False):
+            net.skip_zeros = skip
+            net.zero_grad(set_to_none=True)
+            weights = zero_every_other(choices, device)
+            out, calls = count_module_calls(net, lambda: net(inputs, weights))
+            _loss(out, task).backward()
+            results[skip] = (out.detach(), weights, calls,
+                             [p.grad for p in net.parameters()])
+        (out_s, w_s, calls_s, g_s), (out_d, w_d, calls_d, g_d) = results[True], results[False]
+        assert sum(calls_s.values()) < sum(calls_d.values()), (
+            "zero-weight candidates were computed: as many module calls as with skip_zeros=False")
+        torch.testing.assert_close(out_s, out_d, msg="skipping zero-weight candidates changed the outputs")
+        for name, w in w_s.items():
+            if w.grad is None and w_d[name].grad is None:
+                continue
+            ws = torch.zeros_like(w) if w.grad is None else w.grad
+            wd = torch.zeros_like(w) if w_d[name].grad is None else w_d[name].grad
+            used = w.detach() != 0
+            torch.testing.assert_close(ws[used], wd[used],
+                                       msg=f"{name}: skipping changed the gradient of non-zero weights")
+        for a, b in zip(g_s, g_d):
+            if a is None and b is None:
+                continue
+            a = torch.zeros_like(b) if a is None else a
+            b = torch.zeros_like(a) if b is None else b
+            torch.testing.assert_close(a, b, msg="skipping changed a weight gradient")
+
+    def test_derive_gives_a_genotype_that_builds_and_runs(self, space: SearchSpace, task: Task,
+                                                          inputs: torch.Tensor, device: torch.device) -> None:
+        for seed in range(3):
+            genotype = space.derive(_softmax_weights(space.choices(), device, seed))
+            assert isinstance(genotype, Genotype)
+            self._check_builds(space, genotype, task, inputs, device)
+
+    def test_sample_gives_valid_genotypes(self, space: SearchSpace, task: Task, inputs: torch.Tensor,
+                                          device: torch.device) -> None:
+        for seed in range(3):
+            calls: list[tuple[str, list[Any]]] = []
+            genotype = space.sample(random_suggest(seed, calls))
+            assert isinstance(genotype, Genotype)
+            assert calls, "sample() must take its decisions through suggest"
+            for name, options in calls:
+                assert isinstance(name, str) and options, f"suggest({name!r}) offered no options"
+            again = space.sample(random_suggest(seed))
+            assert again == genotype, "the same suggestions must give the same genotype"
+            self._check_builds(space, genotype, task, inputs, device)
+
+    def test_genotype_json_round_trip(self, space: SearchSpace, device: torch.device) -> None:
+        for genotype in (space.derive(_softmax_weights(space.choices(), device, 0)),
+                         space.sample(random_suggest(1))):
+            text = genotype.to_json()
+            assert Genotype.from_json(text) == genotype
+            assert Genotype.parse(text) == genotype
+            assert Genotype.from_dict(json.loads(json.dumps(genotype.to_dict()))) == genotype
+            shown = space.describe(genotype)
+            assert isinstance(shown, str) and shown.strip()
+
+    def test_one_hot_selects_the_derived_genotype(self, space: SearchSpace, task: Task,
+                                                  inputs: torch.Tensor, device: torch.device) -> None:
+        genotype = space.derive(_softmax_weights(space.choices(), device, 2))
+        hot = space.one_hot(genotype)
+        assert set(hot) == {c.name for c in space.choices()}, "one_hot must weigh every choice"
+        for c in space.choices():
+            w = hot[c.name]
+            assert tuple(w.shape) == (len(c.candidates),), f"{c.name}: one_hot has the wrong shape"
+            assert bool(((w == 0) | (w == 1)).all()), f"{c.name}: one_hot weights must be 0 or 1"
+        # derive(one_hot(g)) is g up to order (DARTS orders a node's inputs by strength).
+        again = space.one_hot(space.derive(hot))
+        assert all(torch.equal(again[k], hot[k]) for k in hot), (
+            "derive(one_hot(g)) selects another network than g")
+        net = space.supernet(task).to(device)
+        with torch.no_grad():
+            _check_outputs(net(inputs, {k: v.to(device) for k, v in hot.items()}), task, len(inputs))
+
+    def test_state_dict_survives_a_checkpoint(self, space: SearchSpace) -> None:
+        choices = space.choices()
+        space.load_state_dict(_saved(space.state_dict()))
+        assert space.choices() == choices
+
+    @staticmethod
+    def _check_builds(space: SearchSpace, genotype: Genotype, task: Task, inputs: torch.Tensor,
+                      device: torch.device) -> None:
+        model = space.build(genotype, task)
+        assert isinstance(model, nn.Module), "build() must return an nn.Module"
+        model = model.to(device).train()
+        out = model(inputs)
+        _check_outputs(out, task, len(inputs))
+        _loss(out, task).backward()
+        assert any(p.grad is not None for p in model.parameters()), "the built network has no gradients"
+
+
+class RelaxationConformance:
+    """The contract of a :class:`~nasplug.interfaces.Relaxation`. Override ``relaxation``."""
+
+    #: Logit vectors every relaxation must handle: near-equal, spread, tied, extreme, single.
+    LOGITS: tuple[tuple[float, ...], ...] = (
+        (1e-3, -2e-3, 0.0, 5e-4, -1e-3, 2e-3, 0.0, 1e-3),
+        (2.0, -1.0, 0.5, 0.0, -3.0),
+        (0.0, 0.0, 0.0),
+        (80.0, -80.0, 0.0, 1e4),
+        (0.3,),
+    )
+    #: Points of the search (epoch, epochs, step, steps) where the weights are checked.
+    CLOCK: tuple[tuple[int, int, int, int], ...] = ((0, 4, 0, 5), (1, 4, 2, 5), (3, 4, 4, 5))
+
+    @pytest.fixture
+    def relaxation(self) -> Relaxation:
+        raise NotImplementedError("override the `relaxation` fixture with an instance of your relaxation")
+
+    @pytest.fixture
+    def device(self) -> torch.device:
+        return default_device()
+
+    def _logits(self, device: torch.device) -> list[torch.Tensor]:
+        return [torch.tensor(v, device=device) for v in self.LOGITS]
+
+    @staticmethod
+    def _at(relax: Relaxation, clock: tuple[int, int, int, int]) -> Relaxation:
+        epoch, epochs, step, steps = clock
+        relax.on_epoch(epoch, epochs)
+        relax.on_step(step, steps)
+        return relax
+
+    def test_weights_are_finite_and_non_negative(self, relaxation: Relaxation, device: torch.device) -> None:
+        for clock in self.CLOCK:
+            self._at(relaxation, clock)
+            for logits in self._logits(device):
+                for fn in (relaxation.weights, relaxation.eval_weights):
+                    w = fn(logits)
+                    assert isinstance(w, torch.Tensor) and w.shape == logits.shape, (
+                        f"weights of {tuple(logits.shape)} logits have shape {tuple(w.shape)}")
+                    assert w.device == logits.device, "weights must stay on the logits' device"
+                    assert torch.isfinite(w).all(), f"weights not finite for logits {logits.tolist()}"
+                    assert bool((w >= 0).all()), f"negative weights for logits {logits.tolist()}"
+                    assert float(w.sum()) > 0, f"all weights zero for logits {logits.tolist()}"
+
+    def test_gradients_reach_the_logits(self, relaxation: Relaxation, device: torch.device) -> None:
+        self._at(relaxation, self.CLOCK[1])
+        logits = torch.tensor(self.LOGITS[1], device=device, requires_grad=True)
+        torch.manual_seed(0)
+        w = relaxation.weights(logits)
+        (w * torch.arange(1.0, len(w) + 1, device=device)).sum().backward()
+        assert logits.grad is not None and torch.isfinite(logits.grad).all()
+
+    def test_eval_weights_are_deterministic(self, relaxation: Relaxation, device: torch.device) -> None:
+        for clock in self.CLOCK:
+            self._at(relaxation, clock)
+            for logits in self._logits(device):
+                torch.manual_seed(1)
+                a = relaxation.eval_weights(logits)
+                torch.manual_seed(2)
+                b = relaxation.eval_weights(logits)
+                assert torch.equal(a, b), "eval_weights must not depend on random state"
+
+    def test_penalty_is_none_or_a_finite_scalar(self, relaxation: Relaxation, device: torch.device) -> None:
+        self._at(relaxation, self.CLOCK[1])
+        logits = {f"c{i}": torch.tensor(v, device=device, requires_grad=True)
+                  for i, v in enumerate(self.LOGITS[:3])}
+        for phase in ("arch", "weight"):
+            pen = relaxation.penalty(logits, phase)
+            if pen is None:
+                continue
+            assert isinstance(pen, torch.Tensor) and pen.dim() == 0, "a penalty is a scalar tensor"
+            assert torch.isfinite(pen), f"the {phase} penalty is not finite"
+            if pen.requires_grad:
+                pen.backward()
+                assert all(l.grad is None or torch.isfinite(l.grad).all() for l in logits.values())
+
+    def test_state_dict_round_trip(self, relaxation: Relaxation, device: torch.device) -> None:
+        fresh = copy.deepcopy(relaxation)
+        self._at(relaxation, self.CLOCK[1])
+        state = _saved(relaxation.state_dict())
+        fresh.load_state_dict(state)
+        assert _saved(fresh.state_dict()).keys() == state.keys()
+        for logits in self._logits(device):
+            assert torch.equal(fresh.eval_weights(logits), relaxation.eval_weights(logits)), (
+                "a relaxation loaded from state_dict gives other weights: is a schedule missing from it?")
+
+    def test_skip_is_exact_is_declared(self, relaxation: Relaxation) -> None:
+        assert isinstance(type(relaxation).skip_is_exact, bool)
+
+
+class StrategyConformance:
+    """The contract of a :class:`~nasplug.interfaces.Strategy` on a tiny budget.
+
+    Override ``strategy`` (with options that keep it tiny). The search runs on :class:`TinySpace`
+    with :class:`TinySoftmax` over :func:`tiny_data`, with a real :class:`nasplug.trainer.Trainer`
+    writing into a temporary run directory; override ``space``/``relaxation``/``task`` to change that.
+    """
+
+    @pytest.fixture
+    def strategy(self) -> Strategy:
+        raise NotImplementedError("override the `strategy` fixture with a tiny instance of your strategy")
+
+    @pytest.fixture
+    def space(self) -> SearchSpace:
+        return TinySpace()
+
+    @pytest.fixture
+    def relaxation(self) -> Relaxation:
+        return TinySoftmax()
+
+    @pytest.fixture
+    def task(self) -> Task:
+        return TINY_TASK
+
+    @pytest.fixture
+    def epochs(self) -> int:
+        return 1
+
+    @pytest.fixture
+    def batch_size(self) -> int:
+        return 16
+
+    @pytest.fixture
+    def device(self) -> torch.device:
+        return default_device()
+
+    @pytest.fixture
+    def tiny_data(self, task: Task) -> Data:
+        return tiny_data(task)
+
+    @pytest.fixture
+    def trainer(self, tiny_data: Data, tmp_path: Any, device: torch.device) -> Any:
+        from nasplug.rundir import RunDir
+        from nasplug.trainer import Trainer
+
+        run = RunDir.create(tmp_path / "run", {"test": "strategy conformance"})
+        return Trainer(tiny_data, run=run, device=str(device), seed=0, quiet=True)
+
+    @pytest.fixture
+    def context(self, space: SearchSpace, relaxation: Relaxation, trainer: Any, tiny_data: Data,
+                epochs: int, batch_size: int) -> Any:
+        from nasplug.trainer import SearchContext
+
+        return SearchContext(space=space, relaxation=relaxation, trainer=trainer, data=tiny_data,
+                             epochs=epochs, batch_size=batch_size, seed=0,
+                             options={"storage": None, "study": None, "tensorboard": False,
+                                      "run_dir": str(trainer.run.path)})
+
+    def test_search_returns_a_valid_result(self, strategy: Strategy, context: Any, space: SearchSpace,
+                                           task: Task, device: torch.device) -> None:
+        from nasplug.rundir import to_json
+
+        result = strategy.search(context)
+        assert isinstance(result, SearchResult), "search() must return a SearchResult"
+        assert isinstance(result.genotype, Genotype)
+        model = space.build(result.genotype, task).to(device).eval()
+        with torch.no_grad():
+            _check_outputs(model(torch.randn(_BATCH, *task.input_shape, device=device)), task, _BATCH)
+        assert all(isinstance(k, str) for k in result.metrics), "metric names are strings"
+        assert all(isinstance(v, (int, float, str, bool)) for v in result.metrics.values()), (
+            "metric values are numbers or text")
+        assert f"val_{task.metric}" in result.metrics, f"metrics lack val_{task.metric}"
+        for part in ("metrics", "history", "candidates"):
+            json.loads(to_json(getattr(result, part)))  # what the run directory stores is JSON
+        assert all(isinstance(h, Mapping) for h in result.history)
+        assert all(isinstance(c, Mapping) for c in result.candidates)
+
+
+class DatasetConformance:
+    """The contract of a :class:`~nasplug.interfaces.Dataset`. Override ``dataset`` (small options)."""
+
+    @pytest.fixture
+    def dataset(self) -> Dataset:
+        raise NotImplementedError("override the `dataset` fixture with a small instance of your dataset")
+
+    @pytest.fixture
+    def data(self, dataset: Dataset) -> Data:
+        return dataset.load()
+
+    def test_load_gives_valid_data(self, data: Data) -> None:
+        assert isinstance(data, Data) and isinstance(data.task, Task)
+        task = data.task
+        splits = {"train": data.train, "test": data.test}
+        if data.val is not None:
+            splits["val"] = data.val
+        for split, (x, y) in splits.items():
+            assert x.dtype == torch.float32, f"{split} inputs are {x.dtype}, not float32"
+            assert tuple(x.shape[1:]) == tuple(task.input_shape), (
+                f"{split} inputs have shape {tuple(x.shape)}; task says {task.input_shape}")
+            assert len(x) == len(y) > 0, f"{split}: {len(x)} inputs but {len(y)} targets"
+            assert torch.isfinite(x).all(), f"{split} inputs are not finite"
+            if task.kind == "classification":
+                assert y.dtype == torch.int64 and y.dim() == 1, f"{split} targets must be int64 of shape (N,)"
+                assert int(y.min()) >= 0 and int(y.max()) < task.outputs, f"{split} classes out of range"
+            elif task.kind == "regression":
+                assert y.is_floating_point() and tuple(y.shape[1:]) == (task.outputs,)
+                assert torch.isfinite(y).all()
+            else:
+                assert y.is_floating_point() and tuple(y.shape[1:]) == (task.outputs,)
+                assert bool(((y == 0) | (y == 1)).all()), f"{split} multi-label targets must be 0 or 1"
+        assert not task.labels or len(task.labels) == task.outputs, "one label name per output"
+
+    def test_train_inputs_are_normalised(self, data: Data) -> None:
+        x = data.train[0].double()
+        assert abs(float(x.mean())) < 0.1, f"train inputs have mean {float(x.mean()):.3f}, not about 0"
+        assert 0.5 < float(x.std()) < 1.5, f"train inputs have std {float(x.std()):.3f}, not about 1"
+
+    def test_load_is_deterministic(self, dataset: Dataset, data: Data) -> None:
+        again = dataset.load()
+        assert torch.equal(again.train[0], data.train[0]) and torch.equal(again.train[1], data.train[1])
+        assert torch.equal(again.test[0], data.test[0]) and torch.equal(again.test[1], data.test[1])
