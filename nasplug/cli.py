@@ -14,7 +14,7 @@ __all__ = ["main"]
 DEFAULTS: dict[str, Any] = {
     "space": "cell", "relax": "softmax", "strategy": "darts", "data": "fashion-mnist-small",
     "epochs": 8, "batch_size": 64, "seed": 0, "device": "auto", "deterministic": False,
-    "out": None, "storage": None, "study": None, "tensorboard": False,
+    "out": None, "storage": None, "study": None, "tensorboard": False, "compile": None,
 }
 #: config key -> (plugin axis, option table in TOML and config.json)
 PLUGIN_KEYS = {"space": "space", "relax": "relaxation", "strategy": "strategy", "data": "dataset"}
@@ -77,6 +77,12 @@ def _parser() -> argparse.ArgumentParser:
     r.add_argument("--storage", help="Optuna storage URL for black-box strategies "
                                      "(default: SQLite file in the run directory)")
     r.add_argument("--study", help="Optuna study name (default: the run directory's name)")
+    r.add_argument("--tensorboard", action="store_true", default=None,
+                   help="also log scalars for TensorBoard into RUN_DIR/tensorboard "
+                        "(needs the tensorboard package)")
+    r.add_argument("--compile", nargs="?", const="inductor", metavar="BACKEND",
+                   help="torch.compile the networks (backend: inductor when not given); the "
+                        "compile time is printed and logged")
     r.add_argument("--resume", metavar="RUN_DIR", help="continue an interrupted run")
     r.add_argument("--quiet", action="store_true", help="no progress bars")
     r.set_defaults(func=cmd_run)
@@ -159,16 +165,36 @@ def plugin_versions(cfg: dict[str, Any]) -> dict[str, str]:
 
 def cmd_run(args: argparse.Namespace) -> int:
     from nasplug import ddp
-    from nasplug.rundir import RunDir
 
     rank = ddp.setup()
-    writer = rank == 0
+    try:
+        code = _run(args, writer=rank == 0)
+        # Leave together: a process that tears down while rank 0 still writes can abort.
+        ddp.barrier()
+        return code
+    finally:
+        ddp.teardown()
+
+
+def _run(args: argparse.Namespace, *, writer: bool) -> int:
+    from nasplug import ddp
+    from nasplug.rundir import RunDir
+
     if args.resume:
         run = RunDir.open(args.resume, writer=writer)
         cfg = run.config()
     else:
         cfg = resolve_config(args)
+    ddp.check_batch_size(cfg["batch_size"])
     # Bad options or bad data fail here, before anything is written.
+    if _compile_backend(cfg.get("compile")) is not None:
+        from nasplug.trainer import check_compile, pick_device
+
+        check_compile(_compile_backend(cfg["compile"]), pick_device(cfg["device"]))
+    if cfg.get("tensorboard"):
+        from nasplug import report
+
+        report.check_tensorboard()
     plugins = build_plugins(cfg)
     data = plugins["data"].load()
     if args.resume:
@@ -195,8 +221,14 @@ def execute(cfg: dict[str, Any], run: Any, plugins: dict[str, Any], data: Any, *
     """Build the trainer, run the strategy and write the results into ``run``."""
     from nasplug.trainer import SearchContext, Trainer
 
+    sink = None
+    if cfg.get("tensorboard") and run.writer:
+        from nasplug import report
+
+        sink = report.tensorboard_sink(run.path)
     trainer = Trainer(data, run=run, device=cfg["device"], seed=cfg["seed"],
-                      deterministic=bool(cfg["deterministic"]), quiet=quiet)
+                      deterministic=bool(cfg["deterministic"]), quiet=quiet, sink=sink,
+                      compile=_compile_backend(cfg.get("compile")))
     ctx = SearchContext(space=plugins["space"], relaxation=plugins["relax"], trainer=trainer,
                         data=data, epochs=cfg["epochs"], batch_size=cfg["batch_size"],
                         seed=cfg["seed"], options={"storage": cfg.get("storage"),
@@ -210,6 +242,8 @@ def execute(cfg: dict[str, Any], run: Any, plugins: dict[str, Any], data: Any, *
     result = plugins["strategy"].search(ctx)
     metrics = {**result.metrics, "wall_seconds": time.time() - t0, "metric": data.task.metric,
                "higher_is_better": data.task.higher_is_better}
+    if not _ranks_agree(result, metrics):
+        return 1
     run.write_json("genotype.json", result.genotype.to_dict())
     run.write_json("metrics.json", metrics)
     if result.candidates:
@@ -224,6 +258,45 @@ def execute(cfg: dict[str, Any], run: Any, plugins: dict[str, Any], data: Any, *
         print(f"validation {m}: {metrics.get(f'val_{m}', float('nan')):.4f}")
         print(f"run directory: {run.path}")
     return 0
+
+
+def _compile_backend(value: Any) -> str | None:
+    """The ``compile`` setting as a backend name: true means inductor, false or none eager."""
+    if value is None or value is False or value == "":
+        return None
+    if value is True:
+        return "inductor"
+    if isinstance(value, str):
+        return value
+    raise UsageError(f"compile must be true, false or a backend name, got {value!r}")
+
+
+def _ranks_agree(result: Any, metrics: dict[str, Any]) -> bool:
+    """Under ``torchrun``: print one line per rank and check that all ranks found the same.
+
+    The genotype must agree; the search history (mixing weights and metrics of every epoch,
+    timings left out) should, and a difference is reported.
+    """
+    from nasplug import ddp
+
+    if not ddp.is_distributed():
+        return True
+    timeless = [{k: v for k, v in rec.items() if "seconds" not in k} for rec in result.history]
+    mine = (ddp.fingerprint(result.genotype.to_dict()),
+            ddp.fingerprint([timeless, {k: v for k, v in metrics.items() if "seconds" not in k}]))
+    # One write per line: the ranks share the terminal.
+    sys.stderr.write(f"nasplug: rank {ddp.rank()}/{ddp.world_size()}: genotype {mine[0]}, "
+                     f"search {mine[1]}\n")
+    sys.stderr.flush()
+    everyone = ddp.gather_object(mine)
+    if len({g for g, _ in everyone}) > 1:
+        print(f"nasplug: error: the {len(everyone)} processes derived different genotypes "
+              f"({', '.join(g for g, _ in everyone)}); results not written", file=sys.stderr)
+        return False
+    if len({h for _, h in everyone}) > 1 and ddp.rank() == 0:
+        print("nasplug: warning: the processes agree on the genotype but their search histories "
+              "differ (non-deterministic kernels?)", file=sys.stderr)
+    return True
 
 
 def _write_report(run: Any) -> None:

@@ -7,6 +7,8 @@ the device as tensors and every batch is an index into it, so no loader is rebui
 from __future__ import annotations
 
 import contextlib
+import functools
+import hashlib
 import math
 import os
 import random
@@ -19,6 +21,7 @@ from typing import Any, Callable, Iterator, Mapping
 import torch
 from torch import nn
 
+from nasplug import ddp
 from nasplug.interfaces import Relaxation, SearchSpace
 from nasplug.rundir import RunDir
 from nasplug.tasks import Metrics, Objective
@@ -34,7 +37,12 @@ class NonFiniteLoss(RuntimeError):
 
 
 def pick_device(name: str = "auto") -> torch.device:
-    """``auto`` picks CUDA, then MPS, then the CPU; any other name is forced."""
+    """``auto`` picks CUDA, then MPS, then the CPU; any other name is forced.
+
+    Under ``torchrun``, ``auto`` and ``cuda`` mean the GPU of this process's ``LOCAL_RANK``.
+    """
+    if name in ("auto", "cuda") and torch.cuda.is_available() and ddp.is_distributed():
+        return torch.device("cuda", ddp.local_rank())
     if name == "auto":
         if torch.cuda.is_available():
             return torch.device("cuda")
@@ -116,19 +124,40 @@ class Trainer:
         deterministic: ask torch for deterministic kernels.
         grad_clip: max gradient norm of weight steps (0 disables).
         quiet: no progress bars or per-epoch lines.
+        sink: also receives every event logged, as ``sink(event, fields)`` (e.g. TensorBoard).
+        compile: a ``torch.compile`` backend (e.g. ``inductor``) for the modules passed to
+            :meth:`place`; None: run eagerly.
+
+    Under ``torchrun`` training batches are this rank's shard of each global batch and
+    :meth:`update` averages gradients over the ranks (see :mod:`nasplug.ddp`).
+
+    ``lazy_sync`` (True on accelerators) makes the hot loop free of host-device syncs: the
+    NaN flag is accumulated on the device and read once per epoch, and progress bars show no
+    per-step loss.
     """
 
     def __init__(self, data: Data, *, run: RunDir | None = None, device: str = "auto", seed: int = 0,
                  deterministic: bool = False, grad_clip: float = 5.0, quiet: bool = False,
-                 eval_batch_size: int = 512) -> None:
+                 eval_batch_size: int = 512,
+                 sink: Callable[[str, Mapping[str, Any]], None] | None = None,
+                 compile: str | None = None) -> None:
         self.device = pick_device(device)
+        if self.device.type == "cuda" and self.device.index is not None:
+            # The current device is the one whose RNG state checkpoints save and restore.
+            torch.cuda.set_device(self.device)
+        self.lazy_sync = self.device.type != "cpu"
         self.run = run
+        self.sink = sink
         self.seed = seed
         self.grad_clip = grad_clip
         self.quiet = quiet or os.environ.get("NASPLUG_QUIET", "") not in ("", "0")
         self.eval_batch_size = eval_batch_size
         self._bad: torch.Tensor | None = None
         self._bad_where = ""
+        self.compile = compile or None
+        self._compile_clock: _CompileClock | None = None
+        if self.compile is not None:
+            check_compile(self.compile, self.device)
         self.task = data.task
         seed_everything(seed)
         if deterministic:
@@ -155,18 +184,31 @@ class Trainer:
         return len(self.splits[split][0])
 
     def steps(self, split: str, batch_size: int) -> int:
+        """How many shuffled batches :meth:`batches` yields per epoch."""
+        world = ddp.world_size()
+        if world > 1:
+            full, tail = divmod(self.size(split), batch_size)
+            return full + (tail >= world)
         return math.ceil(self.size(split) / batch_size)
 
     def batches(self, split: str, batch_size: int, *, epoch: int = 0, stream: int = 0,
                 shuffle: bool = True) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
-        """Batches of ``split``; the order depends only on (seed, epoch, stream), so resume is exact."""
+        """Batches of ``split``; the order depends only on (seed, epoch, stream), so resume is exact.
+
+        Under ``torchrun`` a shuffled (training) batch is this rank's equal shard of the global
+        batch of ``batch_size``, cut from the same permutation on every rank; unshuffled passes
+        (evaluation, calibration) give every rank the whole split.
+        """
         x, t = self.splits[split]
         n = len(x)
         if shuffle:
+            ddp.check_batch_size(batch_size)
             g = torch.Generator().manual_seed(zlib.crc32(f"{self.seed}/{epoch}/{stream}/{split}".encode()))
             order = torch.randperm(n, generator=g).to(self.device)
             for i in range(0, n, batch_size):
-                idx = order[i:i + batch_size]
+                idx = ddp.shard(order[i:i + batch_size])
+                if len(idx) == 0:  # a last partial batch smaller than the number of ranks
+                    break
                 yield x[idx], t[idx]
         else:
             for i in range(0, n, batch_size):
@@ -180,10 +222,20 @@ class Trainer:
         return contextlib.nullcontext()
 
     def place(self, module: nn.Module) -> nn.Module:
-        """Move a module to the device (channels_last where it has convolutions)."""
+        """Move a module to the device (channels_last where it has convolutions).
+
+        Under ``torchrun`` every rank then holds rank 0's parameters and buffers. With
+        ``compile``, the module is compiled in place (its class and ``state_dict`` keys stay
+        as they are); the compile time is estimated from the first updates and logged.
+        """
         module = module.to(self.device)
         if any(isinstance(m, nn.Conv2d) for m in module.modules()):
             module = module.to(memory_format=torch.channels_last)
+        ddp.broadcast_module(module)
+        if self.compile is not None and _has_forward(module):
+            module.compile(backend=self.compile)
+            if self._compile_clock is None:
+                self._compile_clock = _CompileClock(self)
         return module
 
     def loss(self, out: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
@@ -196,35 +248,50 @@ class Trainer:
         is read once per epoch, so the hot loop has no host-device sync.
         """
         bad = ~torch.isfinite(loss.detach()).all()
-        if self.device.type == "cpu":
+        if not self.lazy_sync:
             if bool(bad):
-                raise NonFiniteLoss(f"loss became {float(loss)} in {where}; the last good checkpoint "
-                                    f"is kept; try a lower learning rate")
+                raise NonFiniteLoss(f"loss became {float(loss.detach())} in {where}; the last good "
+                                    f"checkpoint is kept; try a lower learning rate")
         else:
             self._bad = bad if self._bad is None else self._bad | bad
             self._bad_where = self._bad_where or where
 
     def _raise_if_bad(self) -> None:
+        if self.lazy_sync and ddp.is_distributed():
+            # Every rank stops together, whichever rank's shard went bad.
+            self._bad = ddp.any_rank(self._bad if self._bad is not None
+                                     else torch.zeros((), dtype=torch.bool, device=self.device))
         if self._bad is not None and bool(self._bad):
-            raise NonFiniteLoss(f"loss became NaN or inf in the epoch ending at {self._bad_where}; the "
+            where = self._bad_where or "another process's shard"
+            raise NonFiniteLoss(f"loss became NaN or inf in the epoch ending at {where}; the "
                                 f"last good checkpoint is kept; try a lower learning rate")
         self._bad, self._bad_where = None, ""
 
     def update(self, loss: torch.Tensor, optimizer: torch.optim.Optimizer,
                params: list[torch.Tensor] | None = None, *, clip: bool = True) -> None:
-        """Backward, clip the gradient norm of ``params``, step."""
+        """Backward, average gradients over the ranks (under ``torchrun``), clip the gradient
+        norm of ``params``, step."""
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
+        if ddp.is_distributed():
+            ddp.average_gradients(p for group in optimizer.param_groups for p in group["params"])
         if clip and self.grad_clip > 0 and params:
             nn.utils.clip_grad_norm_(params, self.grad_clip)
         optimizer.step()
+        if self._compile_clock is not None:
+            self._compile_clock.tick()
 
     @torch.no_grad()
     def evaluate(self, forward: Callable[[torch.Tensor], torch.Tensor], split: str,
                  module: nn.Module | None = None) -> dict[str, float]:
-        """Metrics of ``forward`` on ``split`` (``module`` is switched to eval mode meanwhile)."""
+        """Metrics of ``forward`` on ``split`` (``module`` is switched to eval mode meanwhile).
+
+        Under ``torchrun`` every rank evaluates the whole split, after averaging ``module``'s
+        BatchNorm statistics over the ranks, so every rank gets the same metrics.
+        """
         was_training = module.training if module is not None else False
         if module is not None:
+            ddp.sync_buffers(module)
             module.eval()
         m = Metrics(self.objective)
         try:
@@ -237,7 +304,8 @@ class Trainer:
         return m.compute()
 
     def metrics(self) -> Metrics:
-        return Metrics(self.objective)
+        """An accumulator of training metrics; under ``torchrun`` it reports all ranks' shards."""
+        return _AllRanksMetrics(self.objective)
 
     # ---- epochs, checkpoints, logs -----------------------------------------------------------
     def epochs(self, n: int, state: Mapping[str, Any], phase: str) -> Iterator[int]:
@@ -261,15 +329,38 @@ class Trainer:
         for epoch in range(start, n):
             yield epoch
             self._raise_if_bad()
+            if ddp.is_distributed():
+                for obj in state.values():
+                    if isinstance(obj, nn.Module):
+                        ddp.sync_buffers(obj)  # every rank ends the epoch in the checkpointed state
+                self._align_rng(phase, epoch)
             if self.run is not None:
                 self.run.save_checkpoint(phase, {
                     "epoch": epoch + 1, "epochs": n,
                     "state": {name: obj.state_dict() for name, obj in state.items()},
                     "rng": get_rng_state()})
 
+    def _align_rng(self, phase: str, epoch: int) -> None:
+        """Check that every rank's random generators are in the same state; if not, take rank
+        0's and say so.
+
+        Ranks draw the same samples (Gumbel noise, random paths) only while they consume the same
+        randomness; a plugin that draws per-rank randomness would break that silently.
+        """
+        digests = ddp.gather_object(_rng_digest())
+        if len(set(digests)) > 1:
+            set_rng_state(ddp.broadcast_object(get_rng_state()))
+            self.log("rng_resync", phase=phase, epoch=epoch + 1)
+            if ddp.rank() == 0:
+                print(f"nasplug: warning: the processes' random generators diverged during "
+                      f"{phase} epoch {epoch + 1} (random samples were not shared); realigned "
+                      f"to rank 0", file=sys.stderr)
+
     def log(self, event: str, **fields: Any) -> None:
         if self.run is not None:
             self.run.log(event, **fields)
+        if self.sink is not None:
+            self.sink(event, fields)
 
     def say(self, text: str) -> None:
         if not self.quiet:
@@ -334,6 +425,84 @@ class Trainer:
         return list(memo["history"])
 
 
+class _AllRanksMetrics(Metrics):
+    """Metrics whose ``compute`` first sums every rank's accumulators (a no-op in one process),
+    so that every rank reports the metrics of the whole global batches."""
+
+    _reduced = False
+
+    def compute(self) -> dict[str, float]:
+        if ddp.is_distributed() and not self._reduced:
+            self._reduced = True
+            ddp.sum_tensors([self.sums[k] for k in sorted(self.sums)])
+            self.n = sum(ddp.gather_object(self.n))
+            if self._scores:  # equal shards: every rank holds as many rows
+                self._scores = [torch.cat(ddp.gather_tensor(torch.cat(self._scores)))]
+                self._labels = [torch.cat(ddp.gather_tensor(torch.cat(self._labels)))]
+        return super().compute()
+
+
+def _has_forward(module: nn.Module) -> bool:
+    """Whether ``module`` is ever called (containers of parameters such as ArchLogits are not)."""
+    return type(module).forward is not nn.Module.forward
+
+
+@functools.lru_cache(maxsize=None)
+def check_compile(backend: str, device: torch.device) -> None:
+    """Raise ValueError unless ``torch.compile`` with ``backend`` works on ``device``.
+
+    A tiny function is compiled and run once (once per process), so that a missing compiler
+    (inductor needs a C++ compiler on the CPU and Triton on GPUs) is reported before a search
+    starts, not mid-step.
+    """
+    import torch._dynamo
+
+    backends = torch._dynamo.list_backends(exclude_tags=())
+    if backend not in backends:
+        raise ValueError(f"unknown compile backend {backend!r}; available: {', '.join(backends)}")
+    try:
+        fn = torch.compile(lambda x: torch.relu(x) * 2 + 1, backend=backend)
+        fn(torch.ones(8, device=device))
+    except Exception as e:  # any failure of the toolchain means: not usable here
+        first = " ".join(str(e).split())[:200] or type(e).__name__
+        raise ValueError(f"--compile {backend}: torch.compile does not work on {device.type} here "
+                         f"({first}); run without --compile") from e
+
+
+class _CompileClock:
+    """Estimates the compile time of modules compiled by :meth:`Trainer.place`.
+
+    The first ``FIRST`` updates after placing compile the graphs (forward and backward of both
+    half-steps of a search, an evaluation, and the recompilations that follow the first changes
+    of the mixing weights); the ``LATER`` updates after them run compiled. Compile time = the
+    time of the first updates minus as many updates at the later pace. Recompilations after
+    that (a new set of skipped candidates) are not counted.
+    """
+
+    FIRST, LATER = 6, 2
+
+    def __init__(self, trainer: Trainer) -> None:
+        self.trainer = trainer
+        self.marks = [time.perf_counter()]
+
+    def tick(self) -> None:
+        total = self.FIRST + self.LATER
+        if len(self.marks) > total:
+            return
+        if self.trainer.device.type == "cuda":
+            torch.cuda.synchronize(self.trainer.device)  # only for the first few updates
+        self.marks.append(time.perf_counter())
+        if len(self.marks) == total + 1:
+            first = self.marks[self.FIRST] - self.marks[0]
+            pace = (self.marks[total] - self.marks[self.FIRST]) / self.LATER
+            seconds = first - self.FIRST * pace
+            self.trainer.log("compile", backend=self.trainer.compile, seconds=seconds,
+                             first_updates_seconds=first, update_seconds=pace)
+            self.trainer.say(f"torch.compile ({self.trainer.compile}): about {seconds:.1f}s "
+                             f"compiling (first {self.FIRST} updates {first:.2f}s, then "
+                             f"{pace:.3f}s per update)")
+
+
 def _cutout(x: torch.Tensor, size: int) -> torch.Tensor:
     """Zero one random ``size`` x ``size`` square per image (DARTS's evaluation augmentation)."""
     n, _, h, w = x.shape
@@ -361,11 +530,22 @@ def seed_everything(seed: int) -> None:
         pass
 
 
+def _rng_digest() -> str:
+    state = get_rng_state()
+    h = hashlib.sha256(state["torch"].numpy().tobytes())
+    h.update(repr(state["python"]).encode())
+    if "cuda" in state:
+        h.update(state["cuda"].numpy().tobytes())
+    return h.hexdigest()
+
+
 def get_rng_state() -> dict[str, Any]:
+    """The generators' states; for CUDA, the current device's only, which is the device a
+    trainer uses (each rank's own GPU under ``torchrun``), so that any rank can restore it."""
     state: dict[str, Any] = {"torch": torch.get_rng_state(),
                              "python": _py_state_to_plain(random.getstate())}
     if torch.cuda.is_available() and torch.cuda.is_initialized():
-        state["cuda"] = torch.cuda.get_rng_state_all()
+        state["cuda"] = torch.cuda.get_rng_state()
     return state
 
 
@@ -373,7 +553,10 @@ def set_rng_state(state: Mapping[str, Any]) -> None:
     torch.set_rng_state(state["torch"])
     random.setstate(_plain_to_py_state(state["python"]))
     if "cuda" in state and torch.cuda.is_available():
-        torch.cuda.set_rng_state_all(state["cuda"])
+        if isinstance(state["cuda"], torch.Tensor):
+            torch.cuda.set_rng_state(state["cuda"])
+        else:  # checkpoints that saved every device's state
+            torch.cuda.set_rng_state_all(state["cuda"])
 
 
 def _py_state_to_plain(s: tuple) -> list:

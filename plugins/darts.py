@@ -7,6 +7,7 @@ computes no gradients nobody uses.
 
 from __future__ import annotations
 
+import functools
 import time
 from dataclasses import dataclass, field
 from typing import Any, Callable, Mapping, Sequence
@@ -14,7 +15,9 @@ from typing import Any, Callable, Mapping, Sequence
 import torch
 from torch import nn
 
+from nasplug import ddp
 from nasplug.diagnostics import edge_stats, summarize
+from nasplug.evaluate import count_params
 from nasplug.interfaces import SearchSpace, Strategy
 from nasplug.trainer import ArchLogits, Memo, SearchContext, Trainer
 from nasplug.types import Genotype, SearchResult
@@ -89,7 +92,8 @@ def search_supernet(ctx: SearchContext, space: SearchSpace, *, epochs: int, phas
             out, loss = stepper.step((xw, tw), (xa, ta), sample_paths=sample_paths,
                                      where=f"{phase} epoch {epoch + 1} step {step + 1}")
             train_m.update(out, tw)
-            if step % 10 == 0 and hasattr(bar, "set_postfix"):
+            # Reading the loss is a host-device sync: only where that is free (the CPU).
+            if step % 10 == 0 and not trainer.lazy_sync and hasattr(bar, "set_postfix"):
                 bar.set_postfix(loss=f"{float(loss):.3f}", refresh=False)
         step_seconds = (time.time() - t0) / max(steps, 1)
         sched.step()
@@ -136,6 +140,13 @@ class SupernetStepper:
         self.a_opt = torch.optim.Adam(self.a_params, lr=a_lr, betas=(0.5, 0.999),
                                       weight_decay=a_weight_decay)
         self.arch_step = (arch_step or first_order_step)(self.a_opt)
+        if arch_step is not None and ddp.is_distributed():
+            # A custom architecture step may call a_opt.step() itself instead of going through
+            # Trainer.update: average the logits' gradients over the ranks right before it.
+            # (For second-order DARTS that is the mean of each rank's unrolled gradient on its
+            # own shards: every rank stays identical, though it is not the single-process value.)
+            self.a_opt.register_step_pre_hook(
+                lambda opt, args, kwargs: ddp.average_gradients(self.a_params))
         self.run = SupernetRun(None, net, logits)  # type: ignore[arg-type]
 
     @torch.no_grad()
@@ -227,6 +238,8 @@ def supernet_result(ctx: SearchContext, run: SupernetRun, genotype: Genotype | N
         "discretisation_gap": cont.get(m, float("nan")) - disc.get(m, float("nan")),
         f"val_{m}": cont.get(m, float("nan")),
         "search_seconds": run.seconds,
+        "params": float(count_params(run.space.build(genotype, task))),
+        "supernet_params": float(count_params(run.net)),
         **{f"final_{k}": v for k, v in summarize(stats).items()},
     }
     trainer.log("discretisation", metric=m, continuous=cont, discrete=disc,
@@ -240,16 +253,24 @@ class Darts(Strategy):
     Args:
         order: 1 for the first-order approximation; 2 for the unrolled gradient with a
             finite-difference Hessian-vector product.
+        difference: the second order's finite difference, ``central`` (DARTS) or ``forward``
+            (one pass fewer per step).
         w_lr, w_lr_min, w_momentum, w_weight_decay: SGD with cosine schedule for the weights.
         a_lr, a_weight_decay: Adam (betas 0.5, 0.999) for the architecture logits.
     """
 
     def __init__(self, order: int = 1, w_lr: float = 0.025, w_lr_min: float = 0.001,
                  w_momentum: float = 0.9, w_weight_decay: float = 3e-4, a_lr: float = 3e-4,
-                 a_weight_decay: float = 1e-3) -> None:
+                 a_weight_decay: float = 1e-3, difference: str = "central") -> None:
         if order not in (1, 2):
             raise ValueError(f"darts order must be 1 or 2, got {order}")
+        from nasplug_plugins.unrolled import DIFFERENCES
+
+        if difference not in DIFFERENCES:
+            raise ValueError(f"unknown finite difference {difference!r}; accepted: "
+                             f"{', '.join(DIFFERENCES)}")
         self.order = order
+        self.difference = difference
         self.hp = dict(w_lr=w_lr, w_lr_min=w_lr_min, w_momentum=w_momentum,
                        w_weight_decay=w_weight_decay, a_lr=a_lr, a_weight_decay=a_weight_decay)
 
@@ -258,7 +279,7 @@ class Darts(Strategy):
         if self.order == 2:
             from nasplug_plugins.unrolled import second_order_step
 
-            arch_step = second_order_step
+            arch_step = functools.partial(second_order_step, difference=self.difference)
         run = search_supernet(ctx, ctx.space, epochs=ctx.epochs, phase="search", arch_step=arch_step,
                               **self.hp)
         return supernet_result(ctx, run)
