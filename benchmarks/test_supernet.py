@@ -2,7 +2,8 @@
 
 Run: ``python -m pytest benchmarks/test_supernet.py``. ``uniform`` is the dense softmax state
 at the start of a search; ``two-per-edge`` a sparse state (two non-zero ops per edge, as
-sparsemax reaches), where zero-weight ops are skipped.
+sparsemax reaches), where zero-weight ops are skipped. The dilated-convolution pair compares
+``nn.Conv2d`` with the polyphase form that ``dil_conv_*`` ops use.
 """
 
 from __future__ import annotations
@@ -10,9 +11,11 @@ from __future__ import annotations
 import pytest
 import torch
 import torch.nn.functional as F
+from torch import nn
 
 from nasplug.types import Task
 from nasplug_spaces.cell import CellSpace
+from nasplug_spaces.ops import PolyphaseConv2d
 
 TASK = Task("classification", (3, 32, 32), 10)
 
@@ -56,3 +59,20 @@ def test_supernet_forward_backward(benchmark, batch: int, state: str) -> None:
     benchmark.group = f"supernet batch {batch}"
     benchmark.pedantic(step, rounds=3, warmup_rounds=1, iterations=1)
     assert all(v.grad is not None for v in logits.values())
+
+
+@pytest.mark.parametrize("kernel", [3, 5])
+@pytest.mark.parametrize("conv", ["nn.Conv2d", "PolyphaseConv2d"])
+def test_dilated_depthwise_conv_forward_backward(benchmark, conv: str, kernel: int) -> None:
+    layer = {"nn.Conv2d": nn.Conv2d, "PolyphaseConv2d": PolyphaseConv2d}[conv](
+        16, 16, kernel, stride=1, padding=kernel - 1, dilation=2, groups=16, bias=False)
+    layer.to(memory_format=torch.channels_last)
+    x = torch.randn(64, 16, 32, 32).contiguous(memory_format=torch.channels_last)
+    x.requires_grad_()
+
+    def step() -> None:
+        layer.zero_grad(set_to_none=True)
+        layer(x).sum().backward()
+
+    benchmark.group = f"dilated depthwise {kernel}x{kernel}, batch 64, 16x32x32"
+    benchmark.pedantic(step, rounds=10, warmup_rounds=2, iterations=1)

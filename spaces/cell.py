@@ -15,11 +15,13 @@ Example:
 
 from __future__ import annotations
 
+import contextlib
 import copy
-from typing import Any, Mapping, Sequence
+from typing import Any, Iterator, Mapping, Sequence
 
 import torch
 from torch import nn
+from torch.utils.checkpoint import checkpoint
 
 from nasplug.interfaces import SearchSpace, Suggest, Weights
 from nasplug.types import Choice, Genotype, Task
@@ -118,17 +120,22 @@ class MixedOp(nn.Module):
         self.ops = nn.ModuleList(ops)
         self.positions = tuple(positions)  # index in ``candidates`` of each of ``ops``
 
-    def forward(self, x: torch.Tensor, w: torch.Tensor,
-                row: Sequence[float] | None) -> torch.Tensor | None:
+    def forward(self, x: torch.Tensor, w: torch.Tensor, row: Sequence[float] | None,
+                dropout: Mapping[str, float] | None = None) -> torch.Tensor | None:
         """Mix the ops on ``x``; ``row`` (``w`` as floats) marks which ops to skip, None: none.
 
+        ``dropout`` maps candidate names to a dropout probability for their outputs.
         Returns None when no op is computed.
         """
         out = None
         for op, k in zip(self.ops, self.positions):
             if row is not None and row[k] == 0.0:
                 continue  # weight exactly zero: not computed, forward or backward
-            y = w[k] * op(x)
+            h = op(x)
+            p = dropout.get(self.candidates[k], 0.0) if dropout else 0.0
+            if p > 0:
+                h = nn.functional.dropout(h, p)
+            y = w[k] * h
             # In place: the product is saved by no backward function, so this is autograd-safe.
             out = y if out is None else out.add_(y)
         return out
@@ -154,13 +161,14 @@ class SearchCell(nn.Module):
             for name, _, source in edges)
 
     def forward(self, s0: torch.Tensor, s1: torch.Tensor, weights: Sequence[torch.Tensor],
-                rows: Sequence[Sequence[float] | None]) -> torch.Tensor:
+                rows: Sequence[Sequence[float] | None],
+                dropout: Mapping[str, float] | None = None) -> torch.Tensor:
         states = [self.pre0(s0), self.pre1(s1)]
         e = 0
         for _ in range(self.nodes):
             node = None
             for h in states:
-                y = self.edges[e](h, weights[e], rows[e])
+                y = self.edges[e](h, weights[e], rows[e], dropout)
                 e += 1
                 if y is not None:
                     node = y if node is None else node.add_(y)
@@ -175,18 +183,50 @@ class SearchCell(nn.Module):
         return s1.new_zeros(n, self.channels, h, w).contiguous(memory_format=torch.channels_last)
 
 
+@contextlib.contextmanager
+def _running_stats_kept(module: nn.Module) -> Iterator[None]:
+    """Undo whatever the block does to the BatchNorm running statistics of ``module``.
+
+    A recomputation repeats a forward that already counted its batch; restoring the buffers
+    afterwards (rather than switching the statistics off, which would change what BatchNorm
+    saves for backward) leaves them exactly as after the first pass.
+    """
+    norms = [m for m in module.modules()
+             if isinstance(m, nn.modules.batchnorm._BatchNorm) and m.track_running_stats]
+    saved = [[b.clone() for b in m.buffers()] for m in norms]
+    try:
+        yield
+    finally:
+        with torch.no_grad():
+            for m, copies in zip(norms, saved):
+                for b, c in zip(m.buffers(), copies):
+                    b.copy_(c)
+
+
 class CellSupernet(nn.Module):
     """DARTS's search network: stem, cells sharing the weights of their type, pooling, head.
 
     ``forward(x, weights)`` takes the mixing weights of every choice of the space. With
     ``skip_zeros`` (the default) an op whose weight is exactly zero is not computed; which ops
     run is read with one host transfer per forward, shared by every cell.
+
+    With ``checkpoint_cells`` (the memory saver) a training forward keeps only each cell's
+    inputs and recomputes the cell's inside during backward (``torch.utils.checkpoint``,
+    non-reentrant): activation memory falls to about one cell's worth, for roughly one more
+    forward pass of time. The recomputation sees the very same skip decisions (they are
+    arguments of the cell, read once per forward) and the same dropout masks (the RNG state is
+    restored); the BatchNorm running statistics, which the recomputation updates once more, are
+    put back as the first pass left them. Gradients and running statistics equal those without
+    the saver.
     """
 
     def __init__(self, task: Task, choices: Sequence[Choice], channels: int, layers: int,
-                 nodes: int, stem_multiplier: int) -> None:
+                 nodes: int, stem_multiplier: int, checkpoint_cells: bool = False) -> None:
         super().__init__()
         self.skip_zeros = True
+        self.checkpoint_cells = checkpoint_cells
+        #: Candidate name -> dropout probability of its output in training (progressive search).
+        self.candidate_dropout: dict[str, float] = {}
         self.choices = tuple(choices)
         edge_ops = {c.name: c.candidates for c in self.choices}
         self._type_edges = {kind: [i for i, c in enumerate(self.choices)
@@ -220,9 +260,17 @@ class CellSupernet(nn.Module):
                                           else [None] * len(ws))
         per_type = {kind: ([ws[i] for i in idx], [rows[i] for i in idx])
                     for kind, idx in self._type_edges.items()}
+        dropout = self.candidate_dropout if self.training else None
         s0 = s1 = self.stem(x)
+        saver = self.checkpoint_cells and self.training and torch.is_grad_enabled()
         for cell in self.cells:
-            s0, s1 = s1, cell(s0, s1, *per_type[cell.kind])
+            if saver:
+                s0, s1 = s1, checkpoint(
+                    cell, s0, s1, *per_type[cell.kind], dropout, use_reentrant=False,
+                    context_fn=lambda cell=cell: (contextlib.nullcontext(),
+                                                  _running_stats_kept(cell)))
+            else:
+                s0, s1 = s1, cell(s0, s1, *per_type[cell.kind], dropout)
         return self.classifier(self.pool(s1).flatten(1))
 
 
@@ -340,11 +388,13 @@ class CellSpace(SearchSpace):
         stem_multiplier: the stem outputs ``stem_multiplier * channels`` channels.
         drop_path: initial drop-path probability of built networks (``drop_path_prob``).
         auxiliary: whether built networks carry an auxiliary head at two thirds of the depth.
+        checkpoint_cells: the memory saver: recompute each supernet cell in backward instead
+            of keeping its activations (same gradients, about one more forward of time).
     """
 
     def __init__(self, ops: str = DEFAULT_OPS, channels: int = 8, layers: int = 5,
                  nodes: int = 4, stem_multiplier: int = 3, drop_path: float = 0.0,
-                 auxiliary: bool = False) -> None:
+                 auxiliary: bool = False, checkpoint_cells: bool = False) -> None:
         names = _parse_ops(ops)
         if channels < 2 or channels % 2:
             raise ValueError(f"channels must be a positive even number, got {channels}")
@@ -362,6 +412,7 @@ class CellSpace(SearchSpace):
         self.stem_multiplier = stem_multiplier
         self.drop_path = drop_path
         self.auxiliary = auxiliary
+        self.checkpoint_cells = checkpoint_cells
         self._edge_ops: dict[str, tuple[str, ...]] = {
             name: names for kind in CELL_TYPES for name, _, _ in _edges(kind, nodes)}
 
@@ -372,7 +423,7 @@ class CellSpace(SearchSpace):
 
     def supernet(self, task: Task) -> CellSupernet:
         return CellSupernet(task, self.choices(), self.channels, self.layers, self.nodes,
-                            self.stem_multiplier)
+                            self.stem_multiplier, self.checkpoint_cells)
 
     def build(self, genotype: Genotype, task: Task) -> CellNetwork:
         _validate(genotype)

@@ -14,8 +14,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-__all__ = ["NONE", "NORMALISED_IN_SUPERNET", "OPS", "DilConv", "FactorizedReduce", "ReLUConvBN",
-           "SepConv", "Zero", "drop_path"]
+__all__ = ["NONE", "NORMALISED_IN_SUPERNET", "OPS", "DilConv", "FactorizedReduce",
+           "PolyphaseConv2d", "ReLUConvBN", "SepConv", "Zero", "drop_path"]
 
 OpConstructor = Callable[[int, int, bool], nn.Module]
 
@@ -47,15 +47,57 @@ class ReLUConvBN(nn.Sequential):
         )
 
 
+class PolyphaseConv2d(nn.Conv2d):
+    """A dilated convolution with "same" padding, computed as an undilated one.
+
+    With dilation ``d``, output pixel ``(h, w)`` only reads input pixels congruent to ``(h, w)``
+    modulo ``d``; so the input is split into its ``d * d`` polyphase components, stacked along
+    the batch, convolved without dilation and interleaved back (at stride ``d`` only the first
+    component is read). Parameters, outputs and gradients are those of ``nn.Conv2d``; the point
+    is speed: oneDNN's backward of dilated depthwise convolutions on CPU ran 3-10x slower than
+    this (batch 64, 16-64 channels).
+    """
+
+    def __init__(self, c_in: int, c_out: int, kernel: int, stride: int, padding: int,
+                 dilation: int, groups: int = 1, bias: bool = False) -> None:
+        if kernel % 2 == 0 or padding != dilation * (kernel - 1) // 2 or stride not in (1, dilation):
+            raise ValueError(f"PolyphaseConv2d needs an odd kernel, padding dilation*(kernel-1)/2 "
+                             f"and stride 1 or the dilation; got kernel {kernel}, padding "
+                             f"{padding}, stride {stride}, dilation {dilation}")
+        super().__init__(c_in, c_out, kernel, stride=stride, padding=padding, dilation=dilation,
+                         groups=groups, bias=bias)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        d = self.dilation[0]
+        pad = (self.kernel_size[0] - 1) // 2
+        if self.stride[0] == d:
+            return F.conv2d(x[:, :, ::d, ::d], self.weight, self.bias, 1, pad, 1, self.groups)
+        n, c, h, w = x.shape
+        ph, pw = -h % d, -w % d
+        if ph or pw:
+            # Zero rows past the border are what the convolution's own padding would read.
+            x = F.pad(x, (0, pw, 0, ph))
+        hd, wd = (h + ph) // d, (w + pw) // d
+        # Rearranged through NHWC so that channels_last inputs stay channels_last.
+        phases = (x.permute(0, 2, 3, 1).reshape(n, hd, d, wd, d, c).permute(2, 4, 0, 1, 3, 5)
+                  .reshape(d * d * n, hd, wd, c).permute(0, 3, 1, 2))
+        y = F.conv2d(phases, self.weight, self.bias, 1, pad, 1, self.groups)
+        co = y.shape[1]
+        y = (y.permute(0, 2, 3, 1).reshape(d, d, n, hd, wd, co).permute(2, 3, 0, 4, 1, 5)
+             .reshape(n, hd * d, wd * d, co).permute(0, 3, 1, 2))
+        return y[:, :, :h, :w] if ph or pw else y
+
+
 class DilConv(nn.Sequential):
     """ReLU, dilated depthwise convolution, pointwise convolution, BatchNorm."""
 
     def __init__(self, c_in: int, c_out: int, kernel: int, stride: int, padding: int,
                  dilation: int, affine: bool) -> None:
+        conv = PolyphaseConv2d if dilation > 1 else nn.Conv2d
         super().__init__(
             nn.ReLU(inplace=False),
-            nn.Conv2d(c_in, c_in, kernel, stride=stride, padding=padding, dilation=dilation,
-                      groups=c_in, bias=False),
+            conv(c_in, c_in, kernel, stride=stride, padding=padding, dilation=dilation,
+                 groups=c_in, bias=False),
             nn.Conv2d(c_in, c_out, 1, bias=False),
             nn.BatchNorm2d(c_out, affine=affine),
         )
