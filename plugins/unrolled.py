@@ -7,10 +7,11 @@ to the architecture ``a``::
     grad = dL_val(w', a)/da - xi * d2L_train(w, a)/(da dw) . v,   v = dL_val(w', a)/dw'
 
 The second term is a Hessian-vector product, approximated by a central difference of
-``g(w) = dL_train(w, a)/da`` at ``w +- R v`` with ``R = 0.01 / ||v||``.
+``g(w) = dL_train(w, a)/da`` at ``w +- R v`` with ``R = 0.01 / ||v||`` (or, optionally, by a
+forward difference that saves one of the step's five passes).
 
 Gradients flow to the logits through the mixing weights: every pass differentiates the loss
-with respect to the mixing weights only, the three results are combined, and one backward
+with respect to the mixing weights only, the results are combined, and one backward
 through the relaxation turns them into the logits' gradient. The relaxation is therefore called
 once per step, so a stochastic one (Gumbel) uses one sample in every pass.
 """
@@ -25,26 +26,36 @@ import torch
 from nasplug.trainer import Trainer
 from nasplug_plugins.darts import ArchStep, SupernetRun
 
-__all__ = ["second_order_step"]
+__all__ = ["DIFFERENCES", "second_order_step", "unrolled_gradients"]
 
 #: DARTS's finite-difference scale: the weights move by 0.01 in total norm.
 FD_SCALE = 0.01
+DIFFERENCES = ("central", "forward")
 
 
-def second_order_step(a_opt: torch.optim.Optimizer) -> ArchStep:
+def second_order_step(a_opt: torch.optim.Optimizer, difference: str = "central") -> ArchStep:
     """The unrolled architecture step of DARTS, for ``search_supernet(..., arch_step=...)``.
 
     The virtual step uses ``w_opt``'s current learning rate, momentum, weight decay and momentum
     buffers, per parameter group, so ``w'`` is the point the next SGD step would reach on the
     training batch. Weights are restored exactly afterwards; the weights' ``requires_grad`` flags
     are left as they were found.
+
+    Args:
+        difference: ``central`` (DARTS: ``g(w + R v)`` and ``g(w - R v)``, error O(R**2)) or
+            ``forward`` (``g(w + R v)`` and ``g(w)``, the latter taken from the virtual step's
+            pass at no extra cost: one pass fewer, error O(R)).
     """
+    if difference not in DIFFERENCES:
+        raise ValueError(f"unknown finite difference {difference!r}; accepted: "
+                         f"{', '.join(DIFFERENCES)}")
 
     def step(run: SupernetRun, trainer: Trainer, relax: Any, val_batch: tuple, train_batch: tuple,
              w_opt: torch.optim.Optimizer) -> None:
         net, logits = run.net, run.logits
         weights = logits.weights(relax)  # keeps the graph to the logits for the final backward
-        grads = unrolled_gradients(net, trainer, weights, val_batch, train_batch, w_opt)
+        grads = unrolled_gradients(net, trainer, weights, val_batch, train_batch, w_opt,
+                                   difference=difference)
         a_opt.zero_grad(set_to_none=True)
         # d/da of sum(w(a) * g) is exactly J_w(a)^T g: one backward through the relaxation.
         surrogate = sum((weights[k] * g).sum() for k, g in grads.items())
@@ -58,22 +69,28 @@ def second_order_step(a_opt: torch.optim.Optimizer) -> ArchStep:
 
 
 def unrolled_gradients(net: torch.nn.Module, trainer: Trainer, weights: dict[str, torch.Tensor],
-                       val_batch: tuple, train_batch: tuple,
-                       w_opt: torch.optim.Optimizer) -> dict[str, torch.Tensor]:
+                       val_batch: tuple, train_batch: tuple, w_opt: torch.optim.Optimizer, *,
+                       difference: str = "central") -> dict[str, torch.Tensor]:
     """The second-order gradient with respect to each choice's mixing weights."""
     (xa, ta), (xw, tw) = val_batch, train_batch
+    forward = difference == "forward"
     groups = w_opt.param_groups
     params = [p for g in groups for p in g["params"]]
     mix = {k: w.detach() for k, w in weights.items()}
     saved = [p.detach().clone() for p in params]
     flags = [p.requires_grad for p in params]
+    devices = _rng_devices(xw)
+    rng_at_start = _rng_state(devices)
     try:
-        # 1. The virtual weight step on the training batch.
+        # 1. The virtual weight step on the training batch. A forward difference also takes
+        # g(w) = dL_train/d(mixing weights) here, so this pass is one of the difference's two.
         _set_requires_grad(params, True)
-        with trainer.autocast():
-            loss = trainer.loss(net(xw, mix), tw)
+        leaves = _leaves(mix) if forward else mix
+        with _exact_math(xw.device) if forward else trainer.autocast():
+            loss = trainer.loss(net(xw, leaves), tw)
         trainer.check_finite(loss, "second-order virtual step")
-        g_train = _grad(loss, params)
+        out = _grad(loss, [*params, *leaves.values()] if forward else params)
+        g_train, g_here = out[:len(params)], out[len(params):]
         with torch.no_grad():
             for group, ps, gs in _by_group(groups, params, g_train):
                 for p, g in zip(ps, gs):
@@ -82,7 +99,7 @@ def unrolled_gradients(net: torch.nn.Module, trainer: Trainer, weights: dict[str
                     if buf is not None and group["momentum"]:
                         d = d + group["momentum"] * buf
                     p.sub_(group["lr"] * d)
-        del g_train
+        del g_train, out
 
         # 2. The validation loss at w': gradients for the mixing weights and v.
         leaves = _leaves(mix)
@@ -93,23 +110,27 @@ def unrolled_gradients(net: torch.nn.Module, trainer: Trainer, weights: dict[str
         g_val, v = out[:len(leaves)], out[len(leaves):]
         _set_requires_grad(params, False)
 
-        # 3. xi * Hessian-vector product by central differences. With u = xi * v (xi per group)
+        # 3. xi * Hessian-vector product by finite differences. With u = xi * v (xi per group)
         # and eps = 0.01 / ||u||, w +- eps * u is DARTS's w +- R v, and the quotient is xi * H v.
         u = [group["lr"] * vi for group, _, vs in _by_group(groups, params, v) for vi in vs]
-        del v
+        del v, out
         eps = FD_SCALE / torch.linalg.vector_norm(torch.stack([torch.linalg.vector_norm(t) for t in u]))
-        with _exact_math(xw.device):
-            with torch.random.fork_rng(devices=_rng_devices(xw)):  # same dropout in both passes
-                g_plus = _mix_grad(net, trainer, mix, params, saved, u, eps, train_batch)
-            g_minus = _mix_grad(net, trainer, mix, params, saved, u, -eps, train_batch)
+        with _exact_math(xw.device), torch.random.fork_rng(devices=devices):
+            # Every pass of the difference sees the same dropout masks as the first.
+            _set_rng_state(rng_at_start, devices)
+            g_plus = _mix_grad(net, trainer, mix, params, saved, u, eps, train_batch)
+            if not forward:
+                _set_rng_state(rng_at_start, devices)
+                g_minus = _mix_grad(net, trainer, mix, params, saved, u, -eps, train_batch)
     finally:
         with torch.no_grad():
             for p, s in zip(params, saved):
                 p.copy_(s)
         for p, f in zip(params, flags):
             p.requires_grad_(f)
-    return {k: gv - (gp - gm) / (2 * eps)
-            for k, gv, gp, gm in zip(mix, g_val, g_plus, g_minus)}
+    if forward:
+        return {k: gv - (gp - g0) / eps for k, gv, gp, g0 in zip(mix, g_val, g_plus, g_here)}
+    return {k: gv - (gp - gm) / (2 * eps) for k, gv, gp, gm in zip(mix, g_val, g_plus, g_minus)}
 
 
 def _mix_grad(net: torch.nn.Module, trainer: Trainer, mix: dict[str, torch.Tensor],
@@ -153,6 +174,17 @@ def _by_group(groups: list[dict[str, Any]], params: list[torch.Tensor],
 
 def _rng_devices(x: torch.Tensor) -> list[torch.device]:
     return [x.device] if x.device.type == "cuda" else []
+
+
+def _rng_state(devices: list[torch.device]) -> tuple[torch.Tensor, list[torch.Tensor]]:
+    return torch.get_rng_state(), [torch.cuda.get_rng_state(d) for d in devices]
+
+
+def _set_rng_state(state: tuple[torch.Tensor, list[torch.Tensor]],
+                   devices: list[torch.device]) -> None:
+    torch.set_rng_state(state[0])
+    for d, s in zip(devices, state[1]):
+        torch.cuda.set_rng_state(s, d)
 
 
 @contextlib.contextmanager
