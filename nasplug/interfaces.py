@@ -91,6 +91,12 @@ class SearchSpace(ABC):
     def load_state_dict(self, state: Mapping[str, Any]) -> None:
         pass
 
+    def candidates(self, weights: Weights) -> list[dict[str, Any]]:
+        """Records of the candidates a search evaluated (properties, final weight), for
+        ``nasplug show``; spaces whose candidates have measurable structure fill it. Default: none.
+        """
+        return []
+
     def describe(self, genotype: Genotype) -> str:
         """A short human-readable rendering of a genotype."""
         return str(genotype)

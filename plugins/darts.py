@@ -244,7 +244,7 @@ def supernet_result(ctx: SearchContext, run: SupernetRun, genotype: Genotype | N
     }
     trainer.log("discretisation", metric=m, continuous=cont, discrete=disc,
                 gap=metrics["discretisation_gap"], edges=stats)
-    return SearchResult(genotype, metrics, run.history)
+    return SearchResult(genotype, metrics, run.history, run.space.candidates(eval_w))
 
 
 class Darts(Strategy):

@@ -469,6 +469,10 @@ class DenseSpace(SearchSpace):
                 raise ValueError(f"unknown block {name!r}; accepted: {', '.join(self._names)}")
             self._history[self._slots[self._names.index(name)]]["metric"] = float(value)
 
+    def candidates(self, weights: Weights) -> list[dict[str, Any]]:
+        """Every candidate block with its DAG properties and weight (see :meth:`candidate_table`)."""
+        return self.candidate_table(weights)
+
     def candidate_table(self, weights: Weights | None = None,
                         metrics_by_block: Mapping[str, float] | None = None) -> list[dict[str, Any]]:
         """One row per candidate ever wired into a block: its properties, weight and metric.
