@@ -26,9 +26,13 @@ import resource
 import subprocess
 import sys
 import time
+from pathlib import Path
 from typing import Any
 
+sys.path.insert(0, str(Path(__file__).parent))
+
 import torch
+from test_search_step import set_sparse  # noqa: E402
 
 
 def build_step(relax: str, state: str, batch: int, saver: bool, *, channels: int = 16,
@@ -50,24 +54,13 @@ def build_step(relax: str, state: str, batch: int, saver: bool, *, channels: int
     net = trainer.place(space.supernet(task))
     logits = trainer.place(ArchLogits(space.choices()))
     if state == "sparse":
-        _two_per_edge(logits, space.choices())
+        set_sparse(logits, space.choices())
     elif state != "fresh":
         raise ValueError(f"unknown state {state!r}; accepted: fresh, sparse")
     stepper = SupernetStepper(trainer, registry.load("relaxation", relax)(), net, logits)
     w, a = trainer.splits["weight"], trainer.splits["arch"]
     wb, ab = (w[0][:batch], w[1][:batch]), (a[0][:batch], a[1][:batch])
     return lambda: stepper.step(wb, ab)
-
-
-def _two_per_edge(logits: Any, choices: Any, keep: int = 2) -> None:
-    """Two candidates per edge (never ``none``) far above the others."""
-    g = torch.Generator().manual_seed(1)
-    with torch.no_grad():
-        for c, l in zip(choices, logits.logits):
-            l.zero_()
-            options = [i for i, name in enumerate(c.candidates) if name != "none"]
-            for i in torch.randperm(len(options), generator=g)[:keep].tolist():
-                l[options[i]] = 10.0
 
 
 def _peak_mb() -> float:
