@@ -140,12 +140,11 @@ def resolve_train(args: argparse.Namespace) -> dict[str, Any]:
     return cfg
 
 
-def train(cfg: Mapping[str, Any], run: Any, *, quiet: bool = False) -> dict[str, Any]:
-    """Train the network of ``cfg`` (see :func:`resolve_train`) and write ``train.json``."""
+def prepare_train(cfg: Mapping[str, Any]) -> tuple[Any, nn.Module, str]:
+    """The data, the network and its name for ``cfg``: every input checked, nothing written."""
     from nasplug import registry
     from nasplug.baselines import baseline
     from nasplug.options import instantiate
-    from nasplug.trainer import Trainer
     from nasplug.types import Genotype
 
     data = instantiate(registry.load("dataset", cfg["data"]), cfg["opts"]["data"],
@@ -162,6 +161,16 @@ def train(cfg: Mapping[str, Any], run: Any, *, quiet: bool = False) -> dict[str,
     if cfg["cutout"] and len(task.input_shape) != 3:
         raise ValueError(f"--cutout needs image data; {cfg['data']} has input shape "
                          f"{tuple(task.input_shape)}")
+    return data, model, name
+
+
+def train(cfg: Mapping[str, Any], run: Any, *, quiet: bool = False,
+          prepared: tuple[Any, nn.Module, str] | None = None) -> dict[str, Any]:
+    """Train the network of ``cfg`` (see :func:`resolve_train`) and write ``train.json``."""
+    from nasplug.trainer import Trainer
+
+    data, model, name = prepared or prepare_train(cfg)
+    task = data.task
     trainer = Trainer(data, run=run, device=cfg["device"], seed=cfg["seed"], quiet=quiet)
     params = count_params(model)
     trainer.say(f"nasplug: training a {name} ({params} parameters) on {cfg['data']} "
@@ -209,15 +218,17 @@ def _cmd_train(args: argparse.Namespace) -> int:
             raise RunError(f"{args.resume} is not a training run; resume searches with "
                            f"`nasplug run --resume {args.resume}`")
         run.log("resumed")
+        prepared = prepare_train(cfg)
     else:
         cfg = resolve_train(args)
+        prepared = prepare_train(cfg)  # bad input stops here, before a run directory exists
         label = cfg["baseline"] or (Path(cfg["source"]).stem if cfg["source"] else "genotype")
         out = Path(args.out or Path("runs") / f"{time.strftime('%Y%m%d-%H%M%S')}-train-{label}")
         if (out / "config.json").exists():
             raise RunError(f"{out} already holds a run; continue it with "
                            f"`nasplug train --resume {out}` or choose another --out")
         run = RunDir.create(out, cfg)
-    result = train(cfg, run, quiet=args.quiet)
+    result = train(cfg, run, quiet=args.quiet, prepared=prepared)
     m = result["metric"]
     print(f"test {m}: {result[f'test_{m}']:.4f}, {result['params']} parameters, "
           f"{result['seconds']:.1f}s training")

@@ -154,8 +154,10 @@ def test_bad_space_option_for_a_genotype_file(tmp_path, capsys):
     gfile.write_text(json.dumps({"space": "cell", "spec": {
         "normal": [["skip_connect", 0], ["skip_connect", 1]], "normal_concat": [2],
         "reduce": [["max_pool_3x3", 0], ["max_pool_3x3", 1]], "reduce_concat": [2]}}))
-    code, _, err = _run(capsys, "train", gfile, "--space-opt", "widht=3", *TRAIN)
+    out = tmp_path / "never"
+    code, _, err = _run(capsys, "train", gfile, "--space-opt", "widht=3", *TRAIN, "--out", str(out))
     assert code == 2 and "unknown option 'widht'" in err
+    assert not out.exists()  # checked before the run directory is made
 
 
 def test_resnet_baseline_is_resnet20_for_images_and_an_mlp_for_vectors():
