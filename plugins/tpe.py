@@ -48,7 +48,10 @@ class TPE(Strategy):
     do not count, so a rerun completes the budget.
 
     Args:
-        trials: the study's budget of trials (over all workers and sessions).
+        trials: the study's budget of trials (over all workers and sessions; 0: no limit,
+            then ``time_budget`` is needed).
+        time_budget: this worker's wall-clock seconds in this session: no trial starts after
+            them, the first excepted (0: no limit). Gives TPE the same compute as a DARTS run.
         train_epochs: training epochs per trial (on the weight half; scored on the arch half).
         lr: SGD learning rate of each trial's training.
         pruner: ``median`` (Optuna's MedianPruner), ``hyperband`` or ``none``.
@@ -57,12 +60,16 @@ class TPE(Strategy):
     """
 
     def __init__(self, trials: int = 10, train_epochs: int = 2, lr: float = 0.025,
-                 pruner: str = "median", startup_trials: int = 5) -> None:
+                 pruner: str = "median", startup_trials: int = 5,
+                 time_budget: float = 0.0) -> None:
         if pruner not in PRUNERS:
             raise ValueError(f"unknown pruner {pruner!r}; accepted: {', '.join(PRUNERS)}")
-        if trials < 1 or train_epochs < 1 or startup_trials < 0:
-            raise ValueError("trials and train_epochs must be >= 1, startup_trials >= 0")
-        self.trials = trials
+        if trials < 0 or time_budget < 0 or train_epochs < 1 or startup_trials < 0:
+            raise ValueError("train_epochs must be >= 1; trials, time_budget and startup_trials >= 0")
+        if trials == 0 and time_budget == 0:
+            raise ValueError("tpe needs a budget: trials > 0 or time_budget > 0 seconds")
+        self.trials = trials or 2**62
+        self.time_budget = time_budget
         self.train_epochs = train_epochs
         self.lr = lr
         self.pruner = pruner
@@ -92,7 +99,11 @@ class TPE(Strategy):
         study.sampler = optuna.samplers.TPESampler(seed=seed, n_startup_trials=self.startup_trials)
         counted = tuple(optuna.trial.TrialState[s] for s in _COUNTED)
         worker = {"run_dir": str(run_dir or ""), "host": socket.gethostname(), "pid": os.getpid()}
+        start, ran = time.time(), 0
         while len(study.get_trials(deepcopy=False, states=counted)) < self.trials:
+            if self.time_budget and ran and time.time() - start >= self.time_budget:
+                break
+            ran += 1
             study.optimize(lambda trial: self._objective(ctx, trial, worker), n_trials=1,
                            catch=(), gc_after_trial=False)
         return self._result(ctx, study)

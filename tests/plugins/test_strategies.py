@@ -244,6 +244,18 @@ def test_tpe_prunes_with_hyperband_and_keeps_the_study_in_the_run(tmp_path):
 def test_tpe_bad_pruner():
     with pytest.raises(ValueError, match="unknown pruner 'asha'; accepted: median, hyperband, none"):
         TPE(pruner="asha")
+    with pytest.raises(ValueError, match="tpe needs a budget"):
+        TPE(trials=0, time_budget=0)
+
+
+def test_tpe_by_time_stops_starting_trials_once_the_budget_is_spent():
+    ctx = _ctx(None)
+    t0 = time.time()
+    result = TPE(trials=0, time_budget=0.5, train_epochs=1, pruner="none").search(ctx)
+    took = time.time() - t0
+    per = max(r["seconds"] for r in result.candidates)
+    assert len(result.candidates) >= 1
+    assert took < 0.5 + 3 * per + 5  # the trial that crossed the budget finishes, no other starts
 
 
 def _nasplug(*args, **kw) -> subprocess.Popen:
