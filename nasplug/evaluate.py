@@ -261,7 +261,7 @@ def compare_table(paths: Sequence[str | Path]) -> str:
         if metric is not None and this_metric != metric:
             raise ValueError(f"runs report different metrics: {metric[0]} and {this_metric[0]}")
         metric = this_metric
-        rows.append(_row(str(path), cfg, res))
+        rows.extend(_rows(str(path), cfg, res))
     assert dataset is not None and metric is not None
     m, higher = metric
     lines = [f"Dataset: {_data_text(dataset)}. Metric: {m} ({'higher' if higher else 'lower'} is "
@@ -281,7 +281,8 @@ def compare_table(paths: Sequence[str | Path]) -> str:
     return "\n".join(lines) + "\n"
 
 
-def _row(path: str, cfg: Mapping[str, Any], res: Mapping[str, Any]) -> dict[str, Any]:
+def _rows(path: str, cfg: Mapping[str, Any], res: Mapping[str, Any]) -> list[dict[str, Any]]:
+    """A supernet search gives two rows (continuous, and its derived genotype one-hot)."""
     m = res["metric"]
     if cfg.get("command") == "train":
         search = cfg.get("search") or {}
@@ -293,19 +294,22 @@ def _row(path: str, cfg: Mapping[str, Any], res: Mapping[str, Any]) -> dict[str,
             method = f"{search['strategy']} search: best candidate, trained"
         else:
             method = f"{cfg.get('space')} genotype from {Path(str(cfg.get('source'))).name}, trained"
-        return {"method": method, "val": None, "test": res.get(f"test_{m}"), "params": res.get("params"),
-                "search_s": res.get("search_seconds"), "train_s": res.get("seconds"), "run": path}
+        return [{"method": method, "val": None, "test": res.get(f"test_{m}"), "params": res.get("params"),
+                 "search_s": res.get("search_seconds"), "train_s": res.get("seconds"), "run": path}]
     strategy, relax = cfg.get("strategy"), cfg.get("relax")
     cont = res.get(f"val_{m}_continuous")
+    search_s = res.get("search_seconds", res.get("wall_seconds"))
     if cont is not None:
-        return {"method": f"{strategy} ({relax}): continuous supernet", "val": cont, "test": None,
-                "params": res.get("supernet_params"), "run": path, "train_s": None,
-                "search_s": res.get("search_seconds", res.get("wall_seconds"))}
+        return [{"method": f"{strategy} ({relax}): continuous supernet", "val": cont, "test": None,
+                 "params": res.get("supernet_params"), "run": path, "train_s": None,
+                 "search_s": search_s},
+                {"method": f"{strategy} ({relax}): derived, one-hot in the supernet",
+                 "val": res.get(f"val_{m}_discrete"), "test": None, "params": res.get("params"),
+                 "run": path, "train_s": None, "search_s": search_s}]
     n = res.get("candidates", res.get("trials"))
     what = f"best of {int(n)}" if _finite(n) else "best"
-    return {"method": f"{strategy} search ({what})", "val": res.get(f"val_{m}"), "test": None,
-            "params": res.get("params"), "run": path, "train_s": None,
-            "search_s": res.get("search_seconds", res.get("wall_seconds"))}
+    return [{"method": f"{strategy} search ({what})", "val": res.get(f"val_{m}"), "test": None,
+             "params": res.get("params"), "run": path, "train_s": None, "search_s": search_s}]
 
 
 def _opts_text(opts: Mapping[str, Any]) -> str:
