@@ -282,7 +282,8 @@ def compare_table(paths: Sequence[str | Path]) -> str:
 
 
 def _rows(path: str, cfg: Mapping[str, Any], res: Mapping[str, Any]) -> list[dict[str, Any]]:
-    """A supernet search gives two rows (continuous, and its derived genotype one-hot)."""
+    """A supernet search gives a row for its continuous supernet and rows for its derived
+    genotype one-hot in it, with the supernet's BatchNorm statistics and with re-estimated ones."""
     m = res["metric"]
     if cfg.get("command") == "train":
         search = cfg.get("search") or {}
@@ -305,7 +306,11 @@ def _rows(path: str, cfg: Mapping[str, Any], res: Mapping[str, Any]) -> list[dic
                  "search_s": search_s},
                 {"method": f"{strategy} ({relax}): derived, one-hot in the supernet",
                  "val": res.get(f"val_{m}_discrete"), "test": None, "params": res.get("params"),
-                 "run": path, "train_s": None, "search_s": search_s}]
+                 "run": path, "train_s": None, "search_s": search_s}] + (
+                [{"method": f"{strategy} ({relax}): derived, one-hot, BatchNorm re-estimated",
+                  "val": res[f"val_{m}_discrete_recalibrated"], "test": None,
+                  "params": res.get("params"), "run": path, "train_s": None, "search_s": search_s}]
+                if f"val_{m}_discrete_recalibrated" in res else [])
     n = res.get("candidates", res.get("trials"))
     what = f"best of {int(n)}" if _finite(n) else "best"
     return [{"method": f"{strategy} search ({what})", "val": res.get(f"val_{m}"), "test": None,

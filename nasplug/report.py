@@ -217,8 +217,11 @@ def gap_text(rec: RunRecord) -> str:
         return ""
     m = d.get("metric", rec.metric)
     cont, disc = (d.get("continuous") or {}).get(m), (d.get("discrete") or {}).get(m)
+    recal = (d.get("recalibrated") or {}).get(m)
     return (f"discretisation gap ({m} on the architecture half): continuous {_fmt(cont)} vs "
-            f"discrete {_fmt(disc)} = {_fmt(d.get('gap'))}")
+            f"discrete {_fmt(disc)} = {_fmt(d.get('gap'))}"
+            + (f"; discrete with BatchNorm re-estimated on its path {_fmt(recal)}"
+               if recal is not None else ""))
 
 
 def _num(v: Any, digits: int = 4) -> str:
@@ -489,9 +492,12 @@ def _gap_sentence(rec: RunRecord) -> str:
     d = rec.discretisation or {}
     m = d.get("metric", rec.metric)
     cont, disc = (d.get("continuous") or {}).get(m), (d.get("discrete") or {}).get(m)
+    recal = (d.get("recalibrated") or {}).get(m)
     return (f"On the architecture half, the supernet scores {m} {_fmt(cont)} with its continuous "
             f"weights and {_fmt(disc)} with the one-hot weights of the derived genotype "
-            f"(no retraining): a gap of **{_fmt(d.get('gap'))}**.")
+            f"(no retraining): a gap of **{_fmt(d.get('gap'))}**."
+            + (f" With BatchNorm statistics re-estimated on the derived path (no weight changed), "
+               f"the one-hot weights score {_fmt(recal)}." if recal is not None else ""))
 
 
 def _images(items: Sequence[tuple[str, Path]], root: Path) -> list[str]:

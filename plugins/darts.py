@@ -22,8 +22,11 @@ from nasplug.interfaces import SearchSpace, Strategy
 from nasplug.trainer import ArchLogits, Memo, SearchContext, Trainer
 from nasplug.types import Genotype, SearchResult
 
-__all__ = ["Darts", "SupernetRun", "SupernetStepper", "first_order_step", "search_supernet",
-           "supernet_result"]
+__all__ = ["Darts", "SupernetRun", "SupernetStepper", "first_order_step", "recalibrate_batchnorm",
+           "search_supernet", "supernet_result"]
+
+#: Weight-half batches on which the derived path's BatchNorm statistics are re-estimated.
+RECALIBRATION_BATCHES = 4
 
 
 @dataclass
@@ -222,7 +225,8 @@ def supernet_result(ctx: SearchContext, run: SupernetRun, genotype: Genotype | N
     """Derive the genotype and measure the discretisation gap on the architecture half.
 
     The gap compares the supernet with its continuous (evaluation) weights against the same
-    supernet with the derived genotype's one-hot weights, without retraining.
+    supernet with the derived genotype's one-hot weights, without retraining; the one-hot
+    weights are scored again with BatchNorm statistics re-estimated on their path.
     """
     trainer, task = ctx.trainer, ctx.task
     eval_w = {k: w.detach() for k, w in run.logits.weights(ctx.relaxation, evaluation=True).items()}
@@ -230,11 +234,14 @@ def supernet_result(ctx: SearchContext, run: SupernetRun, genotype: Genotype | N
     hot = {k: v.to(trainer.device) for k, v in run.space.one_hot(genotype).items()}
     cont = trainer.evaluate(lambda x: run.net(x, eval_w), "arch", module=run.net)
     disc = trainer.evaluate(lambda x: run.net(x, hot), "arch", module=run.net)
+    recal = _evaluate_with_path_statistics(trainer, run.net, lambda x: run.net(x, hot),
+                                           ctx.batch_size)
     m = task.metric
     stats = edge_stats(run.space.choices(), eval_w)
     metrics = {
         f"val_{m}_continuous": cont.get(m, float("nan")),
         f"val_{m}_discrete": disc.get(m, float("nan")),
+        f"val_{m}_discrete_recalibrated": recal.get(m, float("nan")),
         "discretisation_gap": cont.get(m, float("nan")) - disc.get(m, float("nan")),
         f"val_{m}": cont.get(m, float("nan")),
         "search_seconds": run.seconds,
@@ -242,9 +249,55 @@ def supernet_result(ctx: SearchContext, run: SupernetRun, genotype: Genotype | N
         "supernet_params": float(count_params(run.net)),
         **{f"final_{k}": v for k, v in summarize(stats).items()},
     }
-    trainer.log("discretisation", metric=m, continuous=cont, discrete=disc,
+    trainer.log("discretisation", metric=m, continuous=cont, discrete=disc, recalibrated=recal,
                 gap=metrics["discretisation_gap"], edges=stats)
     return SearchResult(genotype, metrics, run.history, run.space.candidates(eval_w))
+
+
+def _evaluate_with_path_statistics(trainer: Trainer, net: nn.Module,
+                                   forward: Callable[[torch.Tensor], torch.Tensor],
+                                   batch_size: int) -> dict[str, float]:
+    """Metrics of ``forward`` with BatchNorm statistics re-estimated on its path, no weight changed.
+
+    The supernet's statistics describe the mixture, not the derived path; scored both ways, the
+    discretisation gap shows how much of it is stale statistics rather than the architecture.
+    The supernet's own statistics are restored afterwards.
+    """
+    saved = [b.detach().clone() for b in net.buffers()]
+    try:
+        recalibrate_batchnorm(net, forward, trainer, batch_size, RECALIBRATION_BATCHES)
+        return trainer.evaluate(forward, "arch", module=net)
+    finally:
+        with torch.no_grad():
+            for b, s in zip(net.buffers(), saved):
+                b.copy_(s)
+
+
+@torch.no_grad()
+def recalibrate_batchnorm(net: nn.Module, forward: Callable[[torch.Tensor], torch.Tensor],
+                          trainer: Trainer, batch_size: int, batches: int) -> None:
+    """Re-estimate BatchNorm running statistics as the plain average over a few weight batches.
+
+    Statistics gathered along random paths (SPOS) or under a mixture of candidates do not
+    describe any single path well.
+    """
+    norms = [m for m in net.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)]
+    momenta = [m.momentum for m in norms]
+    for m in norms:
+        m.reset_running_stats()
+        m.momentum = None  # cumulative average
+    was_training = net.training
+    net.train()
+    try:
+        for b, (x, _) in enumerate(trainer.batches("weight", batch_size, shuffle=False)):
+            if b >= batches:
+                break
+            with trainer.autocast():
+                forward(x)
+    finally:
+        net.train(was_training)
+        for m, momentum in zip(norms, momenta):
+            m.momentum = momentum
 
 
 class Darts(Strategy):

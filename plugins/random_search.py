@@ -20,10 +20,10 @@ from nasplug.evaluate import count_params
 from nasplug.interfaces import SearchSpace, Strategy
 from nasplug.trainer import Memo, NonFiniteLoss, SearchContext, Trainer
 from nasplug.types import Genotype, SearchResult
-from nasplug_plugins.darts import SupernetRun, search_supernet
+from nasplug_plugins.darts import SupernetRun, recalibrate_batchnorm, search_supernet
 
 __all__ = ["METHODS", "RandomSearch", "SamplePool", "best_candidate", "forget_checkpoint",
-           "recalibrate_batchnorm", "train_candidate"]
+           "train_candidate"]
 
 METHODS = ("train", "supernet")
 # Consecutive duplicate draws after which a space counts as exhausted.
@@ -191,32 +191,6 @@ def best_candidate(rows: list[dict[str, Any]], better: Callable[[float, float], 
         if _finite(m) and (not _finite(b) or better(m, b)):
             best = row
     return best
-
-
-@torch.no_grad()
-def recalibrate_batchnorm(net: nn.Module, forward: Callable[[torch.Tensor], torch.Tensor],
-                          trainer: Trainer, batch_size: int, batches: int) -> None:
-    """Re-estimate BatchNorm running statistics as the plain average over a few weight batches.
-
-    Statistics gathered along random paths do not describe any single path well (SPOS).
-    """
-    norms = [m for m in net.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)]
-    momenta = [m.momentum for m in norms]
-    for m in norms:
-        m.reset_running_stats()
-        m.momentum = None  # cumulative average
-    was_training = net.training
-    net.train()
-    try:
-        for b, (x, _) in enumerate(trainer.batches("weight", batch_size, shuffle=False)):
-            if b >= batches:
-                break
-            with trainer.autocast():
-                forward(x)
-    finally:
-        net.train(was_training)
-        for m, momentum in zip(norms, momenta):
-            m.momentum = momentum
 
 
 def _phase(i: int) -> str:

@@ -61,19 +61,21 @@ def test_compare_makes_one_table_of_every_method(runs, capsys, tmp_path):
     lines = [line for line in table.splitlines() if line.startswith("| ")]
     assert lines[0].startswith("| method | val accuracy | test accuracy | parameters | search s")
     body = lines[2:]
-    assert len(body) == 5
+    assert len(body) == 6
     assert "continuous supernet" in body[0] and "darts" in body[0]
     # The capstone study's "DARTS discrete": the derived genotype one-hot, without retraining.
     searched = json.loads((runs["darts"] / "metrics.json").read_text())
     assert "derived, one-hot in the supernet" in body[1]
     assert f"{searched['val_accuracy_discrete']:.4f}" in body[1] and f"{int(searched['params']):,}" in body[1]
-    assert "random search (best of 2)" in body[2]
-    assert "derived network, trained" in body[3]
-    assert "resnet baseline" in body[4]
-    assert body[4].split("|")[5].strip() == ""  # a baseline has no search cost
+    assert "derived, one-hot, BatchNorm re-estimated" in body[2]
+    assert f"{searched['val_accuracy_discrete_recalibrated']:.4f}" in body[2]
+    assert "random search (best of 2)" in body[3]
+    assert "derived network, trained" in body[4]
+    assert "resnet baseline" in body[5]
+    assert body[5].split("|")[5].strip() == ""  # a baseline has no search cost
     assert "fashion-mnist-small (test_per_class=10, train_per_class=20)" in table
     trained = json.loads((runs["trained"] / "train.json").read_text())
-    assert f"{trained['test_accuracy']:.4f}" in body[3] and f"{trained['params']:,}" in body[3]
+    assert f"{trained['test_accuracy']:.4f}" in body[4] and f"{trained['params']:,}" in body[4]
 
 
 def test_compare_refuses_runs_on_different_datasets(runs, tmp_path, capsys):

@@ -94,6 +94,7 @@ def test_show_prints_config_metrics_genotype_edges_and_gap(finished, capsys):
     for needle in ("config: space=cell, relax=sparsemax, strategy=darts", "space options: channels=4",
                    "metrics:", "val_accuracy:", "genotype: normal:", "reduce:",
                    "discretisation gap (accuracy on the architecture half): continuous",
+                   "discrete with BatchNorm re-estimated on its path",
                    "final mixing weights per choice:", "choice", "support", "entropy", "dominant"):
         assert needle in out, needle
     edges = [line for line in out.splitlines() if re.match(r"\s+(normal|reduce):\d<-\d\s", line)]

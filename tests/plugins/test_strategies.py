@@ -11,6 +11,8 @@ import sys
 import time
 from pathlib import Path
 
+import copy
+
 import optuna
 import pytest
 import torch
@@ -19,6 +21,7 @@ from nasplug.cli import main
 from nasplug.rundir import RunDir
 from nasplug.trainer import SearchContext, Trainer
 from nasplug.types import Data, Task
+from nasplug_plugins.darts import recalibrate_batchnorm, search_supernet, supernet_result
 from nasplug_plugins.pdarts import ProgressiveDarts, cap_candidate
 from nasplug_plugins.random_search import RandomSearch
 from nasplug_plugins.relaxations import Softmax
@@ -53,6 +56,23 @@ def _ctx(tmp_path: Path | None, space=None, epochs: int = 1, **options) -> Searc
 
 def _events(run_dir: Path, event: str) -> list[dict]:
     return list(RunDir(run_dir).events(event))
+
+
+# ---- darts: the discretisation gap ---------------------------------------------------------
+def test_gap_is_also_scored_with_path_statistics_and_the_supernet_keeps_its_own():
+    ctx = _ctx(None)
+    run = search_supernet(ctx, ctx.space, epochs=1, phase="search")
+    hot = ctx.space.one_hot(ctx.space.derive(run.logits.weights(ctx.relaxation, evaluation=True)))
+    expected_net = copy.deepcopy(run.net)
+    recalibrate_batchnorm(expected_net, lambda x: expected_net(x, hot), ctx.trainer, 16, 4)
+    expected = ctx.trainer.evaluate(lambda x: expected_net(x, hot), "arch", module=expected_net)
+    # Re-estimating on the derived path really changes the statistics ...
+    assert any(not torch.equal(a, b) for a, b in zip(run.net.buffers(), expected_net.buffers()))
+    before = [b.clone() for b in run.net.buffers()]
+    metrics = supernet_result(ctx, run).metrics
+    assert metrics["val_accuracy_discrete_recalibrated"] == expected["accuracy"]
+    # ... but only for that score: the supernet's own statistics are back afterwards.
+    assert all(torch.equal(a, b) for a, b in zip(before, run.net.buffers()))
 
 
 # ---- pdarts ----------------------------------------------------------------------------------
