@@ -25,7 +25,7 @@ from nasplug_plugins.darts import recalibrate_batchnorm, search_supernet, supern
 from nasplug_plugins.pdarts import ProgressiveDarts, cap_candidate
 from nasplug_plugins.random_search import RandomSearch
 from nasplug_plugins.relaxations import Softmax
-from nasplug_plugins.tpe import TPE
+from nasplug_plugins.tpe import TPE, open_storage
 from nasplug_spaces.cell import CellSpace
 
 TASK = Task("classification", (1, 8, 8), 3)
@@ -318,7 +318,8 @@ def test_a_killed_tpe_run_continues_its_study(tmp_path):
         if not db.exists():
             continue
         try:
-            study = optuna.load_study(study_name="run", storage=f"sqlite:///{db}")
+            # Through open_storage, which retries while the worker is still creating the tables.
+            study = optuna.load_study(study_name="run", storage=open_storage(f"sqlite:///{db}", None))
         except KeyError:  # the worker has not created the study yet
             continue
         if any(t.state.name == "RUNNING" for t in study.trials):
