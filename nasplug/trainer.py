@@ -27,7 +27,8 @@ from nasplug.rundir import RunDir
 from nasplug.tasks import Metrics, Objective
 from nasplug.types import Choice, Data, Task
 
-__all__ = ["ArchLogits", "Memo", "NonFiniteLoss", "SearchContext", "Trainer", "pick_device"]
+__all__ = ["ArchLogits", "Memo", "NonFiniteLoss", "SearchContext", "Trainer", "pick_device",
+           "running_stats_kept"]
 
 _SPLIT_SEED = 20190401  # the weight/architecture halves depend on the data only, not on --seed
 
@@ -501,6 +502,26 @@ class _CompileClock:
             self.trainer.say(f"torch.compile ({self.trainer.compile}): about {seconds:.1f}s "
                              f"compiling (first {self.FIRST} updates {first:.2f}s, then "
                              f"{pace:.3f}s per update)")
+
+
+@contextlib.contextmanager
+def running_stats_kept(module: nn.Module) -> Iterator[None]:
+    """Undo whatever the block does to the BatchNorm running statistics of ``module``.
+
+    For passes that must not count: a recomputation of a forward that already counted its batch
+    (restoring the buffers, rather than switching the statistics off, leaves unchanged what
+    BatchNorm saves for backward), or statistics re-estimated for one evaluation only.
+    """
+    norms = [m for m in module.modules()
+             if isinstance(m, nn.modules.batchnorm._BatchNorm) and m.track_running_stats]
+    saved = [[b.clone() for b in m.buffers()] for m in norms]
+    try:
+        yield
+    finally:
+        with torch.no_grad():
+            for m, copies in zip(norms, saved):
+                for b, c in zip(m.buffers(), copies):
+                    b.copy_(c)
 
 
 def _cutout(x: torch.Tensor, size: int) -> torch.Tensor:

@@ -19,7 +19,7 @@ from nasplug import ddp
 from nasplug.diagnostics import edge_stats, summarize
 from nasplug.evaluate import count_params
 from nasplug.interfaces import SearchSpace, Strategy
-from nasplug.trainer import ArchLogits, Memo, SearchContext, Trainer
+from nasplug.trainer import ArchLogits, Memo, SearchContext, Trainer, running_stats_kept
 from nasplug.types import Genotype, SearchResult
 
 __all__ = ["Darts", "SupernetRun", "SupernetStepper", "first_order_step", "recalibrate_batchnorm",
@@ -263,14 +263,9 @@ def _evaluate_with_path_statistics(trainer: Trainer, net: nn.Module,
     discretisation gap shows how much of it is stale statistics rather than the architecture.
     The supernet's own statistics are restored afterwards.
     """
-    saved = [b.detach().clone() for b in net.buffers()]
-    try:
+    with running_stats_kept(net):
         recalibrate_batchnorm(net, forward, trainer, batch_size, RECALIBRATION_BATCHES)
         return trainer.evaluate(forward, "arch", module=net)
-    finally:
-        with torch.no_grad():
-            for b, s in zip(net.buffers(), saved):
-                b.copy_(s)
 
 
 @torch.no_grad()

@@ -17,13 +17,14 @@ from __future__ import annotations
 
 import contextlib
 import copy
-from typing import Any, Iterator, Mapping, Sequence
+from typing import Any, Mapping, Sequence
 
 import torch
 from torch import nn
 from torch.utils.checkpoint import checkpoint
 
 from nasplug.interfaces import SearchSpace, Suggest, Weights
+from nasplug.trainer import running_stats_kept
 from nasplug.types import Choice, Genotype, Task
 
 from .ops import NONE, NORMALISED_IN_SUPERNET, OPS, FactorizedReduce, ReLUConvBN, drop_path
@@ -183,26 +184,6 @@ class SearchCell(nn.Module):
         return s1.new_zeros(n, self.channels, h, w).contiguous(memory_format=torch.channels_last)
 
 
-@contextlib.contextmanager
-def _running_stats_kept(module: nn.Module) -> Iterator[None]:
-    """Undo whatever the block does to the BatchNorm running statistics of ``module``.
-
-    A recomputation repeats a forward that already counted its batch; restoring the buffers
-    afterwards (rather than switching the statistics off, which would change what BatchNorm
-    saves for backward) leaves them exactly as after the first pass.
-    """
-    norms = [m for m in module.modules()
-             if isinstance(m, nn.modules.batchnorm._BatchNorm) and m.track_running_stats]
-    saved = [[b.clone() for b in m.buffers()] for m in norms]
-    try:
-        yield
-    finally:
-        with torch.no_grad():
-            for m, copies in zip(norms, saved):
-                for b, c in zip(m.buffers(), copies):
-                    b.copy_(c)
-
-
 class CellSupernet(nn.Module):
     """DARTS's search network: stem, cells sharing the weights of their type, pooling, head.
 
@@ -268,7 +249,7 @@ class CellSupernet(nn.Module):
                 s0, s1 = s1, checkpoint(
                     cell, s0, s1, *per_type[cell.kind], dropout, use_reentrant=False,
                     context_fn=lambda cell=cell: (contextlib.nullcontext(),
-                                                  _running_stats_kept(cell)))
+                                                  running_stats_kept(cell)))
             else:
                 s0, s1 = s1, cell(s0, s1, *per_type[cell.kind], dropout)
         return self.classifier(self.pool(s1).flatten(1))
