@@ -187,10 +187,11 @@ def _run(args: argparse.Namespace, *, writer: bool) -> int:
         cfg = resolve_config(args)
     ddp.check_batch_size(cfg["batch_size"])
     # Bad options or bad data fail here, before anything is written.
-    if _compile_backend(cfg.get("compile")) is not None:
+    backend = _compile_backend(cfg.get("compile"))
+    if backend is not None:
         from nasplug.trainer import check_compile, pick_device
 
-        check_compile(_compile_backend(cfg["compile"]), pick_device(cfg["device"]))
+        check_compile(backend, pick_device(cfg["device"]))
     if cfg.get("tensorboard"):
         from nasplug import report
 
