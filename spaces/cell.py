@@ -17,9 +17,10 @@ from __future__ import annotations
 
 import contextlib
 import copy
-from typing import Any, Mapping, Sequence
+from typing import Any, Mapping, NamedTuple, Sequence
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 from torch.utils.checkpoint import checkpoint
 
@@ -103,8 +104,74 @@ def _as_floats(tensors: Sequence[torch.Tensor]) -> list[list[float]]:
 # --- the supernet ------------------------------------------------------------------------------
 
 
+#: Parameter-free, deterministic modules whose output depends on their input alone: when several
+#: candidates on the same input start with the same ones, they are computed once and shared.
+_SHAREABLE = (nn.ReLU, nn.MaxPool2d, nn.AvgPool2d, nn.Identity)
+
+
+class _Plan(NamedTuple):
+    """How a candidate is computed: ``norm(body(prefix(x)))``, scaled by its mixing weight.
+
+    ``prefix`` is shared with every candidate on the same input that starts the same way (a
+    ReLU, a pooling). ``norm``, a trailing BatchNorm without affine, takes the mixing weight
+    as its scale, so weighting costs no kernel of its own; None: the output is multiplied.
+    """
+
+    prefix: tuple[nn.Module, ...]
+    key: tuple[str, ...]
+    body: tuple[nn.Module, ...]
+    norm: nn.BatchNorm2d | None
+
+
+def _leaves(module: nn.Module) -> list[nn.Module]:
+    """``module``'s modules in call order, through plain ``nn.Sequential`` containers."""
+    if isinstance(module, nn.Sequential) and type(module).forward is nn.Sequential.forward:
+        return [leaf for child in module for leaf in _leaves(child)]
+    return [module]
+
+
+def _plan(leaves: Sequence[nn.Module]) -> _Plan:
+    n = 0
+    while (n < len(leaves) and isinstance(leaves[n], _SHAREABLE)
+           and not getattr(leaves[n], "inplace", False)
+           and not getattr(leaves[n], "return_indices", False)):
+        n += 1
+    prefix, body = leaves[:n], leaves[n:]
+    norm = None
+    if (body and type(body[-1]) is nn.BatchNorm2d and not body[-1].affine):
+        norm, body = body[-1], body[:-1]
+    return _Plan(tuple(prefix), tuple(repr(m) for m in prefix), tuple(body), norm)
+
+
+def _scaled_batch_norm(bn: nn.BatchNorm2d, x: torch.Tensor, scale: torch.Tensor) -> torch.Tensor:
+    """``scale * bn(x)`` for a BatchNorm without affine, in one kernel: ``scale`` is its weight.
+
+    Running statistics and ``num_batches_tracked`` are updated as ``bn(x)`` would.
+    """
+    momentum = 0.0 if bn.momentum is None else bn.momentum
+    if bn.training and bn.track_running_stats and bn.num_batches_tracked is not None:
+        bn.num_batches_tracked.add_(1)
+        if bn.momentum is None:  # cumulative average
+            momentum = 1.0 / float(bn.num_batches_tracked)
+    use_batch_stats = bn.training or bn.running_mean is None
+    keep = not bn.training or bn.track_running_stats
+    # The scale takes the statistics' dtype: float32 beside a bfloat16 input under autocast.
+    # Its per-channel copy is made contiguous: with a stride-0 weight, the CPU backward of
+    # channels_last inputs read memory it should not (non-finite gradients, torch 2.14).
+    dtype = x.dtype if bn.running_mean is None else bn.running_mean.dtype
+    weight = scale.to(dtype).expand(x.shape[1]).contiguous()
+    return F.batch_norm(x, bn.running_mean if keep else None, bn.running_var if keep else None,
+                        weight, None, use_batch_stats, momentum, bn.eps)
+
+
 class MixedOp(nn.Module):
-    """The weighted sum of an edge's candidate ops; ``none`` is never built nor computed."""
+    """The weighted sum of an edge's candidate ops; ``none`` is never built nor computed.
+
+    Candidates are computed through :class:`_Plan`s: the leading ReLU or pooling of a candidate
+    is shared with every other candidate (of any edge) on the same input, and a trailing
+    BatchNorm without affine applies the mixing weight as its scale. Both are exact: outputs,
+    gradients and running statistics are those of ``sum(w[k] * op_k(x))``.
+    """
 
     def __init__(self, candidates: Sequence[str], channels: int, stride: int) -> None:
         super().__init__()
@@ -120,26 +187,85 @@ class MixedOp(nn.Module):
         self.candidates = tuple(candidates)
         self.ops = nn.ModuleList(ops)
         self.positions = tuple(positions)  # index in ``candidates`` of each of ``ops``
+        self._plan_cache: dict[int, tuple[tuple[int, ...], _Plan]] = {}
+
+    def plans(self) -> list[_Plan]:
+        """The plan of every op, made again for an op whose modules were replaced since."""
+        plans = []
+        for i, op in enumerate(self.ops):
+            leaves = _leaves(op)
+            # The cached plan holds its modules, so their ids cannot be reused by others.
+            ids = tuple(map(id, leaves))
+            cached = self._plan_cache.get(i)
+            if cached is None or cached[0] != ids:
+                cached = self._plan_cache[i] = (ids, _plan(leaves))
+            plans.append(cached[1])
+        return plans
 
     def forward(self, x: torch.Tensor, w: torch.Tensor, row: Sequence[float] | None,
-                dropout: Mapping[str, float] | None = None) -> torch.Tensor | None:
+                dropout: Mapping[str, float] | None = None,
+                shared: dict[tuple[str, ...], torch.Tensor] | None = None) -> torch.Tensor | None:
         """Mix the ops on ``x``; ``row`` (``w`` as floats) marks which ops to skip, None: none.
 
         ``dropout`` maps candidate names to a dropout probability for their outputs.
-        Returns None when no op is computed.
+        ``shared`` holds the prefixes already computed on ``x`` (by other edges); it is filled
+        with the ones computed here. Returns None when no op is computed.
         """
+        shared = {} if shared is None else shared
         out = None
-        for op, k in zip(self.ops, self.positions):
+        for plan, k in zip(self.plans(), self.positions):
             if row is not None and row[k] == 0.0:
                 continue  # weight exactly zero: not computed, forward or backward
-            h = op(x)
-            p = dropout.get(self.candidates[k], 0.0) if dropout else 0.0
-            if p > 0:
-                h = nn.functional.dropout(h, p)
-            y = w[k] * h
-            # In place: the product is saved by no backward function, so this is autograd-safe.
+            y = self.candidate(k, plan, x, w[k], shared,
+                               dropout.get(self.candidates[k], 0.0) if dropout else 0.0)
+            # In place: the sum is saved by no backward function, so this is autograd-safe.
             out = y if out is None else out.add_(y)
         return out
+
+    def candidate(self, k: int, plan: _Plan, x: torch.Tensor, w: torch.Tensor,
+                  shared: dict[tuple[str, ...], torch.Tensor], p: float) -> torch.Tensor:
+        """Candidate ``k``'s output on ``x`` times ``w``, its output dropped with probability ``p``."""
+        h = _prefix(x, plan, shared)
+        for module in plan.body:
+            h = module(h)
+        if plan.norm is not None and p == 0:
+            return _scaled_batch_norm(plan.norm, h, w)
+        if plan.norm is not None:
+            h = plan.norm(h)
+        if p > 0:
+            h = nn.functional.dropout(h, p)
+        return w * h
+
+
+def _prefix(x: torch.Tensor, plan: _Plan, shared: dict[tuple[str, ...], torch.Tensor]
+            ) -> torch.Tensor:
+    """``plan``'s prefix on ``x``, each step computed once per input and kept in ``shared``."""
+    h = x
+    for i, module in enumerate(plan.prefix):
+        key = plan.key[:i + 1]
+        if key not in shared:
+            shared[key] = module(h)
+        h = shared[key]
+    return h
+
+
+class _Concat(torch.autograd.Function):
+    """``torch.cat(states, dim=1)`` whose backward hands every state a dense gradient.
+
+    ``torch.cat``'s backward gives channel slices of the output's gradient; in channels_last
+    those are strided views, and BatchNorm's CPU backward ran 4-20x slower on them than on a
+    dense copy (16-64 x 16 x 32 x 32).
+    """
+
+    @staticmethod
+    def forward(ctx: Any, *states: torch.Tensor) -> torch.Tensor:
+        ctx.sizes = [s.shape[1] for s in states]
+        return torch.cat(states, dim=1)
+
+    @staticmethod
+    def backward(ctx: Any, grad: torch.Tensor) -> tuple[torch.Tensor, ...]:
+        return tuple(g.clone(memory_format=torch.preserve_format)
+                     for g in grad.split(ctx.sizes, dim=1))
 
 
 class SearchCell(nn.Module):
@@ -165,16 +291,19 @@ class SearchCell(nn.Module):
                 rows: Sequence[Sequence[float] | None],
                 dropout: Mapping[str, float] | None = None) -> torch.Tensor:
         states = [self.pre0(s0), self.pre1(s1)]
+        # Per state, the candidate prefixes computed on it, shared by every edge leaving it.
+        shared: list[dict[tuple[str, ...], torch.Tensor]] = [{}, {}]
         e = 0
         for _ in range(self.nodes):
             node = None
-            for h in states:
-                y = self.edges[e](h, weights[e], rows[e], dropout)
+            for h, computed in zip(states, shared):
+                y = self.edges[e](h, weights[e], rows[e], dropout, computed)
                 e += 1
                 if y is not None:
                     node = y if node is None else node.add_(y)
             states.append(self._zeros(states[1]) if node is None else node)
-        return torch.cat(states[2:], dim=1)
+            shared.append({})
+        return _Concat.apply(*states[2:])
 
     def _zeros(self, s1: torch.Tensor) -> torch.Tensor:
         """The output of a node without any computed input."""

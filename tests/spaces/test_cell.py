@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 import random
 from collections import Counter
 
@@ -10,9 +11,10 @@ import pytest
 import torch
 import torch.nn.functional as F
 
+from nasplug.testing import count_module_calls
 from nasplug.types import Genotype, Task
 from nasplug_spaces import ops as cell_ops
-from nasplug_spaces.cell import CellSpace
+from nasplug_spaces.cell import CellSpace, MixedOp
 
 DARTS_V2 = (
     "DARTS_V2 = Genotype(normal=[('sep_conv_3x3', 0), ('sep_conv_3x3', 1), ('sep_conv_3x3', 0), "
@@ -53,14 +55,18 @@ def sparse_weights(space: CellSpace, logits: dict[str, torch.Tensor],
     return weights
 
 
-def count_op_calls(net) -> Counter:
-    """Count forward calls of every candidate module, keyed by (edge name, op name)."""
+def count_op_calls(net, monkeypatch) -> Counter:
+    """Count the candidates each mixed op computes, keyed by (edge name, op name)."""
     calls: Counter = Counter()
-    for cell in net.cells:
-        for name, mixed in zip(cell.edge_names, cell.edges):
-            for op, k in zip(mixed.ops, mixed.positions):
-                key = (name, mixed.candidates[k])
-                op.register_forward_hook(lambda *_, key=key: calls.update([key]))
+    names = {id(mixed): name for cell in net.cells
+             for name, mixed in zip(cell.edge_names, cell.edges)}
+    candidate = MixedOp.candidate
+
+    def counted(self, k, *args):
+        calls.update([(names[id(self)], self.candidates[k])])
+        return candidate(self, k, *args)
+
+    monkeypatch.setattr(MixedOp, "candidate", counted)
     return calls
 
 
@@ -99,7 +105,7 @@ def test_zero_weight_ops_and_none_are_never_run(monkeypatch) -> None:
     space = tiny()
     net = space.supernet(CIFAR)
     assert not any(isinstance(m, cell_ops.Zero) for m in net.modules())
-    calls = count_op_calls(net)
+    calls = count_op_calls(net, monkeypatch)
     weights = sparse_weights(space, uniform_logits(space))
     net(torch.randn(2, 3, 32, 32), weights).sum().backward()
 
@@ -167,6 +173,52 @@ def test_missing_or_misshapen_weights_are_named() -> None:
         net(torch.randn(2, 1, 28, 28), {k: v for k, v in weights.items() if k != "reduce:5<-4"})
     with pytest.raises(ValueError, match=r"'normal:2<-0' have shape \(3,\)"):
         net(torch.randn(2, 1, 28, 28), {**weights, "normal:2<-0": torch.ones(3)})
+
+
+@pytest.mark.parametrize("stride", [1, 2])
+@pytest.mark.parametrize("replaced", [False, True], ids=["built", "relu-replaced"])
+def test_mixed_op_equals_the_weighted_sum_of_its_ops(stride, replaced) -> None:
+    """Shared prefixes and the mixing weight folded into BatchNorm change nothing.
+
+    The reference calls every op as a module on its own copy: outputs, gradients of the input,
+    the weights and every parameter, and the running statistics agree. Modules replaced after
+    the op was built (here every ReLU by a Softplus) are the ones used.
+    """
+    candidates = tiny().choices()[0].candidates
+    mixed = MixedOp(candidates, 6, stride).double().to(memory_format=torch.channels_last)
+    if replaced:
+        for module in list(mixed.modules()):
+            for name, child in module.named_children():
+                if isinstance(child, torch.nn.ReLU):
+                    setattr(module, name, torch.nn.Softplus())
+    reference = copy.deepcopy(mixed)
+    x0 = torch.randn(4, 6, 9, 9, dtype=torch.float64).contiguous(memory_format=torch.channels_last)
+    w0 = torch.softmax(torch.randn(len(candidates), dtype=torch.float64), 0)
+    results = []
+    for net, fused in ((mixed, True), (reference, False)):
+        x, w = x0.clone().requires_grad_(), w0.clone().requires_grad_()
+        if fused:
+            out = net(x, w, w.tolist())
+        else:
+            out = sum(w[k] * op(x) for op, k in zip(net.ops, net.positions))
+        out.square().sum().backward()
+        stats = [b.clone() for name, b in net.named_buffers()]
+        results.append((out.detach(), x.grad, w.grad, [p.grad for p in net.parameters()], stats))
+    for a, b in zip(*results):
+        for u, v in zip(a, b) if isinstance(a, list) else [(a, b)]:
+            torch.testing.assert_close(u, v, rtol=1e-10, atol=1e-12)
+
+
+def test_prefixes_are_computed_once_per_state() -> None:
+    """A max-pool on a state is computed once however many edges read it."""
+    space = tiny()
+    net = space.supernet(CIFAR)
+    weights = {k: torch.softmax(v, 0) for k, v in uniform_logits(space).items()}
+    _, calls = count_module_calls(net, lambda: net(torch.randn(2, 3, 32, 32), weights))
+    pools = sum(n for name, n in calls.items() if name.endswith(".0")
+                and isinstance(net.get_submodule(name), torch.nn.MaxPool2d))
+    # 3 cells of 4 nodes: states 0-4 feed later nodes, so 5 pools per cell, not one per edge (14).
+    assert pools == 3 * 5
 
 
 @pytest.mark.parametrize("kernel, stride", [(3, 1), (5, 1), (3, 2), (5, 2)])
@@ -311,7 +363,7 @@ def test_sample_with_optuna_suggest_categorical() -> None:
     assert options["normal:2<-0"] == ("sep_conv_5x5",)
 
 
-def test_one_hot_selects_exactly_the_genotype() -> None:
+def test_one_hot_selects_exactly_the_genotype(monkeypatch) -> None:
     space = tiny()
     genotype = Genotype.parse(DARTS_V2)
     weights = space.one_hot(genotype)
@@ -319,7 +371,7 @@ def test_one_hot_selects_exactly_the_genotype() -> None:
     assert weights["normal:3<-2"].sum() == 0  # an edge the genotype does not use
     assert sum(int(w.sum()) for w in weights.values()) == 16
     net = space.supernet(CIFAR)
-    calls = count_op_calls(net)
+    calls = count_op_calls(net, monkeypatch)
     net(torch.randn(2, 3, 32, 32), weights)
     expected = {(f"{kind}:{2 + i // 2}<-{s}", op) for kind in ("normal", "reduce")
                 for i, (op, s) in enumerate(genotype.spec[kind])}
