@@ -13,9 +13,13 @@ NNI is optional and heavy; install it into the environment (or a separate virtua
 that also has nasplug) with ``pip install nni==3.0 pytorch-lightning``. Without NNI the script
 says so and exits 0; ``--only nasplug`` times nasplug alone.
 
+With ``--memory`` every side instead runs alone in a fresh process (a warm-up step, then one
+more) and the table gives its peak resident set size: a process's peak cannot be shared.
+
 Run::
 
     python benchmarks/peer_nni.py                      # both, batch 16 and 64
+    python benchmarks/peer_nni.py --memory             # peak RSS, one fresh process per side
     python benchmarks/peer_nni.py --only nasplug --batch 16 --rounds 3
 """
 
@@ -23,7 +27,10 @@ from __future__ import annotations
 
 import argparse
 import importlib.util
+import json
+import resource
 import statistics
+import subprocess
 import sys
 import time
 from pathlib import Path
@@ -112,6 +119,57 @@ def _timed(step: Callable[[], None]) -> float:
     return time.perf_counter() - t0
 
 
+def _steps(only: str, batch: int, threads: int, relaxations: str) -> dict[str, Callable[[], None]]:
+    steps: dict[str, Callable[[], None]] = {}
+    if only in ("both", "nni"):
+        steps["NNI DARTS"] = nni_step(batch, threads)
+    if only in ("both", "nasplug"):
+        for relax in relaxations.split(","):
+            steps[f"nasplug {relax}"] = nasplug_step(batch, threads, relax)
+    return steps
+
+
+def _peak_child(side: str, batch: int, threads: int) -> float:
+    """Peak RSS in MB of a fresh process that builds ``side``'s step and takes two steps."""
+    only, _, relax = side.partition(":")
+    step = next(iter(_steps(only, batch, threads, relax or "softmax").values()))
+    step()
+    step()
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # KiB on Linux
+
+
+def _memory_table(args: argparse.Namespace) -> int:
+    sides = ([("NNI DARTS", "nni")] if args.only in ("both", "nni") else []) + (
+        [(f"nasplug {r}", f"nasplug:{r}") for r in args.relax.split(",")]
+        if args.only in ("both", "nasplug") else [])
+    rows = []
+    for batch in (int(b) for b in args.batch.split(",")):
+        peaks = {}
+        for name, side in sides:
+            out = subprocess.run([sys.executable, __file__, "--peak-child", side, "--batch",
+                                  str(batch), "--threads", str(args.threads)],
+                                 capture_output=True, text=True)
+            if out.returncode != 0:
+                print(f"failed: {name} at batch {batch}\n{out.stderr[-2000:]}", file=sys.stderr)
+                return 1
+            peaks[name] = json.loads(out.stdout.strip().splitlines()[-1])
+            print(f"batch {batch}: {name} peak {peaks[name]:.0f} MB", file=sys.stderr)
+        rows.append((batch, peaks))
+    names = [name for name, _ in sides]
+    ratio = "NNI DARTS" in names and len(names) > 1
+    print(f"\nPeak RSS of a process taking two first-order DARTS steps, C={CHANNELS}, {CELLS} "
+          f"cells, 3x32x32, {args.threads} threads; one fresh process per cell\n")
+    print("| batch | " + " | ".join(f"{n} MB" for n in names)
+          + (" | " + " | ".join(f"{n} / NNI" for n in names[1:]) if ratio else "") + " |")
+    print("| --- " * (1 + len(names) + (len(names) - 1 if ratio else 0)) + "|")
+    for batch, peaks in rows:
+        cells = [f"{peaks[n]:.0f}" for n in names]
+        if ratio:
+            cells += [f"{peaks[n] / peaks['NNI DARTS']:.2f}x" for n in names[1:]]
+        print(f"| {batch} | " + " | ".join(cells) + " |")
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--only", choices=["both", "nasplug", "nni"], default="both")
@@ -120,7 +178,13 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--rounds", type=int, default=5)
     p.add_argument("--warmup", type=int, default=2)
     p.add_argument("--threads", type=int, default=2)
+    p.add_argument("--memory", action="store_true",
+                   help="peak RSS instead of time, one fresh process per side and batch")
+    p.add_argument("--peak-child", help=argparse.SUPPRESS)
     args = p.parse_args(argv)
+    if args.peak_child:
+        print(json.dumps(_peak_child(args.peak_child, int(args.batch), args.threads)))
+        return 0
 
     version = nni_available()
     if args.only != "nasplug" and version is None:
@@ -129,15 +193,12 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     if version is not None and args.only != "nasplug" and not version.startswith("3."):
         print(f"note: written against NNI 3.0; found NNI {version}", file=sys.stderr)
+    if args.memory:
+        return _memory_table(args)
 
     rows = []
     for batch in (int(b) for b in args.batch.split(",")):
-        steps: dict[str, Callable[[], None]] = {}
-        if args.only in ("both", "nni"):
-            steps["NNI DARTS"] = nni_step(batch, args.threads)
-        if args.only in ("both", "nasplug"):
-            for relax in args.relax.split(","):
-                steps[f"nasplug {relax}"] = nasplug_step(batch, args.threads, relax)
+        steps = _steps(args.only, batch, args.threads, args.relax)
         for _ in range(args.warmup):
             for step in steps.values():
                 step()
