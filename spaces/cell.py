@@ -17,7 +17,8 @@ from __future__ import annotations
 
 import contextlib
 import copy
-from typing import Any, Mapping, NamedTuple, Sequence
+import functools
+from typing import Any, Callable, Mapping, NamedTuple, Sequence
 
 import torch
 import torch.nn.functional as F
@@ -28,7 +29,8 @@ from nasplug.interfaces import SearchSpace, Suggest, Weights
 from nasplug.trainer import running_stats_kept
 from nasplug.types import Choice, Genotype, Task
 
-from .ops import NONE, NORMALISED_IN_SUPERNET, OPS, FactorizedReduce, ReLUConvBN, drop_path
+from .ops import (NONE, NORMALISED_IN_SUPERNET, OPS, FactorizedReduce, PolyphaseConv2d,
+                  ReLUConvBN, drop_path)
 
 __all__ = ["CellSpace", "CellNetwork", "CellSupernet"]
 
@@ -112,14 +114,15 @@ _SHAREABLE = (nn.ReLU, nn.MaxPool2d, nn.AvgPool2d, nn.Identity)
 class _Plan(NamedTuple):
     """How a candidate is computed: ``norm(body(prefix(x)))``, scaled by its mixing weight.
 
-    ``prefix`` is shared with every candidate on the same input that starts the same way (a
-    ReLU, a pooling). ``norm``, a trailing BatchNorm without affine, takes the mixing weight
-    as its scale, so weighting costs no kernel of its own; None: the output is multiplied.
+    ``prefix`` (callables, named by ``key``) is shared with every candidate on the same input
+    that starts the same way: a ReLU, a pooling, the polyphase split of a dilated convolution.
+    ``norm``, a trailing BatchNorm without affine, takes the mixing weight as its scale, so
+    weighting costs no kernel of its own; None: the output is multiplied.
     """
 
-    prefix: tuple[nn.Module, ...]
+    prefix: tuple[Callable[[Any], Any], ...]
     key: tuple[str, ...]
-    body: tuple[nn.Module, ...]
+    body: tuple[Callable[[Any], Any], ...]
     norm: nn.BatchNorm2d | None
 
 
@@ -130,17 +133,33 @@ def _leaves(module: nn.Module) -> list[nn.Module]:
     return [module]
 
 
+def _shareable(module: nn.Module) -> bool:
+    return (isinstance(module, _SHAREABLE) and not getattr(module, "inplace", False)
+            and not getattr(module, "return_indices", False))
+
+
 def _plan(leaves: Sequence[nn.Module]) -> _Plan:
     n = 0
-    while (n < len(leaves) and isinstance(leaves[n], _SHAREABLE)
-           and not getattr(leaves[n], "inplace", False)
-           and not getattr(leaves[n], "return_indices", False)):
+    while n < len(leaves) and _shareable(leaves[n]):
         n += 1
-    prefix, body = leaves[:n], leaves[n:]
+    prefix: list[Callable[[Any], Any]] = list(leaves[:n])
+    key = [repr(m) for m in prefix]
+    body: list[Callable[[Any], Any]] = list(leaves[n:])
+    first = body[0] if body else None
+    if isinstance(first, PolyphaseConv2d) and first.stride[0] == 1:
+        # The split into polyphase components depends on the dilation alone: shared too.
+        prefix.append(first.phases)
+        key.append(f"polyphase({first.dilation[0]})")
+        body[0] = functools.partial(_convolve_split, first)
     norm = None
-    if (body and type(body[-1]) is nn.BatchNorm2d and not body[-1].affine):
-        norm, body = body[-1], body[:-1]
-    return _Plan(tuple(prefix), tuple(repr(m) for m in prefix), tuple(body), norm)
+    if body and type(body[-1]) is nn.BatchNorm2d and not body[-1].affine:
+        norm = body.pop()
+    return _Plan(tuple(prefix), tuple(key), tuple(body), norm)
+
+
+def _convolve_split(conv: PolyphaseConv2d, split: tuple[torch.Tensor, tuple[int, ...]]
+                    ) -> torch.Tensor:
+    return conv.convolve_phases(*split)
 
 
 def _scaled_batch_norm(bn: nn.BatchNorm2d, x: torch.Tensor, scale: torch.Tensor) -> torch.Tensor:
@@ -167,10 +186,10 @@ def _scaled_batch_norm(bn: nn.BatchNorm2d, x: torch.Tensor, scale: torch.Tensor)
 class MixedOp(nn.Module):
     """The weighted sum of an edge's candidate ops; ``none`` is never built nor computed.
 
-    Candidates are computed through :class:`_Plan`s: the leading ReLU or pooling of a candidate
-    is shared with every other candidate (of any edge) on the same input, and a trailing
-    BatchNorm without affine applies the mixing weight as its scale. Both are exact: outputs,
-    gradients and running statistics are those of ``sum(w[k] * op_k(x))``.
+    Candidates are computed through :class:`_Plan`s: the leading ReLU, pooling or polyphase
+    split of a candidate is shared with every other candidate (of any edge) on the same input,
+    and a trailing BatchNorm without affine applies the mixing weight as its scale. Both are
+    exact: outputs, gradients and running statistics are those of ``sum(w[k] * op_k(x))``.
     """
 
     def __init__(self, candidates: Sequence[str], channels: int, stride: int) -> None:
@@ -204,7 +223,7 @@ class MixedOp(nn.Module):
 
     def forward(self, x: torch.Tensor, w: torch.Tensor, row: Sequence[float] | None,
                 dropout: Mapping[str, float] | None = None,
-                shared: dict[tuple[str, ...], torch.Tensor] | None = None) -> torch.Tensor | None:
+                shared: dict[tuple[str, ...], Any] | None = None) -> torch.Tensor | None:
         """Mix the ops on ``x``; ``row`` (``w`` as floats) marks which ops to skip, None: none.
 
         ``dropout`` maps candidate names to a dropout probability for their outputs.
@@ -223,7 +242,7 @@ class MixedOp(nn.Module):
         return out
 
     def candidate(self, k: int, plan: _Plan, x: torch.Tensor, w: torch.Tensor,
-                  shared: dict[tuple[str, ...], torch.Tensor], p: float) -> torch.Tensor:
+                  shared: dict[tuple[str, ...], Any], p: float) -> torch.Tensor:
         """Candidate ``k``'s output on ``x`` times ``w``, its output dropped with probability ``p``."""
         h = _prefix(x, plan, shared)
         for module in plan.body:
@@ -237,8 +256,7 @@ class MixedOp(nn.Module):
         return w * h
 
 
-def _prefix(x: torch.Tensor, plan: _Plan, shared: dict[tuple[str, ...], torch.Tensor]
-            ) -> torch.Tensor:
+def _prefix(x: torch.Tensor, plan: _Plan, shared: dict[tuple[str, ...], Any]) -> Any:
     """``plan``'s prefix on ``x``, each step computed once per input and kept in ``shared``."""
     h = x
     for i, module in enumerate(plan.prefix):
@@ -292,7 +310,7 @@ class SearchCell(nn.Module):
                 dropout: Mapping[str, float] | None = None) -> torch.Tensor:
         states = [self.pre0(s0), self.pre1(s1)]
         # Per state, the candidate prefixes computed on it, shared by every edge leaving it.
-        shared: list[dict[tuple[str, ...], torch.Tensor]] = [{}, {}]
+        shared: list[dict[tuple[str, ...], Any]] = [{}, {}]
         e = 0
         for _ in range(self.nodes):
             node = None

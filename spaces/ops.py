@@ -72,6 +72,14 @@ class PolyphaseConv2d(nn.Conv2d):
         pad = (self.kernel_size[0] - 1) // 2
         if self.stride[0] == d:
             return F.conv2d(x[:, :, ::d, ::d], self.weight, self.bias, 1, pad, 1, self.groups)
+        return self.convolve_phases(*self.phases(x))
+
+    def phases(self, x: torch.Tensor) -> tuple[torch.Tensor, tuple[int, ...]]:
+        """``x``'s polyphase components stacked along the batch, and ``x``'s shape.
+
+        Depends on ``x`` and the dilation only, so layers of equal dilation may share it.
+        """
+        d = self.dilation[0]
         n, c, h, w = x.shape
         ph, pw = -h % d, -w % d
         if ph or pw:
@@ -79,13 +87,20 @@ class PolyphaseConv2d(nn.Conv2d):
             x = F.pad(x, (0, pw, 0, ph))
         hd, wd = (h + ph) // d, (w + pw) // d
         # Rearranged through NHWC so that channels_last inputs stay channels_last.
-        phases = (x.permute(0, 2, 3, 1).reshape(n, hd, d, wd, d, c).permute(2, 4, 0, 1, 3, 5)
-                  .reshape(d * d * n, hd, wd, c).permute(0, 3, 1, 2))
-        y = F.conv2d(phases, self.weight, self.bias, 1, pad, 1, self.groups)
-        co = y.shape[1]
+        stacked = (x.permute(0, 2, 3, 1).reshape(n, hd, d, wd, d, c).permute(2, 4, 0, 1, 3, 5)
+                   .reshape(d * d * n, hd, wd, c).permute(0, 3, 1, 2))
+        return stacked, (n, c, h, w)
+
+    def convolve_phases(self, stacked: torch.Tensor, shape: tuple[int, ...]) -> torch.Tensor:
+        """The stride-1 output from :meth:`phases`' result: convolve, then interleave back."""
+        d = self.dilation[0]
+        pad = (self.kernel_size[0] - 1) // 2
+        n, _, h, w = shape
+        y = F.conv2d(stacked, self.weight, self.bias, 1, pad, 1, self.groups)
+        hd, wd, co = y.shape[2], y.shape[3], y.shape[1]
         y = (y.permute(0, 2, 3, 1).reshape(d, d, n, hd, wd, co).permute(2, 3, 0, 4, 1, 5)
              .reshape(n, hd * d, wd * d, co).permute(0, 3, 1, 2))
-        return y[:, :, :h, :w] if ph or pw else y
+        return y[:, :, :h, :w] if hd * d != h or wd * d != w else y
 
 
 class DilConv(nn.Sequential):

@@ -209,16 +209,23 @@ def test_mixed_op_equals_the_weighted_sum_of_its_ops(stride, replaced) -> None:
             torch.testing.assert_close(u, v, rtol=1e-10, atol=1e-12)
 
 
-def test_prefixes_are_computed_once_per_state() -> None:
-    """A max-pool on a state is computed once however many edges read it."""
+def test_prefixes_are_computed_once_per_state(monkeypatch) -> None:
+    """A max-pool or polyphase split of a state is computed once however many edges read it."""
     space = tiny()
     net = space.supernet(CIFAR)
     weights = {k: torch.softmax(v, 0) for k, v in uniform_logits(space).items()}
+    splits = Counter()
+    phases = cell_ops.PolyphaseConv2d.phases
+    monkeypatch.setattr(cell_ops.PolyphaseConv2d, "phases",
+                        lambda self, x: splits.update(["split"]) or phases(self, x))
     _, calls = count_module_calls(net, lambda: net(torch.randn(2, 3, 32, 32), weights))
     pools = sum(n for name, n in calls.items() if name.endswith(".0")
                 and isinstance(net.get_submodule(name), torch.nn.MaxPool2d))
     # 3 cells of 4 nodes: states 0-4 feed later nodes, so 5 pools per cell, not one per edge (14).
     assert pools == 3 * 5
+    # Both dilated convolutions (dilation 2) share a split, at stride 1 only: the normal cell's
+    # 5 states, and the reduction cells' nodes 2-4 (their inputs are read at stride 2).
+    assert splits["split"] == 5 + 2 * 3
 
 
 @pytest.mark.parametrize("kernel, stride", [(3, 1), (5, 1), (3, 2), (5, 2)])
