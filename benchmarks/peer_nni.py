@@ -155,19 +155,28 @@ def _memory_table(args: argparse.Namespace) -> int:
             peaks[name] = json.loads(out.stdout.strip().splitlines()[-1])
             print(f"batch {batch}: {name} peak {peaks[name]:.0f} MB", file=sys.stderr)
         rows.append((batch, peaks))
-    names = [name for name, _ in sides]
-    ratio = "NNI DARTS" in names and len(names) > 1
     print(f"\nPeak RSS of a process taking two first-order DARTS steps, C={CHANNELS}, {CELLS} "
-          f"cells, 3x32x32, {args.threads} threads; one fresh process per cell\n")
-    print("| batch | " + " | ".join(f"{n} MB" for n in names)
-          + (" | " + " | ".join(f"{n} / NNI" for n in names[1:]) if ratio else "") + " |")
-    print("| --- " * (1 + len(names) + (len(names) - 1 if ratio else 0)) + "|")
-    for batch, peaks in rows:
-        cells = [f"{peaks[n]:.0f}" for n in names]
-        if ratio:
-            cells += [f"{peaks[n] / peaks['NNI DARTS']:.2f}x" for n in names[1:]]
-        print(f"| {batch} | " + " | ".join(cells) + " |")
+          f"cells, 3x32x32, {args.threads} threads; one fresh process per side and batch\n")
+    _print_table(rows, "MB", 0, nni_over=False)
     return 0
+
+
+def _print_table(rows: list[tuple[int, dict[str, float]]], unit: str, digits: int,
+                 nni_over: bool) -> None:
+    """A Markdown table, a row per batch, with each nasplug value's ratio to NNI's."""
+    names = list(rows[0][1])
+    ratio = "NNI DARTS" in names and len(names) > 1
+    header = [f"{n} {unit}" for n in names]
+    if ratio:
+        header += [f"NNI / {n}" if nni_over else f"{n} / NNI" for n in names[1:]]
+    print("| batch | " + " | ".join(header) + " |")
+    print("| --- " * (1 + len(header)) + "|")
+    for batch, values in rows:
+        cells = [f"{values[n]:.{digits}f}" for n in names]
+        if ratio:
+            nni = values["NNI DARTS"]
+            cells += [f"{nni / values[n] if nni_over else values[n] / nni:.2f}x" for n in names[1:]]
+        print(f"| {batch} | " + " | ".join(cells) + " |")
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -211,18 +220,9 @@ def main(argv: list[str] | None = None) -> int:
         print(f"batch {batch}: " + ", ".join(f"{k} {v:.3f}s" for k, v in medians.items()),
               file=sys.stderr)
 
-    names = list(rows[0][1])
     print(f"\nOne first-order DARTS step, C={CHANNELS}, {CELLS} cells, 3x32x32, {args.threads} "
           f"threads; medians of {args.rounds} interleaved rounds after {args.warmup} warm-up\n")
-    ratio = "NNI DARTS" in names and len(names) > 1
-    print("| batch | " + " | ".join(f"{n} s" for n in names)
-          + (" | " + " | ".join(f"NNI / {n}" for n in names[1:]) if ratio else "") + " |")
-    print("| --- " * (1 + len(names) + (len(names) - 1 if ratio else 0)) + "|")
-    for batch, med in rows:
-        cells = [f"{med[n]:.3f}" for n in names]
-        if ratio:
-            cells += [f"{med['NNI DARTS'] / med[n]:.2f}x" for n in names[1:]]
-        print(f"| {batch} | " + " | ".join(cells) + " |")
+    _print_table(rows, "s", 3, nni_over=True)
     return 0
 
 
