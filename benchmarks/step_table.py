@@ -3,8 +3,8 @@
 Usage: ``python benchmarks/step_table.py BATCH ROUNDS [RELAX:STATE ...]`` (C=16, 8 cells,
 3x32x32, 2 threads). Each variant warms up twice, then the variants take turns; medians are
 printed with the speed-up over the first variant (by default dense softmax, then every sparse
-one). Run each batch size in its own process. At batch 64 a dense variant holds about 10 GB and
-a sparse one about 4 GB, so on 24 GB compare a few at a time, dense softmax first::
+one). Run each batch size in its own process. At batch 64 a dense variant holds about 6 GB and
+a sparse one about 2.5 GB, so on 24 GB compare a few at a time, dense softmax first::
 
     python benchmarks/step_table.py 64 5 softmax:fresh sparsemax:sparse gumbel-hard:sparse
     python benchmarks/step_table.py 64 5 softmax:fresh entmax15:sparse
