@@ -186,14 +186,16 @@ def test_mixed_op_equals_the_weighted_sum_of_its_ops(stride, replaced) -> None:
     """
     candidates = tiny().choices()[0].candidates
     mixed = MixedOp(candidates, 6, stride).double().to(memory_format=torch.channels_last)
+    x0 = torch.randn(4, 6, 9, 9, dtype=torch.float64).contiguous(memory_format=torch.channels_last)
+    w0 = torch.softmax(torch.randn(len(candidates), dtype=torch.float64), 0)
     if replaced:
+        with torch.no_grad():
+            mixed(x0, w0, w0.tolist())  # plans made (and cached) before the replacement
         for module in list(mixed.modules()):
             for name, child in module.named_children():
                 if isinstance(child, torch.nn.ReLU):
                     setattr(module, name, torch.nn.Softplus())
     reference = copy.deepcopy(mixed)
-    x0 = torch.randn(4, 6, 9, 9, dtype=torch.float64).contiguous(memory_format=torch.channels_last)
-    w0 = torch.softmax(torch.randn(len(candidates), dtype=torch.float64), 0)
     results = []
     for net, fused in ((mixed, True), (reference, False)):
         x, w = x0.clone().requires_grad_(), w0.clone().requires_grad_()
