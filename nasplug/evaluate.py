@@ -298,23 +298,25 @@ def _rows(path: str, cfg: Mapping[str, Any], res: Mapping[str, Any]) -> list[dic
         return [{"method": method, "val": None, "test": res.get(f"test_{m}"), "params": res.get("params"),
                  "search_s": res.get("search_seconds"), "train_s": res.get("seconds"), "run": path}]
     strategy, relax = cfg.get("strategy"), cfg.get("relax")
-    cont = res.get(f"val_{m}_continuous")
     search_s = res.get("search_seconds", res.get("wall_seconds"))
+
+    def search_row(method: str, val: Any, params: Any) -> dict[str, Any]:
+        return {"method": method, "val": val, "test": None, "params": params, "run": path,
+                "train_s": None, "search_s": search_s}
+
+    cont = res.get(f"val_{m}_continuous")
     if cont is not None:
-        return [{"method": f"{strategy} ({relax}): continuous supernet", "val": cont, "test": None,
-                 "params": res.get("supernet_params"), "run": path, "train_s": None,
-                 "search_s": search_s},
-                {"method": f"{strategy} ({relax}): derived, one-hot in the supernet",
-                 "val": res.get(f"val_{m}_discrete"), "test": None, "params": res.get("params"),
-                 "run": path, "train_s": None, "search_s": search_s}] + (
-                [{"method": f"{strategy} ({relax}): derived, one-hot, BatchNorm re-estimated",
-                  "val": res[f"val_{m}_discrete_recalibrated"], "test": None,
-                  "params": res.get("params"), "run": path, "train_s": None, "search_s": search_s}]
-                if f"val_{m}_discrete_recalibrated" in res else [])
+        rows = [search_row(f"{strategy} ({relax}): continuous supernet", cont,
+                           res.get("supernet_params")),
+                search_row(f"{strategy} ({relax}): derived, one-hot in the supernet",
+                           res.get(f"val_{m}_discrete"), res.get("params"))]
+        if f"val_{m}_discrete_recalibrated" in res:
+            rows.append(search_row(f"{strategy} ({relax}): derived, one-hot, BatchNorm re-estimated",
+                                   res[f"val_{m}_discrete_recalibrated"], res.get("params")))
+        return rows
     n = res.get("candidates", res.get("trials"))
     what = f"best of {int(n)}" if _finite(n) else "best"
-    return [{"method": f"{strategy} search ({what})", "val": res.get(f"val_{m}"), "test": None,
-             "params": res.get("params"), "run": path, "train_s": None, "search_s": search_s}]
+    return [search_row(f"{strategy} search ({what})", res.get(f"val_{m}"), res.get("params"))]
 
 
 def _opts_text(opts: Mapping[str, Any]) -> str:

@@ -210,16 +210,21 @@ def summary_text(run: RunDir | str | Path) -> str:
     return "\n".join(lines)
 
 
+def _gap_values(rec: RunRecord) -> tuple[str, Any, Any, Any, Any]:
+    """The discretisation record's metric, continuous, one-hot, re-estimated scores and gap."""
+    d = rec.discretisation or {}
+    m = d.get("metric", rec.metric)
+    return (m, *((d.get(k) or {}).get(m) for k in ("continuous", "discrete", "recalibrated")),
+            d.get("gap"))
+
+
 def gap_text(rec: RunRecord) -> str:
     """One line on the discretisation gap, or "" when the run has not measured it."""
-    d = rec.discretisation
-    if not d:
+    if not rec.discretisation:
         return ""
-    m = d.get("metric", rec.metric)
-    cont, disc = (d.get("continuous") or {}).get(m), (d.get("discrete") or {}).get(m)
-    recal = (d.get("recalibrated") or {}).get(m)
+    m, cont, disc, recal, gap = _gap_values(rec)
     return (f"discretisation gap ({m} on the architecture half): continuous {_fmt(cont)} vs "
-            f"discrete {_fmt(disc)} = {_fmt(d.get('gap'))}"
+            f"discrete {_fmt(disc)} = {_fmt(gap)}"
             + (f"; discrete with BatchNorm re-estimated on its path {_fmt(recal)}"
                if recal is not None else ""))
 
@@ -489,13 +494,10 @@ def _compact_json(value: Any, indent: int = 0) -> str:
 
 
 def _gap_sentence(rec: RunRecord) -> str:
-    d = rec.discretisation or {}
-    m = d.get("metric", rec.metric)
-    cont, disc = (d.get("continuous") or {}).get(m), (d.get("discrete") or {}).get(m)
-    recal = (d.get("recalibrated") or {}).get(m)
+    m, cont, disc, recal, gap = _gap_values(rec)
     return (f"On the architecture half, the supernet scores {m} {_fmt(cont)} with its continuous "
             f"weights and {_fmt(disc)} with the one-hot weights of the derived genotype "
-            f"(no retraining): a gap of **{_fmt(d.get('gap'))}**."
+            f"(no retraining): a gap of **{_fmt(gap)}**."
             + (f" With BatchNorm statistics re-estimated on the derived path (no weight changed), "
                f"the one-hot weights score {_fmt(recal)}." if recal is not None else ""))
 
