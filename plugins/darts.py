@@ -41,6 +41,10 @@ class SupernetRun:
 
 
 #: ``step(run, trainer, relaxation, val_batch, train_batch, w_opt)``: one architecture update.
+#: A step with a true ``takes_weight_step`` attribute is also passed ``weight_step=``, a function
+#: taking detached mixing weights that runs the real weight step on the training batch and returns
+#: the factor gradient clipping scaled its gradients by; such a step calls it exactly once, and
+#: the stepper then takes no weight step of its own.
 ArchStep = Callable[..., None]
 
 
@@ -172,26 +176,53 @@ class SupernetStepper:
     def step(self, train_batch: tuple, val_batch: tuple, *, sample_paths: bool = False,
              where: str = "search step") -> tuple[torch.Tensor, torch.Tensor]:
         """One step; returns the weight step's (detached outputs, loss)."""
-        trainer, relax, logits = self.trainer, self.relax, self.logits
-        if not sample_paths:
-            _freeze(self.w_params, True)
-            self.arch_step(self.run, trainer, relax, val_batch, train_batch, self.w_opt)
-            _freeze(self.w_params, False)
+        if sample_paths:
+            with torch.no_grad():
+                path = _uniform_path(self.logits)
+            return self._weight_step(train_batch, path, where)[:2]
+        done: list[tuple[torch.Tensor, torch.Tensor, torch.Tensor | float]] = []
+        _freeze(self.w_params, True)
+        if getattr(self.arch_step, "takes_weight_step", False):
+            def weight_step(mix: dict[str, torch.Tensor]) -> torch.Tensor | float:
+                done.append(self._weight_step(train_batch, mix, where))
+                return done[-1][2]
+
+            self.arch_step(self.run, self.trainer, self.relax, val_batch, train_batch, self.w_opt,
+                           weight_step=weight_step)
+            if len(done) != 1:
+                raise RuntimeError(f"the architecture step took {len(done)} weight steps; "
+                                   "one that takes the weight step must take exactly one")
+        else:
+            self.arch_step(self.run, self.trainer, self.relax, val_batch, train_batch, self.w_opt)
+        _freeze(self.w_params, False)
+        if not done:
+            with torch.no_grad():
+                weights = {k: w.detach() for k, w in self.logits.weights(self.relax).items()}
+            done.append(self._weight_step(train_batch, weights, where))
+        return done[0][:2]
+
+    def _weight_step(self, train_batch: tuple, weights: dict[str, torch.Tensor], where: str
+                     ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | float]:
+        """The weight half-step at fixed mixing ``weights``: (detached outputs, loss, clip factor)."""
+        trainer, logits = self.trainer, self.logits
+        flags = [p.requires_grad for p in self.w_params]
+        _freeze(self.w_params, False)
         _freeze(self.a_params, True)
-        with torch.no_grad():
-            weights = (_uniform_path(logits) if sample_paths
-                       else {k: w.detach() for k, w in logits.weights(relax).items()})
         xw, tw = train_batch
-        with trainer.autocast():
-            out = self.net(xw, weights)
-            loss = trainer.loss(out, tw)
-            pen = relax.penalty(logits.as_dict(), "weight")
-            if pen is not None:
-                loss = loss + pen
-        trainer.check_finite(loss, where)
-        trainer.update(loss, self.w_opt, self.w_params)
-        _freeze(self.a_params, False)
-        return out.detach(), loss.detach()
+        try:
+            with trainer.autocast():
+                out = self.net(xw, weights)
+                loss = trainer.loss(out, tw)
+                pen = self.relax.penalty(logits.as_dict(), "weight")
+                if pen is not None:
+                    loss = loss + pen
+            trainer.check_finite(loss, where)
+            scale = trainer.update(loss, self.w_opt, self.w_params)
+        finally:
+            _freeze(self.a_params, False)
+            for p, f in zip(self.w_params, flags):
+                p.requires_grad_(f)
+        return out.detach(), loss.detach(), scale
 
 
 def first_order_step(a_opt: torch.optim.Optimizer) -> ArchStep:
@@ -303,31 +334,30 @@ class Darts(Strategy):
             finite-difference Hessian-vector product.
         difference: the second order's finite difference, ``central`` (DARTS) or ``forward``
             (one pass fewer per step).
+        lookahead: the second order's look-ahead, ``virtual`` (DARTS) or ``real`` (the real
+            weight step serves as the virtual one, one pass fewer per step; central difference
+            only). See :func:`nasplug_plugins.unrolled.second_order_step`.
         w_lr, w_lr_min, w_momentum, w_weight_decay: SGD with cosine schedule for the weights.
         a_lr, a_weight_decay: Adam (betas 0.5, 0.999) for the architecture logits.
     """
 
     def __init__(self, order: int = 1, w_lr: float = 0.025, w_lr_min: float = 0.001,
                  w_momentum: float = 0.9, w_weight_decay: float = 3e-4, a_lr: float = 3e-4,
-                 a_weight_decay: float = 1e-3, difference: str = "central") -> None:
+                 a_weight_decay: float = 1e-3, difference: str = "central",
+                 lookahead: str = "virtual") -> None:
         if order not in (1, 2):
             raise ValueError(f"darts order must be 1 or 2, got {order}")
-        from nasplug_plugins.unrolled import DIFFERENCES
+        from nasplug_plugins.unrolled import check_options, second_order_step
 
-        if difference not in DIFFERENCES:
-            raise ValueError(f"unknown finite difference {difference!r}; accepted: "
-                             f"{', '.join(DIFFERENCES)}")
+        check_options(difference, lookahead)
         self.order = order
-        self.difference = difference
+        self.arch_step = (functools.partial(second_order_step, difference=difference,
+                                            lookahead=lookahead) if order == 2 else None)
         self.hp = dict(w_lr=w_lr, w_lr_min=w_lr_min, w_momentum=w_momentum,
                        w_weight_decay=w_weight_decay, a_lr=a_lr, a_weight_decay=a_weight_decay)
 
     def search(self, ctx: SearchContext) -> SearchResult:
-        arch_step = None
-        if self.order == 2:
-            from nasplug_plugins.unrolled import second_order_step
-
-            arch_step = functools.partial(second_order_step, difference=self.difference)
-        run = search_supernet(ctx, ctx.space, epochs=ctx.epochs, phase="search", arch_step=arch_step,
+        run = search_supernet(ctx, ctx.space, epochs=ctx.epochs, phase="search",
+                              arch_step=self.arch_step,
                               **self.hp)
         return supernet_result(ctx, run)

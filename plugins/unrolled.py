@@ -10,6 +10,11 @@ The second term is a Hessian-vector product, approximated by a central differenc
 ``g(w) = dL_train(w, a)/da`` at ``w +- R v`` with ``R = 0.01 / ||v||`` (or, optionally, by a
 forward difference that saves one of the step's five passes).
 
+The virtual step ``w'`` is exactly where the real SGD step on the same training batch lands, so
+with ``lookahead="real"`` the real weight step is taken first and serves as the virtual one: the
+gradient above, at the same ``(w, a)``, costs one forward-backward pass fewer. The two updates
+then both read ``(w, a)`` (simultaneous), where DARTS's weight step reads the updated ``a``.
+
 Gradients flow to the logits through the mixing weights: every pass differentiates the loss
 with respect to the mixing weights only, the results are combined, and one backward
 through the relaxation turns them into the logits' gradient. The relaxation is therefore called
@@ -19,21 +24,27 @@ once per step, so a stochastic one (Gumbel) uses one sample in every pass.
 from __future__ import annotations
 
 import contextlib
-from typing import Any, Iterator, Sequence
+from typing import Any, Callable, Iterator, Sequence
 
 import torch
 
 from nasplug.trainer import Trainer
 from nasplug_plugins.darts import ArchStep, SupernetRun
 
-__all__ = ["DIFFERENCES", "second_order_step", "unrolled_gradients"]
+#: ``weight_step(mixing weights) -> clip factor``: the stepper's real weight step.
+WeightStep = Callable[[dict[str, torch.Tensor]], "torch.Tensor | float"]
+
+__all__ = ["DIFFERENCES", "LOOKAHEADS", "check_options", "second_order_step",
+           "unrolled_gradients"]
 
 #: DARTS's finite-difference scale: the weights move by 0.01 in total norm.
 FD_SCALE = 0.01
 DIFFERENCES = ("central", "forward")
+LOOKAHEADS = ("virtual", "real")
 
 
-def second_order_step(a_opt: torch.optim.Optimizer, difference: str = "central") -> ArchStep:
+def second_order_step(a_opt: torch.optim.Optimizer, difference: str = "central",
+                      lookahead: str = "virtual") -> ArchStep:
     """The unrolled architecture step of DARTS, for ``search_supernet(..., arch_step=...)``.
 
     The virtual step uses ``w_opt``'s current learning rate, momentum, weight decay and momentum
@@ -45,17 +56,21 @@ def second_order_step(a_opt: torch.optim.Optimizer, difference: str = "central")
         difference: ``central`` (DARTS: ``g(w + R v)`` and ``g(w - R v)``, error O(R**2)) or
             ``forward`` (``g(w + R v)`` and ``g(w)``, the latter taken from the virtual step's
             pass at no extra cost: one pass fewer, error O(R)).
+        lookahead: ``virtual`` (DARTS: a virtual step, undone; the stepper's weight step follows
+            with the updated logits) or ``real`` (the real weight step is taken first, with the
+            mixing weights of this step, and is the virtual step: one pass fewer; gradient
+            clipping's factor scales the Hessian term as it scaled the step). ``real`` goes with
+            the central difference only: its forward difference would need ``g(w)`` in full
+            precision, a pass of its own, and save nothing.
     """
-    if difference not in DIFFERENCES:
-        raise ValueError(f"unknown finite difference {difference!r}; accepted: "
-                         f"{', '.join(DIFFERENCES)}")
+    check_options(difference, lookahead)
 
     def step(run: SupernetRun, trainer: Trainer, relax: Any, val_batch: tuple, train_batch: tuple,
-             w_opt: torch.optim.Optimizer) -> None:
+             w_opt: torch.optim.Optimizer, weight_step: WeightStep | None = None) -> None:
         net, logits = run.net, run.logits
         weights = logits.weights(relax)  # keeps the graph to the logits for the final backward
         grads = unrolled_gradients(net, trainer, weights, val_batch, train_batch, w_opt,
-                                   difference=difference)
+                                   difference=difference, weight_step=weight_step)
         a_opt.zero_grad(set_to_none=True)
         # d/da of sum(w(a) * g) is exactly J_w(a)^T g: one backward through the relaxation.
         surrogate = sum((weights[k] * g).sum() for k, g in grads.items())
@@ -65,13 +80,31 @@ def second_order_step(a_opt: torch.optim.Optimizer, difference: str = "central")
         surrogate.backward()
         a_opt.step()
 
+    step.takes_weight_step = lookahead == "real"  # type: ignore[attr-defined]
     return step
+
+
+def check_options(difference: str, lookahead: str) -> None:
+    """One-line errors for a finite difference or look-ahead that :func:`second_order_step` lacks."""
+    if difference not in DIFFERENCES:
+        raise ValueError(f"unknown finite difference {difference!r}; accepted: "
+                         f"{', '.join(DIFFERENCES)}")
+    if lookahead not in LOOKAHEADS:
+        raise ValueError(f"unknown lookahead {lookahead!r}; accepted: {', '.join(LOOKAHEADS)}")
+    if lookahead == "real" and difference != "central":
+        raise ValueError(f"lookahead=real takes the central difference only, got "
+                         f"difference={difference}")
 
 
 def unrolled_gradients(net: torch.nn.Module, trainer: Trainer, weights: dict[str, torch.Tensor],
                        val_batch: tuple, train_batch: tuple, w_opt: torch.optim.Optimizer, *,
-                       difference: str = "central") -> dict[str, torch.Tensor]:
-    """The second-order gradient with respect to each choice's mixing weights."""
+                       difference: str = "central", weight_step: WeightStep | None = None
+                       ) -> dict[str, torch.Tensor]:
+    """The second-order gradient with respect to each choice's mixing weights.
+
+    With ``weight_step`` (the real weight step, see :data:`nasplug_plugins.darts.ArchStep`) the
+    weights are left where that step took them; without it they are restored.
+    """
     (xa, ta), (xw, tw) = val_batch, train_batch
     forward = difference == "forward"
     groups = w_opt.param_groups
@@ -81,25 +114,32 @@ def unrolled_gradients(net: torch.nn.Module, trainer: Trainer, weights: dict[str
     flags = [p.requires_grad for p in params]
     devices = _rng_devices(xw)
     rng_at_start = _rng_state(devices)
+    restore = saved
     try:
-        # 1. The virtual weight step on the training batch. A forward difference also takes
-        # g(w) = dL_train/d(mixing weights) here, so this pass is one of the difference's two.
         _set_requires_grad(params, True)
-        leaves = _leaves(mix) if forward else mix
-        with _exact_math(xw.device) if forward else trainer.autocast():
-            loss = trainer.loss(net(xw, leaves), tw)
-        trainer.check_finite(loss, "second-order virtual step")
-        out = _grad(loss, [*params, *leaves.values()] if forward else params)
-        g_train, g_here = out[:len(params)], out[len(params):]
-        with torch.no_grad():
-            for group, ps, gs in _by_group(groups, params, g_train):
-                for p, g in zip(ps, gs):
-                    d = g + group["weight_decay"] * p
-                    buf = w_opt.state.get(p, {}).get("momentum_buffer")
-                    if buf is not None and group["momentum"]:
-                        d = d + group["momentum"] * buf
-                    p.sub_(group["lr"] * d)
-        del g_train, out
+        if weight_step is not None:
+            # 1. The real weight step is the virtual one; clipping shortened it by `scale`.
+            scale = weight_step(mix)
+            restore = [p.detach().clone() for p in params]
+        else:
+            # 1. The virtual weight step on the training batch. A forward difference also takes
+            # g(w) = dL_train/d(mixing weights) here, so this pass is one of the difference's two.
+            scale = 1.0
+            leaves = _leaves(mix) if forward else mix
+            with _exact_math(xw.device) if forward else trainer.autocast():
+                loss = trainer.loss(net(xw, leaves), tw)
+            trainer.check_finite(loss, "second-order virtual step")
+            out = _grad(loss, [*params, *leaves.values()] if forward else params)
+            g_train, g_here = out[:len(params)], out[len(params):]
+            with torch.no_grad():
+                for group, ps, gs in _by_group(groups, params, g_train):
+                    for p, g in zip(ps, gs):
+                        d = g + group["weight_decay"] * p
+                        buf = w_opt.state.get(p, {}).get("momentum_buffer")
+                        if buf is not None and group["momentum"]:
+                            d = d + group["momentum"] * buf
+                        p.sub_(group["lr"] * d)
+            del g_train, out
 
         # 2. The validation loss at w': gradients for the mixing weights and v.
         leaves = _leaves(mix)
@@ -112,7 +152,7 @@ def unrolled_gradients(net: torch.nn.Module, trainer: Trainer, weights: dict[str
 
         # 3. xi * Hessian-vector product by finite differences. With u = xi * v (xi per group)
         # and eps = 0.01 / ||u||, w +- eps * u is DARTS's w +- R v, and the quotient is xi * H v.
-        u = [group["lr"] * vi for group, _, vs in _by_group(groups, params, v) for vi in vs]
+        u = [group["lr"] * scale * vi for group, _, vs in _by_group(groups, params, v) for vi in vs]
         del v, out
         eps = FD_SCALE / torch.linalg.vector_norm(torch.stack([torch.linalg.vector_norm(t) for t in u]))
         with _exact_math(xw.device), torch.random.fork_rng(devices=devices):
@@ -124,7 +164,7 @@ def unrolled_gradients(net: torch.nn.Module, trainer: Trainer, weights: dict[str
                 g_minus = _mix_grad(net, trainer, mix, params, saved, u, -eps, train_batch)
     finally:
         with torch.no_grad():
-            for p, s in zip(params, saved):
+            for p, s in zip(params, restore):
                 p.copy_(s)
         for p, f in zip(params, flags):
             p.requires_grad_(f)

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from functools import partial
+
 import pytest
 import torch
 import torch.nn.functional as F
@@ -10,7 +12,7 @@ from torch.func import functional_call
 
 from nasplug.trainer import ArchLogits, Trainer
 from nasplug.types import Choice, Data, Task
-from nasplug_plugins.darts import SupernetRun
+from nasplug_plugins.darts import SupernetRun, SupernetStepper
 from nasplug_plugins.relaxations import Softmax
 from nasplug_plugins.unrolled import second_order_step
 
@@ -47,20 +49,27 @@ def _trainer(task: Task) -> Trainer:
     return Float64Trainer(Data(task, (x, y), (x, y)), device="cpu")
 
 
-def _exact(net, logits, relax, val, train, w_opt) -> list[torch.Tensor]:
-    """d L_val(w - lr * (momentum * buf + g(w) + wd * w)) / d logits, through autograd."""
+def _exact(net, logits, relax, val, train, w_opt, clip: float = 0.0
+           ) -> tuple[list[torch.Tensor], list[torch.Tensor]]:
+    """d L_val(w - lr * (momentum * buf + c * g(w) + wd * w)) / d logits through autograd, and
+    the weights it is taken at; ``c`` is the clipping factor, held constant as the step holds it."""
     (xa, ta), (xw, tw) = val, train
     params = dict(net.named_parameters())
     weights = logits.weights(relax)
     loss = F.cross_entropy(functional_call(net, params, (xw, weights)), tw)
     grads = torch.autograd.grad(loss, list(params.values()), create_graph=True)
+    c = 1.0
+    if clip:
+        norm = torch.linalg.vector_norm(torch.stack([torch.linalg.vector_norm(g) for g in grads]))
+        c = min(1.0, clip / (float(norm.detach()) + 1e-6))
     virtual = {}
     for (name, p), g in zip(params.items(), grads):
         buf = w_opt.state[p]["momentum_buffer"]
-        virtual[name] = p - LR * (MOMENTUM * buf + g + WD * p)
+        virtual[name] = p - LR * (MOMENTUM * buf + c * g + WD * p)
     loss = F.cross_entropy(functional_call(net, virtual, (xa, weights)), ta)
-    return list(torch.autograd.grad(loss, list(logits.parameters()), materialize_grads=True,
-                                    allow_unused=True))
+    grads = torch.autograd.grad(loss, list(logits.parameters()), materialize_grads=True,
+                                allow_unused=True)
+    return list(grads), [w.detach() for w in virtual.values()]
 
 
 def _check(net: nn.Module, choices: tuple[Choice, ...], task: Task, batch: int,
@@ -84,7 +93,7 @@ def _check(net: nn.Module, choices: tuple[Choice, ...], task: Task, batch: int,
     val, train = batches[1], batches[2]
     # BatchNorm normalises with batch statistics in training mode, so running the reference
     # first does not change what the step computes.
-    exact = _exact(net, logits, relax, val, train, w_opt)
+    exact, _ = _exact(net, logits, relax, val, train, w_opt)
     before = [p.detach().clone() for p in w_params]
     for p in w_params:
         p.requires_grad_(False)  # as search_supernet leaves them during the architecture step
@@ -138,7 +147,46 @@ def test_second_order_matches_exact_unrolled_gradient_on_the_cell_supernet() -> 
     _check(net.requires_grad_(True), space.choices(), task, batch=8, rtol=1e-2, difference="forward")
 
 
-def test_second_order_darts_search_returns_a_buildable_genotype() -> None:
+@pytest.mark.parametrize("clip", [0.0, 0.05])
+def test_real_lookahead_matches_exact_unrolled_gradient(clip: float) -> None:
+    """``lookahead=real``: the stepper's real weight step is the virtual step.
+
+    The logits' gradient is DARTS's unrolled gradient at the weights before the step, and the
+    weights end where the virtual step puts them, clipped (``clip=0.05`` clips every step here)
+    or not.
+    """
+    torch.manual_seed(0)
+    task = Task("classification", (6,), 3)
+    choices = (Choice("a", ("linear", "tanh", "identity")), Choice("b", ("softplus", "linear")))
+    net = TinySupernet().double()
+    trainer = _trainer(task)
+    trainer.grad_clip = clip
+    logits = ArchLogits(choices, init_scale=0.5).double()
+    relax = Softmax()
+    stepper = SupernetStepper(trainer, relax, net, logits, w_lr=LR, w_momentum=MOMENTUM,
+                              w_weight_decay=WD, a_weight_decay=0.0,
+                              arch_step=partial(second_order_step, lookahead="real"))
+    x = torch.randn(48, *task.input_shape, dtype=torch.float64)
+    t = torch.randint(0, task.outputs, (48,))
+    batches = [(x[i:i + 16], t[i:i + 16]) for i in range(0, 48, 16)]
+    stepper.step(batches[0], batches[1])  # fills the momentum buffers
+    val, train = batches[1], batches[2]
+    exact, landed = _exact(net, logits, relax, val, train, stepper.w_opt, clip)
+    first = torch.autograd.grad(F.cross_entropy(net(val[0], logits.weights(relax)), val[1]),
+                                list(logits.parameters()), materialize_grads=True, allow_unused=True)
+    stepper.step(train, val)
+
+    flat = torch.cat([g.flatten() for g in exact])
+    err = (torch.cat([p.grad.flatten() for p in logits.parameters()]) - flat).norm() / flat.norm()
+    assert err < 1e-4, f"relative error {float(err):.2e} of the finite-difference gradient"
+    assert (torch.cat([g.flatten() for g in first]) - flat).norm() / flat.norm() > 20 * err
+    for p, w in zip(net.parameters(), landed):
+        torch.testing.assert_close(p.detach(), w, rtol=1e-12, atol=1e-12)
+    assert all(p.requires_grad for p in net.parameters())
+
+
+@pytest.mark.parametrize("lookahead", ["virtual", "real"])
+def test_second_order_darts_search_returns_a_buildable_genotype(lookahead: str) -> None:
     from nasplug.trainer import SearchContext
     from nasplug_plugins.darts import Darts
     from nasplug_spaces.cell import CellSpace
@@ -149,7 +197,7 @@ def test_second_order_darts_search_returns_a_buildable_genotype() -> None:
     trainer = Trainer(data, device="cpu", quiet=True)
     space = CellSpace(channels=4, layers=2, nodes=2)
     ctx = SearchContext(space, Softmax(), trainer, data, epochs=1, batch_size=8, seed=0)
-    result = Darts(order=2).search(ctx)
+    result = Darts(order=2, lookahead=lookahead).search(ctx)
     assert space.build(result.genotype, task)(x[:2]).shape == (2, 3)
     assert result.history and "val" in result.history[-1]
 
@@ -159,6 +207,9 @@ def test_second_order_darts_search_returns_a_buildable_genotype() -> None:
     ({"order": 3}, "order must be 1 or 2"),
     ({"order": 2, "difference": "backward"},
      "unknown finite difference 'backward'; accepted: central, forward"),
+    ({"order": 2, "lookahead": "ahead"}, "unknown lookahead 'ahead'; accepted: virtual, real"),
+    ({"order": 2, "lookahead": "real", "difference": "forward"},
+     "lookahead=real takes the central difference only, got difference=forward"),
 ])
 def test_bad_options_are_one_line_errors(opts, message) -> None:
     from nasplug_plugins.darts import Darts
