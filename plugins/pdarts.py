@@ -12,6 +12,7 @@ The strategy sees the space only through its interface (``with_depth``, ``restri
 
 from __future__ import annotations
 
+import functools
 import math
 from typing import Any, Callable
 
@@ -49,6 +50,8 @@ class ProgressiveDarts(Strategy):
         skip_scope: the cap counts choices whose name starts with this ("" : every choice;
             the cell space's normal cell by default, as in P-DARTS).
         order: 1 or 2, the order of the DARTS architecture gradient.
+        difference, lookahead: the second order's finite difference and look-ahead, as for
+            ``darts``.
         w_lr, w_lr_min, w_momentum, w_weight_decay, a_lr, a_weight_decay: as for ``darts``.
     """
 
@@ -57,7 +60,8 @@ class ProgressiveDarts(Strategy):
                  dropout_decay: float = 0.2, max_skips: int = 2, skip_scope: str = "normal:",
                  order: int = 1, w_lr: float = 0.025, w_lr_min: float = 0.001,
                  w_momentum: float = 0.9, w_weight_decay: float = 3e-4, a_lr: float = 3e-4,
-                 a_weight_decay: float = 1e-3) -> None:
+                 a_weight_decay: float = 1e-3, difference: str = "central",
+                 lookahead: str = "virtual") -> None:
         if stages < 1:
             raise ValueError(f"pdarts needs at least one stage, got stages={stages}")
         self.stages = stages
@@ -70,6 +74,11 @@ class ProgressiveDarts(Strategy):
             raise ValueError(f"dropout_decay must be >= 0, got {dropout_decay}")
         if order not in (1, 2):
             raise ValueError(f"pdarts order must be 1 or 2, got {order}")
+        from nasplug_plugins.unrolled import check_options, second_order_step
+
+        check_options(difference, lookahead)
+        self.arch_step = (functools.partial(second_order_step, difference=difference,
+                                            lookahead=lookahead) if order == 2 else None)
         self.skip_op = skip_op.strip()
         self.dropout_decay = dropout_decay
         self.max_skips = max_skips
@@ -84,11 +93,6 @@ class ProgressiveDarts(Strategy):
         return [base + (1 if i >= self.stages - extra else 0) for i in range(self.stages)]
 
     def search(self, ctx: SearchContext) -> SearchResult:
-        arch_step = None
-        if self.order == 2:
-            from nasplug_plugins.unrolled import second_order_step
-
-            arch_step = second_order_step
         space: SearchSpace = ctx.space
         history: list[dict[str, Any]] = []
         seconds = 0.0
@@ -99,7 +103,7 @@ class ProgressiveDarts(Strategy):
                             depth=self.depths[s] if self.depths else None,
                             candidates={c.name: list(c.candidates) for c in stage_space.choices()})
             run = search_supernet(ctx, stage_space, epochs=epochs, phase=f"stage{s + 1}",
-                                  arch_step=arch_step,
+                                  arch_step=self.arch_step,
                                   before_epoch=self._dropout_schedule(ctx, stage_space, s),
                                   **self.hp)
             history += [{**rec, "stage": s + 1} for rec in run.history]

@@ -159,11 +159,21 @@ def test_skip_cap_replaces_the_weakest_skips():
     assert all(op == "skip_connect" for op, _ in genotype.spec["reduce"])
 
 
+def test_pdarts_second_order_with_the_real_lookahead(tmp_path):
+    strategy = ProgressiveDarts(stages=2, depths="2,2", keep="4", skip_dropout="0.0,0.3", order=2,
+                                lookahead="real")
+    ctx = _ctx(tmp_path / "run", epochs=2)
+    result = strategy.search(ctx)
+    assert ctx.space.build(result.genotype, TASK)(torch.randn(2, *TASK.input_shape)).shape == (2, 3)
+    assert [h["stage"] for h in result.history] == [1, 2]
+
+
 @pytest.mark.parametrize("opts, message", [
     ({"keep": "5,3,2"}, "keep needs 2"),
     ({"depths": "3,x,8"}, "depths must be comma-separated ints"),
     ({"skip_dropout": "0.1,1.0,0.2"}, "below 1"),
     ({"order": 3}, "order must be 1 or 2"),
+    ({"order": 2, "lookahead": "later"}, "unknown lookahead 'later'; accepted: virtual, real"),
 ])
 def test_pdarts_bad_options(opts, message):
     with pytest.raises(ValueError, match=message):
