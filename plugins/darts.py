@@ -180,32 +180,34 @@ class SupernetStepper:
             with torch.no_grad():
                 path = _uniform_path(self.logits)
             return self._weight_step(train_batch, path, where)[:2]
-        done: list[tuple[torch.Tensor, torch.Tensor, torch.Tensor | float]] = []
         _freeze(self.w_params, True)
         if getattr(self.arch_step, "takes_weight_step", False):
+            done: list[tuple[torch.Tensor, torch.Tensor, torch.Tensor | float]] = []
+
             def weight_step(mix: dict[str, torch.Tensor]) -> torch.Tensor | float:
                 done.append(self._weight_step(train_batch, mix, where))
                 return done[-1][2]
 
             self.arch_step(self.run, self.trainer, self.relax, val_batch, train_batch, self.w_opt,
                            weight_step=weight_step)
+            _freeze(self.w_params, False)
             if len(done) != 1:
                 raise RuntimeError(f"the architecture step took {len(done)} weight steps; "
                                    "one that takes the weight step must take exactly one")
-        else:
-            self.arch_step(self.run, self.trainer, self.relax, val_batch, train_batch, self.w_opt)
+            return done[0][:2]
+        self.arch_step(self.run, self.trainer, self.relax, val_batch, train_batch, self.w_opt)
         _freeze(self.w_params, False)
-        if not done:
-            with torch.no_grad():
-                weights = {k: w.detach() for k, w in self.logits.weights(self.relax).items()}
-            done.append(self._weight_step(train_batch, weights, where))
-        return done[0][:2]
+        with torch.no_grad():
+            weights = {k: w.detach() for k, w in self.logits.weights(self.relax).items()}
+        return self._weight_step(train_batch, weights, where)[:2]
 
     def _weight_step(self, train_batch: tuple, weights: dict[str, torch.Tensor], where: str
                      ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | float]:
-        """The weight half-step at fixed mixing ``weights``: (detached outputs, loss, clip factor)."""
+        """The weight half-step at fixed mixing ``weights``: (detached outputs, loss, clip factor).
+
+        Leaves the weights trainable and the logits as they were found.
+        """
         trainer, logits = self.trainer, self.logits
-        flags = [p.requires_grad for p in self.w_params]
         _freeze(self.w_params, False)
         _freeze(self.a_params, True)
         xw, tw = train_batch
@@ -220,8 +222,6 @@ class SupernetStepper:
             scale = trainer.update(loss, self.w_opt, self.w_params)
         finally:
             _freeze(self.a_params, False)
-            for p, f in zip(self.w_params, flags):
-                p.requires_grad_(f)
         return out.detach(), loss.detach(), scale
 
 
