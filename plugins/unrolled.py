@@ -105,6 +105,7 @@ def unrolled_gradients(net: torch.nn.Module, trainer: Trainer, weights: dict[str
     With ``weight_step`` (the real weight step, see :data:`nasplug_plugins.darts.ArchStep`) the
     weights are left where that step took them; without it they are restored.
     """
+    check_options(difference, "virtual" if weight_step is None else "real")
     (xa, ta), (xw, tw) = val_batch, train_batch
     forward = difference == "forward"
     groups = w_opt.param_groups
