@@ -7,7 +7,6 @@ computes no gradients nobody uses.
 
 from __future__ import annotations
 
-import functools
 import time
 from dataclasses import dataclass, field
 from typing import Any, Callable, Mapping, Sequence
@@ -347,12 +346,10 @@ class Darts(Strategy):
                  lookahead: str = "virtual") -> None:
         if order not in (1, 2):
             raise ValueError(f"darts order must be 1 or 2, got {order}")
-        from nasplug_plugins.unrolled import check_options, second_order_step
+        from nasplug_plugins.unrolled import second_order
 
-        check_options(difference, lookahead)
-        self.order = order
-        self.arch_step = (functools.partial(second_order_step, difference=difference,
-                                            lookahead=lookahead) if order == 2 else None)
+        unrolled = second_order(difference, lookahead)  # checks the options at any order
+        self.arch_step = unrolled if order == 2 else None
         self.hp = dict(w_lr=w_lr, w_lr_min=w_lr_min, w_momentum=w_momentum,
                        w_weight_decay=w_weight_decay, a_lr=a_lr, a_weight_decay=a_weight_decay)
 

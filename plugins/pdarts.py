@@ -12,7 +12,6 @@ The strategy sees the space only through its interface (``with_depth``, ``restri
 
 from __future__ import annotations
 
-import functools
 import math
 from typing import Any, Callable
 
@@ -74,16 +73,14 @@ class ProgressiveDarts(Strategy):
             raise ValueError(f"dropout_decay must be >= 0, got {dropout_decay}")
         if order not in (1, 2):
             raise ValueError(f"pdarts order must be 1 or 2, got {order}")
-        from nasplug_plugins.unrolled import check_options, second_order_step
+        from nasplug_plugins.unrolled import second_order
 
-        check_options(difference, lookahead)
-        self.arch_step = (functools.partial(second_order_step, difference=difference,
-                                            lookahead=lookahead) if order == 2 else None)
+        unrolled = second_order(difference, lookahead)  # checks the options at any order
+        self.arch_step = unrolled if order == 2 else None
         self.skip_op = skip_op.strip()
         self.dropout_decay = dropout_decay
         self.max_skips = max_skips
         self.skip_scope = skip_scope
-        self.order = order
         self.hp = dict(w_lr=w_lr, w_lr_min=w_lr_min, w_momentum=w_momentum,
                        w_weight_decay=w_weight_decay, a_lr=a_lr, a_weight_decay=a_weight_decay)
 

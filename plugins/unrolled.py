@@ -24,6 +24,7 @@ once per step, so a stochastic one (Gumbel) uses one sample in every pass.
 from __future__ import annotations
 
 import contextlib
+import functools
 from typing import Any, Callable, Iterator, Sequence
 
 import torch
@@ -34,7 +35,7 @@ from nasplug_plugins.darts import ArchStep, SupernetRun
 #: ``weight_step(mixing weights) -> clip factor``: the stepper's real weight step.
 WeightStep = Callable[[dict[str, torch.Tensor]], "torch.Tensor | float"]
 
-__all__ = ["DIFFERENCES", "LOOKAHEADS", "check_options", "second_order_step",
+__all__ = ["DIFFERENCES", "LOOKAHEADS", "check_options", "second_order", "second_order_step",
            "unrolled_gradients"]
 
 #: DARTS's finite-difference scale: the weights move by 0.01 in total norm.
@@ -82,6 +83,16 @@ def second_order_step(a_opt: torch.optim.Optimizer, difference: str = "central",
 
     step.takes_weight_step = lookahead == "real"  # type: ignore[attr-defined]
     return step
+
+
+def second_order(difference: str = "central", lookahead: str = "virtual"
+                 ) -> Callable[[torch.optim.Optimizer], ArchStep]:
+    """:func:`second_order_step` with these options, for ``search_supernet(arch_step=...)``.
+
+    The options are checked now, so a strategy can reject bad ones when it is made.
+    """
+    check_options(difference, lookahead)
+    return functools.partial(second_order_step, difference=difference, lookahead=lookahead)
 
 
 def check_options(difference: str, lookahead: str) -> None:
