@@ -269,27 +269,33 @@ class Trainer:
         self._bad, self._bad_where = None, ""
 
     def update(self, loss: torch.Tensor, optimizer: torch.optim.Optimizer,
-               params: list[torch.Tensor] | None = None, *, clip: bool = True) -> torch.Tensor | float:
+               params: list[torch.Tensor] | None = None, *, clip: bool = True
+               ) -> torch.Tensor | None:
         """Backward, average gradients over the ranks (under ``torchrun``), clip the gradient
         norm of ``params``, step.
 
-        Returns the factor clipping scaled the gradients by (1.0 when nothing was clipped; a
-        0-dim tensor on the parameters' device when clipping ran, so reading it is up to the
-        caller and costs no host-device sync here).
+        Returns the gradient norm clipping measured (a 0-dim tensor on the parameters' device,
+        read by no one here, so no host-device sync), or None when nothing was clipped; see
+        :meth:`clip_factor`.
         """
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         if ddp.is_distributed():
             ddp.average_gradients(p for group in optimizer.param_groups for p in group["params"])
-        scale: torch.Tensor | float = 1.0
+        norm = None
         if clip and self.grad_clip > 0 and params:
             norm = nn.utils.clip_grad_norm_(params, self.grad_clip)
-            # clip_grad_norm_'s own factor: max_norm / (norm + 1e-6), at most 1.
-            scale = torch.clamp(self.grad_clip / (norm + 1e-6), max=1.0)
         optimizer.step()
         if self._compile_clock is not None:
             self._compile_clock.tick()
-        return scale
+        return norm
+
+    def clip_factor(self, norm: torch.Tensor | None) -> torch.Tensor | float:
+        """The factor :meth:`update` scaled the gradients by, from the norm it returned."""
+        if norm is None:
+            return 1.0
+        # clip_grad_norm_'s own factor: max_norm / (norm + 1e-6), at most 1.
+        return torch.clamp(self.grad_clip / (norm + 1e-6), max=1.0)
 
     @torch.no_grad()
     def evaluate(self, forward: Callable[[torch.Tensor], torch.Tensor], split: str,

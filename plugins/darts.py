@@ -181,11 +181,11 @@ class SupernetStepper:
             return self._weight_step(train_batch, path, where)[:2]
         _freeze(self.w_params, True)
         if getattr(self.arch_step, "takes_weight_step", False):
-            done: list[tuple[torch.Tensor, torch.Tensor, torch.Tensor | float]] = []
+            done: list[tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]] = []
 
             def weight_step(mix: dict[str, torch.Tensor]) -> torch.Tensor | float:
                 done.append(self._weight_step(train_batch, mix, where))
-                return done[-1][2]
+                return self.trainer.clip_factor(done[-1][2])
 
             self.arch_step(self.run, self.trainer, self.relax, val_batch, train_batch, self.w_opt,
                            weight_step=weight_step)
@@ -201,8 +201,9 @@ class SupernetStepper:
         return self._weight_step(train_batch, weights, where)[:2]
 
     def _weight_step(self, train_batch: tuple, weights: dict[str, torch.Tensor], where: str
-                     ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | float]:
-        """The weight half-step at fixed mixing ``weights``: (detached outputs, loss, clip factor).
+                     ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
+        """The weight half-step at fixed mixing ``weights``: (detached outputs, loss, and the
+        gradient norm clipping measured, see :meth:`Trainer.update`).
 
         Leaves the weights trainable and the logits as they were found.
         """
@@ -218,10 +219,10 @@ class SupernetStepper:
                 if pen is not None:
                     loss = loss + pen
             trainer.check_finite(loss, where)
-            scale = trainer.update(loss, self.w_opt, self.w_params)
+            norm = trainer.update(loss, self.w_opt, self.w_params)
         finally:
             _freeze(self.a_params, False)
-        return out.detach(), loss.detach(), scale
+        return out.detach(), loss.detach(), norm
 
 
 def first_order_step(a_opt: torch.optim.Optimizer) -> ArchStep:
