@@ -8,13 +8,13 @@ A third party adds an op by adding a constructor to ``OPS``.
 
 from __future__ import annotations
 
-from typing import Callable
+from typing import Any, Callable
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-__all__ = ["NONE", "NORMALISED_IN_SUPERNET", "OPS", "DilConv", "FactorizedReduce",
+__all__ = ["NONE", "NORMALISED_IN_SUPERNET", "OPS", "DilConv", "FactorizedReduce", "MaxPool2d",
            "PolyphaseConv2d", "ReLUConvBN", "SepConv", "Zero", "drop_path"]
 
 OpConstructor = Callable[[int, int, bool], nn.Module]
@@ -45,6 +45,44 @@ class ReLUConvBN(nn.Sequential):
             nn.Conv2d(c_in, c_out, kernel, stride=stride, padding=padding, bias=False),
             nn.BatchNorm2d(c_out, affine=affine),
         )
+
+
+def _pair(v: Any) -> tuple[Any, Any]:
+    return (v[0], v[1]) if isinstance(v, (tuple, list)) else (v, v)
+
+
+class _MaxPool(torch.autograd.Function):
+    """2-d max pooling that saves only its input: backward finds the argmax again."""
+
+    @staticmethod
+    def forward(ctx: Any, x: torch.Tensor, *geometry: Any) -> torch.Tensor:
+        ctx.geometry = geometry
+        ctx.save_for_backward(x)
+        return F.max_pool2d(x, *geometry)
+
+    @staticmethod
+    def backward(ctx: Any, grad: torch.Tensor) -> tuple[torch.Tensor | None, ...]:
+        (x,) = ctx.saved_tensors
+        with torch.no_grad():
+            _, indices = torch.ops.aten.max_pool2d_with_indices(x, *ctx.geometry)
+        # Differentiable in ``grad``: a double backward through it works as through nn.MaxPool2d.
+        dx = torch.ops.aten.max_pool2d_with_indices_backward(grad, x, *ctx.geometry, indices)
+        return (dx,) + (None,) * len(ctx.geometry)
+
+
+class MaxPool2d(nn.MaxPool2d):
+    """``nn.MaxPool2d`` that keeps its input for backward instead of its argmax indices.
+
+    The indices are int64, twice the bytes of a float32 output; the input is usually kept for
+    another reason anyway (a state that other candidates read too). Backward pools once more to
+    find them, so outputs and gradients are exactly ``nn.MaxPool2d``'s, ties included.
+    """
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.return_indices or not (x.requires_grad and torch.is_grad_enabled()):
+            return super().forward(x)
+        return _MaxPool.apply(x, _pair(self.kernel_size), _pair(self.stride),
+                              _pair(self.padding), _pair(self.dilation), self.ceil_mode)
 
 
 class PolyphaseConv2d(nn.Conv2d):
@@ -157,7 +195,7 @@ def _skip(c: int, stride: int, affine: bool) -> nn.Module:
 
 OPS: dict[str, OpConstructor] = {
     NONE: lambda c, stride, affine: Zero(stride),
-    "max_pool_3x3": lambda c, stride, affine: nn.MaxPool2d(3, stride=stride, padding=1),
+    "max_pool_3x3": lambda c, stride, affine: MaxPool2d(3, stride=stride, padding=1),
     "avg_pool_3x3": lambda c, stride, affine: nn.AvgPool2d(3, stride=stride, padding=1,
                                                            count_include_pad=False),
     "skip_connect": _skip,

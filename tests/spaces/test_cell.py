@@ -144,6 +144,75 @@ def test_skipping_zeros_matches_the_dense_computation() -> None:
     assert any(g.abs().sum() > 0 for g in arch_s)
 
 
+def _one_by_one(net, x: torch.Tensor, weights: dict[str, torch.Tensor]) -> torch.Tensor:
+    """The supernet's forward with every module called on its own, nothing shared or fused."""
+    s0 = s1 = net.stem(x.contiguous(memory_format=torch.channels_last))
+    for cell in net.cells:
+        states = [cell.pre0(s0), cell.pre1(s1)]
+        e = 0
+        for _ in range(cell.nodes):
+            node = 0
+            for h in list(states):
+                mixed, w = cell.edges[e], weights[cell.edge_names[e]]
+                node = node + sum(w[k] * op(h) for op, k in zip(mixed.ops, mixed.positions))
+                e += 1
+            states.append(node)
+        s0, s1 = s1, torch.cat(states[2:], dim=1)
+    return net.classifier(net.pool(s1).flatten(1))
+
+
+def test_supernet_equals_its_modules_called_one_by_one() -> None:
+    """Shared ReLUs (within and across cells), index-free max-pooling, BatchNorm-scaled mixing
+    weights and the cell concatenation change nothing: outputs, gradients of every parameter
+    and logit, and running statistics are those of the plain computation with nn.MaxPool2d."""
+    space = tiny()
+    fast = space.supernet(CIFAR).double()
+    reference = copy.deepcopy(fast)
+    for module in list(reference.modules()):
+        for name, child in module.named_children():
+            if isinstance(child, cell_ops.MaxPool2d):
+                setattr(module, name, torch.nn.MaxPool2d(3, child.stride, 1))
+    x = torch.randn(3, 3, 32, 32, dtype=torch.float64)
+    gen = torch.Generator().manual_seed(0)
+    logits = {c.name: torch.randn(len(c.candidates), dtype=torch.float64, generator=gen)
+              for c in space.choices()}
+    results = []
+    for net, forward in ((fast, lambda w: fast(x, w)), (reference,
+                                                        lambda w: _one_by_one(reference, x, w))):
+        ls = {k: v.clone().requires_grad_() for k, v in logits.items()}
+        out = forward({k: torch.softmax(v, 0) for k, v in ls.items()})
+        F.cross_entropy(out, torch.tensor([1, 7, 3])).backward()
+        results.append([out.detach(), *(p.grad for p in net.parameters()),
+                        *(v.grad for v in ls.values()), *net.buffers()])
+    for a, b in zip(*results):
+        torch.testing.assert_close(a, b, rtol=1e-10, atol=1e-12)
+
+
+@pytest.mark.parametrize("stride", [1, 2])
+def test_index_free_max_pool_equals_nn_max_pool_with_ties(stride) -> None:
+    """Backward finds the argmax again: gradients equal nn.MaxPool2d's even where values tie,
+    no int64 indices are kept for backward, and a double backward works."""
+    x0 = torch.randint(0, 3, (2, 3, 7, 8), dtype=torch.float64)  # many ties in every window
+    x0 = x0.contiguous(memory_format=torch.channels_last)
+    g = torch.randn(2, 3, *((7, 8) if stride == 1 else (4, 4)), dtype=torch.float64,
+                    requires_grad=True)
+    results = []
+    for pool in (cell_ops.MaxPool2d(3, stride, 1), torch.nn.MaxPool2d(3, stride, 1)):
+        x = x0.clone().requires_grad_()
+        saved = []
+        with torch.autograd.graph.saved_tensors_hooks(lambda t: saved.append(t.dtype) or t,
+                                                      lambda t: t):
+            y = pool(x)
+        (dx,) = torch.autograd.grad(y, x, g, create_graph=True)
+        (ddg,) = torch.autograd.grad(dx, g, torch.ones_like(dx))
+        results.append((y, dx, ddg, saved))
+    (y, dx, ddg, saved), (y_ref, dx_ref, ddg_ref, saved_ref) = results
+    torch.testing.assert_close(y, y_ref, rtol=0, atol=0)
+    torch.testing.assert_close(dx, dx_ref, rtol=0, atol=0)
+    torch.testing.assert_close(ddg, ddg_ref, rtol=0, atol=0)
+    assert torch.int64 in saved_ref and saved == [torch.float64]
+
+
 def test_all_zero_weights_leave_only_the_head_bias() -> None:
     space = tiny()
     net = space.supernet(MNIST)
