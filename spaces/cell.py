@@ -210,16 +210,7 @@ class MixedOp(nn.Module):
 
     def plans(self) -> list[_Plan]:
         """The plan of every op, made again for an op whose modules were replaced since."""
-        plans = []
-        for i, op in enumerate(self.ops):
-            leaves = _leaves(op)
-            # The cached plan holds its modules, so their ids cannot be reused by others.
-            ids = tuple(map(id, leaves))
-            cached = self._plan_cache.get(i)
-            if cached is None or cached[0] != ids:
-                cached = self._plan_cache[i] = (ids, _plan(leaves))
-            plans.append(cached[1])
-        return plans
+        return [_cached_plan(self._plan_cache, i, op) for i, op in enumerate(self.ops)]
 
     def forward(self, x: torch.Tensor, w: torch.Tensor, row: Sequence[float] | None,
                 dropout: Mapping[str, float] | None = None,
@@ -244,9 +235,7 @@ class MixedOp(nn.Module):
     def candidate(self, k: int, plan: _Plan, x: torch.Tensor, w: torch.Tensor,
                   shared: dict[tuple[str, ...], Any], p: float) -> torch.Tensor:
         """Candidate ``k``'s output on ``x`` times ``w``, its output dropped with probability ``p``."""
-        h = _prefix(x, plan, shared)
-        for module in plan.body:
-            h = module(h)
+        h = _body(x, plan, shared)
         if plan.norm is not None and p == 0:
             return _scaled_batch_norm(plan.norm, h, w)
         if plan.norm is not None:
@@ -254,6 +243,26 @@ class MixedOp(nn.Module):
         if p > 0:
             h = nn.functional.dropout(h, p)
         return w * h
+
+
+def _cached_plan(cache: dict[Any, tuple[tuple[int, ...], _Plan]], key: Any, module: nn.Module
+                 ) -> _Plan:
+    """``module``'s plan from ``cache``, made again if its modules were replaced since."""
+    leaves = _leaves(module)
+    # The cached plan holds its modules, so their ids cannot be reused by others.
+    ids = tuple(map(id, leaves))
+    cached = cache.get(key)
+    if cached is None or cached[0] != ids:
+        cached = cache[key] = (ids, _plan(leaves))
+    return cached[1]
+
+
+def _body(x: torch.Tensor, plan: _Plan, shared: dict[tuple[str, ...], Any]) -> torch.Tensor:
+    """``plan``'s prefix (shared) and body on ``x``: everything but its trailing BatchNorm."""
+    h = _prefix(x, plan, shared)
+    for module in plan.body:
+        h = module(h)
+    return h
 
 
 def _prefix(x: torch.Tensor, plan: _Plan, shared: dict[tuple[str, ...], Any]) -> Any:
@@ -304,11 +313,22 @@ class SearchCell(nn.Module):
         self.edges = nn.ModuleList(
             MixedOp(edge_ops[name], channels, 2 if reduction and source < 2 else 1)
             for name, _, source in edges)
+        self._plan_cache: dict[int, tuple[tuple[int, ...], _Plan]] = {}
 
     def forward(self, s0: torch.Tensor, s1: torch.Tensor, weights: Sequence[torch.Tensor],
                 rows: Sequence[Sequence[float] | None],
-                dropout: Mapping[str, float] | None = None) -> torch.Tensor:
-        states = [self.pre0(s0), self.pre1(s1)]
+                dropout: Mapping[str, float] | None = None,
+                inputs_shared: tuple[dict[tuple[str, ...], Any], ...] | None = None
+                ) -> torch.Tensor:
+        """The cell's output; ``inputs_shared`` holds the prefixes (see :class:`_Plan`) already
+        computed on ``s0`` and ``s1`` and takes the ones computed here: the ReLU that starts the
+        preprocessing of a cell's output is computed once for the two cells that read it."""
+        inputs_shared = inputs_shared or ({}, {})
+        states = []
+        for i, (module, x) in enumerate(((self.pre0, s0), (self.pre1, s1))):
+            plan = _cached_plan(self._plan_cache, i, module)
+            h = _body(x, plan, inputs_shared[i])
+            states.append(h if plan.norm is None else plan.norm(h))
         # Per state, the candidate prefixes computed on it, shared by every edge leaving it.
         shared: list[dict[tuple[str, ...], Any]] = [{}, {}]
         e = 0
@@ -390,6 +410,9 @@ class CellSupernet(nn.Module):
                     for kind, idx in self._type_edges.items()}
         dropout = self.candidate_dropout if self.training else None
         s0 = s1 = self.stem(x)
+        # Prefixes computed on s0 and s1 (the stem's output is both), shared by the two cells
+        # that read each state; not across checkpointed cells, whose recomputation must redo them.
+        shared0 = shared1 = {}
         saver = self.checkpoint_cells and self.training and torch.is_grad_enabled()
         for cell in self.cells:
             if saver:
@@ -398,7 +421,8 @@ class CellSupernet(nn.Module):
                     context_fn=lambda cell=cell: (contextlib.nullcontext(),
                                                   running_stats_kept(cell)))
             else:
-                s0, s1 = s1, cell(s0, s1, *per_type[cell.kind], dropout)
+                out = cell(s0, s1, *per_type[cell.kind], dropout, (shared0, shared1))
+                s0, s1, shared0, shared1 = s1, out, shared1, {}
         return self.classifier(self.pool(s1).flatten(1))
 
 
