@@ -8,7 +8,7 @@ A third party adds an op by adding a constructor to ``OPS``.
 
 from __future__ import annotations
 
-from typing import Any, Callable
+from typing import Any, Callable, Sequence
 
 import torch
 import torch.nn.functional as F
@@ -51,31 +51,51 @@ def _pair(v: Any) -> tuple[Any, Any]:
     return (v[0], v[1]) if isinstance(v, (tuple, list)) else (v, v)
 
 
+def _window_starts(width: int, out_size: Sequence[int], geometry: Sequence[Any],
+                   device: torch.device) -> tuple[torch.Tensor, torch.dtype]:
+    """Per output pixel, the flat index of its pooling window's first pixel (padding counted);
+    and the smallest integer type that holds an offset into the window."""
+    kernel, stride, padding, dilation = geometry[:4]
+    rows = torch.arange(out_size[0], device=device) * stride[0] - padding[0]
+    cols = torch.arange(out_size[1], device=device) * stride[1] - padding[1]
+    reach = (kernel[0] - 1) * dilation[0] * width + (kernel[1] - 1) * dilation[1]
+    dtype = next(t for t in (torch.uint8, torch.int16, torch.int32, torch.int64)
+                 if reach <= torch.iinfo(t).max)
+    return rows[:, None] * width + cols[None, :], dtype
+
+
 class _MaxPool(torch.autograd.Function):
-    """2-d max pooling that saves only its input: backward finds the argmax again."""
+    """2-d max pooling that keeps each argmax as its offset in the window, not as an int64 index.
+
+    With a 3x3 window on maps up to 126 pixels wide the offset fits in one byte, an eighth of the
+    index; backward adds the window's start back, so the indices it uses are the very same.
+    """
 
     @staticmethod
     def forward(ctx: Any, x: torch.Tensor, *geometry: Any) -> torch.Tensor:
+        y, indices = torch.ops.aten.max_pool2d_with_indices(x, *geometry)
+        starts, dtype = _window_starts(x.shape[-1], y.shape[-2:], geometry, x.device)
+        offsets = torch.sub(indices, starts, out=torch.empty_like(indices, dtype=dtype))
         ctx.geometry = geometry
-        ctx.save_for_backward(x)
-        return F.max_pool2d(x, *geometry)
+        ctx.save_for_backward(x, offsets)
+        return y
 
     @staticmethod
     def backward(ctx: Any, grad: torch.Tensor) -> tuple[torch.Tensor | None, ...]:
-        (x,) = ctx.saved_tensors
-        with torch.no_grad():
-            _, indices = torch.ops.aten.max_pool2d_with_indices(x, *ctx.geometry)
+        x, offsets = ctx.saved_tensors
+        starts, _ = _window_starts(x.shape[-1], offsets.shape[-2:], ctx.geometry, x.device)
+        indices = torch.add(offsets, starts, out=torch.empty_like(offsets, dtype=torch.int64))
         # Differentiable in ``grad``: a double backward through it works as through nn.MaxPool2d.
         dx = torch.ops.aten.max_pool2d_with_indices_backward(grad, x, *ctx.geometry, indices)
         return (dx,) + (None,) * len(ctx.geometry)
 
 
 class MaxPool2d(nn.MaxPool2d):
-    """``nn.MaxPool2d`` that keeps its input for backward instead of its argmax indices.
+    """``nn.MaxPool2d`` that keeps its argmax for backward in one byte instead of eight.
 
-    The indices are int64, twice the bytes of a float32 output; the input is usually kept for
-    another reason anyway (a state that other candidates read too). Backward pools once more to
-    find them, so outputs and gradients are exactly ``nn.MaxPool2d``'s, ties included.
+    ``nn.MaxPool2d`` saves int64 indices, twice the bytes of its float32 output; this one saves
+    each index's offset in its window (see :class:`_MaxPool`). Outputs and gradients are exactly
+    ``nn.MaxPool2d``'s, ties included.
     """
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:

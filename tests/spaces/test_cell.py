@@ -189,12 +189,14 @@ def test_supernet_equals_its_modules_called_one_by_one() -> None:
 
 
 @pytest.mark.parametrize("stride", [1, 2])
-def test_index_free_max_pool_equals_nn_max_pool_with_ties(stride) -> None:
-    """Backward finds the argmax again: gradients equal nn.MaxPool2d's even where values tie,
-    no int64 indices are kept for backward, and a double backward works."""
-    x0 = torch.randint(0, 3, (2, 3, 7, 8), dtype=torch.float64)  # many ties in every window
+@pytest.mark.parametrize("size, kept", [((7, 8), torch.uint8), ((5, 130), torch.int16)])
+def test_max_pool_keeps_window_offsets_and_equals_nn_max_pool_with_ties(stride, size, kept) -> None:
+    """The argmax kept as its offset in the window (one byte on maps up to 126 pixels wide):
+    gradients equal nn.MaxPool2d's even where values tie, no int64 indices are kept for
+    backward, and a double backward works."""
+    x0 = torch.randint(0, 3, (2, 3, *size), dtype=torch.float64)  # many ties in every window
     x0 = x0.contiguous(memory_format=torch.channels_last)
-    g = torch.randn(2, 3, *((7, 8) if stride == 1 else (4, 4)), dtype=torch.float64,
+    g = torch.randn(torch.nn.MaxPool2d(3, stride, 1)(x0).shape, dtype=torch.float64,
                     requires_grad=True)
     results = []
     for pool in (cell_ops.MaxPool2d(3, stride, 1), torch.nn.MaxPool2d(3, stride, 1)):
@@ -210,7 +212,7 @@ def test_index_free_max_pool_equals_nn_max_pool_with_ties(stride) -> None:
     torch.testing.assert_close(y, y_ref, rtol=0, atol=0)
     torch.testing.assert_close(dx, dx_ref, rtol=0, atol=0)
     torch.testing.assert_close(ddg, ddg_ref, rtol=0, atol=0)
-    assert torch.int64 in saved_ref and saved == [torch.float64]
+    assert torch.int64 in saved_ref and saved == [torch.float64, kept]
 
 
 def test_all_zero_weights_leave_only_the_head_bias() -> None:
