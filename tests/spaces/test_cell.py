@@ -162,7 +162,7 @@ def _one_by_one(net, x: torch.Tensor, weights: dict[str, torch.Tensor]) -> torch
 
 
 def test_supernet_equals_its_modules_called_one_by_one() -> None:
-    """Shared ReLUs (within and across cells), index-free max-pooling, BatchNorm-scaled mixing
+    """Shared ReLUs (within and across cells), one-byte max-pool argmaxes, BatchNorm-scaled mixing
     weights and the cell concatenation change nothing: outputs, gradients of every parameter
     and logit, and running statistics are those of the plain computation with nn.MaxPool2d."""
     space = tiny()
