@@ -14,8 +14,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-__all__ = ["NONE", "NORMALISED_IN_SUPERNET", "OPS", "DilConv", "FactorizedReduce", "MaxPool2d",
-           "PolyphaseConv2d", "ReLUConvBN", "SepConv", "Zero", "drop_path"]
+__all__ = ["NONE", "NORMALISED_IN_SUPERNET", "OPS", "DepthwiseConv2d", "DilConv",
+           "FactorizedReduce", "MaxPool2d", "PolyphaseConv2d", "ReLUConvBN", "SepConv", "Zero",
+           "drop_path"]
 
 OpConstructor = Callable[[int, int, bool], nn.Module]
 
@@ -105,6 +106,85 @@ class MaxPool2d(nn.MaxPool2d):
                               _pair(self.padding), _pair(self.dilation), self.ceil_mode)
 
 
+def _depthwise_weight_grad(grad: torch.Tensor, x: torch.Tensor, kernel: tuple[int, int],
+                           stride: tuple[int, int], padding: tuple[int, int]) -> torch.Tensor:
+    """The weight gradient of a depthwise convolution, from windows of at most 3 kernel columns.
+
+    Each window is a convolution without padding on the columns of the padded input it reads: a
+    shape whose weight gradient oneDNN computes with its depthwise kernel (see
+    :class:`_DepthwiseConv`).
+    """
+    kh, kw = kernel
+    c, width = x.shape[1], min(3, kw)
+    span = (grad.shape[-1] - 1) * stride[1] + width  # padded columns one window reads
+    parts, done = [], 0
+    for start in range(0, kw, 3):
+        start = min(start, kw - width)  # the last window ends at the kernel's edge
+        # Columns start .. start + span - 1 of the padded input (a negative pad crops).
+        left = padding[1] - start
+        window = F.pad(x, (left, span - left - x.shape[-1], padding[0], padding[0]))
+        part = torch.ops.aten.convolution_backward(
+            grad, window, x.new_zeros(c, 1, kh, width), None, stride, (0, 0), (1, 1), False,
+            (0, 0), c, (False, True, False))[1]
+        parts.append(part[..., done - start:])
+        done = start + width
+    return torch.cat(parts, dim=-1)
+
+
+class _DepthwiseConv(torch.autograd.Function):
+    """A depthwise convolution whose weight gradient comes from :func:`_depthwise_weight_grad`.
+
+    oneDNN computes a depthwise weight gradient with its depthwise kernel only when the kernel is
+    at most 3 wide and the map at least as large as the kernel; otherwise it falls back to a
+    generic one. For a 5x5 kernel on 4x4 maps (the polyphase components of an 8x8 map in
+    ``dil_conv_5x5``) that made a forward and backward 2.5-4.7x slower than with the windows
+    (``benchmarks/test_depthwise.py``).
+    """
+
+    @staticmethod
+    def forward(ctx: Any, x: torch.Tensor, weight: torch.Tensor, stride: tuple[int, int],
+                padding: tuple[int, int]) -> torch.Tensor:
+        ctx.geometry = (stride, padding)
+        ctx.save_for_backward(x, weight)
+        return F.conv2d(x, weight, None, stride, padding, 1, weight.shape[0])
+
+    @staticmethod
+    def backward(ctx: Any, grad: torch.Tensor) -> tuple[torch.Tensor | None, ...]:
+        x, weight = ctx.saved_tensors
+        stride, padding = ctx.geometry
+        dx = dw = None
+        if ctx.needs_input_grad[0]:
+            dx = torch.ops.aten.convolution_backward(
+                grad, x, weight, None, stride, padding, (1, 1), False, (0, 0), weight.shape[0],
+                (True, False, False))[0]
+        if ctx.needs_input_grad[1]:
+            dw = _depthwise_weight_grad(grad, x, tuple(weight.shape[-2:]), stride, padding)
+        return dx, dw, None, None
+
+
+def _conv2d(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None, stride: Any,
+            padding: Any, groups: int) -> torch.Tensor:
+    """``F.conv2d`` without dilation; a depthwise one on a CPU map smaller than its kernel takes
+    its weight gradient from :class:`_DepthwiseConv`."""
+    if (bias is None and groups == x.shape[1] == weight.shape[0] and weight.shape[1] == 1
+            and x.device.type == "cpu" and weight.requires_grad and torch.is_grad_enabled()
+            and not isinstance(padding, str)
+            and (x.shape[-2] < weight.shape[-2] or x.shape[-1] < weight.shape[-1])):
+        return _DepthwiseConv.apply(x, weight, _pair(stride), _pair(padding))
+    return F.conv2d(x, weight, bias, stride, padding, 1, groups)
+
+
+class DepthwiseConv2d(nn.Conv2d):
+    """``nn.Conv2d`` for depthwise convolutions, with a faster weight gradient on small maps
+    (see :class:`_DepthwiseConv`). Parameters, outputs and gradients are ``nn.Conv2d``'s."""
+
+    def _conv_forward(self, x: torch.Tensor, weight: torch.Tensor,
+                      bias: torch.Tensor | None) -> torch.Tensor:
+        if self.padding_mode != "zeros" or _pair(self.dilation) != (1, 1):
+            return super()._conv_forward(x, weight, bias)
+        return _conv2d(x, weight, bias, self.stride, self.padding, self.groups)
+
+
 class PolyphaseConv2d(nn.Conv2d):
     """A dilated convolution with "same" padding, computed as an undilated one.
 
@@ -129,7 +209,7 @@ class PolyphaseConv2d(nn.Conv2d):
         d = self.dilation[0]
         pad = (self.kernel_size[0] - 1) // 2
         if self.stride[0] == d:
-            return F.conv2d(x[:, :, ::d, ::d], self.weight, self.bias, 1, pad, 1, self.groups)
+            return _conv2d(x[:, :, ::d, ::d], self.weight, self.bias, 1, pad, self.groups)
         return self.convolve_phases(*self.phases(x))
 
     def phases(self, x: torch.Tensor) -> tuple[torch.Tensor, tuple[int, ...]]:
@@ -154,7 +234,7 @@ class PolyphaseConv2d(nn.Conv2d):
         d = self.dilation[0]
         pad = (self.kernel_size[0] - 1) // 2
         n, _, h, w = shape
-        y = F.conv2d(stacked, self.weight, self.bias, 1, pad, 1, self.groups)
+        y = _conv2d(stacked, self.weight, self.bias, 1, pad, self.groups)
         hd, wd, co = y.shape[2], y.shape[3], y.shape[1]
         y = (y.permute(0, 2, 3, 1).reshape(d, d, n, hd, wd, co).permute(2, 3, 0, 4, 1, 5)
              .reshape(n, hd * d, wd * d, co).permute(0, 3, 1, 2))
@@ -166,7 +246,7 @@ class DilConv(nn.Sequential):
 
     def __init__(self, c_in: int, c_out: int, kernel: int, stride: int, padding: int,
                  dilation: int, affine: bool) -> None:
-        conv = PolyphaseConv2d if dilation > 1 else nn.Conv2d
+        conv = PolyphaseConv2d if dilation > 1 else DepthwiseConv2d
         super().__init__(
             nn.ReLU(inplace=False),
             conv(c_in, c_in, kernel, stride=stride, padding=padding, dilation=dilation,

@@ -321,6 +321,37 @@ def test_polyphase_dilated_conv_equals_the_dilated_conv(kernel, stride, size, ch
     torch.testing.assert_close(y, plain(x), rtol=1e-12, atol=1e-12)
 
 
+@pytest.mark.parametrize("size, kernel, stride", [((4, 4), 5, 1), ((4, 4), 5, 2), ((3, 9), 5, 1),
+                                                  ((5, 3), 5, 2), ((4, 6), 7, 1), ((2, 2), 3, 1)])
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+def test_depthwise_conv_on_maps_smaller_than_its_kernel_equals_nn_conv2d(size, kernel, stride,
+                                                                          dtype) -> None:
+    """The weight gradient from 3-column windows: outputs, gradients and a double backward equal
+    nn.Conv2d's; maps as large as the kernel go through nn.Conv2d's own path."""
+    fast = cell_ops.DepthwiseConv2d(6, 6, kernel, stride, kernel // 2, groups=6, bias=False)
+    plain = torch.nn.Conv2d(6, 6, kernel, stride, kernel // 2, groups=6, bias=False)
+    fast, plain = fast.to(dtype), plain.to(dtype)
+    plain.weight = fast.weight
+    x = torch.randn(3, 6, *size, dtype=dtype).contiguous(memory_format=torch.channels_last)
+    x.requires_grad_()
+    y, y_ref = fast(x), plain(x)
+    assert type(y.grad_fn).__name__ == "_DepthwiseConvBackward"
+    g = torch.randn_like(y, requires_grad=True)
+    grads = torch.autograd.grad(y, (x, fast.weight), g, create_graph=True)
+    grads_ref = torch.autograd.grad(y_ref, (x, plain.weight), g, create_graph=True)
+    tol = dict(rtol=1e-12, atol=1e-12) if dtype == torch.float64 else dict(rtol=1e-5, atol=1e-5)
+    torch.testing.assert_close(y, y_ref, rtol=0, atol=0)
+    for a, b in zip(grads, grads_ref):
+        torch.testing.assert_close(a, b, **tol)
+    # Double backward: the gradient of the weight gradient's sum with respect to g and x.
+    dd = torch.autograd.grad(grads[1].sum(), (g, x))
+    dd_ref = torch.autograd.grad(grads_ref[1].sum(), (g, x))
+    for a, b in zip(dd, dd_ref):
+        torch.testing.assert_close(a, b, **tol)
+    big = torch.randn(3, 6, kernel, kernel, dtype=dtype, requires_grad=True)
+    assert type(fast(big).grad_fn).__name__ == "ConvolutionBackward0"
+
+
 # --- genotypes ----------------------------------------------------------------------------------
 
 
