@@ -117,6 +117,7 @@ def _depthwise_weight_grad(grad: torch.Tensor, x: torch.Tensor, kernel: tuple[in
     kh, kw = kernel
     c, width = x.shape[1], min(3, kw)
     span = (grad.shape[-1] - 1) * stride[1] + width  # padded columns one window reads
+    shape_only = x.new_zeros(c, 1, kh, width)  # the weight's values do not enter its gradient
     parts, done = [], 0
     for start in range(0, kw, 3):
         start = min(start, kw - width)  # the last window ends at the kernel's edge
@@ -124,7 +125,7 @@ def _depthwise_weight_grad(grad: torch.Tensor, x: torch.Tensor, kernel: tuple[in
         left = padding[1] - start
         window = F.pad(x, (left, span - left - x.shape[-1], padding[0], padding[0]))
         part = torch.ops.aten.convolution_backward(
-            grad, window, x.new_zeros(c, 1, kh, width), None, stride, (0, 0), (1, 1), False,
+            grad, window, shape_only, None, stride, (0, 0), (1, 1), False,
             (0, 0), c, (False, True, False))[1]
         parts.append(part[..., done - start:])
         done = start + width
@@ -180,7 +181,7 @@ class DepthwiseConv2d(nn.Conv2d):
 
     def _conv_forward(self, x: torch.Tensor, weight: torch.Tensor,
                       bias: torch.Tensor | None) -> torch.Tensor:
-        if self.padding_mode != "zeros" or _pair(self.dilation) != (1, 1):
+        if self.padding_mode != "zeros" or self.dilation != (1, 1):
             return super()._conv_forward(x, weight, bias)
         return _conv2d(x, weight, bias, self.stride, self.padding, self.groups)
 
