@@ -256,9 +256,19 @@ def execute(cfg: dict[str, Any], run: Any, plugins: dict[str, Any], data: Any, *
         m = data.task.metric
         shown = {k: v for k, v in metrics.items() if isinstance(v, float)}
         print("metrics: " + ", ".join(f"{k} {v:.4f}" for k, v in shown.items()))
-        print(f"validation {m}: {metrics.get(f'val_{m}', float('nan')):.4f}")
+        print(_validation_line(metrics, m))
         print(f"run directory: {run.path}")
     return 0
+
+
+def _validation_line(metrics: dict[str, Any], m: str) -> str:
+    """The search's validation metric; for a supernet, continuous and derived side by side."""
+    line = f"validation {m}: {metrics.get(f'val_{m}', float('nan')):.4f}"
+    if f"val_{m}_discrete" not in metrics:
+        return line
+    vertex = " (the supernet ended at the derived network)" if metrics.get("final_vertex") else ""
+    return (f"{line} continuous supernet, {metrics[f'val_{m}_discrete']:.4f} derived network "
+            f"in the supernet{vertex}")
 
 
 def _compile_backend(value: Any) -> str | None:

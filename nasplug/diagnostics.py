@@ -7,9 +7,10 @@ from typing import Any, Mapping
 
 import torch
 
-from nasplug.types import Choice
+from nasplug.polytope import is_vertex, vertex_distance
+from nasplug.types import Choice, Group
 
-__all__ = ["edge_stats", "summarize"]
+__all__ = ["at_vertex", "edge_stats", "group_rows", "group_stats", "summarize", "summarize_groups"]
 
 
 def edge_stats(choices: tuple[Choice, ...], weights: Mapping[str, torch.Tensor]) -> list[dict[str, Any]]:
@@ -41,3 +42,51 @@ def summarize(rows: list[dict[str, Any]]) -> dict[str, float]:
         "max_support": float(max(r["support"] for r in rows)),
         "max_entropy": math.log(max(len(r["weights"]) for r in rows)),
     }
+
+
+def group_rows(choices: tuple[Choice, ...], groups: tuple[Group, ...],
+               weights: Mapping[str, torch.Tensor]) -> list[tuple[str, int, list[torch.Tensor]]]:
+    """``(name, k, rows)`` of every group, its members' weights without the ``unused``
+    candidate; a choice outside every group is a group of its own with k = 1."""
+    by_name = {c.name: c for c in choices}
+    grouped = {n for g in groups for n in g.choices}
+    out = []
+    for g in groups:
+        rows = [weights[n].detach().float().cpu()[
+                    [i for i, cand in enumerate(by_name[n].candidates) if cand != g.unused]]
+                for n in g.choices]
+        out.append((g.name, g.k, rows))
+    out += [(c.name, 1, [weights[c.name].detach().float().cpu()])
+            for c in choices if c.name not in grouped]
+    return out
+
+
+def group_stats(choices: tuple[Choice, ...], groups: tuple[Group, ...],
+                weights: Mapping[str, torch.Tensor]) -> list[dict[str, Any]]:
+    """One row per declared group: each member's mass, how many carry any, the group's total
+    and its distance to the nearest vertex (a genotype the derive rule can give)."""
+    rows = []
+    for name, k, members in group_rows(choices, groups, weights)[:len(groups)]:
+        mass = [float(r.sum()) for r in members]
+        rows.append({"group": name, "k": k, "members": list(groups[len(rows)].choices),
+                     "mass": [round(m, 6) for m in mass], "total": round(sum(mass), 6),
+                     "active": sum(m > 0 for m in mass),
+                     "distance": vertex_distance(members, k)})
+    return rows
+
+
+def summarize_groups(rows: list[dict[str, Any]]) -> dict[str, float]:
+    """Mean active members per group, mean and largest distance to the nearest vertex."""
+    if not rows:
+        return {}
+    return {
+        "mean_active": sum(r["active"] for r in rows) / len(rows),
+        "mean_vertex_distance": sum(r["distance"] for r in rows) / len(rows),
+        "max_vertex_distance": max(r["distance"] for r in rows),
+    }
+
+
+def at_vertex(choices: tuple[Choice, ...], groups: tuple[Group, ...],
+              weights: Mapping[str, torch.Tensor]) -> bool:
+    """Whether the weights are a vertex of every group (choices outside groups: one-hot)."""
+    return all(is_vertex(rows, k) for _, k, rows in group_rows(choices, groups, weights))

@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING, Any, Callable, ClassVar, Mapping, Sequence
 import torch
 from torch import nn
 
-from nasplug.types import Choice, Data, Genotype, SearchResult, Task
+from nasplug.types import Choice, Data, Genotype, Group, SearchResult, Task
 
 if TYPE_CHECKING:
     from nasplug.trainer import SearchContext
@@ -43,6 +43,15 @@ class SearchSpace(ABC):
     @abstractmethod
     def choices(self) -> tuple[Choice, ...]:
         """The supernet's mixing points, in a stable order."""
+
+    def groups(self) -> tuple[Group, ...]:
+        """Sets of choices of which exactly ``k`` are used (see :class:`~nasplug.types.Group`).
+
+        A space whose derive rule keeps ``k`` of several choices declares them here, so that a
+        structure-aware relaxation can give the group exactly the mass the derived network has.
+        Every choice belongs to at most one group. Default: none.
+        """
+        return ()
 
     @abstractmethod
     def supernet(self, task: Task) -> nn.Module:
@@ -97,6 +106,16 @@ class SearchSpace(ABC):
         """
         return []
 
+    def score_candidates(self, weights: Weights, score: Callable[[Weights], float]
+                         ) -> list[dict[str, Any]]:
+        """:meth:`candidates`, with a metric per candidate where the space can score them.
+
+        Called once at the end of a supernet search; ``score(weights)`` evaluates the trained
+        supernet with the given mixing weights on the architecture half and returns the task's
+        metric. Default: :meth:`candidates` unscored.
+        """
+        return self.candidates(weights)
+
     def describe(self, genotype: Genotype) -> str:
         """A short human-readable rendering of a genotype."""
         return str(genotype)
@@ -115,6 +134,13 @@ class Relaxation(ABC):
     ``skip_is_exact`` says whether not computing zero-weight candidates leaves every gradient
     unchanged (true for softmax, sparsemax, entmax; straight-through samples define their own
     estimator).
+
+    On a space with :class:`~nasplug.types.Group` s, ``group_weights(rows, k)`` (and
+    ``eval_group_weights``) is asked first for the members of each group at once, their
+    ``unused`` candidate left out; a relaxation that returns None there (the default) is
+    group-unaware and weighs every choice on its own. ``frozen()`` says, before each step,
+    whether the weights no longer depend on the logits (a final hard phase): strategies then
+    take no architecture step.
     """
 
     skip_is_exact: ClassVar[bool] = True
@@ -125,6 +151,22 @@ class Relaxation(ABC):
 
     def eval_weights(self, logits: torch.Tensor) -> torch.Tensor:
         return self.weights(logits)
+
+    def group_weights(self, rows: Sequence[torch.Tensor], k: int) -> list[torch.Tensor] | None:
+        """Training-time weights of one group's members, of which ``k`` are used; None: per choice.
+
+        ``rows`` holds each member's logits without its ``unused`` candidate; the result has the
+        same shapes, and the unused candidates get weight zero.
+        """
+        return None
+
+    def eval_group_weights(self, rows: Sequence[torch.Tensor], k: int) -> list[torch.Tensor] | None:
+        """Deterministic counterpart of :meth:`group_weights`, for validation and derivation."""
+        return self.group_weights(rows, k)
+
+    def frozen(self) -> bool:
+        """Whether the weights are now constant in the logits, so an architecture step is moot."""
+        return False
 
     def penalty(self, logits: Mapping[str, torch.Tensor], phase: str) -> torch.Tensor | None:
         return None

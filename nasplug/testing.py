@@ -506,6 +506,30 @@ class RelaxationConformance:
             assert torch.equal(fresh.eval_weights(logits), relaxation.eval_weights(logits)), (
                 "a relaxation loaded from state_dict gives other weights: is a schedule missing from it?")
 
+    def test_group_weights_respect_the_group(self, relaxation: Relaxation,
+                                             device: torch.device) -> None:
+        """Where the relaxation weighs groups, every member's row is a sub-probability and the
+        group carries at most its ``k`` units; evaluation weights do not depend on chance."""
+        rows = [torch.tensor(v[:5], device=device) for v in self.LOGITS[:3]]
+        for clock in self.CLOCK:
+            self._at(relaxation, clock)
+            for fn in (relaxation.group_weights, relaxation.eval_group_weights):
+                torch.manual_seed(1)
+                ws = fn(rows, 2)
+                if ws is None:
+                    continue
+                assert [w.shape for w in ws] == [r.shape for r in rows], "one row per member"
+                for w in ws:
+                    assert torch.isfinite(w).all() and bool((w >= 0).all())
+                    assert float(w.detach().sum()) <= 1 + 1e-5, "a member's row sums to at most 1"
+                assert float(sum(w.detach().sum() for w in ws)) <= 2 + 1e-5, "a group carries k"
+            torch.manual_seed(2)
+            again = relaxation.eval_group_weights(rows, 2)
+            torch.manual_seed(3)
+            if again is not None:
+                assert all(torch.equal(a, b) for a, b in
+                           zip(again, relaxation.eval_group_weights(rows, 2)))
+
     def test_skip_is_exact_is_declared(self, relaxation: Relaxation) -> None:
         assert isinstance(type(relaxation).skip_is_exact, bool)
 

@@ -14,7 +14,7 @@ from typing import Any, Literal, Mapping, Sequence
 
 import torch
 
-__all__ = ["Choice", "Data", "Genotype", "SearchResult", "Task", "TaskKind"]
+__all__ = ["Choice", "Data", "Genotype", "Group", "SearchResult", "Task", "TaskKind"]
 
 TaskKind = Literal["classification", "regression", "multilabel"]
 TASK_KINDS: tuple[str, ...] = ("classification", "regression", "multilabel")
@@ -34,6 +34,30 @@ class Choice:
     def __post_init__(self) -> None:
         if not self.candidates:
             raise ValueError(f"choice {self.name!r} has no candidates")
+
+
+@dataclass(frozen=True)
+class Group:
+    """Choices of which exactly ``k`` are used, each with one candidate; the others go unused.
+
+    The DARTS cell declares one group per intermediate node: its incoming edges, of which the
+    derive rule keeps two. ``unused`` names the candidate that stands for "this choice is not
+    used" (the cell's ``none``); it carries no mass of its own, since a member's unused share is
+    one minus the sum of its other weights. A relaxation that knows groups gives every group
+    ``k`` units of mass in all; one that does not weighs each choice on its own.
+    """
+
+    name: str
+    choices: tuple[str, ...]
+    k: int
+    unused: str = ""
+
+    def __post_init__(self) -> None:
+        if len(set(self.choices)) != len(self.choices):
+            raise ValueError(f"group {self.name!r} names a choice twice")
+        if not 1 <= self.k <= len(self.choices):
+            raise ValueError(f"group {self.name!r} uses k={self.k} of {len(self.choices)} "
+                             f"choices; k must be between 1 and {len(self.choices)}")
 
 
 @dataclass(frozen=True)

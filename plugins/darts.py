@@ -15,7 +15,8 @@ import torch
 from torch import nn
 
 from nasplug import ddp
-from nasplug.diagnostics import edge_stats, summarize
+from nasplug.diagnostics import (at_vertex, edge_stats, group_stats, summarize,
+                                 summarize_groups)
 from nasplug.evaluate import count_params
 from nasplug.interfaces import SearchSpace, Strategy
 from nasplug.trainer import ArchLogits, Memo, SearchContext, Trainer, running_stats_kept
@@ -26,6 +27,12 @@ __all__ = ["Darts", "SupernetRun", "SupernetStepper", "first_order_step", "recal
 
 #: Weight-half batches on which the derived path's BatchNorm statistics are re-estimated.
 RECALIBRATION_BATCHES = 4
+#: Default warm-up epochs of ``darts`` and ``pdarts``. Early in a search the parameter-free ops
+#: (pools, skips) lower the loss fastest, because the convolutions are still untrained, and the
+#: architecture step rewards them for it: without a warm-up the default softmax search chose
+#: max_pool_3x3 on 7 of 8 normal-cell edges. One epoch of weight steps lets the convolutions
+#: catch up first, and keeps most of a short search for the architecture.
+WARMUP = 1
 
 
 @dataclass
@@ -56,7 +63,7 @@ def search_supernet(ctx: SearchContext, space: SearchSpace, *, epochs: int, phas
                     w_lr: float = 0.025, w_lr_min: float = 0.001, w_momentum: float = 0.9,
                     w_weight_decay: float = 3e-4, a_lr: float = 3e-4, a_weight_decay: float = 1e-3,
                     arch_step: Callable[[torch.optim.Optimizer], ArchStep] | None = None,
-                    sample_paths: bool = False,
+                    sample_paths: bool = False, warmup: int = 0,
                     logits: ArchLogits | None = None, before_epoch: Callable[[int, nn.Module], None] | None = None
                     ) -> SupernetRun:
     """Train ``space``'s supernet for ``epochs`` with the context's relaxation.
@@ -67,25 +74,32 @@ def search_supernet(ctx: SearchContext, space: SearchSpace, *, epochs: int, phas
             default: :func:`first_order_step`. Ignored when ``sample_paths``.
         sample_paths: train the weights along uniformly sampled single paths (one candidate per
             choice each step) and never update the logits (random search's weight sharing).
+        warmup: the first epochs take weight steps only, the architecture frozen at its start
+            and the relaxation's clock held at its first step (at most ``epochs - 1``, so that
+            at least one epoch learns the architecture). The relaxation's schedules then run
+            over the remaining epochs.
         logits: initial logits (e.g. carried from a previous stage); fresh ones otherwise.
         before_epoch: called with the epoch and the supernet before each epoch.
     """
     trainer, relax = ctx.trainer, ctx.relaxation
     net = trainer.place(space.supernet(ctx.task))
-    logits = trainer.place(logits if logits is not None else ArchLogits(space.choices()))
+    logits = trainer.place(logits if logits is not None
+                           else ArchLogits(space.choices(), groups=space.groups()))
     stepper = SupernetStepper(trainer, relax, net, logits, arch_step=arch_step, w_lr=w_lr,
                               w_momentum=w_momentum, w_weight_decay=w_weight_decay, a_lr=a_lr,
                               a_weight_decay=a_weight_decay)
     sched = torch.optim.lr_scheduler.CosineAnnealingLR(stepper.w_opt, epochs, eta_min=w_lr_min)
     memo = Memo(history=[], seconds=0.0)
     run = stepper.run = SupernetRun(space, net, logits)
-    choices = space.choices()
+    choices, groups = space.choices(), space.groups()
+    warmup = max(min(warmup, epochs - 1), 0)
     steps = min(trainer.steps("weight", ctx.batch_size), trainer.steps("arch", ctx.batch_size))
     state = {"net": net, "logits": logits, "w_opt": stepper.w_opt, "a_opt": stepper.a_opt,
              "sched": sched, "relaxation": relax, "space": space, "memo": memo}
     for epoch in trainer.epochs(epochs, state, phase):
         t0 = time.time()
-        relax.on_epoch(epoch, epochs)
+        warming = epoch < warmup
+        relax.on_epoch(max(epoch - warmup, 0), epochs - warmup)
         if before_epoch is not None:
             before_epoch(epoch, net)
         net.train()
@@ -94,8 +108,9 @@ def search_supernet(ctx: SearchContext, space: SearchSpace, *, epochs: int, phas
                       trainer.batches("arch", ctx.batch_size, epoch=epoch, stream=1))
         bar = trainer.progress(batches, steps, f"{phase} {epoch + 1}/{epochs}")
         for step, ((xw, tw), (xa, ta)) in enumerate(bar):
-            relax.on_step(step, steps)
+            relax.on_step(0 if warming else step, steps)
             out, loss = stepper.step((xw, tw), (xa, ta), sample_paths=sample_paths,
+                                     arch=not warming,
                                      where=f"{phase} epoch {epoch + 1} step {step + 1}")
             train_m.update(out, tw)
             # Reading the loss is a host-device sync: only where that is free (the CPU).
@@ -109,18 +124,23 @@ def search_supernet(ctx: SearchContext, space: SearchSpace, *, epochs: int, phas
         if changed:
             stepper.refresh(space.choices(), changed)
         stats = edge_stats(choices, eval_w)
+        nodes = group_stats(choices, groups, eval_w)
         memo["seconds"] += time.time() - t0
         rec = {"epoch": epoch + 1, "train": train_m.compute(), "val": val,
-               "genotype": space.derive(eval_w).to_dict(), "edges": stats,
-               "summary": summarize(stats), "seconds": time.time() - t0,
+               "genotype": space.derive(eval_w).to_dict(), "edges": stats, "groups": nodes,
+               "summary": {**summarize(stats), **summarize_groups(nodes)},
+               "seconds": time.time() - t0, "warmup": warming,
                "step_seconds": step_seconds,
                "candidates_changed": {k: list(v) for k, v in changed.items()}}
         memo["history"].append(rec)
         trainer.log("search_epoch", phase=phase, **rec)
         eta = memo["seconds"] / (epoch + 1) * (epochs - epoch - 1)
-        trainer.say(f"{phase} epoch {epoch + 1}/{epochs}: train loss {rec['train']['loss']:.4f} "
+        vertex = (f" vertex distance {rec['summary']['mean_vertex_distance']:.3f}"
+                  if nodes else "")
+        trainer.say(f"{phase} epoch {epoch + 1}/{epochs}{' (warm-up)' if warming else ''}: "
+                    f"train loss {rec['train']['loss']:.4f} "
                     f"val {ctx.task.metric} {val.get(ctx.task.metric, float('nan')):.4f} "
-                    f"support {rec['summary'].get('mean_support', 0):.2f} "
+                    f"support {rec['summary'].get('mean_support', 0):.2f}{vertex} "
                     f"({rec['seconds']:.1f}s, ETA {eta:.0f}s)")
     run.history = list(memo["history"])
     run.seconds = float(memo["seconds"])
@@ -173,12 +193,20 @@ class SupernetStepper:
                     buf[idx] = 0
 
     def step(self, train_batch: tuple, val_batch: tuple, *, sample_paths: bool = False,
-             where: str = "search step") -> tuple[torch.Tensor, torch.Tensor]:
-        """One step; returns the weight step's (detached outputs, loss)."""
+             arch: bool = True, where: str = "search step") -> tuple[torch.Tensor, torch.Tensor]:
+        """One step; returns the weight step's (detached outputs, loss).
+
+        Without ``arch`` (a warm-up), or while the relaxation is frozen (its weights constant in
+        the logits), only the weight half-step is taken.
+        """
         if sample_paths:
             with torch.no_grad():
                 path = _uniform_path(self.logits)
             return self._weight_step(train_batch, path, where)[:2]
+        if not arch or self.relax.frozen():
+            with torch.no_grad():
+                weights = {k: w.detach() for k, w in self.logits.weights(self.relax).items()}
+            return self._weight_step(train_batch, weights, where)[:2]
         _freeze(self.w_params, True)
         if getattr(self.arch_step, "takes_weight_step", False):
             done: list[tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]] = []
@@ -261,6 +289,14 @@ def supernet_result(ctx: SearchContext, run: SupernetRun, genotype: Genotype | N
     """
     trainer, task = ctx.trainer, ctx.task
     eval_w = {k: w.detach() for k, w in run.logits.weights(ctx.relaxation, evaluation=True).items()}
+    choices, groups = run.space.choices(), run.space.groups()
+    vertex = at_vertex(choices, groups, eval_w)
+    if vertex:
+        # At a vertex the supernet is one network: the derive rule must name exactly that one.
+        support = run.space.one_hot(run.space.derive(eval_w))
+        if not all(torch.equal(support[k].to(w), w) for k, w in eval_w.items()):
+            raise RuntimeError(f"the search ended at a vertex, but {type(run.space).__name__}."
+                               f"derive gives another network than the weights' support")
     genotype = genotype or run.space.derive(eval_w)
     hot = {k: v.to(trainer.device) for k, v in run.space.one_hot(genotype).items()}
     cont = trainer.evaluate(lambda x: run.net(x, eval_w), "arch", module=run.net)
@@ -268,7 +304,8 @@ def supernet_result(ctx: SearchContext, run: SupernetRun, genotype: Genotype | N
     recal = _evaluate_with_path_statistics(trainer, run.net, lambda x: run.net(x, hot),
                                            ctx.batch_size)
     m = task.metric
-    stats = edge_stats(run.space.choices(), eval_w)
+    stats = edge_stats(choices, eval_w)
+    nodes = group_stats(choices, groups, eval_w)
     metrics = {
         f"val_{m}_continuous": cont.get(m, float("nan")),
         f"val_{m}_discrete": disc.get(m, float("nan")),
@@ -278,11 +315,18 @@ def supernet_result(ctx: SearchContext, run: SupernetRun, genotype: Genotype | N
         "search_seconds": run.seconds,
         "params": float(count_params(run.space.build(genotype, task))),
         "supernet_params": float(count_params(run.net)),
-        **{f"final_{k}": v for k, v in summarize(stats).items()},
+        "final_vertex": float(vertex),
+        **{f"final_{k}": v for k, v in {**summarize(stats), **summarize_groups(nodes)}.items()},
     }
     trainer.log("discretisation", metric=m, continuous=cont, discrete=disc, recalibrated=recal,
-                gap=metrics["discretisation_gap"], edges=stats)
-    return SearchResult(genotype, metrics, run.history, run.space.candidates(eval_w))
+                gap=metrics["discretisation_gap"], edges=stats, groups=nodes, vertex=vertex)
+
+    def score(weights: Mapping[str, torch.Tensor]) -> float:
+        w = {k: v.to(trainer.device) for k, v in weights.items()}
+        return trainer.evaluate(lambda x: run.net(x, w), "arch", module=run.net).get(
+            m, float("nan"))
+
+    return SearchResult(genotype, metrics, run.history, run.space.score_candidates(eval_w, score))
 
 
 def _evaluate_with_path_statistics(trainer: Trainer, net: nn.Module,
@@ -339,20 +383,25 @@ class Darts(Strategy):
             only). See :func:`nasplug_plugins.unrolled.second_order_step`.
         w_lr, w_lr_min, w_momentum, w_weight_decay: SGD with cosine schedule for the weights.
         a_lr, a_weight_decay: Adam (betas 0.5, 0.999) for the architecture logits.
+        warmup: epochs of weight steps only at the start, the architecture frozen, as P-DARTS
+            and PC-DARTS do (at most epochs - 1). See :data:`WARMUP` for the default.
     """
 
     def __init__(self, order: int = 1, w_lr: float = 0.025, w_lr_min: float = 0.001,
                  w_momentum: float = 0.9, w_weight_decay: float = 3e-4, a_lr: float = 3e-4,
                  a_weight_decay: float = 1e-3, difference: str = "central",
-                 lookahead: str = "virtual") -> None:
+                 lookahead: str = "virtual", warmup: int = WARMUP) -> None:
         if order not in (1, 2):
             raise ValueError(f"darts order must be 1 or 2, got {order}")
+        if warmup < 0:
+            raise ValueError(f"warmup must be >= 0 epochs, got {warmup}")
         from nasplug_plugins.unrolled import second_order
 
         unrolled = second_order(difference, lookahead)  # checks the options at any order
         self.arch_step = unrolled if order == 2 else None
         self.hp = dict(w_lr=w_lr, w_lr_min=w_lr_min, w_momentum=w_momentum,
-                       w_weight_decay=w_weight_decay, a_lr=a_lr, a_weight_decay=a_weight_decay)
+                       w_weight_decay=w_weight_decay, a_lr=a_lr, a_weight_decay=a_weight_decay,
+                       warmup=warmup)
 
     def search(self, ctx: SearchContext) -> SearchResult:
         run = search_supernet(ctx, ctx.space, epochs=ctx.epochs, phase="search",

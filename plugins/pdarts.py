@@ -21,7 +21,7 @@ from torch import nn
 from nasplug.interfaces import SearchSpace, Strategy, Weights
 from nasplug.trainer import SearchContext
 from nasplug.types import Genotype, SearchResult
-from nasplug_plugins.darts import SupernetRun, search_supernet, supernet_result
+from nasplug_plugins.darts import WARMUP, SupernetRun, search_supernet, supernet_result
 
 __all__ = ["ProgressiveDarts", "cap_candidate", "strongest"]
 
@@ -52,6 +52,8 @@ class ProgressiveDarts(Strategy):
         difference, lookahead: the second order's finite difference and look-ahead, as for
             ``darts``.
         w_lr, w_lr_min, w_momentum, w_weight_decay, a_lr, a_weight_decay: as for ``darts``.
+        warmup: epochs of weight steps only at the start of every stage, the architecture
+            frozen (P-DARTS: 10 of 25), at most the stage's epochs - 1; default as ``darts``.
     """
 
     def __init__(self, stages: int = 3, depths: str = "3,5,8", keep: str = "5,3",
@@ -60,7 +62,7 @@ class ProgressiveDarts(Strategy):
                  order: int = 1, w_lr: float = 0.025, w_lr_min: float = 0.001,
                  w_momentum: float = 0.9, w_weight_decay: float = 3e-4, a_lr: float = 3e-4,
                  a_weight_decay: float = 1e-3, difference: str = "central",
-                 lookahead: str = "virtual") -> None:
+                 lookahead: str = "virtual", warmup: int = WARMUP) -> None:
         if stages < 1:
             raise ValueError(f"pdarts needs at least one stage, got stages={stages}")
         self.stages = stages
@@ -73,6 +75,8 @@ class ProgressiveDarts(Strategy):
             raise ValueError(f"dropout_decay must be >= 0, got {dropout_decay}")
         if order not in (1, 2):
             raise ValueError(f"pdarts order must be 1 or 2, got {order}")
+        if warmup < 0:
+            raise ValueError(f"warmup must be >= 0 epochs, got {warmup}")
         from nasplug_plugins.unrolled import second_order
 
         unrolled = second_order(difference, lookahead)  # checks the options at any order
@@ -82,7 +86,8 @@ class ProgressiveDarts(Strategy):
         self.max_skips = max_skips
         self.skip_scope = skip_scope
         self.hp = dict(w_lr=w_lr, w_lr_min=w_lr_min, w_momentum=w_momentum,
-                       w_weight_decay=w_weight_decay, a_lr=a_lr, a_weight_decay=a_weight_decay)
+                       w_weight_decay=w_weight_decay, a_lr=a_lr, a_weight_decay=a_weight_decay,
+                       warmup=warmup)
 
     def stage_epochs(self, epochs: int) -> list[int]:
         """The epochs of each stage: ``epochs`` split evenly, but at least one per stage."""

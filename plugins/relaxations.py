@@ -21,12 +21,13 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import Any, Mapping
+from typing import Any, Mapping, Sequence
 
 import torch
 from entmax import entmax15, entmax_bisect, sparsemax
 
 from nasplug.interfaces import Relaxation
+from nasplug.polytope import group_projection, nearest_vertex
 
 __all__ = ["SHAPES", "Entmax", "Entmax15", "Gumbel", "GumbelHard", "Schedule", "Scheduled",
            "Softmax", "Sparsemax", "Tempered"]
@@ -81,8 +82,11 @@ class Scheduled(Relaxation):
     Subclasses pass their schedules by name and read the current values with ``value(name)``.
     """
 
-    def __init__(self, *schedules: Schedule) -> None:
+    def __init__(self, *schedules: Schedule, span: float = 1.0) -> None:
+        if not 0.0 < span <= 1.0:
+            raise ValueError(f"a schedule's span must be in (0, 1], got {span}")
         self._schedules = {s.name: s for s in schedules}
+        self._span = span  # the schedules reach their end values at this progress
         self._epoch, self._epochs, self._step, self._steps = 0, 1, 0, 1
 
     @property
@@ -92,7 +96,7 @@ class Scheduled(Relaxation):
         return min(max(done / max(self._epochs * self._steps - 1, 1), 0.0), 1.0)
 
     def value(self, name: str) -> float:
-        return self._schedules[name].value(self.progress)
+        return self._schedules[name].value(self.progress / self._span)
 
     def on_epoch(self, epoch: int, epochs: int) -> None:
         if epochs < 1 or epoch < 0:
@@ -133,11 +137,12 @@ class Softmax(Relaxation):
 class Tempered(Scheduled):
     """A relaxation of ``logits / tau``; the temperature runs from ``tau_start`` to ``tau_end``."""
 
-    def __init__(self, tau_start: float, tau_end: float, schedule: str, *more: Schedule) -> None:
+    def __init__(self, tau_start: float, tau_end: float, schedule: str, *more: Schedule,
+                 span: float = 1.0) -> None:
         if tau_start <= 0 or tau_end <= 0:
             raise ValueError(f"temperatures must be > 0, got tau_start={tau_start}, "
                              f"tau_end={tau_end}")
-        super().__init__(Schedule("tau", tau_start, tau_end, schedule), *more)
+        super().__init__(Schedule("tau", tau_start, tau_end, schedule), *more, span=span)
 
     @property
     def tau(self) -> float:
@@ -145,31 +150,67 @@ class Tempered(Scheduled):
 
 
 class Sparsemax(Tempered):
-    """``sparsemax(logits / tau)``: a projection onto the simplex with exact zeros.
+    """``sparsemax(logits / tau)``: a projection with exact zeros, by group where a space has them.
 
-    The architecture optimiser moves logits slowly (Adam at lr 3e-4 moves them about 0.06 in
-    200 steps), and sparsemax of nearly equal logits keeps every candidate. So ``tau`` falls
-    geometrically from ``tau_start = 1`` (every candidate kept while no logit lies more than
-    about 0.1 below their mean: the first epochs explore) to ``tau_end = 0.005`` at the last
-    step, where gaps of a few hundredths between logits leave one or two candidates per
-    choice. The rule follows the search's own length, so 6-epoch and 10-epoch searches both
-    end sparse.
-    Skipping zero-weight candidates is gradient-exact: sparsemax's Jacobian is zero outside
-    its support.
+    **Per choice** (``grouped=false``, and on choices outside any group) it projects each
+    choice's tempered logits onto the simplex.
+
+    **By group** (the default on spaces that declare :class:`~nasplug.types.Group` s, such as
+    the cell space's nodes) it projects the tempered logits ``z`` of a group's members (a
+    matrix, members x candidates, ``unused`` left out) onto the polytope
+
+        P = {x >= 0 : every member's row sums to at most 1, all of x sums to k}.
+
+    A member's slack means "unused", P's vertices are exactly the genotypes the DARTS rule can
+    derive (k members, one candidate each), and maximising ``<z, x>`` over P is that rule, so
+    the supernet gives a node the mass the derived network gives it. See
+    :func:`nasplug.polytope.group_projection`. Sparsemax is its case of one member and k = 1.
+
+    **Schedule.** The architecture optimiser moves logits slowly (Adam at lr 3e-4 moves them
+    about 0.06 in 200 steps), and the projection of nearly equal logits keeps every candidate.
+    So ``tau`` falls geometrically from ``tau_start = 1`` (every candidate kept while the logits
+    are nearly equal: the first part explores) to ``tau_end = 0.005``, where gaps of a few
+    hundredths between logits leave one or two candidates. By group, the fall takes the first
+    ``1 - hard`` of the search; the last ``hard`` of it trains on the vertex nearest to the
+    tempered logits (the DARTS rule's genotype, exactly one-hot), the logits frozen. So the
+    search ends with the supernet equal to the derived network, its weights trained for that
+    very path. The rule follows the search's own length.
+
+    Skipping zero-weight candidates is gradient-exact: the projection's Jacobian is zero
+    outside its support.
 
     Args:
         tau_start: temperature at the first step.
-        tau_end: temperature at the last step.
+        tau_end: temperature at the end of the fall.
         schedule: shape of the temperature curve: constant (stays at ``tau_start``), linear,
             exp or cosine.
+        grouped: project each group onto its polytope; false: per-choice sparsemax everywhere
+            (as on spaces without groups, and with no hard phase).
+        hard: the share of the search, at its end, trained on the vertex (grouped only; 0: none).
     """
 
     def __init__(self, tau_start: float = 1.0, tau_end: float = 0.005,
-                 schedule: str = "exp") -> None:
-        super().__init__(tau_start, tau_end, schedule)
+                 schedule: str = "exp", grouped: bool = True, hard: float = 0.3) -> None:
+        if not 0.0 <= hard < 1.0:
+            raise ValueError(f"hard must be in [0, 1) (the share of the search trained on the "
+                             f"vertex), got {hard}")
+        self.grouped = grouped
+        self.hard = hard if grouped else 0.0
+        super().__init__(tau_start, tau_end, schedule, span=1.0 - self.hard)
 
     def weights(self, logits: torch.Tensor) -> torch.Tensor:
         return sparsemax(logits / self.tau, dim=-1)
+
+    def group_weights(self, rows: Sequence[torch.Tensor], k: int) -> list[torch.Tensor] | None:
+        if not self.grouped:
+            return None
+        if self.frozen():
+            return nearest_vertex([r.detach() for r in rows], k)
+        tau = self.tau
+        return group_projection([r / tau for r in rows], k)
+
+    def frozen(self) -> bool:
+        return self.hard > 0 and self.progress >= self._span
 
 
 class Entmax15(Tempered):
@@ -277,17 +318,26 @@ class GumbelHard(Gumbel):
     Skipping is part of this estimator, not an approximation of a dense gradient, hence
     ``skip_is_exact = False``. ``eval_weights`` is ``softmax(logits)``.
 
+    By group (the default on spaces with groups) a step samples a vertex of the group's
+    polytope: the DARTS rule on Gumbel-perturbed logits, k members with one candidate each
+    (two edges of a cell node, one op each). Its straight-through gradient is that of ``k``
+    times the tempered softmax over all of the group's (member, candidate) pairs, the group's
+    total mass. Evaluation uses the DARTS rule on the plain logits, the path the search
+    derives.
+
     Args:
         tau_start: temperature at the first step.
         tau_end: temperature at the last step.
         schedule: shape of the temperature curve: constant, linear, exp or cosine.
+        grouped: sample a vertex per group; false: one candidate per choice everywhere.
     """
 
     skip_is_exact = False
 
     def __init__(self, tau_start: float = 10.0, tau_end: float = 0.1,
-                 schedule: str = "linear") -> None:
+                 schedule: str = "linear", grouped: bool = True) -> None:
         super().__init__(tau_start, tau_end, schedule)
+        self.grouped = grouped
 
     def weights(self, logits: torch.Tensor) -> torch.Tensor:
         p = _gumbel_softmax(logits, self.tau)
@@ -295,3 +345,20 @@ class GumbelHard(Gumbel):
         # p - p.detach() is exactly zero, so the forward value is the exact one-hot, while the
         # backward pass sees the identity on p.
         return (one_hot + (p - p.detach())).to(logits.dtype)
+
+    def group_weights(self, rows: Sequence[torch.Tensor], k: int) -> list[torch.Tensor] | None:
+        if not self.grouped:
+            return None
+        flat = torch.cat(list(rows))
+        z = flat.to(torch.promote_types(flat.dtype, torch.float32)).clamp(-_LOGIT_BOUND,
+                                                                        _LOGIT_BOUND)
+        u = torch.rand_like(z).clamp_(_UNIFORM_EPS, 1.0 - _UNIFORM_EPS)
+        perturbed = z - torch.log(-torch.log(u))
+        p = k * torch.softmax(perturbed / self.tau, dim=-1)
+        hard = torch.cat(nearest_vertex(list(perturbed.detach().split([len(r) for r in rows])), k))
+        return list((hard + (p - p.detach())).to(flat.dtype).split([len(r) for r in rows]))
+
+    def eval_group_weights(self, rows: Sequence[torch.Tensor], k: int) -> list[torch.Tensor] | None:
+        if not self.grouped:
+            return None
+        return nearest_vertex([r.detach() for r in rows], k)

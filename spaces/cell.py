@@ -18,6 +18,7 @@ from __future__ import annotations
 import contextlib
 import copy
 import functools
+import itertools
 from typing import Any, Callable, Mapping, NamedTuple, Sequence
 
 import torch
@@ -27,7 +28,7 @@ from torch.utils.checkpoint import checkpoint
 
 from nasplug.interfaces import SearchSpace, Suggest, Weights
 from nasplug.trainer import running_stats_kept
-from nasplug.types import Choice, Genotype, Task
+from nasplug.types import Choice, Genotype, Group, Task
 
 from .ops import (NONE, NORMALISED_IN_SUPERNET, OPS, FactorizedReduce, PolyphaseConv2d,
                   ReLUConvBN, drop_path)
@@ -430,11 +431,13 @@ class CellSupernet(nn.Module):
 
 
 class Cell(nn.Module):
-    """A discrete cell: node ``i`` sums two ops of the genotype on earlier states."""
+    """A discrete cell: node ``i`` sums ``inputs`` ops of the genotype on earlier states."""
 
     def __init__(self, pairs: Sequence[Sequence[Any]], concat: Sequence[int], c_prev_prev: int,
-                 c_prev: int, channels: int, reduction: bool, reduction_prev: bool) -> None:
+                 c_prev: int, channels: int, reduction: bool, reduction_prev: bool,
+                 inputs: int = 2) -> None:
         super().__init__()
+        self.inputs = inputs
         self.pre0 = (FactorizedReduce(c_prev_prev, channels, True) if reduction_prev
                      else ReLUConvBN(c_prev_prev, channels, 1, 1, 0, True))
         self.pre1 = ReLUConvBN(c_prev, channels, 1, 1, 0, True)
@@ -445,9 +448,9 @@ class Cell(nn.Module):
 
     def forward(self, s0: torch.Tensor, s1: torch.Tensor, drop_prob: float) -> torch.Tensor:
         states = [self.pre0(s0), self.pre1(s1)]
-        for i in range(0, len(self.ops), 2):
+        for i in range(0, len(self.ops), self.inputs):
             node = None
-            for e in (i, i + 1):
+            for e in range(i, i + self.inputs):
                 op = self.ops[e]
                 y = op(states[self.sources[e]])
                 # Identity paths are never dropped, as in DARTS.
@@ -485,7 +488,8 @@ class CellNetwork(nn.Module):
     """
 
     def __init__(self, spec: Mapping[str, Any], task: Task, channels: int, layers: int,
-                 stem_multiplier: int, auxiliary: bool, drop_path_prob: float) -> None:
+                 stem_multiplier: int, auxiliary: bool, drop_path_prob: float,
+                 inputs: int = 2) -> None:
         super().__init__()
         self.drop_path_prob = drop_path_prob
         self.aux_logits: torch.Tensor | None = None
@@ -504,7 +508,7 @@ class CellNetwork(nn.Module):
             kind = "reduce" if reduction else "normal"
             concat = spec[f"{kind}_concat"]
             cells.append(Cell(spec[kind], concat, c_prev_prev, c_prev, c, reduction,
-                              reduction_prev))
+                              reduction_prev, inputs))
             reduction_prev = reduction
             c_prev_prev, c_prev = c_prev, len(concat) * c
             if i == self._aux_after:
@@ -542,11 +546,16 @@ class CellSpace(SearchSpace):
         auxiliary: whether built networks carry an auxiliary head at two thirds of the depth.
         checkpoint_cells: the memory saver: recompute each supernet cell in backward instead
             of keeping its activations (same gradients, about one more forward of time).
+        node_inputs: the incoming edges every node keeps (DARTS: 2). Each node's incoming
+            edges form a :class:`~nasplug.types.Group` with ``k = node_inputs`` and ``none``
+            as the unused candidate, so a group-aware relaxation gives a node in the supernet
+            the mass it has in the derived network.
     """
 
     def __init__(self, ops: str = DEFAULT_OPS, channels: int = 8, layers: int = 5,
                  nodes: int = 4, stem_multiplier: int = 3, drop_path: float = 0.0,
-                 auxiliary: bool = False, checkpoint_cells: bool = False) -> None:
+                 auxiliary: bool = False, checkpoint_cells: bool = False,
+                 node_inputs: int = 2) -> None:
         names = _parse_ops(ops)
         if channels < 2 or channels % 2:
             raise ValueError(f"channels must be a positive even number, got {channels}")
@@ -554,6 +563,9 @@ class CellSpace(SearchSpace):
             raise ValueError(f"layers must be at least 1, got {layers}")
         if nodes < 1:
             raise ValueError(f"nodes must be at least 1, got {nodes}")
+        if not 1 <= node_inputs <= 2:
+            raise ValueError(f"node_inputs must be 1 or 2 (the first node has two possible "
+                             f"inputs), got {node_inputs}")
         if stem_multiplier < 1:
             raise ValueError(f"stem_multiplier must be at least 1, got {stem_multiplier}")
         if not 0.0 <= drop_path < 1.0:
@@ -565,6 +577,7 @@ class CellSpace(SearchSpace):
         self.drop_path = drop_path
         self.auxiliary = auxiliary
         self.checkpoint_cells = checkpoint_cells
+        self.node_inputs = node_inputs
         self._edge_ops: dict[str, tuple[str, ...]] = {
             name: names for kind in CELL_TYPES for name, _, _ in _edges(kind, nodes)}
 
@@ -573,20 +586,28 @@ class CellSpace(SearchSpace):
     def choices(self) -> tuple[Choice, ...]:
         return tuple(Choice(name, ops) for name, ops in self._edge_ops.items())
 
+    def groups(self) -> tuple[Group, ...]:
+        """One group per intermediate node of each cell type: its incoming edges, ``node_inputs``
+        of them used, ``none`` standing for an unused edge."""
+        return tuple(Group(f"{kind}:{node}", tuple(edge_name(kind, node, s) for s in range(node)),
+                           self.node_inputs, NONE)
+                     for kind in CELL_TYPES for node in range(2, self.nodes + 2))
+
     def supernet(self, task: Task) -> CellSupernet:
         return CellSupernet(task, self.choices(), self.channels, self.layers, self.nodes,
                             self.stem_multiplier, self.checkpoint_cells)
 
     def build(self, genotype: Genotype, task: Task) -> CellNetwork:
-        _validate(genotype)
+        _validate(genotype, self.node_inputs)
         return CellNetwork(genotype.spec, task, self.channels, self.layers,
-                           self.stem_multiplier, self.auxiliary, self.drop_path)
+                           self.stem_multiplier, self.auxiliary, self.drop_path,
+                           self.node_inputs)
 
     # -- genotypes
 
     def derive(self, weights: Weights) -> Genotype:
-        """DARTS's rule: each node keeps its two incoming edges whose strongest op other than
-        ``none`` weighs most, each with that op."""
+        """DARTS's rule: each node keeps the ``node_inputs`` (two) incoming edges whose
+        strongest op other than ``none`` weighs most, each with that op."""
         choices = self.choices()
         rows = dict(zip(self._edge_ops, _as_floats(_gather(weights, choices))))
         spec: dict[str, Any] = {}
@@ -601,28 +622,32 @@ class CellSpace(SearchSpace):
                     if ranked:
                         w, op = max(ranked, key=lambda t: t[0])  # first of equals wins
                         best.append((w, source, op))
-                if len(best) < 2:
-                    raise ValueError(f"{kind} node {node} has fewer than two edges with an op "
-                                     f"other than {NONE!r}; cannot derive a genotype")
+                if len(best) < self.node_inputs:
+                    raise ValueError(f"{kind} node {node} has fewer than {self.node_inputs} "
+                                     f"edges with an op other than {NONE!r}; cannot derive a "
+                                     f"genotype")
                 best.sort(key=lambda t: -t[0])  # stable: the lower input wins a tie
-                pairs += [[op, source] for _, source, op in best[:2]]
+                pairs += [[op, source] for _, source, op in best[:self.node_inputs]]
             spec[kind] = pairs
             spec[f"{kind}_concat"] = list(range(2, self.nodes + 2))
         return Genotype(SPACE_NAME, spec)
 
     def sample(self, suggest: Suggest) -> Genotype:
         """A random genotype: per node, ``suggest(f"{cell}:{node}:inputs", ["0,1", ...])`` picks
-        two distinct inputs, then ``suggest(edge_name, ops)`` an op other than ``none`` for each."""
+        ``node_inputs`` distinct inputs, then ``suggest(edge_name, ops)`` an op other than
+        ``none`` for each."""
         spec: dict[str, Any] = {}
         for kind in CELL_TYPES:
             pairs: list[list[Any]] = []
             for node in range(2, self.nodes + 2):
                 usable = [s for s in range(node)
                           if any(op != NONE for op in self._edge_ops[edge_name(kind, node, s)])]
-                options = [f"{a},{b}" for i, a in enumerate(usable) for b in usable[i + 1:]]
+                options = [",".join(map(str, c))
+                           for c in itertools.combinations(usable, self.node_inputs)]
                 if not options:
-                    raise ValueError(f"{kind} node {node} has fewer than two edges with an op "
-                                     f"other than {NONE!r}; cannot sample a genotype")
+                    raise ValueError(f"{kind} node {node} has fewer than {self.node_inputs} "
+                                     f"edges with an op other than {NONE!r}; cannot sample a "
+                                     f"genotype")
                 picked = suggest(f"{kind}:{node}:inputs", options)
                 for source in (int(s) for s in str(picked).split(",")):
                     name = edge_name(kind, node, source)
@@ -634,15 +659,16 @@ class CellSpace(SearchSpace):
 
     def one_hot(self, genotype: Genotype) -> dict[str, torch.Tensor]:
         """Weights selecting ``genotype`` in the supernet; edges it does not use are all zeros."""
-        _validate(genotype)
+        _validate(genotype, self.node_inputs)
+        k = self.node_inputs
         weights = {name: torch.zeros(len(ops)) for name, ops in self._edge_ops.items()}
         for kind in CELL_TYPES:
             pairs = genotype.spec[kind]
-            if len(pairs) != 2 * self.nodes:
-                raise ValueError(f"genotype's {kind} cell has {len(pairs) // 2} nodes; this "
+            if len(pairs) != k * self.nodes:
+                raise ValueError(f"genotype's {kind} cell has {len(pairs) // k} nodes; this "
                                  f"space has {self.nodes}")
             for i, (op, source) in enumerate(pairs):
-                name = edge_name(kind, 2 + i // 2, source)
+                name = edge_name(kind, 2 + i // k, source)
                 if op not in self._edge_ops[name]:
                     raise ValueError(f"op {op!r} is not a candidate of edge {name!r}; candidates: "
                                      f"{', '.join(self._edge_ops[name])}")
@@ -651,12 +677,13 @@ class CellSpace(SearchSpace):
 
     def describe(self, genotype: Genotype) -> str:
         """Two lines, e.g. ``normal: 2 <- sep_conv_3x3(0) + sep_conv_3x3(1); ... | concat 2,3,4,5``."""
-        _validate(genotype)
+        _validate(genotype, self.node_inputs)
+        k = self.node_inputs
         lines = []
         for kind in CELL_TYPES:
             pairs = genotype.spec[kind]
-            nodes = [f"{2 + i // 2} <- " + " + ".join(f"{op}({s})" for op, s in pairs[i:i + 2])
-                     for i in range(0, len(pairs), 2)]
+            nodes = [f"{2 + i // k} <- " + " + ".join(f"{op}({s})" for op, s in pairs[i:i + k])
+                     for i in range(0, len(pairs), k)]
             concat = ",".join(str(i) for i in genotype.spec[f"{kind}_concat"])
             lines.append(f"{kind}: {'; '.join(nodes)} | concat {concat}")
         return "\n".join(lines)
@@ -701,7 +728,7 @@ class CellSpace(SearchSpace):
         self._edge_ops = {k: edge_ops[k] for k in self._edge_ops}
 
 
-def _validate(genotype: Genotype) -> None:
+def _validate(genotype: Genotype, inputs: int = 2) -> None:
     """Raise a one-line ValueError unless ``genotype`` is a well-formed cell genotype."""
     if genotype.space != SPACE_NAME:
         raise ValueError(f"genotype is for space {genotype.space!r}; expected {SPACE_NAME!r}")
@@ -712,12 +739,12 @@ def _validate(genotype: Genotype) -> None:
                 raise ValueError(f"cell genotype lacks {key!r}; needs normal, normal_concat, "
                                  f"reduce, reduce_concat")
         pairs = spec[kind]
-        if not pairs or len(pairs) % 2:
-            raise ValueError(f"genotype's {kind!r} must list two (op, input) pairs per node, "
-                             f"got {len(pairs)} pairs")
-        nodes = len(pairs) // 2
+        if not pairs or len(pairs) % inputs:
+            raise ValueError(f"genotype's {kind!r} must list {('one', 'two')[inputs - 1]} "
+                             f"(op, input) pairs per node, got {len(pairs)} pairs")
+        nodes = len(pairs) // inputs
         for i, pair in enumerate(pairs):
-            node = 2 + i // 2
+            node = 2 + i // inputs
             if not (isinstance(pair, (list, tuple)) and len(pair) == 2 and isinstance(pair[0], str)
                     and isinstance(pair[1], int) and not isinstance(pair[1], bool)):
                 raise ValueError(f"genotype's {kind!r} entry {i} is not an (op, input) pair: {pair!r}")

@@ -473,6 +473,14 @@ class DenseSpace(SearchSpace):
         """Every candidate block with its DAG properties and weight (see :meth:`candidate_table`)."""
         return self.candidate_table(weights)
 
+    def score_candidates(self, weights: Weights, score: Callable[[Weights], float]
+                         ) -> list[dict[str, Any]]:
+        """:meth:`candidates`, each current block scored alone: the supernet with its one-hot
+        weights. The scores are kept (:meth:`record_metrics`), so they fill the metric column
+        and its rank correlations with the DAG properties."""
+        self.record_metrics({name: score(self.block_weights(name)) for name in self._names})
+        return self.candidate_table(weights)
+
     def candidate_table(self, weights: Weights | None = None,
                         metrics_by_block: Mapping[str, float] | None = None) -> list[dict[str, Any]]:
         """One row per candidate ever wired into a block: its properties, weight and metric.

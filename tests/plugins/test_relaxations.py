@@ -321,3 +321,64 @@ def test_entmax_alpha_one_is_softmax_and_two_is_sparsemax():
     torch.testing.assert_close(make("entmax", alpha=2.0, **constant).weights(logits),
                                make("sparsemax", **constant).weights(logits), rtol=1e-4, atol=1e-5)
     assert not math.isnan(float(make("entmax", alpha=1.0001).weights(logits).sum()))
+
+
+# --- grouped choices: the cell's nodes ---------------------------------------------------------
+
+
+def _grouped_gradients(space, relax, skip_zeros: bool):
+    from nasplug.trainer import ArchLogits
+
+    torch.manual_seed(0)
+    net = space.supernet(Task("classification", (3, 8, 8), 5)).double()
+    net.skip_zeros = skip_zeros
+    x, y = torch.randn(4, 3, 8, 8, dtype=torch.float64), torch.randint(0, 5, (4,))
+    logits = ArchLogits(space.choices(), groups=space.groups()).double()
+    with torch.no_grad():
+        for i, p in enumerate(logits.parameters()):
+            p.copy_(LEADERS[:len(p)].roll(i % len(p)).double() * (1 + 0.1 * i))
+    weights = logits.weights(relax)
+    F.cross_entropy(net(x, weights), y).backward()
+    tensors = {f"logits {n}": l for n, l in logits.items()} | dict(net.named_parameters())
+    grads = {k: torch.zeros_like(t) if t.grad is None else t.grad for k, t in tensors.items()}
+    return grads, {k: w.detach() for k, w in weights.items()}
+
+
+def test_skipping_is_exact_for_the_grouped_projection_on_the_cell_supernet():
+    space = registry.load("space", "cell")(channels=4, layers=3)
+    relax = make("sparsemax", tau_start=0.05, tau_end=0.05)
+    sparse, weights = _grouped_gradients(space, relax, skip_zeros=True)
+    dense, _ = _grouped_gradients(space, relax, skip_zeros=False)
+    zeros = sum(int((w == 0).sum()) for w in weights.values())
+    fractional = sum(int(((w > 0) & (w < 1)).sum()) for w in weights.values())
+    assert zeros > 2 * len(weights) and fractional > len(space.groups()), "not mid-anneal"
+    assert any(g.abs().sum() > 0 for k, g in sparse.items() if k.startswith("logits"))
+    for key in sparse:
+        torch.testing.assert_close(sparse[key], dense[key], rtol=1e-10, atol=1e-12, msg=key)
+
+
+def test_grouped_sparsemax_anneals_then_trains_on_the_vertex_with_the_logits_frozen():
+    relax = make("sparsemax")  # hard = 0.3: the temperature reaches tau_end at progress 0.7
+    rows = [torch.tensor([0.02, 0.01, 0.0]), torch.tensor([0.015, -0.01, 0.0]),
+            torch.tensor([0.0, 0.005, 0.001])]
+    relax.on_epoch(0, 10)
+    relax.on_step(0, 10)
+    assert not relax.frozen() and relax.tau == 1.0
+    assert all((w > 0).all() for w in relax.group_weights(rows, 2)), "dense at first"
+    relax.on_epoch(6, 10)
+    relax.on_step(9, 10)  # progress 69/99: just before the hard phase
+    assert not relax.frozen()
+    relax.on_epoch(7, 10)
+    relax.on_step(0, 10)
+    assert relax.frozen() and relax.tau == pytest.approx(0.005)
+    hard = relax.group_weights([r.clone().requires_grad_() for r in rows], 2)
+    assert [w.tolist() for w in hard] == [[1, 0, 0], [1, 0, 0], [0, 0, 0]]
+    assert not any(w.requires_grad for w in hard)
+    assert [w.tolist() for w in relax.eval_group_weights(rows, 2)] == [w.tolist() for w in hard]
+    per_choice = make("sparsemax", grouped=False)
+    assert per_choice.group_weights(rows, 2) is None and not at_end(per_choice).frozen()
+
+
+def test_bad_hard_share_is_a_one_line_value_error():
+    with pytest.raises(ValueError, match=r"hard must be in \[0, 1\)"):
+        make("sparsemax", hard=1.0)
