@@ -548,6 +548,59 @@ def sparsity_figure(records: Sequence[Mapping[str, Any]]) -> Figure | None:
     return fig
 
 
+def groups_figure(records: Sequence[Mapping[str, Any]]) -> Figure | None:
+    """Per group (a cell node) and epoch: the mass of every member (incoming edge), the members
+    that carry any, and the distance of the weights to the nearest vertex (a genotype)."""
+    rows = [r for r in records if r.get("groups")]
+    if not rows:
+        return None
+    names = [g["group"] for g in rows[-1]["groups"]]
+    x = list(range(1, len(rows) + 1))
+    ticks, starts = _epoch_axis(rows)
+    fig = _figure(14.0, 3.9, top=0.45, wspace=0.32)
+    ax1, ax2, ax3 = fig.subplots(1, 3)
+    # One row per (group, member), ordered by group: the edge mass as a heatmap over epochs.
+    labels = [f"{g['group']} <- {m.rsplit('<-', 1)[-1]}" for g in rows[-1]["groups"]
+              for m in g["members"]]
+    grid = [[math.nan] * len(rows) for _ in labels]
+    for t, r in enumerate(rows):
+        flat = [m for g in r["groups"] for m in g["mass"]]
+        for i, m in enumerate(flat[:len(labels)]):
+            grid[i][t] = m
+    im = ax1.imshow(grid, aspect="auto", cmap=_cmap(), vmin=0.0, vmax=1.0,
+                    extent=(0.5, len(rows) + 0.5, len(labels) - 0.5, -0.5))
+    ax1.set_yticks(range(len(labels)), labels, fontsize=6 if len(labels) > 20 else 7.5)
+    fig.colorbar(im, ax=ax1, pad=0.01).set_label("edge mass (sum of its weights)", fontsize=8)
+    pad = 14 if len(starts) > 1 else 6
+    ax1.set_title("mass of every incoming edge", fontsize=11, pad=pad)
+    k = rows[-1]["groups"][0].get("k")
+    for name_idx, name in enumerate(names[:8]):
+        act = [next((g["active"] for g in r["groups"] if g["group"] == name), math.nan)
+               for r in rows]
+        ax2.plot(x, act, "o-", label=name, color=f"C{name_idx % 10}", alpha=0.8)
+    if k:
+        ax2.axhline(k, color=_EDGE_GREY, linestyle=":", label=f"k = {k} (the derived network)")
+    ax2.set_ylabel("incoming edges with mass")
+    ax2.set_title("active edges per node", fontsize=11, pad=pad)
+    ax2.set_ylim(bottom=0)
+    s = [r.get("summary", {}) for r in rows]
+    _segmented(ax3, starts, x, [v.get("mean_vertex_distance", math.nan) for v in s], "o-", "C0",
+               "mean over nodes")
+    _segmented(ax3, starts, x, [v.get("max_vertex_distance", math.nan) for v in s], "s--", "C1",
+               "farthest node")
+    ax3.set_ylabel("distance to the nearest vertex")
+    ax3.set_title("distance to a genotype", fontsize=11, pad=pad)
+    ax3.set_ylim(bottom=0)
+    for ax in (ax2, ax3):
+        _phase_axis(ax, x, ticks, starts)
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=7)
+    ax1.set_xticks(x[::max(1, math.ceil(len(x) / 10))],
+                   ticks[::max(1, math.ceil(len(x) / 10))])
+    ax1.set_xlabel("epoch")
+    return fig
+
+
 # ---- loss and metric curves ------------------------------------------------------------------
 #: How the trainer's split names read in a legend.
 _SPLIT_NAMES = {"arch": "val (architecture half)", "weight": "train (weight half)"}

@@ -393,6 +393,8 @@ def _pictures(rec: RunRecord, folder: Path, written: list[Path]) -> dict[str, li
             "search-curves")
         keep("search", "support size, entropy and step time",
              lambda: plotting.sparsity_figure(rec.search), "sparsity")
+        keep("search", "per node: edge mass, active edges and distance to the nearest vertex",
+             lambda: plotting.groups_figure(rec.search), "nodes")
         try:
             groups = plotting.weights_figures(rec.search, _candidates_by_choice(rec))
         except Exception as e:  # as in keep()
