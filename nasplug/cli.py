@@ -13,7 +13,7 @@ __all__ = ["main"]
 
 DEFAULTS: dict[str, Any] = {
     "space": "cell", "relax": "softmax", "strategy": "darts", "data": "fashion-mnist-small",
-    "epochs": 4, "batch_size": 64, "seed": 0, "device": "auto", "deterministic": False,
+    "epochs": 8, "batch_size": 64, "seed": 0, "device": "auto", "deterministic": False,
     "out": None, "storage": None, "study": None, "tensorboard": False, "compile": None,
 }
 #: config key -> (plugin axis, option table in TOML and config.json)
