@@ -1,8 +1,10 @@
 """One first-order DARTS search step of the cell supernet, for every registered relaxation.
 
 Sizes of the reference measurements in PERFORMANCE.md: C=16, 8 cells, 3x32x32 random input,
-10 classes, 2 threads. States: ``fresh`` (DARTS's near-uniform init) and ``sparse`` (logits set so
-that sparsemax keeps two candidates per edge). Run with::
+10 classes, 2 threads. States: ``fresh`` (DARTS's near-uniform init), ``sparse`` (logits set so
+that per-edge sparsemax keeps two candidates per edge) and ``vertex`` (the cell's nodes grouped
+and the relaxation at its last step: a group-aware relaxation's final hard phase, two edges per
+node with one op each, and no architecture step where the relaxation is frozen). Run with::
 
     python -m pytest benchmarks/test_search_step.py --benchmark-columns=median,min,max,rounds
 """
@@ -31,9 +33,13 @@ def make_stepper(relax_name: str, batch: int, state: str, *, layers: int = 8, ch
     space = registry.load("space", "cell")(channels=channels, layers=layers)
     relax = registry.load("relaxation", relax_name)()
     net = trainer.place(space.supernet(task))
-    logits = trainer.place(ArchLogits(space.choices()))
-    if state == "sparse":
+    groups = space.groups() if state == "vertex" else ()
+    logits = trainer.place(ArchLogits(space.choices(), groups=groups))
+    if state in ("sparse", "vertex"):
         set_sparse(logits, space.choices())
+    if state == "vertex":
+        relax.on_epoch(7, 8)
+        relax.on_step(99, 100)
     stepper = SupernetStepper(trainer, relax, net, logits)
     w, a = trainer.splits["weight"], trainer.splits["arch"]
     return stepper, (w[0][:batch], w[1][:batch]), (a[0][:batch], a[1][:batch]), relax
@@ -51,7 +57,7 @@ def set_sparse(logits: ArchLogits, choices, keep: int = 2) -> None:
 
 
 @pytest.mark.parametrize("batch", BATCHES)
-@pytest.mark.parametrize("state", ["fresh", "sparse"])
+@pytest.mark.parametrize("state", ["fresh", "sparse", "vertex"])
 @pytest.mark.parametrize("relax_name", RELAXATIONS)
 def test_search_step(benchmark, relax_name, state, batch):
     stepper, wb, ab, relax = make_stepper(relax_name, batch, state)
