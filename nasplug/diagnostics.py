@@ -23,7 +23,7 @@ def edge_stats(choices: tuple[Choice, ...], weights: Mapping[str, torch.Tensor])
         nz = p[p > 0]
         rows.append({
             "choice": c.name,
-            "entropy": float(-(nz * nz.log()).sum()),
+            "entropy": float(-(nz * nz.log()).sum()) + 0.0,  # + 0.0: no "-0.000" at one-hot
             "support": int((w != 0).sum()),
             "dominant": c.candidates[int(torch.argmax(w))],
             "candidates": list(c.candidates),

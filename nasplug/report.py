@@ -109,6 +109,13 @@ class RunRecord:
             return list(self.discretisation["edges"])
         return list(self.search[-1].get("edges") or []) if self.search else []
 
+    @property
+    def final_groups(self) -> list[dict[str, Any]]:
+        """Per group of choices (a cell node): member mass, active members, vertex distance."""
+        if self.discretisation and self.discretisation.get("groups"):
+            return list(self.discretisation["groups"])
+        return list(self.search[-1].get("groups") or []) if self.search else []
+
 
 def read_run(run_dir: str | Path) -> RunRecord:
     """Read a run directory; a missing or non-run directory is a :class:`RunError`."""
@@ -205,6 +212,13 @@ def summary_text(run: RunDir | str | Path) -> str:
             ["choice", "support", "entropy", "dominant"],
             [[r.get("choice"), r.get("support"), _num(r.get("entropy"), 3), r.get("dominant")]
              for r in edges])]
+    groups = rec.final_groups
+    if groups:
+        lines.append("final mass per group (node) of choices:")
+        lines += ["  " + line for line in _table(
+            ["group", "k", "active", "distance to a vertex", "mass per member"],
+            [[r.get("group"), r.get("k"), r.get("active"), _num(r.get("distance"), 3),
+              " ".join(_num(m, 2) for m in r.get("mass", []))] for r in groups])]
     if rec.candidates:
         lines.append(candidates_text(rec.candidates, rec.metric))
     return "\n".join(lines)
