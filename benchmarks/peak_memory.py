@@ -41,7 +41,7 @@ def build_step(relax: str, state: str, batch: int, saver: bool, *, channels: int
     from nasplug import registry
     from nasplug.trainer import ArchLogits, Trainer
     from nasplug.types import Data, Task
-    from nasplug_plugins.darts import SupernetStepper
+    from nasplug.supernet import SupernetStepper
 
     torch.set_num_threads(threads)
     torch.manual_seed(0)

@@ -17,7 +17,7 @@ import torch
 from nasplug import registry
 from nasplug.trainer import ArchLogits, Trainer
 from nasplug.types import Data, Task
-from nasplug_plugins.darts import SupernetStepper
+from nasplug.supernet import SupernetStepper
 
 RELAXATIONS = registry.names("relaxation")
 BATCHES = [16, 64]

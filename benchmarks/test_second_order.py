@@ -24,9 +24,9 @@ import torch
 
 from nasplug.trainer import ArchLogits, Trainer
 from nasplug.types import Data, Task
-from nasplug_plugins.darts import SupernetStepper
+from nasplug.supernet import SupernetStepper
 from nasplug_plugins.relaxations import Softmax
-from nasplug_plugins.unrolled import second_order_step
+from nasplug.unrolled import second_order_step
 from nasplug_spaces.cell import CellSpace
 
 TASK = Task("classification", (3, 32, 32), 10)

@@ -132,6 +132,11 @@ class ArchLogits(nn.Module):
                 out[self.names[p]] = w if i is None else w.new_zeros(l.shape).index_copy(0, i, w)
         return {name: out[name] if name in out else fn(l) for name, l in self.items()}
 
+    @torch.no_grad()
+    def eval_weights(self, relaxation: Relaxation) -> dict[str, torch.Tensor]:
+        """The deterministic weights for validation and derivation, detached."""
+        return {k: w.detach() for k, w in self.weights(relaxation, evaluation=True).items()}
+
 
 @dataclass
 class SearchContext:

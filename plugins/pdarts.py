@@ -21,7 +21,8 @@ from torch import nn
 from nasplug.interfaces import SearchSpace, Strategy, Weights
 from nasplug.trainer import SearchContext
 from nasplug.types import Genotype, SearchResult
-from nasplug_plugins.darts import WARMUP, SupernetRun, search_supernet, supernet_result
+from nasplug.supernet import WARMUP, SupernetRun, search_supernet, supernet_result
+from nasplug.supernet_options import SupernetOptions
 
 __all__ = ["ProgressiveDarts", "cap_candidate", "strongest"]
 
@@ -73,21 +74,14 @@ class ProgressiveDarts(Strategy):
             raise ValueError(f"skip_dropout rates must be below 1, got {skip_dropout!r}")
         if dropout_decay < 0:
             raise ValueError(f"dropout_decay must be >= 0, got {dropout_decay}")
-        if order not in (1, 2):
-            raise ValueError(f"pdarts order must be 1 or 2, got {order}")
-        if warmup < 0:
-            raise ValueError(f"warmup must be >= 0 epochs, got {warmup}")
-        from nasplug_plugins.unrolled import second_order
-
-        unrolled = second_order(difference, lookahead)  # checks the options at any order
-        self.arch_step = unrolled if order == 2 else None
+        self.options = SupernetOptions(
+            order=order, w_lr=w_lr, w_lr_min=w_lr_min, w_momentum=w_momentum,
+            w_weight_decay=w_weight_decay, a_lr=a_lr, a_weight_decay=a_weight_decay,
+            difference=difference, lookahead=lookahead, warmup=warmup, strategy="pdarts")
         self.skip_op = skip_op.strip()
         self.dropout_decay = dropout_decay
         self.max_skips = max_skips
         self.skip_scope = skip_scope
-        self.hp = dict(w_lr=w_lr, w_lr_min=w_lr_min, w_momentum=w_momentum,
-                       w_weight_decay=w_weight_decay, a_lr=a_lr, a_weight_decay=a_weight_decay,
-                       warmup=warmup)
 
     def stage_epochs(self, epochs: int) -> list[int]:
         """The epochs of each stage: ``epochs`` split evenly, but at least one per stage."""
@@ -105,16 +99,16 @@ class ProgressiveDarts(Strategy):
                             depth=self.depths[s] if self.depths else None,
                             candidates={c.name: list(c.candidates) for c in stage_space.choices()})
             run = search_supernet(ctx, stage_space, epochs=epochs, phase=f"stage{s + 1}",
-                                  arch_step=self.arch_step,
                                   before_epoch=self._dropout_schedule(ctx, stage_space, s),
-                                  **self.hp)
+                                  **self.options.search_kwargs())
             history += [{**rec, "stage": s + 1} for rec in run.history]
             seconds += run.seconds
             if s < self.stages - 1:
-                space = space.restrict(strongest(space, _eval_weights(ctx, run), self.keep[s],
+                weights = run.logits.eval_weights(ctx.relaxation)
+                space = space.restrict(strongest(space, weights, self.keep[s],
                                                  run.logits.as_dict()))
         assert run is not None  # stages >= 1
-        weights = _eval_weights(ctx, run)
+        weights = run.logits.eval_weights(ctx.relaxation)
         genotype, replaced = run.space.derive(weights), 0
         if self.skip_op and self.max_skips >= 0:
             genotype, replaced = cap_candidate(run.space, weights, self.skip_op, self.max_skips,
@@ -139,10 +133,6 @@ class ProgressiveDarts(Strategy):
             net.candidate_dropout = {self.skip_op: rate * math.exp(-self.dropout_decay * epoch)}
 
         return before_epoch
-
-
-def _eval_weights(ctx: SearchContext, run: SupernetRun) -> dict[str, torch.Tensor]:
-    return {k: w.detach() for k, w in run.logits.weights(ctx.relaxation, evaluation=True).items()}
 
 
 def strongest(space: SearchSpace, weights: Weights, k: int,

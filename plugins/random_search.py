@@ -20,7 +20,7 @@ from nasplug.evaluate import count_params
 from nasplug.interfaces import SearchSpace, Strategy
 from nasplug.trainer import Memo, NonFiniteLoss, SearchContext, Trainer
 from nasplug.types import Genotype, SearchResult
-from nasplug_plugins.darts import SupernetRun, recalibrate_batchnorm, search_supernet
+from nasplug.supernet import SupernetRun, recalibrate_batchnorm, search_supernet
 
 __all__ = ["METHODS", "RandomSearch", "SamplePool", "best_candidate", "forget_checkpoint",
            "train_candidate"]

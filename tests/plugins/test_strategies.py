@@ -21,7 +21,7 @@ from nasplug.cli import main
 from nasplug.rundir import RunDir
 from nasplug.trainer import SearchContext, Trainer
 from nasplug.types import Data, Task
-from nasplug_plugins.darts import recalibrate_batchnorm, search_supernet, supernet_result
+from nasplug.supernet import recalibrate_batchnorm, search_supernet, supernet_result
 from nasplug_plugins.pdarts import ProgressiveDarts, cap_candidate
 from nasplug_plugins.random_search import RandomSearch
 from nasplug_plugins.relaxations import Softmax

@@ -30,7 +30,7 @@ from typing import Any, Callable, Iterator, Sequence
 import torch
 
 from nasplug.trainer import Trainer
-from nasplug_plugins.darts import ArchStep, SupernetRun
+from nasplug.supernet import ArchStep, SupernetRun
 
 #: ``weight_step(mixing weights) -> clip factor``: the stepper's real weight step.
 WeightStep = Callable[[dict[str, torch.Tensor]], "torch.Tensor | float"]
@@ -113,7 +113,7 @@ def unrolled_gradients(net: torch.nn.Module, trainer: Trainer, weights: dict[str
                        ) -> dict[str, torch.Tensor]:
     """The second-order gradient with respect to each choice's mixing weights.
 
-    With ``weight_step`` (the real weight step, see :data:`nasplug_plugins.darts.ArchStep`) the
+    With ``weight_step`` (the real weight step, see :data:`nasplug.supernet.ArchStep`) the
     weights are left where that step took them; without it they are restored.
     """
     check_options(difference, "virtual" if weight_step is None else "real")

@@ -12,9 +12,9 @@ from torch.func import functional_call
 
 from nasplug.trainer import ArchLogits, Trainer
 from nasplug.types import Choice, Data, Task
-from nasplug_plugins.darts import SupernetRun, SupernetStepper
+from nasplug.supernet import SupernetRun, SupernetStepper
 from nasplug_plugins.relaxations import Softmax
-from nasplug_plugins.unrolled import second_order_step
+from nasplug.unrolled import second_order_step
 
 LR, MOMENTUM, WD = 0.1, 0.9, 3e-4
 
