@@ -47,7 +47,9 @@ from torch import nn
 
 from nasplug import registry
 from nasplug.interfaces import Dataset, Relaxation, SearchSpace, Strategy, Suggest, Weights
-from nasplug.types import Choice, Data, Genotype, SearchResult, Task
+from nasplug.polytope import nearest_vertex
+from nasplug.trainer import ArchLogits
+from nasplug.types import Choice, Data, Genotype, Group, SearchResult, Task
 
 __all__ = ["DatasetConformance", "RelaxationConformance", "SpaceConformance",
            "StrategyConformance", "TinySoftmax", "TinySpace", "count_module_calls",
@@ -302,10 +304,10 @@ class SpaceConformance:
         relax.on_step(0, 4)
         net = space.supernet(task).to(device)
         assert getattr(net, "skip_zeros", None) is True, "the supernet needs `skip_zeros = True`"
-        g = torch.Generator().manual_seed(1)
-        logits = {c.name: (0.1 * torch.randn(len(c.candidates), generator=g)).to(device).requires_grad_()
-                  for c in space.choices()}
-        weights = {name: relax.weights(l) for name, l in logits.items()}
+        torch.manual_seed(1)
+        arch = ArchLogits(space.choices(), init_scale=0.1, groups=space.groups()).to(device)
+        logits = arch.as_dict()
+        weights = arch.weights(relax)  # by group where the space has groups and relax knows them
         out = net(inputs, weights)
         _check_outputs(out, task, len(inputs))
         loss = _loss(out, task)
@@ -401,6 +403,35 @@ class SpaceConformance:
         net = space.supernet(task).to(device)
         with torch.no_grad():
             _check_outputs(net(inputs, {k: v.to(device) for k, v in hot.items()}), task, len(inputs))
+
+    def test_groups_are_valid_and_their_vertices_derive_to_themselves(
+            self, space: SearchSpace, device: torch.device) -> None:
+        """At a vertex of every group (k members one-hot, the others zero) the supernet is one
+        network, and ``derive`` must name exactly it: ``one_hot(derive(w)) == w``."""
+        choices, groups = space.choices(), space.groups()
+        assert isinstance(groups, tuple) and all(isinstance(g, Group) for g in groups)
+        ArchLogits(choices, groups=groups)  # unknown or shared members are errors
+        by_name = {c.name: c for c in choices}
+        for seed in range(3):
+            g = torch.Generator().manual_seed(seed)
+            raw = {c.name: torch.randn(len(c.candidates), generator=g) for c in choices}
+            weights = {c.name: torch.zeros(len(c.candidates)) for c in choices}
+            grouped = set()
+            for group in groups:
+                keep = [[i for i, k in enumerate(by_name[n].candidates) if k != group.unused]
+                        for n in group.choices]
+                rows = [raw[n][idx] for n, idx in zip(group.choices, keep)]
+                for n, idx, v in zip(group.choices, keep, nearest_vertex(rows, group.k)):
+                    weights[n][idx] = v
+                grouped |= set(group.choices)
+            for c in choices:
+                if c.name not in grouped:
+                    weights[c.name][int(raw[c.name].argmax())] = 1.0
+            support = space.one_hot(space.derive(weights))
+            for name, w in weights.items():
+                assert torch.equal(support[name].float(), w), (
+                    f"at a vertex, derive names another network than the weights' support "
+                    f"({name}: {support[name].tolist()} vs {w.tolist()})")
 
     def test_state_dict_survives_a_checkpoint(self, space: SearchSpace) -> None:
         choices = space.choices()
