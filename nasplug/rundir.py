@@ -88,7 +88,7 @@ def check_new_run_path(path: str | Path, *, resume: str = "nasplug run --resume"
     if not target.is_dir():
         raise RunError(f"cannot create {p}: {target} is a file, not a directory")
     if not os.access(target, os.W_OK | os.X_OK):
-        why = "read-only file system" if _read_only_fs(target) else "permission denied"
+        why = "read-only file system" if _read_only_fs(target) else "permission denied or immutable"
         raise RunError(f"cannot create {p}: {target} is not writable ({why}); choose another --out")
 
 
