@@ -71,27 +71,32 @@ def _fail(e: BaseException, debug: bool) -> int:
 
 
 def _describe(e: BaseException) -> tuple[int, str]:
-    """The exit status and the line for ``e``."""
-    from nasplug.options import OptionError
-    from nasplug.registry import PluginError
-    from nasplug.rundir import RunError
+    """The exit status and the line for ``e``.
 
+    Nothing is imported here: an interrupt may have stopped torch half-way through its import.
+    An error class of a module that was never imported cannot be the class of ``e``.
+    """
+    expected: list[type] = [UsageError, ValueError]  # OptionError is a ValueError
+    for module, name in (("nasplug.registry", "PluginError"), ("nasplug.rundir", "RunError")):
+        if module in sys.modules:
+            expected.append(getattr(sys.modules[module], name))
     code = 2
     if isinstance(e, RunFailed) and e.__cause__ is not None:
         # A damaged or mismatched run directory is bad input even when found mid-run.
-        code, e = (2 if isinstance(e.__cause__, RunError) else 1), e.__cause__
+        run_error = expected[-1] if "nasplug.rundir" in sys.modules else ()
+        code, e = (2 if isinstance(e.__cause__, run_error) else 1), e.__cause__
     notes = "".join(f"; {n}" for n in getattr(e, "__notes__", ()))
     if isinstance(e, KeyboardInterrupt):
         return 130, "interrupted" + (notes or "; nothing was written")
     if isinstance(e, BrokenPipeError):
         return code, "error: output closed before it was all written (broken pipe)"
-    if type(e).__name__ == "NonFiniteLoss":  # by name: importing the trainer imports torch
+    if type(e).__name__ == "NonFiniteLoss":
         return 1, f"error: {_one_line(e)}{notes}"
     if isinstance(e, OSError):
         return code, f"error: {_os_text(e)}{notes}"
     if isinstance(e, MemoryError):
         return code, f"error: out of memory{notes}"
-    if isinstance(e, (UsageError, OptionError, PluginError, RunError, ValueError)):
+    if isinstance(e, tuple(expected)):
         return code, f"error: {_one_line(e)}{notes}"
     return 1, (f"error: unexpected {type(e).__name__}: {_one_line(e)}{notes} (rerun with --debug "
                f"for the traceback)")
@@ -526,7 +531,9 @@ def cmd_list(args: argparse.Namespace) -> int:
                     try:
                         registry.load(axis, name)
                     except registry.PluginError as e:
-                        note = f"  [BROKEN: {_one_line(e.__cause__ or e)}]"
+                        cause = e.__cause__
+                        why = f"{type(cause).__name__}: {_one_line(cause)}" if cause else _one_line(e)
+                        note = f"  [BROKEN: {why}]"
                 print(f"  {name:<26} {p.dist} {p.version} ({origin}){note}")
     if os.environ.get("NASPLUG_DISABLE_PLUGIN_AUTOLOAD", "") not in ("", "0"):
         print("(NASPLUG_DISABLE_PLUGIN_AUTOLOAD set: third-party plugins not loaded)")

@@ -254,3 +254,10 @@ def test_a_storage_url_from_the_environment_is_stored_by_name_only(tmp_path, mon
     code, _, err = run_cli("run", "--resume", run)
     assert code == 2 and "environment variable 'NASPLUG_TEST_STORAGE' is not set" in err
     assert len(err.strip().splitlines()) == 1
+
+
+def test_the_command_line_starts_without_torch_so_an_early_interrupt_reaches_the_handler():
+    code = "import sys, nasplug.cli; sys.exit('torch' in sys.modules)"
+    assert subprocess.run([sys.executable, "-c", code]).returncode == 0
+    code = "import sys, nasplug; nasplug.Genotype; sys.exit('torch' not in sys.modules)"
+    assert subprocess.run([sys.executable, "-c", code]).returncode == 0
