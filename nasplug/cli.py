@@ -1,8 +1,9 @@
 """The ``nasplug`` command line: run, list, show, train, compare, report.
 
 Every command runs under one handler: an expected failure (bad input, a file-system error, a
-plugin that fails to load) prints one line and exits 2; a run that started and then failed
-exits 1; an interrupt exits 130. ``--debug`` or ``NASPLUG_DEBUG=1`` adds the traceback.
+plugin that fails to load) prints one line and exits 2; a run that failed after it had kept a
+checkpoint or result, or whose loss became NaN, exits 1; an interrupt exits 130. ``--debug`` or
+``NASPLUG_DEBUG=1`` adds the traceback.
 """
 
 from __future__ import annotations
@@ -31,7 +32,8 @@ class UsageError(Exception):
 
 
 class RunFailed(Exception):
-    """A run that had started failed; its cause is printed as one line, exit status 1."""
+    """A run failed after it had kept something (a checkpoint, a result); its cause is printed
+    as one line, exit status 1."""
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -318,10 +320,12 @@ def _run(args: argparse.Namespace, *, writer: bool) -> int:
         try:
             return execute(cfg, run, plugins, data, quiet=args.quiet or not writer,
                            storage=storage)
+        except Exception as e:
+            if note_outcome(e, run, "run", created=not args.resume):
+                raise  # nothing ran that could be kept: an input error stays exit status 2
+            raise RunFailed(str(e)) from e
         except BaseException as e:
             note_outcome(e, run, "run", created=not args.resume)
-            if isinstance(e, Exception):
-                raise RunFailed(str(e)) from e
             raise
     finally:
         if run is not None:
@@ -397,13 +401,16 @@ def _check_space_takes(space: Any, data: Any, cfg: dict[str, Any]) -> None:
                          f"{type(e).__name__}: {_one_line(e)}") from e
 
 
-def note_outcome(e: BaseException, run: Any, command: str, *, created: bool) -> None:
+def note_outcome(e: BaseException, run: Any, command: str, *, created: bool) -> bool:
     """Say on ``e`` what became of the run directory: removed when it held nothing to resume
-    (so that it does not block the next try), otherwise how to resume it."""
+    (so that it does not block the next try), otherwise how to resume it. Returns whether it
+    was removed."""
     if created and run.abandon():
         e.add_note(f"run directory {run.path} removed: it held nothing to resume")
-    elif isinstance(e, (KeyboardInterrupt, OSError)):
+        return True
+    if isinstance(e, (KeyboardInterrupt, OSError)):
         e.add_note(f"resume with `nasplug {command} --resume {run.path}`")
+    return False
 
 
 def _default_out(cfg: dict[str, Any]) -> str:

@@ -250,10 +250,12 @@ def _cmd_train(args: argparse.Namespace) -> int:
             run = RunDir.create(out, cfg)
         try:
             result = train(cfg, run, quiet=args.quiet, prepared=prepared)
+        except Exception as e:
+            if note_outcome(e, run, "train", created=not args.resume):
+                raise
+            raise RunFailed(str(e)) from e
         except BaseException as e:
             note_outcome(e, run, "train", created=not args.resume)
-            if isinstance(e, Exception):
-                raise RunFailed(str(e)) from e
             raise
     finally:
         if run is not None:

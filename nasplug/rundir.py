@@ -38,7 +38,6 @@ CHECKPOINTS = "checkpoints"
 LOCK = "nasplug.lock"
 #: What a run holds before its first checkpoint or result: nothing worth keeping.
 _SCAFFOLD = {CONFIG, EVENTS, LOCK}
-_CHECKPOINT_KEYS = {"epoch": int, "state": dict, "rng": dict}
 
 
 class RunError(Exception):
@@ -322,18 +321,10 @@ class RunDir:
         if not p.exists():
             return None
         try:
-            ckpt = torch.load(p, map_location="cpu", weights_only=True)
+            return torch.load(p, map_location="cpu", weights_only=True)
         except Exception as e:
             raise RunError(f"checkpoint {p} is corrupt or truncated ({type(e).__name__}); "
                            f"delete it to redo phase {phase!r} from its start") from e
-        bad = [k for k, t in _CHECKPOINT_KEYS.items()
-               if not isinstance(ckpt, dict) or not isinstance(ckpt.get(k), t)
-               or isinstance(ckpt.get(k), bool)]
-        if bad:
-            raise RunError(f"checkpoint {p} is not a nasplug checkpoint (it lacks "
-                           f"{', '.join(repr(k) for k in bad)}; accepted: a dict with epoch, "
-                           f"state and rng); delete it to redo phase {phase!r} from its start")
-        return ckpt
 
 
 #: run directory (real path) -> the descriptor of the lock this process holds on it

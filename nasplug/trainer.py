@@ -337,7 +337,7 @@ class Trainer:
         ckpt = self.run.load_checkpoint(phase) if self.run is not None else None
         self._kept = "no checkpoint was written"
         if ckpt is not None:
-            _load_checkpoint(self.run.checkpoint_path(phase), ckpt, state)
+            _load_checkpoint(self.run.checkpoint_path(phase), ckpt, state, phase)
             start = int(ckpt["epoch"])
             self._kept = f"the last good checkpoint ({phase} epoch {start}) is kept"
             if start < n:
@@ -463,8 +463,18 @@ class _AllRanksMetrics(Metrics):
         return super().compute()
 
 
-def _load_checkpoint(path: Any, ckpt: Mapping[str, Any], state: Mapping[str, Any]) -> None:
+_CHECKPOINT_KEYS = {"epoch": int, "state": dict, "rng": dict}
+
+
+def _load_checkpoint(path: Any, ckpt: Any, state: Mapping[str, Any], phase: str) -> None:
     """Restore ``state`` and the generators from ``ckpt``, or raise one line of RunError."""
+    lacks = [k for k, t in _CHECKPOINT_KEYS.items()
+             if not isinstance(ckpt, dict) or not isinstance(ckpt.get(k), t)
+             or isinstance(ckpt.get(k), bool)]
+    if lacks:
+        raise RunError(f"checkpoint {path} is not a nasplug checkpoint (it lacks "
+                       f"{', '.join(repr(k) for k in lacks)}; accepted: a dict with epoch, state "
+                       f"and rng); delete it to redo phase {phase!r} from its start")
     bad = non_finite(ckpt["state"])
     if bad is not None:
         raise RunError(f"checkpoint {path} holds NaN or inf in {bad}; delete it to redo its "

@@ -187,11 +187,14 @@ def test_temporary_files_of_a_killed_write_are_removed_on_the_next_open(finished
 
 # ---- checkpoints ---------------------------------------------------------------------------
 def test_a_checkpoint_without_the_expected_keys_is_one_line(tmp_path):
+    task = Task("classification", (2,), 2)
+    x, y = torch.randn(8, 2), torch.arange(8) % 2
     run = RunDir.create(tmp_path / "run", {"test": True})
     run.checkpoint_path("p").parent.mkdir()
     torch.save({"weights": torch.ones(2)}, run.checkpoint_path("p"))
+    trainer = Trainer(Data(task, (x, y), (x, y)), run=run, device="cpu", quiet=True)
     with pytest.raises(RunError, match="is not a nasplug checkpoint .it lacks 'epoch', 'state', 'rng'"):
-        run.load_checkpoint("p")
+        list(trainer.epochs(2, {"model": WithStats()}, "p"))
     run.close()
 
 
@@ -227,7 +230,7 @@ def test_passwords_are_masked_in_messages_and_files(tmp_path):
     run = tmp_path / "run"
     code, _, err = run_cli("run", *TINY, "--epochs", "1", "--strategy", "tpe", "--storage", url,
                            "--out", run)
-    assert code == 1 and "secret" not in err and "postgresql://user:***@db.example:5432/nas" in err
+    assert code == 2 and "secret" not in err and "postgresql://user:***@db.example:5432/nas" in err
     assert not run.exists()  # the storage failed before anything worth keeping was written
     with RunDir.create(tmp_path / "kept", {"storage": url}) as kept:
         kept.log("start", config={"storage": url}, note=f"opening {url}")
