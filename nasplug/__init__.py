@@ -1,9 +1,29 @@
-"""nasplug: neural architecture search where every axis is a plugin."""
+"""nasplug: neural architecture search where every axis is a plugin.
 
-from nasplug.interfaces import Dataset, Relaxation, SearchSpace, Strategy, Suggest, Weights
-from nasplug.types import Choice, Data, Genotype, SearchResult, Task
+The public names are imported on first use, so that ``nasplug.cli`` starts without importing
+torch: an interrupt or a failure while torch loads then reaches the command line's handler.
+"""
+
+from importlib import import_module
+from typing import Any
 
 __version__ = "0.1.0"
 
+_WHERE = {**dict.fromkeys(["Dataset", "Relaxation", "SearchSpace", "Strategy", "Suggest", "Weights"],
+                          "nasplug.interfaces"),
+          **dict.fromkeys(["Choice", "Data", "Genotype", "SearchResult", "Task"], "nasplug.types")}
+
 __all__ = ["Choice", "Data", "Dataset", "Genotype", "Relaxation", "SearchResult", "SearchSpace",
            "Strategy", "Suggest", "Task", "Weights", "__version__"]
+
+
+def __getattr__(name: str) -> Any:
+    if name in _WHERE:
+        value = getattr(import_module(_WHERE[name]), name)
+        globals()[name] = value
+        return value
+    raise AttributeError(f"module 'nasplug' has no attribute {name!r}")
+
+
+def __dir__() -> list[str]:
+    return sorted(__all__)

@@ -1,4 +1,10 @@
-"""The ``nasplug`` command line: run, list, show, train, compare, report."""
+"""The ``nasplug`` command line: run, list, show, train, compare, report.
+
+Every command runs under one handler: an expected failure (bad input, a file-system error, a
+plugin that fails to load) prints one line and exits 2; a run that failed after it had kept a
+checkpoint or result, or whose loss became NaN, exits 1; an interrupt exits 130. ``--debug`` or
+``NASPLUG_DEBUG=1`` adds the traceback.
+"""
 
 from __future__ import annotations
 
@@ -6,6 +12,7 @@ import argparse
 import os
 import sys
 import time
+import traceback
 from pathlib import Path
 from typing import Any, Sequence
 
@@ -24,36 +31,104 @@ class UsageError(Exception):
     """Bad input from the user: printed as one line, exit status 2."""
 
 
-def main(argv: Sequence[str] | None = None) -> int:
-    parser = _parser()
-    args = parser.parse_args(argv)
-    if args.command is None:
-        parser.print_help()
-        return 2
-    from nasplug.options import OptionError
-    from nasplug.registry import PluginError
-    from nasplug.rundir import RunError
-    from nasplug.trainer import NonFiniteLoss
+class RunFailed(Exception):
+    """A run failed after it had kept something (a checkpoint, a result); its cause is printed
+    as one line, exit status 1."""
 
+
+def main(argv: Sequence[str] | None = None) -> int:
+    debug = os.environ.get("NASPLUG_DEBUG", "") not in ("", "0")
     try:
-        return int(args.func(args) or 0)
-    except (UsageError, OptionError, PluginError, RunError, ValueError, FileNotFoundError) as e:
-        print(f"nasplug: error: {_one_line(e)}", file=sys.stderr)
-        return 2
-    except NonFiniteLoss as e:
-        print(f"nasplug: error: {_one_line(e)}", file=sys.stderr)
-        return 1
-    except KeyboardInterrupt:
-        print("nasplug: interrupted; resume with `nasplug run --resume RUN_DIR`", file=sys.stderr)
-        return 130
+        parser = _parser()
+        args = parser.parse_args(argv)
+        debug = debug or bool(getattr(args, "debug", False))
+        if args.command is None:
+            parser.print_help()
+            return 2
+        code = int(args.func(args) or 0)
+        sys.stdout.flush()  # a closed pipe shows here, not at exit
+        return code
+    except SystemExit:
+        raise
+    except BaseException as e:  # the one place that turns any failure into one line
+        return _fail(e, debug)
+
+
+def _fail(e: BaseException, debug: bool) -> int:
+    """Print ``e`` as one line (with the traceback first when debugging); return the exit status."""
+    from nasplug.credentials import mask
+
+    if debug:
+        traceback.print_exception(e, file=sys.stderr)
+    code, text = _describe(e)
+    if isinstance(e, BrokenPipeError) or isinstance(e.__cause__, BrokenPipeError):
+        # Nothing more reaches a closed pipe; keep the interpreter from failing on it at exit.
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+    try:
+        print(f"nasplug: {mask(text)}", file=sys.stderr, flush=True)
+    except OSError:
+        pass
+    return code
+
+
+def _describe(e: BaseException) -> tuple[int, str]:
+    """The exit status and the line for ``e``.
+
+    Nothing is imported here: an interrupt may have stopped torch half-way through its import.
+    An error class of a module that was never imported cannot be the class of ``e``.
+    """
+    expected: list[type] = [UsageError, ValueError]  # OptionError is a ValueError
+    for module, name in (("nasplug.registry", "PluginError"), ("nasplug.rundir", "RunError")):
+        if module in sys.modules:
+            expected.append(getattr(sys.modules[module], name))
+    code = 2
+    if isinstance(e, RunFailed) and e.__cause__ is not None:
+        # A damaged or mismatched run directory is bad input even when found mid-run.
+        run_error = expected[-1] if "nasplug.rundir" in sys.modules else ()
+        code, e = (2 if isinstance(e.__cause__, run_error) else 1), e.__cause__
+    notes = "".join(f"; {n}" for n in getattr(e, "__notes__", ()))
+    if isinstance(e, KeyboardInterrupt):
+        return 130, "interrupted" + (notes or "; nothing was written")
+    if isinstance(e, BrokenPipeError):
+        return code, "error: output closed before it was all written (broken pipe)"
+    if type(e).__name__ == "NonFiniteLoss":
+        return 1, f"error: {_one_line(e)}{notes}"
+    if isinstance(e, OSError):
+        return code, f"error: {_os_text(e)}{notes}"
+    if isinstance(e, MemoryError):
+        return code, f"error: out of memory{notes}"
+    if isinstance(e, tuple(expected)):
+        return code, f"error: {_one_line(e)}{notes}"
+    return 1, (f"error: unexpected {type(e).__name__}: {_one_line(e)}{notes} (rerun with --debug "
+               f"for the traceback)")
+
+
+def _os_text(e: OSError) -> str:
+    what = e.strerror or _one_line(e)
+    if e.filename is not None and e.filename2 is not None:
+        return f"{e.filename} -> {e.filename2}: {what}"
+    if e.filename is not None:
+        return f"{e.filename}: {what}"
+    return what
 
 
 def _one_line(e: BaseException) -> str:
-    return " ".join(str(e).split()) or type(e).__name__
+    text = " ".join(str(e).split()) or type(e).__name__
+    return text if len(text) <= 1000 else text[:1000] + " ..."
+
+
+class _Parser(argparse.ArgumentParser):
+    """Usage errors are one line too: the usage text is one ``--help`` away."""
+
+    def error(self, message: str) -> None:  # type: ignore[override]
+        self.exit(2, f"{self.prog}: error: {' '.join(message.split())} (see `{self.prog} --help`)\n")
 
 
 def _parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="nasplug", description="Neural architecture search with plugins.")
+    p = _Parser(prog="nasplug", description="Neural architecture search with plugins.")
+    debug_help = "print the full traceback of a failure (also NASPLUG_DEBUG=1)"
+    p.add_argument("--debug", action="store_true", help=debug_help)
     sub = p.add_subparsers(dest="command")
 
     r = sub.add_parser("run", help="run a search")
@@ -70,11 +145,15 @@ def _parser() -> argparse.ArgumentParser:
     r.add_argument("--batch-size", type=int, dest="batch_size",
                    help=f"batch size (default {DEFAULTS['batch_size']})")
     r.add_argument("--seed", type=int, help="random seed (default 0)")
-    r.add_argument("--device", help="auto, cpu, cuda, cuda:N or mps (default auto)")
+    r.add_argument("--device", help="auto, cpu, cuda, cuda:N or mps (default auto); with "
+                                    "--resume, moves the run to this device")
     r.add_argument("--deterministic", action="store_true", default=None,
                    help="deterministic kernels (slower on CUDA)")
     r.add_argument("--out", help="run directory (default runs/TIME-SPACE-RELAX-STRATEGY)")
-    r.add_argument("--storage", help="Optuna storage URL for black-box strategies "
+    r.add_argument("--storage", help="Optuna storage for black-box strategies: a URL, env:NAME "
+                                     "(the URL is in environment variable NAME) or file:PATH (the "
+                                     "URL is the file's first line); a password in a URL is never "
+                                     "stored, so prefer env: or file: for runs you resume "
                                      "(default: SQLite file in the run directory)")
     r.add_argument("--study", help="Optuna study name (default: the run directory's name)")
     r.add_argument("--tensorboard", action="store_true", default=None,
@@ -95,6 +174,9 @@ def _parser() -> argparse.ArgumentParser:
     sh.set_defaults(func=cmd_show)
 
     _add_extra_commands(sub)
+    for command in sub.choices.values():
+        command.add_argument("--debug", action="store_true", default=argparse.SUPPRESS,
+                             help=debug_help)
     return p
 
 
@@ -119,6 +201,10 @@ def resolve_config(args: argparse.Namespace) -> dict[str, Any]:
         if unknown:
             raise OptionError(f"config file {args.config}: unknown table {sorted(unknown)[0]!r}; "
                               f"accepted: run, {', '.join(PLUGIN_KEYS)}")
+        for axis in ("run", *PLUGIN_KEYS):
+            if not isinstance(doc.get(axis, {}), dict):
+                raise OptionError(f"config file {args.config}: {axis} must be a table "
+                                  f"([{axis}]), got {doc[axis]!r}")
         for key, value in doc.get("run", {}).items():
             key = key.replace("-", "_")
             if key not in DEFAULTS:
@@ -126,21 +212,56 @@ def resolve_config(args: argparse.Namespace) -> dict[str, Any]:
                                   f"accepted: {', '.join(DEFAULTS)}")
             cfg[key] = value
         for axis in PLUGIN_KEYS:
-            table = doc.get(axis, {})
-            if not isinstance(table, dict):
-                raise OptionError(f"config file {args.config}: [{axis}] must be a table of options")
-            opts[axis].update(table)
+            opts[axis].update(doc.get(axis, {}))
     for key in DEFAULTS:
         value = getattr(args, key, None)
         if value is not None:
             cfg[key] = value
     for axis in PLUGIN_KEYS:
         opts[axis].update(parse_pairs(getattr(args, f"{axis}_opt"), f"--{axis}-opt"))
-    for key in ("epochs", "batch_size"):
-        if not isinstance(cfg[key], int) or isinstance(cfg[key], bool) or cfg[key] < 1:
-            raise OptionError(f"{key} must be a positive integer, got {cfg[key]!r}")
     cfg["opts"] = opts
+    check_config(cfg)
     return cfg
+
+
+def _is_int(v: Any) -> bool:
+    return isinstance(v, int) and not isinstance(v, bool)
+
+
+def check_config(cfg: dict[str, Any]) -> None:
+    """Raise OptionError unless every setting of ``cfg`` has an accepted type and value.
+
+    Also checks that the device exists here, so that nothing is written for a run that
+    cannot start.
+    """
+    from nasplug.options import OptionError
+    from nasplug.trainer import pick_device
+
+    for key in PLUGIN_KEYS:
+        if not isinstance(cfg.get(key), str) or not cfg[key]:
+            raise OptionError(f"{key} must be a plugin name (text), got {cfg.get(key)!r}")
+    for key in ("epochs", "batch_size"):
+        if not _is_int(cfg.get(key)) or cfg[key] < 1:
+            raise OptionError(f"{key} must be a positive integer, got {cfg.get(key)!r}")
+    if not _is_int(cfg.get("seed")) or not 0 <= cfg["seed"] < 2**63:
+        raise OptionError(f"seed must be an integer from 0 to 2**63-1, got {cfg.get('seed')!r}")
+    for key in ("deterministic", "tensorboard"):
+        if not isinstance(cfg.get(key), bool):
+            raise OptionError(f"{key} must be true or false, got {cfg.get(key)!r}")
+    for key in ("out", "storage", "study"):
+        if cfg.get(key) is not None and (not isinstance(cfg[key], str) or not cfg[key]):
+            raise OptionError(f"{key} must be text, got {cfg[key]!r}")
+    if not isinstance(cfg.get("device"), str):
+        raise OptionError(f"device must be text (auto, cpu, cuda, cuda:N or mps), "
+                          f"got {cfg.get('device')!r}")
+    if not isinstance(cfg.get("opts"), dict) or not all(
+            isinstance(cfg["opts"].get(k, {}), dict) for k in PLUGIN_KEYS):
+        raise OptionError(f"opts must map {', '.join(PLUGIN_KEYS)} to tables of options")
+    try:
+        pick_device(cfg["device"])
+    except (ValueError, RuntimeError) as e:
+        raise OptionError(_one_line(e)) from e
+    _compile_backend(cfg.get("compile"))
 
 
 def build_plugins(cfg: dict[str, Any]) -> dict[str, Any]:
@@ -177,16 +298,78 @@ def cmd_run(args: argparse.Namespace) -> int:
 
 
 def _run(args: argparse.Namespace, *, writer: bool) -> int:
-    from nasplug import ddp
     from nasplug.rundir import RunDir
 
-    if args.resume:
-        run = RunDir.open(args.resume, writer=writer)
-        cfg = run.config()
-    else:
-        cfg = resolve_config(args)
+    run = None
+    try:
+        if args.resume:
+            run = RunDir.open(args.resume, writer=writer).lock()
+            cfg = _resumed_config(run, args)
+        else:
+            cfg = resolve_config(args)
+        storage, plugins, data = _prepare(cfg, args, writer=writer)
+        if args.resume:
+            run.log("resumed", device=cfg["device"])
+        else:
+            from nasplug import ddp
+
+            cfg["versions"] = plugin_versions(cfg)
+            out = ddp.broadcast_object(cfg["out"] or _default_out(cfg))
+            cfg["out"] = str(out)
+            run = RunDir.create(out, cfg, writer=writer)
+        try:
+            return execute(cfg, run, plugins, data, quiet=args.quiet or not writer,
+                           storage=storage)
+        except Exception as e:
+            if note_outcome(e, run, "run", created=not args.resume):
+                raise  # nothing ran that could be kept: an input error stays exit status 2
+            raise RunFailed(str(e)) from e
+        except BaseException as e:
+            note_outcome(e, run, "run", created=not args.resume)
+            raise
+    finally:
+        if run is not None:
+            run.close()
+
+
+def _resumed_config(run: Any, args: argparse.Namespace) -> dict[str, Any]:
+    """The stored config of ``run``, checked, with the settings a resume may change."""
+    from nasplug.credentials import mask
+    from nasplug.options import OptionError
+
+    cfg = run.config()
+    if not isinstance(cfg, dict) or cfg.get("command") == "train":
+        raise OptionError(f"{run.path} is not a search run; continue training runs with "
+                          f"`nasplug train --resume {run.path}`")
+    for key in ("space", "relax", "strategy", "data", "epochs", "batch_size", "seed", "device",
+                "opts"):
+        if key not in cfg:
+            raise OptionError(f"{run.path}/config.json lacks {key!r}; it was not written by "
+                              f"`nasplug run`")
+    cfg = {**DEFAULTS, **cfg}
+    if args.device is not None:
+        cfg["device"] = args.device
+    if args.storage is not None:
+        if cfg.get("storage") is None or mask(args.storage) != mask(cfg["storage"]):
+            raise OptionError(f"--storage with --resume must give the run's own storage again "
+                              f"({mask(str(cfg.get('storage')))}), got {mask(args.storage)}")
+        cfg["storage"] = args.storage
+    check_config(cfg)
+    return cfg
+
+
+def _prepare(cfg: dict[str, Any], args: argparse.Namespace, *,
+             writer: bool) -> tuple[str | None, dict[str, Any], Any]:
+    """Every check that can fail before anything is written: the output path, the storage,
+    the device and compiler, the plugins, the data, and whether the space takes the data."""
+    from nasplug import ddp
+    from nasplug.credentials import has_secret, resolve_storage
+    from nasplug.rundir import check_new_run_path
+
     ddp.check_batch_size(cfg["batch_size"])
-    # Bad options or bad data fail here, before anything is written.
+    if writer and not args.resume and cfg["out"]:
+        check_new_run_path(cfg["out"])
+    storage = resolve_storage(cfg.get("storage"))
     backend = _compile_backend(cfg.get("compile"))
     if backend is not None:
         from nasplug.trainer import check_compile, pick_device
@@ -198,14 +381,36 @@ def _run(args: argparse.Namespace, *, writer: bool) -> int:
         report.check_tensorboard()
     plugins = build_plugins(cfg)
     data = plugins["data"].load()
-    if args.resume:
-        run.log("resumed")
-    else:
-        cfg["versions"] = plugin_versions(cfg)
-        out = ddp.broadcast_object(cfg["out"] or _default_out(cfg))
-        cfg["out"] = str(out)
-        run = RunDir.create(out, cfg, writer=writer)
-    return execute(cfg, run, plugins, data, quiet=args.quiet or not writer)
+    _check_space_takes(plugins["space"], data, cfg)
+    if writer and not args.resume and cfg.get("storage") and has_secret(cfg["storage"]):
+        print("nasplug: warning: the storage password is not stored (config.json shows ***); "
+              "to resume, give --storage again, or pass the URL as env:NAME or file:PATH",
+              file=sys.stderr)
+    return storage, plugins, data
+
+
+def _check_space_takes(space: Any, data: Any, cfg: dict[str, Any]) -> None:
+    """Build the supernet once on the data's task: a space that cannot take this data fails
+    here, before a run directory exists."""
+    try:
+        space.choices()
+        space.supernet(data.task)
+    except Exception as e:  # a plugin's own error, whatever its type
+        raise UsageError(f"space {cfg['space']!r} cannot take the data of {cfg['data']!r} "
+                         f"({data.task.kind}, input shape {tuple(data.task.input_shape)}): "
+                         f"{type(e).__name__}: {_one_line(e)}") from e
+
+
+def note_outcome(e: BaseException, run: Any, command: str, *, created: bool) -> bool:
+    """Say on ``e`` what became of the run directory: removed when it held nothing to resume
+    (so that it does not block the next try), otherwise how to resume it. Returns whether it
+    was removed."""
+    if created and run.abandon():
+        e.add_note(f"run directory {run.path} removed: it held nothing to resume")
+        return True
+    if isinstance(e, (KeyboardInterrupt, OSError)):
+        e.add_note(f"resume with `nasplug {command} --resume {run.path}`")
+    return False
 
 
 def _default_out(cfg: dict[str, Any]) -> str:
@@ -218,8 +423,12 @@ def _default_out(cfg: dict[str, Any]) -> str:
 
 
 def execute(cfg: dict[str, Any], run: Any, plugins: dict[str, Any], data: Any, *,
-            quiet: bool = False) -> int:
-    """Build the trainer, run the strategy and write the results into ``run``."""
+            quiet: bool = False, storage: str | None = None) -> int:
+    """Build the trainer, run the strategy and write the results into ``run``.
+
+    ``storage`` is the storage URL itself (``cfg`` holds it masked or as ``env:``/``file:``).
+    """
+    from nasplug.credentials import resolve_storage
     from nasplug.trainer import SearchContext, Trainer
 
     sink = None
@@ -230,11 +439,12 @@ def execute(cfg: dict[str, Any], run: Any, plugins: dict[str, Any], data: Any, *
     trainer = Trainer(data, run=run, device=cfg["device"], seed=cfg["seed"],
                       deterministic=bool(cfg["deterministic"]), quiet=quiet, sink=sink,
                       compile=_compile_backend(cfg.get("compile")))
+    options = {"storage": storage or resolve_storage(cfg.get("storage")),
+               "study": cfg.get("study"), "run_dir": str(run.path),
+               "tensorboard": cfg.get("tensorboard")}
     ctx = SearchContext(space=plugins["space"], relaxation=plugins["relax"], trainer=trainer,
                         data=data, epochs=cfg["epochs"], batch_size=cfg["batch_size"],
-                        seed=cfg["seed"], options={"storage": cfg.get("storage"),
-                                                   "study": cfg.get("study"), "run_dir": str(run.path),
-                                                   "tensorboard": cfg.get("tensorboard")})
+                        seed=cfg["seed"], options=options)
     trainer.say(f"nasplug: {cfg['strategy']} search of {cfg['space']} with {cfg['relax']} on "
                 f"{cfg['data']} ({data.task.kind}, {trainer.size('train')} train / "
                 f"{trainer.size('test')} test) on {trainer.device}; run directory {run.path}")
@@ -338,7 +548,9 @@ def cmd_list(args: argparse.Namespace) -> int:
                     try:
                         registry.load(axis, name)
                     except registry.PluginError as e:
-                        note = f"  [BROKEN: {_one_line(e.__cause__ or e)}]"
+                        cause = e.__cause__
+                        why = f"{type(cause).__name__}: {_one_line(cause)}" if cause else _one_line(e)
+                        note = f"  [BROKEN: {why}]"
                 print(f"  {name:<26} {p.dist} {p.version} ({origin}){note}")
     if os.environ.get("NASPLUG_DISABLE_PLUGIN_AUTOLOAD", "") not in ("", "0"):
         print("(NASPLUG_DISABLE_PLUGIN_AUTOLOAD set: third-party plugins not loaded)")

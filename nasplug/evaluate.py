@@ -50,7 +50,8 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
     t.add_argument("--batch-size", type=int, default=64, dest="batch_size")
     t.add_argument("--lr", type=float, default=0.025, help="SGD learning rate, cosine schedule")
     t.add_argument("--seed", type=int, default=0)
-    t.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:N or mps")
+    t.add_argument("--device", help="auto, cpu, cuda, cuda:N or mps (default auto); with "
+                                    "--resume, moves the run to this device")
     t.add_argument("--out", help="training run directory (default runs/TIME-train-NAME)")
     t.add_argument("--space", help="space of a genotype file (default: the genotype's own)")
     t.add_argument("--space-opt", action="append", default=[], metavar="KEY=VALUE",
@@ -83,11 +84,16 @@ def resolve_train(args: argparse.Namespace) -> dict[str, Any]:
             raise OptionError(f"--{key.replace('_', '-')} must be a positive integer")
     if args.cutout < 0 or not 0.0 <= args.drop_path < 1.0:
         raise OptionError("--cutout must be >= 0 and --drop-path in [0, 1)")
+    if not math.isfinite(args.lr) or args.lr <= 0:
+        raise OptionError(f"--lr must be a positive number, got {args.lr}")
+    if not 0 <= args.seed < 2**63:
+        raise OptionError(f"--seed must be an integer from 0 to 2**63-1, got {args.seed}")
     cfg: dict[str, Any] = {
         "command": "train", "source": None, "baseline": args.baseline, "genotype": None,
         "space": None, "data": None, "opts": {"space": {}, "data": {}}, "search": None,
         **{k: getattr(args, k) for k in ("epochs", "batch_size", "lr", "cutout", "drop_path",
-                                         "auxiliary", "seed", "device", "channels", "layers")},
+                                         "auxiliary", "seed", "channels", "layers")},
+        "device": args.device or "auto",
     }
     if args.baseline is not None and args.baseline not in BASELINES:
         raise OptionError(f"unknown baseline {args.baseline!r}; accepted: {', '.join(BASELINES)}")
@@ -144,9 +150,14 @@ def prepare_train(cfg: Mapping[str, Any]) -> tuple[Any, nn.Module, str]:
     """The data, the network and its name for ``cfg``: every input checked, nothing written."""
     from nasplug import registry
     from nasplug.baselines import baseline
-    from nasplug.options import instantiate
+    from nasplug.options import OptionError, instantiate
+    from nasplug.trainer import pick_device
     from nasplug.types import Genotype
 
+    if not isinstance(cfg.get("device"), str):
+        raise OptionError(f"device must be text (auto, cpu, cuda, cuda:N or mps), "
+                          f"got {cfg.get('device')!r}")
+    pick_device(cfg["device"])
     data = instantiate(registry.load("dataset", cfg["data"]), cfg["opts"]["data"],
                        f"dataset {cfg['data']!r}").load()
     task = data.task
@@ -156,7 +167,13 @@ def prepare_train(cfg: Mapping[str, Any]) -> tuple[Any, nn.Module, str]:
     else:
         space = instantiate(registry.load("space", cfg["space"]), cfg["opts"]["space"],
                             f"space {cfg['space']!r}")
-        model = space.build(Genotype.from_dict(cfg["genotype"]), task)
+        genotype = Genotype.from_dict(cfg["genotype"])
+        try:
+            model = space.build(genotype, task)
+        except Exception as e:  # a space rejects a genotype in its own words and types
+            detail = " ".join(str(e).split())[:300]
+            raise ValueError(f"the genotype does not fit space {cfg['space']!r}: "
+                             f"{type(e).__name__}: {detail}") from e
         name = f"{cfg['space']} genotype"
     if cfg["cutout"] and len(task.input_shape) != 3:
         raise ValueError(f"--cutout needs image data; {cfg['data']} has input shape "
@@ -209,26 +226,40 @@ def _train_seconds(run: Any) -> float:
 
 
 def _cmd_train(args: argparse.Namespace) -> int:
-    from nasplug.rundir import RunDir, RunError
+    from nasplug.cli import RunFailed, note_outcome
+    from nasplug.rundir import RunDir, RunError, check_new_run_path
 
-    if args.resume:
-        run = RunDir.open(args.resume)
-        cfg = run.config()
-        if cfg.get("command") != "train":
-            raise RunError(f"{args.resume} is not a training run; resume searches with "
-                           f"`nasplug run --resume {args.resume}`")
-        run.log("resumed")
-        prepared = prepare_train(cfg)
-    else:
-        cfg = resolve_train(args)
-        prepared = prepare_train(cfg)  # bad input stops here, before a run directory exists
-        label = cfg["baseline"] or (Path(cfg["source"]).stem if cfg["source"] else "genotype")
-        out = Path(args.out or Path("runs") / f"{time.strftime('%Y%m%d-%H%M%S')}-train-{label}")
-        if (out / "config.json").exists():
-            raise RunError(f"{out} already holds a run; continue it with "
-                           f"`nasplug train --resume {out}` or choose another --out")
-        run = RunDir.create(out, cfg)
-    result = train(cfg, run, quiet=args.quiet, prepared=prepared)
+    run = None
+    try:
+        if args.resume:
+            run = RunDir.open(args.resume).lock()
+            cfg = run.config()
+            if not isinstance(cfg, dict) or cfg.get("command") != "train":
+                raise RunError(f"{args.resume} is not a training run; resume searches with "
+                               f"`nasplug run --resume {args.resume}`")
+            if args.device is not None:
+                cfg["device"] = args.device
+            prepared = prepare_train(cfg)
+            run.log("resumed", device=cfg["device"])
+        else:
+            cfg = resolve_train(args)
+            label = cfg["baseline"] or (Path(cfg["source"]).stem if cfg["source"] else "genotype")
+            out = Path(args.out or Path("runs") / f"{time.strftime('%Y%m%d-%H%M%S')}-train-{label}")
+            check_new_run_path(out, resume="nasplug train --resume")
+            prepared = prepare_train(cfg)  # bad input stops here, before a run directory exists
+            run = RunDir.create(out, cfg)
+        try:
+            result = train(cfg, run, quiet=args.quiet, prepared=prepared)
+        except Exception as e:
+            if note_outcome(e, run, "train", created=not args.resume):
+                raise
+            raise RunFailed(str(e)) from e
+        except BaseException as e:
+            note_outcome(e, run, "train", created=not args.resume)
+            raise
+    finally:
+        if run is not None:
+            run.close()
     m = result["metric"]
     print(f"test {m}: {result[f'test_{m}']:.4f}, {result['params']} parameters, "
           f"{result['seconds']:.1f}s training")

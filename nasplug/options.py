@@ -37,8 +37,13 @@ def read_toml(path: str | Path) -> dict[str, Any]:
             return tomllib.load(f)
     except FileNotFoundError:
         raise OptionError(f"config file {p} does not exist") from None
-    except tomllib.TOMLDecodeError as e:
+    except OSError as e:  # a directory, no permission, ...
+        raise OptionError(f"config file {p} cannot be read ({e.strerror or e}); accepted: a "
+                          f"TOML file") from None
+    except (tomllib.TOMLDecodeError, UnicodeDecodeError) as e:
         raise OptionError(f"config file {p} is not valid TOML: {e}") from e
+    except RecursionError:
+        raise OptionError(f"config file {p} is nested too deeply") from None
 
 
 def _params(cls: Any) -> dict[str, inspect.Parameter]:

@@ -20,6 +20,9 @@ AXES: dict[str, str] = {
     "strategy": "nasplug.strategies",
     "dataset": "nasplug.datasets",
 }
+#: axis name -> the abstract class in nasplug.interfaces that its plugins subclass
+_BASES: dict[str, str] = {"space": "SearchSpace", "relaxation": "Relaxation",
+                          "strategy": "Strategy", "dataset": "Dataset"}
 _BUILTIN_DIST = "nasplug"
 _AUTOLOAD_OFF = "NASPLUG_DISABLE_PLUGIN_AUTOLOAD"
 
@@ -77,13 +80,28 @@ def info(axis: str, name: str) -> PluginInfo:
 
 
 def load(axis: str, name: str) -> Any:
-    """Import and return the object registered as ``name`` on ``axis``."""
+    """Import and return the class registered as ``name`` on ``axis``.
+
+    Raises:
+        PluginError: the name is unknown, the import fails (or calls ``sys.exit``), or the
+            entry point is not a subclass of the axis's abstract class.
+    """
+    from nasplug import interfaces
+
     p = info(axis, name)
+    where = f"entry point {p.value!r} of {p.dist} {p.version}"
     try:
-        return metadata.EntryPoint(p.name, p.value, AXES[axis]).load()
-    except Exception as e:
-        raise PluginError(f"{axis} {name!r} failed to load from entry point {p.value!r} "
-                          f"of {p.dist} {p.version}: {type(e).__name__}: {e}") from e
+        obj = metadata.EntryPoint(p.name, p.value, AXES[axis]).load()
+    except (Exception, SystemExit) as e:  # a plugin's import may fail in any way, even exit
+        detail = " ".join(str(e).split())
+        raise PluginError(f"{axis} {name!r} failed to load from {where}: "
+                          f"{type(e).__name__}: {detail}") from e
+    base = getattr(interfaces, _BASES[axis])
+    if not isinstance(obj, type) or not issubclass(obj, base):
+        what = f"class {obj.__name__}" if isinstance(obj, type) else f"a {type(obj).__name__}"
+        raise PluginError(f"{axis} {name!r} from {where} is {what}, not a subclass of "
+                          f"nasplug.{_BASES[axis]}")
+    return obj
 
 
 def _group(axis: str) -> str:

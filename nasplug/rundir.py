@@ -1,15 +1,24 @@
 """A run directory: config, events log, checkpoints, genotype and final metrics.
 
 Every file is written atomically (a temporary file renamed into place), so a run killed at
-any moment leaves the previous valid version of each file.
+any moment leaves the previous valid version of each file; the temporary files such a kill
+leaves are removed when the run is next locked. A process that runs or resumes a run holds the
+directory's lock file (its process id inside), so two processes never run one run at once.
+
+Run directories are created readable by their owner only (mode 0o700): a run's config, events
+and Optuna study may name databases, paths and hosts, and one rule for every run is simpler
+to trust than a guess at which runs hold something private.
 """
 
 from __future__ import annotations
 
+import errno
 import io
 import json
 import math
 import os
+import shutil
+import socket
 import tempfile
 import time
 from pathlib import Path
@@ -17,13 +26,18 @@ from typing import Any, Iterator, Mapping
 
 import torch
 
-__all__ = ["RunDir", "RunError", "atomic_write"]
+from nasplug.credentials import mask_all
+
+__all__ = ["RunDir", "RunError", "atomic_write", "check_new_run_path"]
 
 CONFIG = "config.json"
 EVENTS = "events.jsonl"
 GENOTYPE = "genotype.json"
 METRICS = "metrics.json"
 CHECKPOINTS = "checkpoints"
+LOCK = "nasplug.lock"
+#: What a run holds before its first checkpoint or result: nothing worth keeping.
+_SCAFFOLD = {CONFIG, EVENTS, LOCK}
 
 
 class RunError(Exception):
@@ -31,18 +45,57 @@ class RunError(Exception):
 
 
 def atomic_write(path: Path, data: bytes) -> None:
-    """Write ``data`` to ``path`` so that readers see the old or the new file, never a torn one."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    """Write ``data`` to ``path`` so that readers see the old or the new file, never a torn one.
+
+    Raises:
+        OSError: naming ``path`` (not the temporary file) when the write fails.
+    """
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    except OSError as e:
+        raise OSError(e.errno, e.strerror, str(path)) from e
     try:
         with os.fdopen(fd, "wb") as f:
             f.write(data)
             f.flush()
             os.fsync(f.fileno())
         os.replace(tmp, path)
+    except OSError as e:
+        Path(tmp).unlink(missing_ok=True)
+        raise OSError(e.errno, e.strerror, str(path)) from e
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
+
+
+def check_new_run_path(path: str | Path, *, resume: str = "nasplug run --resume") -> None:
+    """Raise RunError unless a new run can be created at ``path``; writes nothing.
+
+    ``path`` may be missing or an existing directory that holds no run; the nearest existing
+    folder above it must be writable.
+    """
+    p = Path(path)
+    if p.exists() and not p.is_dir():
+        raise RunError(f"--out {p} is an existing file; accepted: a new directory or an empty one")
+    if (p / CONFIG).exists():
+        raise RunError(f"{p} already holds a run; resume it with `{resume} {p}` or choose "
+                       f"another --out")
+    target = p
+    while not target.exists() and target != target.parent:
+        target = target.parent
+    if not target.is_dir():
+        raise RunError(f"cannot create {p}: {target} is a file, not a directory")
+    if not os.access(target, os.W_OK | os.X_OK):
+        why = "read-only file system" if _read_only_fs(target) else "permission denied or immutable"
+        raise RunError(f"cannot create {p}: {target} is not writable ({why}); choose another --out")
+
+
+def _read_only_fs(path: Path) -> bool:
+    try:
+        return bool(os.statvfs(path).f_flag & os.ST_RDONLY)
+    except OSError:
+        return False
 
 
 def _json_default(o: Any) -> Any:
@@ -65,7 +118,9 @@ def _clean(o: Any) -> Any:
 
 
 def to_json(o: Any, indent: int | None = 2) -> str:
-    return json.dumps(_clean(json.loads(json.dumps(o, default=_json_default))), indent=indent)
+    """JSON text of ``o``; NaN and inf become null and URL passwords ``***``."""
+    plain = json.loads(json.dumps(o, default=_json_default))
+    return json.dumps(mask_all(_clean(plain)), indent=indent)
 
 
 class RunDir:
@@ -74,21 +129,37 @@ class RunDir:
     def __init__(self, path: str | Path, *, writer: bool = True) -> None:
         self.path = Path(path)
         self.writer = writer
+        self._lock_fd: int | None = None
+        self._made: Path | None = None  # the topmost folder that create() made
 
     # ---- creating and opening -------------------------------------------------------------
     @classmethod
     def create(cls, path: str | Path, config: Mapping[str, Any], *, writer: bool = True) -> RunDir:
+        """A new run at ``path``, locked by this process until :meth:`close`.
+
+        If creating it fails half-way, what was made is removed again.
+        """
         run = cls(path, writer=writer)
         if writer:
-            if (run.path / CONFIG).exists():
-                raise RunError(f"{run.path} already holds a run; resume it with "
-                               f"`nasplug run --resume {run.path}` or choose another --out")
-            run.path.mkdir(parents=True, exist_ok=True)
-            atomic_write(run.path / CONFIG, to_json(config).encode())
+            check_new_run_path(run.path)
+            made: Path | None = None
+            if not run.path.exists():
+                made = run.path
+                while not made.parent.exists():
+                    made = made.parent
+            try:
+                run.path.mkdir(mode=0o700, parents=True, exist_ok=True)
+                run._made = made
+                run._lock()
+                atomic_write(run.path / CONFIG, to_json(config).encode())
+            except BaseException:
+                run.abandon()
+                raise
         return run
 
     @classmethod
     def open(cls, path: str | Path, *, writer: bool = True) -> RunDir:
+        """An existing run. A process that goes on with it calls :meth:`lock` first."""
         run = cls(path, writer=writer)
         if not run.path.is_dir():
             raise RunError(f"run directory {run.path} does not exist")
@@ -96,6 +167,93 @@ class RunDir:
             raise RunError(f"{run.path} is not a nasplug run directory (no {CONFIG})")
         run.config()  # fail early on a damaged config
         return run
+
+    def lock(self) -> RunDir:
+        """Take the run's lock (see :meth:`_lock`) and remove the temporary files that a killed
+        write left; readers and report writers need no lock."""
+        if self.writer:
+            self._lock()
+            self._remove_leftovers()
+        return self
+
+    def close(self) -> None:
+        """Release the lock (the process's exit releases it too, leaving a stale lock file)."""
+        if self._lock_fd is None:
+            return
+        fd, self._lock_fd = self._lock_fd, None
+        _HELD.pop(os.path.realpath(self.path), None)
+        (self.path / LOCK).unlink(missing_ok=True)
+        os.close(fd)
+
+    def __enter__(self) -> RunDir:
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        self.close()
+
+    def abandon(self) -> bool:
+        """Undo :meth:`create` if the run holds nothing worth keeping yet.
+
+        A run without a checkpoint or result (only its config, events and lock) would block
+        the next try at the same ``--out``; it is removed, with the folders create() made.
+        Returns whether it was removed.
+        """
+        if not self.writer or not self.path.is_dir() or not self._only_scaffold():
+            self.close()
+            return False
+        for name in _SCAFFOLD - {LOCK}:
+            (self.path / name).unlink(missing_ok=True)
+        self.close()
+        for tmp in self.path.rglob(".*.tmp"):
+            tmp.unlink(missing_ok=True)
+        if self._made is not None:
+            shutil.rmtree(self._made, ignore_errors=True)
+        return True
+
+    def _only_scaffold(self) -> bool:
+        for p in self.path.rglob("*"):
+            rel = p.relative_to(self.path)
+            if p.is_dir() or str(rel) in _SCAFFOLD or p.name.endswith(".tmp"):
+                continue
+            return False
+        return True
+
+    # ---- the lock ----------------------------------------------------------------------------
+    def _lock(self) -> None:
+        """Take the run's lock or raise RunError naming the process that holds it.
+
+        The lock is an ``flock`` on ``nasplug.lock``, which holds the owner's process id and
+        host: the kernel drops it when the owner dies, so a lock file left by a killed process
+        is stale and taken over. Where the file system has no ``flock``, a lock file naming a
+        live process of this host counts as held. One process may open its own run twice.
+        """
+        key = os.path.realpath(self.path)
+        if key in _HELD:  # opened again by its own process: the first opener keeps the lock
+            return
+        path = self.path / LOCK
+        while True:
+            fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o600)
+            try:
+                _flock(fd, path)
+                same = os.stat(path).st_ino == os.fstat(fd).st_ino
+            except FileNotFoundError:  # released and removed between open and flock
+                same = False
+            except BaseException:
+                os.close(fd)
+                raise
+            if same:
+                break
+            os.close(fd)
+        os.ftruncate(fd, 0)
+        os.write(fd, f"{os.getpid()} {socket.gethostname()}\n".encode())
+        _HELD[key] = fd
+        self._lock_fd = fd
+
+    def _remove_leftovers(self) -> None:
+        """Temporary files of writes that a kill interrupted (only the lock holder may)."""
+        for tmp in self.path.rglob(".*.tmp"):
+            if tmp.is_file():
+                tmp.unlink(missing_ok=True)
 
     def config(self) -> dict[str, Any]:
         return self._read_json(CONFIG)
@@ -151,7 +309,12 @@ class RunDir:
             return
         buf = io.BytesIO()
         torch.save(dict(state), buf)
-        atomic_write(self.checkpoint_path(phase), buf.getvalue())
+        p = self.checkpoint_path(phase)
+        try:
+            atomic_write(p, buf.getvalue())
+        except OSError as e:
+            kept = "the previous checkpoint is kept" if p.exists() else "no checkpoint was kept"
+            raise OSError(e.errno, f"cannot write checkpoint {p}: {e.strerror or e}; {kept}") from e
 
     def load_checkpoint(self, phase: str) -> dict[str, Any] | None:
         p = self.checkpoint_path(phase)
@@ -162,3 +325,49 @@ class RunDir:
         except Exception as e:
             raise RunError(f"checkpoint {p} is corrupt or truncated ({type(e).__name__}); "
                            f"delete it to redo phase {phase!r} from its start") from e
+
+
+#: run directory (real path) -> the descriptor of the lock this process holds on it
+_HELD: dict[str, int] = {}
+
+
+def _flock(fd: int, path: Path) -> None:
+    import fcntl
+
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        return
+    except OSError as e:
+        if e.errno in (errno.EAGAIN, errno.EACCES, errno.EWOULDBLOCK):
+            raise RunError(f"{path.parent} is in use by {_holder(path)}; wait for it to finish "
+                           f"or stop it") from None
+    # No flock on this file system: trust the process id in the file.
+    pid, host = _read_lock(path)
+    if pid is not None and pid != os.getpid() and host == socket.gethostname() and _alive(pid):
+        raise RunError(f"{path.parent} is in use by {_holder(path)}; wait for it to finish or "
+                       f"stop it")
+
+
+def _read_lock(path: Path) -> tuple[int | None, str]:
+    try:
+        pid, _, host = path.read_text().strip().partition(" ")
+    except (OSError, UnicodeDecodeError):
+        return None, ""
+    return (int(pid) if pid.isdigit() else None), host
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except (PermissionError, OverflowError):
+        return True
+    return True
+
+
+def _holder(lock: Path) -> str:
+    pid, host = _read_lock(lock)
+    if pid is None:
+        return "another process"
+    return f"process {pid}" + (f" on {host}" if host and host != socket.gethostname() else "")

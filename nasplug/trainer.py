@@ -23,7 +23,7 @@ from torch import nn
 
 from nasplug import ddp
 from nasplug.interfaces import Relaxation, SearchSpace
-from nasplug.rundir import RunDir
+from nasplug.rundir import RunDir, RunError
 from nasplug.tasks import Metrics, Objective
 from nasplug.types import Choice, Data, Group, Task
 
@@ -201,6 +201,7 @@ class Trainer:
         self.eval_batch_size = eval_batch_size
         self._bad: torch.Tensor | None = None
         self._bad_where = ""
+        self._kept = "no checkpoint was written"  # what the NaN messages say is kept
         self.compile = compile or None
         self._compile_clock: _CompileClock | None = None
         if self.compile is not None:
@@ -297,8 +298,8 @@ class Trainer:
         bad = ~torch.isfinite(loss.detach()).all()
         if not self.lazy_sync:
             if bool(bad):
-                raise NonFiniteLoss(f"loss became {float(loss.detach())} in {where}; the last good "
-                                    f"checkpoint is kept; try a lower learning rate")
+                raise NonFiniteLoss(f"loss became {float(loss.detach())} in {where}; "
+                                    f"{self._kept}; try a lower learning rate")
         else:
             self._bad = bad if self._bad is None else self._bad | bad
             self._bad_where = self._bad_where or where
@@ -310,8 +311,8 @@ class Trainer:
                                      else torch.zeros((), dtype=torch.bool, device=self.device))
         if self._bad is not None and bool(self._bad):
             where = self._bad_where or "another process's shard"
-            raise NonFiniteLoss(f"loss became NaN or inf in the epoch ending at {where}; the "
-                                f"last good checkpoint is kept; try a lower learning rate")
+            raise NonFiniteLoss(f"loss became NaN or inf in the epoch ending at {where}; "
+                                f"{self._kept}; try a lower learning rate")
         self._bad, self._bad_where = None, ""
 
     def update(self, loss: torch.Tensor, optimizer: torch.optim.Optimizer,
@@ -380,12 +381,11 @@ class Trainer:
         """
         start = 0
         ckpt = self.run.load_checkpoint(phase) if self.run is not None else None
+        self._kept = "no checkpoint was written"
         if ckpt is not None:
-            for name, obj in state.items():
-                if name in ckpt["state"]:
-                    obj.load_state_dict(ckpt["state"][name])
-            set_rng_state(ckpt["rng"])
+            _load_checkpoint(self.run.checkpoint_path(phase), ckpt, state, phase)
             start = int(ckpt["epoch"])
+            self._kept = f"the last good checkpoint ({phase} epoch {start}) is kept"
             if start < n:
                 self.log("resume", phase=phase, epoch=start)
         for epoch in range(start, n):
@@ -397,10 +397,15 @@ class Trainer:
                         ddp.sync_buffers(obj)  # every rank ends the epoch in the checkpointed state
                 self._align_rng(phase, epoch)
             if self.run is not None:
-                self.run.save_checkpoint(phase, {
-                    "epoch": epoch + 1, "epochs": n,
-                    "state": {name: obj.state_dict() for name, obj in state.items()},
-                    "rng": get_rng_state()})
+                saved = {name: obj.state_dict() for name, obj in state.items()}
+                bad = non_finite(saved)
+                if bad is not None:
+                    raise NonFiniteLoss(f"NaN or inf in {bad} at the end of {phase} epoch "
+                                        f"{epoch + 1}, not checkpointed; {self._kept}; try a "
+                                        f"lower learning rate")
+                self.run.save_checkpoint(phase, {"epoch": epoch + 1, "epochs": n, "state": saved,
+                                                 "rng": get_rng_state()})
+                self._kept = f"the last good checkpoint ({phase} epoch {epoch + 1}) is kept"
 
     def _align_rng(self, phase: str, epoch: int) -> None:
         """Check that every rank's random generators are in the same state; if not, take rank
@@ -502,6 +507,77 @@ class _AllRanksMetrics(Metrics):
                 self._scores = [torch.cat(ddp.gather_tensor(torch.cat(self._scores)))]
                 self._labels = [torch.cat(ddp.gather_tensor(torch.cat(self._labels)))]
         return super().compute()
+
+
+_CHECKPOINT_KEYS = {"epoch": int, "state": dict, "rng": dict}
+
+
+def _load_checkpoint(path: Any, ckpt: Any, state: Mapping[str, Any], phase: str) -> None:
+    """Restore ``state`` and the generators from ``ckpt``, or raise one line of RunError."""
+    lacks = [k for k, t in _CHECKPOINT_KEYS.items()
+             if not isinstance(ckpt, dict) or not isinstance(ckpt.get(k), t)
+             or isinstance(ckpt.get(k), bool)]
+    if lacks:
+        raise RunError(f"checkpoint {path} is not a nasplug checkpoint (it lacks "
+                       f"{', '.join(repr(k) for k in lacks)}; accepted: a dict with epoch, state "
+                       f"and rng); delete it to redo phase {phase!r} from its start")
+    bad = non_finite(ckpt["state"])
+    if bad is not None:
+        raise RunError(f"checkpoint {path} holds NaN or inf in {bad}; delete it to redo its "
+                       f"phase from the start")
+    for name, obj in state.items():
+        if name in ckpt["state"]:
+            try:
+                obj.load_state_dict(ckpt["state"][name])
+            except (RuntimeError, KeyError, ValueError, TypeError, IndexError) as e:
+                detail = " ".join(str(e).split())
+                detail = detail if len(detail) <= 200 else detail[:200] + " ..."
+                raise RunError(f"checkpoint {path} does not fit this run's {name!r} (were "
+                               f"config.json or a plugin changed since it was written?): "
+                               f"{detail}") from e
+    try:
+        set_rng_state(ckpt["rng"])
+    except (RuntimeError, KeyError, ValueError, TypeError, IndexError) as e:
+        raise RunError(f"checkpoint {path} holds a damaged random state ({type(e).__name__}); "
+                       f"delete it to redo its phase from the start") from e
+
+
+def non_finite(state: Any) -> str | None:
+    """The name of the first NaN or inf in a checkpoint's state (floating tensors, and numbers
+    stored under a key naming a loss), or None when all are finite.
+
+    One host-device sync per device, however many tensors.
+    """
+    tensors: list[tuple[str, torch.Tensor]] = []
+    for name, v in _leaves(state, ""):
+        if isinstance(v, float):
+            if not math.isfinite(v):
+                return name
+        elif v.is_floating_point() or v.is_complex():
+            tensors.append((name, v))
+    by_device: dict[torch.device, list[tuple[str, torch.Tensor]]] = {}
+    for name, t in tensors:
+        by_device.setdefault(t.device, []).append((name, t))
+    for group in by_device.values():
+        ok = torch.stack([torch.isfinite(t).all() for _, t in group])
+        if not bool(ok.all()):
+            return group[int((~ok).nonzero()[0])][0]
+    return None
+
+
+def _leaves(state: Any, where: str) -> Iterator[tuple[str, Any]]:
+    if isinstance(state, torch.Tensor):
+        yield where or "a tensor", state
+    elif isinstance(state, Mapping):
+        for k, v in state.items():
+            name = f"{where}.{k}" if where else str(k)
+            if isinstance(v, float) and "loss" in str(k):
+                yield name, v
+            else:
+                yield from _leaves(v, name)
+    elif isinstance(state, (list, tuple)):
+        for i, v in enumerate(state):
+            yield from _leaves(v, f"{where}[{i}]")
 
 
 def _has_forward(module: nn.Module) -> bool:

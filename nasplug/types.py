@@ -158,7 +158,12 @@ class Genotype:
             d = json.loads(text)
         except json.JSONDecodeError as e:
             raise ValueError(f"genotype is not valid JSON: {e}") from e
-        return cls.from_dict(d)
+        except RecursionError:
+            raise ValueError("genotype JSON is nested too deeply") from None
+        try:
+            return cls.from_dict(d)
+        except RecursionError:
+            raise ValueError("genotype JSON is nested too deeply") from None
 
     @classmethod
     def parse(cls, text: str) -> Genotype:
@@ -200,6 +205,7 @@ def _canonical(value: Any) -> Any:
 
 
 _DARTS_FIELDS = ("normal", "normal_concat", "reduce", "reduce_concat")
+_MAX_RANGE = 1024  # a cell's concat lists its nodes: a handful
 
 
 def _parse_darts(text: str) -> dict[str, Any]:
@@ -210,6 +216,8 @@ def _parse_darts(text: str) -> dict[str, Any]:
         call = ast.parse(f"f({m.group(1)})", mode="eval").body
     except SyntaxError as e:
         raise ValueError(f"genotype string does not parse: {e.msg}") from e
+    except (RecursionError, MemoryError):
+        raise ValueError("genotype string is nested too deeply") from None
     assert isinstance(call, ast.Call)
     spec: dict[str, Any] = {}
     for kw in call.keywords:
@@ -223,8 +231,9 @@ def _parse_darts(text: str) -> dict[str, Any]:
         raise ValueError(f"genotype string lacks {', '.join(missing)}")
     for cell in ("normal", "reduce"):
         edges = spec[cell]
-        if not all(isinstance(e, list) and len(e) == 2 and isinstance(e[0], str) and isinstance(e[1], int)
-                   for e in edges):
+        if not isinstance(edges, list) or not all(
+                isinstance(e, list) and len(e) == 2 and isinstance(e[0], str) and isinstance(e[1], int)
+                for e in edges):
             raise ValueError(f"genotype field {cell!r} must be a list of (op, input) pairs")
     return spec
 
@@ -233,12 +242,25 @@ def _literal(node: ast.expr, name: str) -> Any:
     """Literal data, plus ``range(a, b)``, which DARTS uses for the concat fields."""
     if (isinstance(node, ast.Call) and isinstance(node.func, ast.Name) and node.func.id == "range"
             and not node.keywords and 1 <= len(node.args) <= 3):
-        return list(range(*[_literal(a, name) for a in node.args]))
+        bounds = [_literal(a, name) for a in node.args]
+        if not all(isinstance(b, int) and not isinstance(b, bool) for b in bounds):
+            raise ValueError(f"genotype field {name!r}: range() takes integers")
+        if len(bounds) == 3 and bounds[2] == 0:
+            raise ValueError(f"genotype field {name!r}: range() step must not be zero")
+        r = range(*bounds)
+        if len(r) > _MAX_RANGE:
+            raise ValueError(f"genotype field {name!r}: {r} has {len(r)} elements; at most "
+                             f"{_MAX_RANGE} accepted")
+        return list(r)
     try:
         value = ast.literal_eval(node)
-    except ValueError as e:
+    except (ValueError, TypeError, SyntaxError, MemoryError, RecursionError) as e:
         raise ValueError(f"genotype field {name!r} is not literal data") from e
-    return json.loads(json.dumps(value))
+    try:
+        return json.loads(json.dumps(value))
+    except (TypeError, ValueError, RecursionError) as e:  # sets, bytes, complex numbers
+        raise ValueError(f"genotype field {name!r} holds {type(value).__name__} data; accepted: "
+                         f"lists, strings and numbers") from e
 
 
 @dataclass(frozen=True)
