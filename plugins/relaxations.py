@@ -169,12 +169,17 @@ class Sparsemax(Tempered):
     **Schedule.** The architecture optimiser moves logits slowly (Adam at lr 3e-4 moves them
     about 0.06 in 200 steps), and the projection of nearly equal logits keeps every candidate.
     So ``tau`` falls geometrically from ``tau_start = 1`` (every candidate kept while the logits
-    are nearly equal: the first part explores) to ``tau_end = 0.005``, where gaps of a few
-    hundredths between logits leave one or two candidates. By group, the fall takes the first
-    ``1 - hard`` of the search; the last ``hard`` of it trains on the vertex nearest to the
-    tempered logits (the DARTS rule's genotype, exactly one-hot), the logits frozen. So the
-    search ends with the supernet equal to the derived network, its weights trained for that
-    very path. The rule follows the search's own length.
+    are nearly equal: the first part explores) to ``tau_end = 0.001``, where gaps of a few
+    hundredths between logits leave about one candidate per choice. By group, the fall takes the
+    first ``1 - hard`` of the search; the last ``hard`` (half, by default) trains on the vertex
+    nearest to the tempered logits (the DARTS rule's genotype, exactly one-hot), the logits
+    frozen. So the search ends with the supernet equal to the derived network, its weights
+    trained for that very path. The fall brings the weights near a vertex before the hard phase
+    (a mean distance of 0.63 against 0.93 with ``tau_end = 0.005`` in the default search), so
+    the switch to it disturbs the weights less; the hard phase's steps compute 8 ops per cell
+    and take no architecture step, which is why it can take half the search. The rule follows
+    the search's own length. ``grouped=false tau_end=0.005`` is the per-choice sparsemax
+    of earlier versions.
 
     Skipping zero-weight candidates is gradient-exact: the projection's Jacobian is zero
     outside its support.
@@ -189,8 +194,8 @@ class Sparsemax(Tempered):
         hard: the share of the search, at its end, trained on the vertex (grouped only; 0: none).
     """
 
-    def __init__(self, tau_start: float = 1.0, tau_end: float = 0.005,
-                 schedule: str = "exp", grouped: bool = True, hard: float = 0.3) -> None:
+    def __init__(self, tau_start: float = 1.0, tau_end: float = 0.001,
+                 schedule: str = "exp", grouped: bool = True, hard: float = 0.5) -> None:
         if not 0.0 <= hard < 1.0:
             raise ValueError(f"hard must be in [0, 1) (the share of the search trained on the "
                              f"vertex), got {hard}")

@@ -67,14 +67,17 @@ def test_group_unaware_relaxations_weigh_each_choice_as_before():
 
 def test_grouped_sparsemax_gives_each_node_exactly_its_derived_mass():
     space = CellSpace(channels=4, layers=2, nodes=3)
-    logits = ArchLogits(space.choices(), init_scale=0.3, groups=space.groups())
+    torch.manual_seed(0)
+    logits = ArchLogits(space.choices(), init_scale=0.03, groups=space.groups())
     relax = Sparsemax()
-    relax.on_epoch(1, 4)
+    relax.on_epoch(0, 4)
     w = logits.weights(relax)
     for g in space.groups():
         assert float(sum(w[n].detach().sum() for n in g.choices)) == pytest.approx(2.0, abs=1e-5)
+        if len(g.choices) > 2:  # a node with spare edges spreads its two units over them
+            assert all(0 < float(w[n].detach().sum()) < 1 for n in g.choices)
         assert all(float(w[n].detach()[0]) == 0.0 for n in g.choices), "none carries no mass"
-        assert all(float(w[n].detach().sum()) <= 1 + 1e-6 for n in g.choices)
+        assert all(float(w[n].detach().sum()) <= 1 + 1e-5 for n in g.choices)
 
 
 def test_grouped_gumbel_hard_samples_one_vertex_per_step_with_gradients():
