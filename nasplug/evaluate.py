@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import argparse
 import math
+import statistics
 import sys
 import time
 from pathlib import Path
@@ -68,6 +69,8 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
                                    "parameters and search/training cost.")
     c.add_argument("runs", nargs="+", metavar="RUN_DIR")
     c.add_argument("--out", help="also write the table to this file")
+    c.add_argument("--mean", action="store_true",
+                   help="one row per method: the mean and sample sd over its runs (e.g. seeds)")
     c.set_defaults(func=_cmd_compare)
 
 
@@ -268,8 +271,13 @@ def _cmd_train(args: argparse.Namespace) -> int:
 
 
 # ---- compare ---------------------------------------------------------------------------------
-def compare_table(paths: Sequence[str | Path]) -> str:
-    """A Markdown table with a row per method; all runs must share one dataset."""
+def compare_table(paths: Sequence[str | Path], mean: bool = False) -> str:
+    """A Markdown table with a row per method; all runs must share one dataset.
+
+    With ``mean``, runs of the same method (the same strategy, relaxation and relaxation options
+    that differ from the defaults; e.g. several seeds) share one row: the mean and the sample
+    standard deviation of every metric, the mean of parameters and seconds.
+    """
     from nasplug.rundir import RunDir, RunError
 
     rows: list[dict[str, Any]] = []
@@ -295,6 +303,8 @@ def compare_table(paths: Sequence[str | Path]) -> str:
         rows.extend(_rows(str(path), cfg, res))
     assert dataset is not None and metric is not None
     m, higher = metric
+    if mean:
+        rows = _mean_rows(rows)
     lines = [f"Dataset: {_data_text(dataset)}. Metric: {m} ({'higher' if higher else 'lower'} is "
              f"better); val: the architecture half of the search data, test: the held-out test "
              f"split.", "",
@@ -306,7 +316,7 @@ def compare_table(paths: Sequence[str | Path]) -> str:
         if vals:
             best[col] = max(vals) if higher else min(vals)
     for r in rows:
-        cells = [_metric_cell(r[col], best.get(col)) for col in ("val", "test")]
+        cells = [_metric_cell(r[col], best.get(col), r.get(f"{col}_sd")) for col in ("val", "test")]
         lines.append(f"| {r['method']} | {cells[0]} | {cells[1]} | {_int_cell(r['params'])} | "
                      f"{_secs_cell(r['search_s'])} | {_secs_cell(r['train_s'])} | {r['run']} |")
     return "\n".join(lines) + "\n"
@@ -321,14 +331,16 @@ def _rows(path: str, cfg: Mapping[str, Any], res: Mapping[str, Any]) -> list[dic
         if cfg.get("baseline"):
             method = f"{cfg['baseline']} baseline"
         elif search.get("supernet"):
-            method = f"{search['strategy']} ({search.get('relax')}): derived network, trained"
+            relax = _relax_label(search.get("relax"), _search_relax_opts(search.get("run")))
+            method = f"{search['strategy']} ({relax}): derived network, trained"
         elif search.get("strategy"):
             method = f"{search['strategy']} search: best candidate, trained"
         else:
             method = f"{cfg.get('space')} genotype from {Path(str(cfg.get('source'))).name}, trained"
         return [{"method": method, "val": None, "test": res.get(f"test_{m}"), "params": res.get("params"),
                  "search_s": res.get("search_seconds"), "train_s": res.get("seconds"), "run": path}]
-    strategy, relax = cfg.get("strategy"), cfg.get("relax")
+    strategy = cfg.get("strategy")
+    relax = _relax_label(cfg.get("relax"), cfg.get("opts", {}).get("relax", {}))
     search_s = res.get("search_seconds", res.get("wall_seconds"))
 
     def search_row(method: str, val: Any, params: Any) -> dict[str, Any]:
@@ -350,6 +362,50 @@ def _rows(path: str, cfg: Mapping[str, Any], res: Mapping[str, Any]) -> list[dic
     return [search_row(f"{strategy} search ({what})", res.get(f"val_{m}"), res.get("params"))]
 
 
+def _relax_label(relax: Any, opts: Mapping[str, Any]) -> str:
+    """The relaxation's name with the options that differ from its current defaults."""
+    from nasplug import registry
+    from nasplug.options import OptionError, accepted, typed
+    from nasplug.registry import PluginError
+
+    try:
+        cls = registry.load("relaxation", str(relax))
+        defaults = accepted(cls)
+        changed = {k: opts[k] for k, v in typed(cls, opts, f"relaxation {relax!r}").items()
+                   if v != defaults[k]}
+    except (PluginError, OptionError):  # gone or changed since: name every option
+        changed = dict(opts)
+    return f"{relax} {_opts_text(changed)}" if changed else str(relax)
+
+
+def _search_relax_opts(path: Any) -> Mapping[str, Any]:
+    """The relaxation options of the search run a training run came from, if it is still there."""
+    from nasplug.rundir import RunDir, RunError
+
+    try:
+        return RunDir.open(str(path), writer=False).config().get("opts", {}).get("relax", {})
+    except (RunError, OSError, TypeError):
+        return {}
+
+
+def _mean_rows(rows: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
+    """One row per method: mean and sample sd of the metrics, mean of the rest."""
+    groups: dict[str, list[dict[str, Any]]] = {}
+    for r in rows:
+        groups.setdefault(r["method"], []).append(r)
+    out = []
+    for method, rs in groups.items():
+        row: dict[str, Any] = {"method": f"{method} (n={len(rs)})" if len(rs) > 1 else method,
+                               "run": ", ".join(r["run"] for r in rs)}
+        for col in ("val", "test", "params", "search_s", "train_s"):
+            vals = [r[col] for r in rs if _finite(r[col])]
+            row[col] = statistics.fmean(vals) if vals else None
+            if col in ("val", "test") and len(vals) > 1:
+                row[f"{col}_sd"] = statistics.stdev(vals)
+        out.append(row)
+    return out
+
+
 def _opts_text(opts: Mapping[str, Any]) -> str:
     return ", ".join(f"{k}={opts[k]}" for k in sorted(opts))
 
@@ -363,11 +419,12 @@ def _finite(v: Any) -> bool:
     return isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
 
 
-def _metric_cell(v: Any, best: float | None) -> str:
+def _metric_cell(v: Any, best: float | None, sd: float | None = None) -> str:
     if not _finite(v):
         return ""
     text = f"{v:.4f}"
-    return f"**{text}**" if best is not None and v == best else text
+    text = f"**{text}**" if best is not None and v == best else text
+    return f"{text} ± {sd:.4f}" if sd is not None else text
 
 
 def _int_cell(v: Any) -> str:
@@ -379,7 +436,7 @@ def _secs_cell(v: Any) -> str:
 
 
 def _cmd_compare(args: argparse.Namespace) -> int:
-    table = compare_table(args.runs)
+    table = compare_table(args.runs, mean=args.mean)
     sys.stdout.write(table)
     if args.out:
         from nasplug.rundir import atomic_write

@@ -9,7 +9,7 @@ import typing
 from pathlib import Path
 from typing import Any, Mapping
 
-__all__ = ["OptionError", "accepted", "instantiate", "parse_pairs", "read_toml"]
+__all__ = ["OptionError", "accepted", "instantiate", "parse_pairs", "read_toml", "typed"]
 
 _TRUE = {"1", "true", "yes", "on"}
 _FALSE = {"0", "false", "no", "off"}
@@ -126,6 +126,15 @@ def instantiate(cls: Any, opts: Mapping[str, Any], what: str) -> Any:
         opts: option name -> text (from the CLI) or TOML value.
         what: how to name the plugin in errors, e.g. ``"relaxation 'sparsemax'"``.
     """
+    kwargs = typed(cls, opts, what)
+    try:
+        return cls(**kwargs)
+    except (ValueError, TypeError) as e:
+        raise OptionError(f"{what}: {e}") from e
+
+
+def typed(cls: Any, opts: Mapping[str, Any], what: str) -> dict[str, Any]:
+    """The options as the constructor's keyword arguments, each typed by its annotation."""
     params = _params(cls)
     hints = _hints(cls)
     kwargs = {}
@@ -137,7 +146,4 @@ def instantiate(cls: Any, opts: Mapping[str, Any], what: str) -> Any:
             kwargs[key] = _convert(value, hints.get(key, params[key].annotation), params[key].default)
         except ValueError as e:
             raise OptionError(f"option {key}={value!r} of {what} {e}") from None
-    try:
-        return cls(**kwargs)
-    except (ValueError, TypeError) as e:
-        raise OptionError(f"{what}: {e}") from e
+    return kwargs

@@ -78,6 +78,29 @@ def test_compare_makes_one_table_of_every_method(runs, capsys, tmp_path):
     assert f"{trained['test_accuracy']:.4f}" in body[4] and f"{trained['params']:,}" in body[4]
 
 
+def test_compare_mean_gives_one_row_per_method_with_mean_and_sd(runs, tmp_path, capsys):
+    seed1 = tmp_path / "darts-seed1"
+    assert main(["run", *TINY, "--epochs", "1", "--seed", "1", "--out", str(seed1)]) == 0
+    per_edge = tmp_path / "per-edge"
+    assert main(["run", *TINY, "--epochs", "1", "--relax", "sparsemax", "--relax-opt",
+                 "grouped=false", "--out", str(per_edge)]) == 0
+    capsys.readouterr()
+    code, table, _ = _run(capsys, "compare", "--mean", runs["darts"], seed1, per_edge,
+                          runs["resnet"])
+    assert code == 0
+    body = [line for line in table.splitlines() if line.startswith("| ")][2:]
+    # Two seeds of darts (softmax) share each of their rows; per-edge sparsemax is its own method.
+    assert len(body) == 3 + 3 + 1
+    assert body[0].startswith("| darts (softmax): continuous supernet (n=2) |")
+    vals = [json.loads((r / "metrics.json").read_text())["val_accuracy_continuous"]
+            for r in (runs["darts"], seed1)]
+    mean = sum(vals) / 2
+    sd = abs(vals[0] - vals[1]) / 2 ** 0.5
+    assert f"{mean:.4f}" in body[0] and f"± {sd:.4f}" in body[0]
+    assert body[3].startswith("| darts (sparsemax grouped=false): continuous supernet |")
+    assert "±" not in body[3] and "resnet baseline" in body[6]
+
+
 def test_compare_refuses_runs_on_different_datasets(runs, tmp_path, capsys):
     other = tmp_path / "other"
     assert main(["train", "--baseline", "resnet", "--data-opt", "train_per_class=10",
