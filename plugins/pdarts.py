@@ -15,7 +15,6 @@ from __future__ import annotations
 import math
 from typing import Any, Callable
 
-import torch
 from torch import nn
 
 from nasplug.interfaces import SearchSpace, Strategy, Weights

@@ -17,11 +17,11 @@ from typing import Any
 
 import torch
 
+from nasplug.candidates import best_candidate, forget_checkpoint, train_candidate
 from nasplug.evaluate import count_params
 from nasplug.interfaces import Strategy
 from nasplug.trainer import SearchContext
 from nasplug.types import Genotype, SearchResult
-from nasplug_plugins.random_search import best_candidate, forget_checkpoint, train_candidate
 
 __all__ = ["PRUNERS", "TPE", "open_storage"]
 
