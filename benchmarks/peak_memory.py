@@ -6,7 +6,8 @@ size (``resource.getrusage(...).ru_maxrss``): a fresh process is the only way to
 earlier configurations did not set. ``before step`` is the peak after building the model and the
 data, ``step`` the growth a search step adds to it.
 
-Sizes of PERFORMANCE.md by default: C=16, 8 cells, 3x32x32 random input, 10 classes, 2 threads.
+Sizes by default: C=16, 8 cells, 3x32x32 random input, 10 classes, 2 threads (the reference
+sizes of docs/benchmarks.md).
 States: ``fresh`` (DARTS's near-uniform initial logits) and ``sparse`` (two candidates per edge
 far above the others: sparsemax keeps exactly two). ``saver on`` is the cell space's
 ``checkpoint_cells`` option.

@@ -1,6 +1,6 @@
 """nasplug's dense search step next to a plain PyTorch DARTS supernet with the exact levers.
 
-PERFORMANCE.md lists the levers that keep a DARTS step exact and make it fast on a CPU: ``none``
+The levers that keep a DARTS step exact and make it fast on a CPU are these: ``none``
 never computed, channels_last model and input, the weights frozen during the architecture step
 and the architecture frozen during the weight step. The plain supernet here has exactly those
 and nothing else: every op of every edge is its own module chain (DARTS's ``MixedOp``), mixed as

@@ -2,7 +2,7 @@
 
 The saver recomputes every cell's inside during backward, so it trades about one more forward
 pass of time for activation memory; ``benchmarks/peak_memory.py`` measures the memory side.
-Sizes of PERFORMANCE.md: C=16, 8 cells, 3x32x32 random input, 10 classes, 2 threads. Run::
+Sizes of docs/benchmarks.md: C=16, 8 cells, 3x32x32 random input, 10 classes, 2 threads. Run::
 
     python -m pytest benchmarks/test_memory_saver.py --benchmark-columns=median,min,max,rounds
 """

@@ -1,6 +1,6 @@
 """One first-order DARTS search step of the cell supernet, for every registered relaxation.
 
-Sizes of the reference measurements in PERFORMANCE.md: C=16, 8 cells, 3x32x32 random input,
+Sizes of the step measurements in docs/benchmarks.md: C=16, 8 cells, 3x32x32 random input,
 10 classes, 2 threads. States: ``fresh`` (DARTS's near-uniform init), ``sparse`` (logits set so
 that per-edge sparsemax keeps two candidates per edge) and ``vertex`` (the cell's nodes grouped
 and the relaxation at its last step: a group-aware relaxation's final hard phase, two edges per

@@ -399,7 +399,7 @@ class CellSupernet(nn.Module):
         self.cells = nn.ModuleList(cells)
         self.pool = nn.AdaptiveAvgPool2d(1)
         self.classifier = nn.Linear(c_prev, task.outputs)
-        # channels_last made the convolutions and pools 2-4x faster on CPU (PERFORMANCE.md).
+        # channels_last: the layout oneDNN's CPU convolutions and pools run in without reordering.
         self.to(memory_format=torch.channels_last)
 
     def forward(self, x: torch.Tensor, weights: Weights) -> torch.Tensor:

@@ -63,7 +63,8 @@ def test_compare_makes_one_table_of_every_method(runs, capsys, tmp_path):
     body = lines[2:]
     assert len(body) == 6
     assert "continuous supernet" in body[0] and "darts" in body[0]
-    # The capstone study's "DARTS discrete": the derived genotype one-hot, without retraining.
+    # "DARTS discrete" of the study of DARTS on four datasets: the derived genotype one-hot,
+    # without retraining.
     searched = json.loads((runs["darts"] / "metrics.json").read_text())
     assert "derived, one-hot in the supernet" in body[1]
     assert f"{searched['val_accuracy_discrete']:.4f}" in body[1] and f"{int(searched['params']):,}" in body[1]
