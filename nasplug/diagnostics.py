@@ -66,9 +66,9 @@ def group_stats(choices: tuple[Choice, ...], groups: tuple[Group, ...],
     """One row per declared group: each member's mass, how many carry any, the group's total
     and its distance to the nearest vertex (a genotype the derive rule can give)."""
     rows = []
-    for name, k, members in group_rows(choices, groups, weights)[:len(groups)]:
+    for group, (_, k, members) in zip(groups, group_rows(choices, groups, weights)):
         mass = [float(r.sum()) for r in members]
-        rows.append({"group": name, "k": k, "members": list(groups[len(rows)].choices),
+        rows.append({"group": group.name, "k": k, "members": list(group.choices),
                      "mass": [round(m, 6) for m in mass], "total": round(sum(mass), 6),
                      "active": sum(m > 0 for m in mass),
                      "distance": vertex_distance(members, k)})
