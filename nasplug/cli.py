@@ -14,7 +14,7 @@ import sys
 import time
 import traceback
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any, Callable, Sequence
 
 __all__ = ["main"]
 
@@ -317,16 +317,9 @@ def _run(args: argparse.Namespace, *, writer: bool) -> int:
             out = ddp.broadcast_object(cfg["out"] or _default_out(cfg))
             cfg["out"] = str(out)
             run = RunDir.create(out, cfg, writer=writer)
-        try:
-            return execute(cfg, run, plugins, data, quiet=args.quiet or not writer,
-                           storage=storage)
-        except Exception as e:
-            if note_outcome(e, run, "run", created=not args.resume):
-                raise  # nothing ran that could be kept: an input error stays exit status 2
-            raise RunFailed(str(e)) from e
-        except BaseException as e:
-            note_outcome(e, run, "run", created=not args.resume)
-            raise
+        return noting_outcome(
+            lambda: execute(cfg, run, plugins, data, quiet=args.quiet or not writer,
+                            storage=storage), run, "run", created=not args.resume)
     finally:
         if run is not None:
             run.close()
@@ -399,6 +392,20 @@ def _check_space_takes(space: Any, data: Any, cfg: dict[str, Any]) -> None:
         raise UsageError(f"space {cfg['space']!r} cannot take the data of {cfg['data']!r} "
                          f"({data.task.kind}, input shape {tuple(data.task.input_shape)}): "
                          f"{type(e).__name__}: {_one_line(e)}") from e
+
+
+def noting_outcome(work: Callable[[], Any], run: Any, command: str, *, created: bool) -> Any:
+    """``work()``; a failure says what became of ``run`` (see :func:`note_outcome`) and, where
+    the run had kept something, becomes a :class:`RunFailed` (exit status 1)."""
+    try:
+        return work()
+    except Exception as e:
+        if note_outcome(e, run, command, created=created):
+            raise  # nothing ran that could be kept: an input error stays exit status 2
+        raise RunFailed(str(e)) from e
+    except BaseException as e:
+        note_outcome(e, run, command, created=created)
+        raise
 
 
 def note_outcome(e: BaseException, run: Any, command: str, *, created: bool) -> bool:

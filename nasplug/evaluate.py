@@ -229,7 +229,7 @@ def _train_seconds(run: Any) -> float:
 
 
 def _cmd_train(args: argparse.Namespace) -> int:
-    from nasplug.cli import RunFailed, note_outcome
+    from nasplug.cli import noting_outcome
     from nasplug.rundir import RunDir, RunError, check_new_run_path
 
     run = None
@@ -251,15 +251,8 @@ def _cmd_train(args: argparse.Namespace) -> int:
             check_new_run_path(out, resume="nasplug train --resume")
             prepared = prepare_train(cfg)  # bad input stops here, before a run directory exists
             run = RunDir.create(out, cfg)
-        try:
-            result = train(cfg, run, quiet=args.quiet, prepared=prepared)
-        except Exception as e:
-            if note_outcome(e, run, "train", created=not args.resume):
-                raise
-            raise RunFailed(str(e)) from e
-        except BaseException as e:
-            note_outcome(e, run, "train", created=not args.resume)
-            raise
+        result = noting_outcome(lambda: train(cfg, run, quiet=args.quiet, prepared=prepared),
+                                run, "train", created=not args.resume)
     finally:
         if run is not None:
             run.close()
