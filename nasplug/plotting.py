@@ -521,10 +521,7 @@ def sparsity_figure(records: Sequence[Mapping[str, Any]]) -> Figure | None:
     ax2.set_ylabel("entropy of the weights (nats)")
     ax2.set_title("entropy", fontsize=11, pad=pad)
     ax2.set_ylim(bottom=0)
-    for ax in (ax1, ax2):
-        _phase_axis(ax, x, ticks, starts)
-        ax.grid(alpha=0.3)
-        ax.legend(fontsize=8)
+    _epoch_panels((ax1, ax2), x, ticks, starts, legend_size=8)
     step = [r.get("step_seconds") for r in rows]
     support = [v.get("mean_support") for v in s]
     pts = [(a, b, t) for a, b, t in zip(support, step, x) if a is not None and b is not None]
@@ -591,10 +588,7 @@ def groups_figure(records: Sequence[Mapping[str, Any]]) -> Figure | None:
     ax3.set_ylabel("distance to the nearest vertex")
     ax3.set_title("distance to a genotype", fontsize=11, pad=pad)
     ax3.set_ylim(bottom=0)
-    for ax in (ax2, ax3):
-        _phase_axis(ax, x, ticks, starts)
-        ax.grid(alpha=0.3)
-        ax.legend(fontsize=7)
+    _epoch_panels((ax2, ax3), x, ticks, starts, legend_size=7)
     ax1.set_xticks(x[::max(1, math.ceil(len(x) / 10))],
                    ticks[::max(1, math.ceil(len(x) / 10))])
     ax1.set_xlabel("epoch")
@@ -613,6 +607,15 @@ def _segmented(ax: Axes, starts: Sequence[tuple[int, str]], x: Sequence[float], 
     for k in range(len(bounds) - 1):
         a, b = bounds[k], bounds[k + 1]
         ax.plot(x[a:b], y[a:b], style, color=colour, label=label if k == 0 else None, **kw)
+
+
+def _epoch_panels(axes: Sequence[Axes], x: Sequence[int], ticks: Sequence[str],
+                  starts: Sequence[tuple[int, str]], legend_size: float) -> None:
+    """Epoch ticks and phase lines, a grid and a legend on each panel of per-epoch curves."""
+    for ax in axes:
+        _phase_axis(ax, x, ticks, starts)
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=legend_size)
 
 
 def _phase_axis(ax: Axes, x: Sequence[int], ticks: Sequence[str], starts: Sequence[tuple[int, str]]) -> None:
