@@ -152,8 +152,8 @@ class Tempered(Scheduled):
 class Sparsemax(Tempered):
     """``sparsemax(logits / tau)``: a projection with exact zeros, by group where a space has them.
 
-    **Per choice** (``grouped=false``, and on choices outside any group) it projects each
-    choice's tempered logits onto the simplex.
+    **Per choice** (``grouped=false``) it projects each choice's tempered logits onto the
+    simplex, as earlier versions did.
 
     **By group** (the default on spaces that declare :class:`~nasplug.types.Group` s, such as
     the cell space's nodes) it projects the tempered logits ``z`` of a group's members (a
@@ -164,7 +164,8 @@ class Sparsemax(Tempered):
     A member's slack means "unused", P's vertices are exactly the genotypes the DARTS rule can
     derive (k members, one candidate each), and maximising ``<z, x>`` over P is that rule, so
     the supernet gives a node the mass the derived network gives it. See
-    :func:`nasplug.polytope.group_projection`. Sparsemax is its case of one member and k = 1.
+    :func:`nasplug.polytope.group_projection`. Sparsemax is its case of one member and k = 1,
+    which is how a choice outside every group is weighed (its vertex: the argmax).
 
     **Schedule.** The architecture optimiser moves logits slowly (Adam at lr 3e-4 moves them
     about 0.06 in 200 steps), and the projection of nearly equal logits keeps every candidate.
@@ -189,8 +190,8 @@ class Sparsemax(Tempered):
         tau_end: temperature at the end of the fall.
         schedule: shape of the temperature curve: constant (stays at ``tau_start``), linear,
             exp or cosine.
-        grouped: project each group onto its polytope; false: per-choice sparsemax everywhere
-            (as on spaces without groups, and with no hard phase).
+        grouped: project each group onto its polytope; false: per-choice sparsemax everywhere,
+            with no hard phase.
         hard: the share of the search, at its end, trained on the vertex (grouped only; 0: none).
     """
 
@@ -280,12 +281,17 @@ class Entmax(Tempered):
         return entmax_bisect(logits / self.tau, alpha=alpha, dim=-1)
 
 
-def _gumbel_softmax(logits: torch.Tensor, tau: float) -> torch.Tensor:
-    """``softmax((logits + g) / tau)`` with Gumbel noise ``g``, in float32 at least."""
+def _perturbed(logits: torch.Tensor) -> torch.Tensor:
+    """``logits + g`` with Gumbel noise ``g``, in float32 at least."""
     z = logits.to(torch.promote_types(logits.dtype, torch.float32))
     z = z.clamp(-_LOGIT_BOUND, _LOGIT_BOUND)
     u = torch.rand_like(z).clamp_(_UNIFORM_EPS, 1.0 - _UNIFORM_EPS)
-    return torch.softmax((z - torch.log(-torch.log(u))) / tau, dim=-1)
+    return z - torch.log(-torch.log(u))
+
+
+def _gumbel_softmax(logits: torch.Tensor, tau: float) -> torch.Tensor:
+    """``softmax((logits + g) / tau)`` with Gumbel noise ``g``, in float32 at least."""
+    return torch.softmax(_perturbed(logits) / tau, dim=-1)
 
 
 class Gumbel(Tempered):
@@ -354,14 +360,11 @@ class GumbelHard(Gumbel):
     def group_weights(self, rows: Sequence[torch.Tensor], k: int) -> list[torch.Tensor] | None:
         if not self.grouped:
             return None
-        flat = torch.cat(list(rows))
-        z = flat.to(torch.promote_types(flat.dtype, torch.float32)).clamp(-_LOGIT_BOUND,
-                                                                        _LOGIT_BOUND)
-        u = torch.rand_like(z).clamp_(_UNIFORM_EPS, 1.0 - _UNIFORM_EPS)
-        perturbed = z - torch.log(-torch.log(u))
+        flat, sizes = torch.cat(list(rows)), [len(r) for r in rows]
+        perturbed = _perturbed(flat)
         p = k * torch.softmax(perturbed / self.tau, dim=-1)
-        hard = torch.cat(nearest_vertex(list(perturbed.detach().split([len(r) for r in rows])), k))
-        return list((hard + (p - p.detach())).to(flat.dtype).split([len(r) for r in rows]))
+        hard = torch.cat(nearest_vertex(list(perturbed.detach().split(sizes)), k))
+        return list((hard + (p - p.detach())).to(flat.dtype).split(sizes))
 
     def eval_group_weights(self, rows: Sequence[torch.Tensor], k: int) -> list[torch.Tensor] | None:
         if not self.grouped:
