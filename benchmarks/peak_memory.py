@@ -40,7 +40,8 @@ def build_step(relax: str, state: str, batch: int, saver: bool, *, channels: int
                layers: int = 8, threads: int = 2) -> Any:
     """A function that takes one first-order search step of the cell supernet (no warm-up)."""
     from nasplug import registry
-    from nasplug.trainer import ArchLogits, Trainer
+    from nasplug.logits import ArchLogits
+    from nasplug.trainer import Trainer
     from nasplug.types import Data, Task
     from nasplug.supernet import SupernetStepper
 

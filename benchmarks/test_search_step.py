@@ -15,7 +15,8 @@ import pytest
 import torch
 
 from nasplug import registry
-from nasplug.trainer import ArchLogits, Trainer
+from nasplug.logits import ArchLogits
+from nasplug.trainer import Trainer
 from nasplug.types import Data, Task
 from nasplug.supernet import SupernetStepper
 

@@ -22,7 +22,9 @@ from typing import Callable
 import pytest
 import torch
 
-from nasplug.trainer import ArchLogits, Trainer
+from nasplug.logits import ArchLogits
+
+from nasplug.trainer import Trainer
 from nasplug.types import Data, Task
 from nasplug.supernet import SupernetStepper
 from nasplug_plugins.relaxations import Softmax

@@ -8,7 +8,8 @@ from typing import Any, Callable
 from torch import nn
 
 from nasplug.evaluate import count_params
-from nasplug.trainer import NonFiniteLoss, SearchContext, Trainer
+from nasplug.interfaces import SearchContext
+from nasplug.trainer import NonFiniteLoss, Trainer
 from nasplug.types import Genotype
 
 __all__ = ["best_candidate", "forget_checkpoint", "train_candidate"]

@@ -365,7 +365,8 @@ def _prepare(cfg: dict[str, Any], args: argparse.Namespace, *,
     storage = resolve_storage(cfg.get("storage"))
     backend = _compile_backend(cfg.get("compile"))
     if backend is not None:
-        from nasplug.trainer import check_compile, pick_device
+        from nasplug.compiling import check_compile
+        from nasplug.trainer import pick_device
 
         check_compile(backend, pick_device(cfg["device"]))
     if cfg.get("tensorboard"):
@@ -436,7 +437,8 @@ def execute(cfg: dict[str, Any], run: Any, plugins: dict[str, Any], data: Any, *
     ``storage`` is the storage URL itself (``cfg`` holds it masked or as ``env:``/``file:``).
     """
     from nasplug.credentials import resolve_storage
-    from nasplug.trainer import SearchContext, Trainer
+    from nasplug.interfaces import SearchContext
+    from nasplug.trainer import Trainer
 
     sink = None
     if cfg.get("tensorboard") and run.writer:

@@ -1,4 +1,4 @@
-"""The four plugin axes: one abstract class each.
+"""The four plugin axes: one abstract class each, and the context a strategy receives.
 
 A plugin is a class registered under an entry-point group; its constructor takes explicit
 keyword arguments with defaults, which are the ``--space-opt`` / ``--relax-opt`` /
@@ -8,17 +8,18 @@ keyword arguments with defaults, which are the ``--space-opt`` / ``--relax-opt``
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from typing import TYPE_CHECKING, Any, Callable, ClassVar, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any, Callable, ClassVar, Mapping, Sequence
 
 import torch
 from torch import nn
 
+from nasplug.rundir import RunDir
+from nasplug.trainer import Trainer
 from nasplug.types import Choice, Data, Genotype, Group, SearchResult, Task
 
-if TYPE_CHECKING:
-    from nasplug.trainer import SearchContext
-
-__all__ = ["Dataset", "Relaxation", "SearchSpace", "Strategy", "Suggest", "Weights"]
+__all__ = ["Dataset", "Relaxation", "SearchContext", "SearchSpace", "Strategy", "Suggest",
+           "Weights"]
 
 #: Mixing weights of every choice: ``{choice.name: tensor of len(choice.candidates)}``.
 Weights = Mapping[str, torch.Tensor]
@@ -184,10 +185,32 @@ class Relaxation(ABC):
         pass
 
 
+@dataclass
+class SearchContext:
+    """What a strategy gets: the plugins, the data, the trainer and the run's budget."""
+
+    space: SearchSpace
+    relaxation: Relaxation
+    trainer: Trainer
+    data: Data
+    epochs: int
+    batch_size: int
+    seed: int
+    options: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def task(self) -> Task:
+        return self.data.task
+
+    @property
+    def run(self) -> RunDir | None:
+        return self.trainer.run
+
+
 class Strategy(ABC):
     """Decides what is optimised: supernet weights and logits, or discrete candidates.
 
-    ``search(ctx)`` is called once per run; ``ctx`` (a :class:`nasplug.trainer.SearchContext`)
+    ``search(ctx)`` is called once per run; ``ctx`` (a :class:`SearchContext`)
     hands over the space, the relaxation, the data and the shared trainer, which moves the
     tensors, checkpoints and logs.
     """

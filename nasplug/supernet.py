@@ -23,11 +23,13 @@ import torch
 from torch import nn
 
 from nasplug import ddp
-from nasplug.diagnostics import (at_vertex, edge_stats, group_stats, summarize,
-                                 summarize_groups)
+from nasplug.batchnorm import running_stats_kept
+from nasplug.diagnostics import at_vertex, edge_stats, group_stats, summarize, summarize_groups
 from nasplug.evaluate import count_params
-from nasplug.interfaces import SearchSpace
-from nasplug.trainer import ArchLogits, Memo, SearchContext, Trainer, running_stats_kept
+from nasplug.interfaces import SearchContext, SearchSpace
+from nasplug.logits import ArchLogits
+from nasplug.memo import Memo
+from nasplug.trainer import Trainer
 from nasplug.types import Genotype, SearchResult
 
 __all__ = ["RECALIBRATION_BATCHES", "WARMUP", "ArchStep", "SupernetRun", "SupernetStepper",

@@ -47,8 +47,8 @@ from torch import nn
 
 from nasplug import registry
 from nasplug.interfaces import Dataset, Relaxation, SearchSpace, Strategy, Suggest, Weights
+from nasplug.logits import ArchLogits
 from nasplug.polytope import nearest_vertex
-from nasplug.trainer import ArchLogits
 from nasplug.types import Choice, Data, Genotype, Group, SearchResult, Task
 
 __all__ = ["DatasetConformance", "RelaxationConformance", "SpaceConformance",
@@ -616,7 +616,7 @@ class StrategyConformance:
     @pytest.fixture
     def context(self, space: SearchSpace, relaxation: Relaxation, trainer: Any, tiny_data: Data,
                 epochs: int, batch_size: int) -> Any:
-        from nasplug.trainer import SearchContext
+        from nasplug.interfaces import SearchContext
 
         return SearchContext(space=space, relaxation=relaxation, trainer=trainer, data=tiny_data,
                              epochs=epochs, batch_size=batch_size, seed=0,

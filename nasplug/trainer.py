@@ -7,30 +7,43 @@ the device as tensors and every batch is an index into it, so no loader is rebui
 from __future__ import annotations
 
 import contextlib
-import functools
-import hashlib
+import importlib
 import math
 import os
-import random
 import sys
 import time
+import warnings
 import zlib
-from dataclasses import dataclass, field
 from typing import Any, Callable, Iterator, Mapping
 
 import torch
 from torch import nn
 
-from nasplug import ddp
-from nasplug.interfaces import Relaxation, SearchSpace
+from nasplug import augment, ddp
+from nasplug.compiling import check_compile, has_forward
+from nasplug.memo import Memo
+from nasplug.rng import get_rng_state, rng_digest, seed_everything, set_rng_state
 from nasplug.rundir import RunDir, RunError
 from nasplug.tasks import Metrics, Objective
-from nasplug.types import Choice, Data, Group, Task
+from nasplug.types import Data
 
-__all__ = ["ArchLogits", "Memo", "NonFiniteLoss", "SearchContext", "Trainer", "pick_device",
-           "running_stats_kept"]
+__all__ = ["NonFiniteLoss", "Trainer", "pick_device"]
 
 _SPLIT_SEED = 20190401  # the weight/architecture halves depend on the data only, not on --seed
+
+
+#: Names this module held in earlier versions, and where they live now.
+_MOVED = {"ArchLogits": "nasplug.logits", "SearchContext": "nasplug.interfaces",
+          "running_stats_kept": "nasplug.batchnorm"}
+
+
+def __getattr__(name: str) -> Any:
+    """Moved names still import from here, with a DeprecationWarning naming their new home."""
+    if name in _MOVED:
+        warnings.warn(f"nasplug.trainer.{name} moved to {_MOVED[name]}.{name}",
+                      DeprecationWarning, stacklevel=2)
+        return getattr(importlib.import_module(_MOVED[name]), name)
+    raise AttributeError(f"module 'nasplug.trainer' has no attribute {name!r}")
 
 
 class NonFiniteLoss(RuntimeError):
@@ -59,105 +72,6 @@ def pick_device(name: str = "auto") -> torch.device:
     if dev.type == "mps" and not torch.backends.mps.is_available():
         raise ValueError("device 'mps' requested but MPS is not available; use --device cpu")
     return dev
-
-
-class Memo(dict):
-    """Plain data a strategy keeps across epochs (history, counters); saved in checkpoints."""
-
-    def state_dict(self) -> dict[str, Any]:
-        return dict(self)
-
-    def load_state_dict(self, state: Mapping[str, Any]) -> None:
-        self.clear()
-        self.update(state)
-
-
-class ArchLogits(nn.Module):
-    """One architecture logit per candidate of every choice (DARTS init: 1e-3 * N(0, 1)).
-
-    With ``groups`` (see :class:`~nasplug.types.Group`), :meth:`weights` hands a relaxation the
-    members of each group at once, without their ``unused`` candidate, which then weighs zero;
-    every other choice goes to it as a group of one with k = 1. A relaxation without
-    ``group_weights`` weighs every choice on its own.
-    """
-
-    def __init__(self, choices: tuple[Choice, ...], init_scale: float = 1e-3,
-                 groups: tuple[Group, ...] = ()) -> None:
-        super().__init__()
-        self.names = [c.name for c in choices]
-        self.logits = nn.ParameterList(
-            nn.Parameter(init_scale * torch.randn(len(c.candidates))) for c in choices)
-        self.groups = tuple(groups)
-        by_name = {c.name: c for c in choices}
-        seen: set[str] = set()
-        #: Per group: (k, the members' positions in ``names``, the candidates each keeps).
-        self._members: list[tuple[int, list[int], list[list[int]]]] = []
-        for g in self.groups:
-            missing = [n for n in g.choices if n not in by_name]
-            if missing:
-                raise ValueError(f"group {g.name!r} names unknown choice {missing[0]!r}")
-            if seen & set(g.choices):
-                raise ValueError(f"choice {sorted(seen & set(g.choices))[0]!r} is in two groups")
-            seen |= set(g.choices)
-            kept = [[i for i, cand in enumerate(by_name[n].candidates) if cand != g.unused]
-                    for n in g.choices]
-            if not all(kept):
-                raise ValueError(f"a choice of group {g.name!r} has no candidate but "
-                                 f"{g.unused!r}")
-            self._members.append((g.k, [self.names.index(n) for n in g.choices], kept))
-        # A choice outside every group is a group of its own with k = 1 (sparsemax is the
-        # projection onto that group's polytope, the argmax its vertex).
-        self._members += [(1, [p], [list(range(len(by_name[n].candidates)))])
-                          for p, n in enumerate(self.names) if n not in seen]
-
-    def items(self) -> Iterator[tuple[str, torch.Tensor]]:
-        return zip(self.names, self.logits)
-
-    def as_dict(self) -> dict[str, torch.Tensor]:
-        return dict(self.items())
-
-    def weights(self, relaxation: Relaxation, *, evaluation: bool = False) -> dict[str, torch.Tensor]:
-        """Mixing weights of every choice, by group where the relaxation knows groups."""
-        fn = relaxation.eval_weights if evaluation else relaxation.weights
-        group_fn = relaxation.eval_group_weights if evaluation else relaxation.group_weights
-        out: dict[str, torch.Tensor] = {}
-        for k, positions, kept in self._members:
-            logits = [self.logits[p] for p in positions]
-            index = [None if len(keep) == len(l) else torch.tensor(keep, device=l.device)
-                     for l, keep in zip(logits, kept)]
-            ws = group_fn([l if i is None else l[i] for l, i in zip(logits, index)], k)
-            if ws is None:
-                break  # a group-unaware relaxation: every choice on its own
-            for p, l, i, w in zip(positions, logits, index, ws):
-                out[self.names[p]] = w if i is None else w.new_zeros(l.shape).index_copy(0, i, w)
-        return {name: out[name] if name in out else fn(l) for name, l in self.items()}
-
-    @torch.no_grad()
-    def eval_weights(self, relaxation: Relaxation) -> dict[str, torch.Tensor]:
-        """The deterministic weights for validation and derivation, detached."""
-        return {k: w.detach() for k, w in self.weights(relaxation, evaluation=True).items()}
-
-
-@dataclass
-class SearchContext:
-    """What a strategy gets: the plugins, the data, the trainer and the run's budget."""
-
-    space: SearchSpace
-    relaxation: Relaxation
-    trainer: Trainer
-    data: Data
-    epochs: int
-    batch_size: int
-    seed: int
-    options: dict[str, Any] = field(default_factory=dict)
-
-    @property
-    def task(self) -> Task:
-        return self.data.task
-
-    @property
-    def run(self) -> RunDir | None:
-        return self.trainer.run
 
 
 class Trainer:
@@ -280,7 +194,7 @@ class Trainer:
         if any(isinstance(m, nn.Conv2d) for m in module.modules()):
             module = module.to(memory_format=torch.channels_last)
         ddp.broadcast_module(module)
-        if self.compile is not None and _has_forward(module):
+        if self.compile is not None and has_forward(module):
             module.compile(backend=self.compile)
             if self._compile_clock is None:
                 self._compile_clock = _CompileClock(self)
@@ -414,7 +328,7 @@ class Trainer:
         Ranks draw the same samples (Gumbel noise, random paths) only while they consume the same
         randomness; a plugin that draws per-rank randomness would break that silently.
         """
-        digests = ddp.gather_object(_rng_digest())
+        digests = ddp.gather_object(rng_digest())
         if len(set(digests)) > 1:
             set_rng_state(ddp.broadcast_object(get_rng_state()))
             self.log("rng_resync", phase=phase, epoch=epoch + 1)
@@ -470,7 +384,7 @@ class Trainer:
             batches = self.batches(train_split, batch_size, epoch=epoch)
             for x, t in self.progress(batches, steps, f"{phase} {epoch + 1}/{epochs}"):
                 if cutout > 0:
-                    x = _cutout(x, cutout)
+                    x = augment.cutout(x, cutout)
                 with self.autocast():
                     out = model(x)
                     loss = self.loss(out, t)
@@ -580,33 +494,6 @@ def _leaves(state: Any, where: str) -> Iterator[tuple[str, Any]]:
             yield from _leaves(v, f"{where}[{i}]")
 
 
-def _has_forward(module: nn.Module) -> bool:
-    """Whether ``module`` is ever called (containers of parameters such as ArchLogits are not)."""
-    return type(module).forward is not nn.Module.forward
-
-
-@functools.lru_cache(maxsize=None)
-def check_compile(backend: str, device: torch.device) -> None:
-    """Raise ValueError unless ``torch.compile`` with ``backend`` works on ``device``.
-
-    A tiny function is compiled and run once (once per process), so that a missing compiler
-    (inductor needs a C++ compiler on the CPU and Triton on GPUs) is reported before a search
-    starts, not mid-step.
-    """
-    import torch._dynamo
-
-    backends = torch._dynamo.list_backends(exclude_tags=())
-    if backend not in backends:
-        raise ValueError(f"unknown compile backend {backend!r}; available: {', '.join(backends)}")
-    try:
-        fn = torch.compile(lambda x: torch.relu(x) * 2 + 1, backend=backend)
-        fn(torch.ones(8, device=device))
-    except Exception as e:  # any failure of the toolchain means: not usable here
-        first = " ".join(str(e).split())[:200] or type(e).__name__
-        raise ValueError(f"--compile {backend}: torch.compile does not work on {device.type} here "
-                         f"({first}); run without --compile") from e
-
-
 class _CompileClock:
     """Estimates the compile time of modules compiled by :meth:`Trainer.place`.
 
@@ -641,85 +528,5 @@ class _CompileClock:
                              f"{pace:.3f}s per update)")
 
 
-@contextlib.contextmanager
-def running_stats_kept(module: nn.Module) -> Iterator[None]:
-    """Undo whatever the block does to the BatchNorm running statistics of ``module``.
-
-    For passes that must not count: a recomputation of a forward that already counted its batch
-    (restoring the buffers, rather than switching the statistics off, leaves unchanged what
-    BatchNorm saves for backward), or statistics re-estimated for one evaluation only.
-    """
-    norms = [m for m in module.modules()
-             if isinstance(m, nn.modules.batchnorm._BatchNorm) and m.track_running_stats]
-    saved = [[b.clone() for b in m.buffers()] for m in norms]
-    try:
-        yield
-    finally:
-        with torch.no_grad():
-            for m, copies in zip(norms, saved):
-                for b, c in zip(m.buffers(), copies):
-                    b.copy_(c)
-
-
-def _cutout(x: torch.Tensor, size: int) -> torch.Tensor:
-    """Zero one random ``size`` x ``size`` square per image (DARTS's evaluation augmentation)."""
-    n, _, h, w = x.shape
-    cy = torch.randint(0, h, (n,), device=x.device)
-    cx = torch.randint(0, w, (n,), device=x.device)
-    ys = torch.arange(h, device=x.device).view(1, h, 1)
-    xs = torch.arange(w, device=x.device).view(1, 1, w)
-    half = size // 2
-    hole = ((ys - cy.view(n, 1, 1)).abs() <= half) & ((xs - cx.view(n, 1, 1)).abs() <= half)
-    return x * (~hole).unsqueeze(1).to(x.dtype)
-
-
 def _fmt(metrics: Mapping[str, float]) -> str:
     return " ".join(f"{k} {v:.4f}" for k, v in metrics.items())
-
-
-def seed_everything(seed: int) -> None:
-    random.seed(seed)
-    torch.manual_seed(seed)
-    try:
-        import numpy as np
-
-        np.random.seed(seed % 2**32)
-    except ImportError:  # numpy is optional for the core
-        pass
-
-
-def _rng_digest() -> str:
-    state = get_rng_state()
-    h = hashlib.sha256(state["torch"].numpy().tobytes())
-    h.update(repr(state["python"]).encode())
-    if "cuda" in state:
-        h.update(state["cuda"].numpy().tobytes())
-    return h.hexdigest()
-
-
-def get_rng_state() -> dict[str, Any]:
-    """The generators' states; for CUDA, the current device's only, which is the device a
-    trainer uses (each rank's own GPU under ``torchrun``), so that any rank can restore it."""
-    state: dict[str, Any] = {"torch": torch.get_rng_state(),
-                             "python": _py_state_to_plain(random.getstate())}
-    if torch.cuda.is_available() and torch.cuda.is_initialized():
-        state["cuda"] = torch.cuda.get_rng_state()
-    return state
-
-
-def set_rng_state(state: Mapping[str, Any]) -> None:
-    torch.set_rng_state(state["torch"])
-    random.setstate(_plain_to_py_state(state["python"]))
-    if "cuda" in state and torch.cuda.is_available():
-        if isinstance(state["cuda"], torch.Tensor):
-            torch.cuda.set_rng_state(state["cuda"])
-        else:  # checkpoints that saved every device's state
-            torch.cuda.set_rng_state_all(state["cuda"])
-
-
-def _py_state_to_plain(s: tuple) -> list:
-    return [s[0], list(s[1]), s[2]]
-
-
-def _plain_to_py_state(s: list) -> tuple:
-    return (s[0], tuple(s[1]), s[2])

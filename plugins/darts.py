@@ -6,10 +6,9 @@ the whole budget and derives the genotype.
 
 from __future__ import annotations
 
-from nasplug.interfaces import Strategy
+from nasplug.interfaces import SearchContext, Strategy
 from nasplug.supernet import WARMUP, search_supernet, supernet_result
 from nasplug.supernet_options import SupernetOptions
-from nasplug.trainer import SearchContext
 from nasplug.types import SearchResult
 
 __all__ = ["Darts"]

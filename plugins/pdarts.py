@@ -17,11 +17,10 @@ from typing import Any, Callable
 
 from torch import nn
 
-from nasplug.interfaces import SearchSpace, Strategy, Weights
-from nasplug.trainer import SearchContext
-from nasplug.types import Genotype, SearchResult
+from nasplug.interfaces import SearchContext, SearchSpace, Strategy, Weights
 from nasplug.supernet import WARMUP, SupernetRun, search_supernet, supernet_result
 from nasplug.supernet_options import SupernetOptions
+from nasplug.types import Genotype, SearchResult
 
 __all__ = ["ProgressiveDarts", "cap_candidate", "strongest"]
 

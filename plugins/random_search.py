@@ -15,9 +15,9 @@ from typing import Any, Callable
 
 from nasplug.candidates import best_candidate, forget_checkpoint, train_candidate
 from nasplug.evaluate import count_params
-from nasplug.interfaces import SearchSpace, Strategy
+from nasplug.interfaces import SearchContext, SearchSpace, Strategy
+from nasplug.memo import Memo
 from nasplug.supernet import SupernetRun, recalibrate_batchnorm, search_supernet
-from nasplug.trainer import Memo, SearchContext
 from nasplug.types import Genotype, SearchResult
 
 __all__ = ["METHODS", "RandomSearch", "SamplePool"]

@@ -19,8 +19,7 @@ import torch
 
 from nasplug.candidates import best_candidate, forget_checkpoint, train_candidate
 from nasplug.evaluate import count_params
-from nasplug.interfaces import Strategy
-from nasplug.trainer import SearchContext
+from nasplug.interfaces import SearchContext, Strategy
 from nasplug.types import Genotype, SearchResult
 
 __all__ = ["PRUNERS", "TPE", "open_storage"]

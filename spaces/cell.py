@@ -26,8 +26,8 @@ import torch.nn.functional as F
 from torch import nn
 from torch.utils.checkpoint import checkpoint
 
+from nasplug.batchnorm import running_stats_kept
 from nasplug.interfaces import SearchSpace, Suggest, Weights
-from nasplug.trainer import running_stats_kept
 from nasplug.types import Choice, Genotype, Group, Task
 
 from .ops import (NONE, NORMALISED_IN_SUPERNET, OPS, FactorizedReduce, PolyphaseConv2d,

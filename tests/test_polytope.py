@@ -13,7 +13,7 @@ from hypothesis import strategies as st
 
 from nasplug.polytope import group_projection, is_vertex, nearest_vertex, vertex_distance
 from nasplug.registry import load
-from nasplug.trainer import ArchLogits
+from nasplug.logits import ArchLogits
 
 
 def _brute_force(rows: list[np.ndarray], k: int) -> np.ndarray:

@@ -15,7 +15,9 @@ from torch import nn
 
 from nasplug import ddp
 from nasplug.rundir import RunDir, RunError
-from nasplug.trainer import Memo, NonFiniteLoss, Trainer, check_compile
+from nasplug.compiling import check_compile
+from nasplug.memo import Memo
+from nasplug.trainer import NonFiniteLoss, Trainer
 from nasplug.types import Data, Task
 
 TASK = Task("classification", (6,), 3)

@@ -10,7 +10,9 @@ import torch.nn.functional as F
 from torch import nn
 from torch.func import functional_call
 
-from nasplug.trainer import ArchLogits, Trainer
+from nasplug.logits import ArchLogits
+
+from nasplug.trainer import Trainer
 from nasplug.types import Choice, Data, Task
 from nasplug.supernet import SupernetRun, SupernetStepper
 from nasplug_plugins.relaxations import Softmax
@@ -187,7 +189,7 @@ def test_real_lookahead_matches_exact_unrolled_gradient(clip: float) -> None:
 
 @pytest.mark.parametrize("lookahead", ["virtual", "real"])
 def test_second_order_darts_search_returns_a_buildable_genotype(lookahead: str) -> None:
-    from nasplug.trainer import SearchContext
+    from nasplug.interfaces import SearchContext
     from nasplug_plugins.darts import Darts
     from nasplug_spaces.cell import CellSpace
 

@@ -10,8 +10,10 @@ import torch
 
 from nasplug.cli import main
 from nasplug.diagnostics import at_vertex
+from nasplug.interfaces import SearchContext
+from nasplug.logits import ArchLogits
 from nasplug.rundir import RunDir
-from nasplug.trainer import ArchLogits, SearchContext, Trainer
+from nasplug.trainer import Trainer
 from nasplug.types import Data, Group, Task
 from nasplug_plugins.darts import Darts
 from nasplug_plugins.pdarts import ProgressiveDarts

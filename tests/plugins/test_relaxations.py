@@ -331,7 +331,7 @@ def test_entmax_alpha_one_is_softmax_and_two_is_sparsemax():
 
 
 def _grouped_gradients(space, relax, skip_zeros: bool):
-    from nasplug.trainer import ArchLogits
+    from nasplug.logits import ArchLogits
 
     torch.manual_seed(0)
     net = space.supernet(Task("classification", (3, 8, 8), 5)).double()

@@ -18,10 +18,11 @@ import pytest
 import torch
 
 from nasplug.cli import main
+from nasplug.interfaces import SearchContext
 from nasplug.rundir import RunDir
-from nasplug.trainer import SearchContext, Trainer
-from nasplug.types import Data, Task
 from nasplug.supernet import recalibrate_batchnorm, search_supernet, supernet_result
+from nasplug.trainer import Trainer
+from nasplug.types import Data, Task
 from nasplug_plugins.pdarts import ProgressiveDarts, cap_candidate
 from nasplug_plugins.random_search import RandomSearch
 from nasplug_plugins.relaxations import Softmax

@@ -69,7 +69,8 @@ def test_threshold_zeroes_weak_candidates_but_keeps_the_strongest():
 
 def test_evolution_mutates_one_decision_of_a_parent(tmp_path):
     from nasplug.rundir import RunDir
-    from nasplug.trainer import SearchContext, Trainer
+    from nasplug.interfaces import SearchContext
+    from nasplug.trainer import Trainer
 
     data = tiny_data(VECTORS)
     trainer = Trainer(data, run=RunDir.create(tmp_path / "run", {}), device="cpu", quiet=True)

@@ -12,8 +12,9 @@ import math
 import random
 from typing import Any, Sequence
 
-from nasplug.interfaces import Strategy
-from nasplug.trainer import Memo, NonFiniteLoss, SearchContext
+from nasplug.interfaces import SearchContext, Strategy
+from nasplug.memo import Memo
+from nasplug.trainer import NonFiniteLoss
 from nasplug.types import Genotype, SearchResult
 
 __all__ = ["RegularisedEvolution"]
