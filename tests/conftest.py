@@ -1,4 +1,5 @@
 import os
+import sys
 
 import pytest
 import torch
@@ -11,3 +12,17 @@ os.environ.setdefault("NASPLUG_QUIET", "1")
 @pytest.fixture(autouse=True)
 def _seed():
     torch.manual_seed(0)
+
+
+@pytest.fixture
+def site(tmp_path, monkeypatch):
+    """A fresh folder on sys.path; modules imported from it are forgotten afterwards."""
+    root = tmp_path / "site"
+    root.mkdir()
+    monkeypatch.syspath_prepend(str(root))
+    monkeypatch.delenv("NASPLUG_DISABLE_PLUGIN_AUTOLOAD", raising=False)
+    before = set(sys.modules)
+    yield root
+    for name in set(sys.modules) - before:
+        if name.startswith("nasplug_fake"):
+            del sys.modules[name]

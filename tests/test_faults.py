@@ -102,16 +102,6 @@ def test_a_broken_plugin_is_reported_by_list_and_refused_before_writing(site, tm
     assert not (tmp_path / "run").exists()
 
 
-@pytest.fixture
-def site(tmp_path, monkeypatch):
-    root = tmp_path / "site"
-    root.mkdir()
-    monkeypatch.syspath_prepend(str(root))
-    monkeypatch.delenv("NASPLUG_DISABLE_PLUGIN_AUTOLOAD", raising=False)
-    yield root
-    sys.modules.pop("nasplug_fake_bad", None)
-
-
 # ---- writing fails -------------------------------------------------------------------------
 def test_a_full_disk_at_a_checkpoint_is_one_line_and_keeps_the_previous_one(tmp_path, monkeypatch):
     run = tmp_path / "run"

@@ -38,20 +38,6 @@ def fake_dist(root: Path, dist: str, version: str, entry_points: dict[str, dict[
     return root
 
 
-@pytest.fixture
-def site(tmp_path, monkeypatch):
-    """A fresh folder on sys.path; modules imported from it are forgotten afterwards."""
-    root = tmp_path / "site"
-    root.mkdir()
-    monkeypatch.syspath_prepend(str(root))
-    monkeypatch.delenv("NASPLUG_DISABLE_PLUGIN_AUTOLOAD", raising=False)
-    before = set(sys.modules)
-    yield root
-    for name in set(sys.modules) - before:
-        if name.startswith("nasplug_fake"):
-            del sys.modules[name]
-
-
 RELAX = "nasplug.relaxations"
 
 
