@@ -7,7 +7,7 @@ from typing import Any, Mapping
 
 import torch
 
-from nasplug.polytope import is_vertex, vertex_distance
+from nasplug.polytope import group_layout, is_vertex, vertex_distance
 from nasplug.types import Choice, Group
 
 __all__ = ["at_vertex", "edge_stats", "group_rows", "group_stats", "summarize", "summarize_groups"]
@@ -47,18 +47,10 @@ def summarize(rows: list[dict[str, Any]]) -> dict[str, float]:
 def group_rows(choices: tuple[Choice, ...], groups: tuple[Group, ...],
                weights: Mapping[str, torch.Tensor]) -> list[tuple[str, int, list[torch.Tensor]]]:
     """``(name, k, rows)`` of every group, its members' weights without the ``unused``
-    candidate; a choice outside every group is a group of its own with k = 1."""
-    by_name = {c.name: c for c in choices}
-    grouped = {n for g in groups for n in g.choices}
-    out = []
-    for g in groups:
-        rows = [weights[n].detach().float().cpu()[
-                    [i for i, cand in enumerate(by_name[n].candidates) if cand != g.unused]]
-                for n in g.choices]
-        out.append((g.name, g.k, rows))
-    out += [(c.name, 1, [weights[c.name].detach().float().cpu()])
-            for c in choices if c.name not in grouped]
-    return out
+    candidate; a choice outside every group is a group of its own with k = 1 (see
+    :func:`~nasplug.polytope.group_layout`)."""
+    return [(name, k, [weights[n].detach().float().cpu()[keep] for n, keep in members])
+            for name, k, members in group_layout(choices, groups)]
 
 
 def group_stats(choices: tuple[Choice, ...], groups: tuple[Group, ...],

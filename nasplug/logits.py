@@ -8,6 +8,7 @@ import torch
 from torch import nn
 
 from nasplug.interfaces import Relaxation
+from nasplug.polytope import group_layout
 from nasplug.types import Choice, Group
 
 __all__ = ["ArchLogits"]
@@ -29,27 +30,11 @@ class ArchLogits(nn.Module):
         self.logits = nn.ParameterList(
             nn.Parameter(init_scale * torch.randn(len(c.candidates))) for c in choices)
         self.groups = tuple(groups)
-        by_name = {c.name: c for c in choices}
-        seen: set[str] = set()
-        #: Per group: (k, the members' positions in ``names``, the candidates each keeps).
-        self._members: list[tuple[int, list[int], list[list[int]]]] = []
-        for g in self.groups:
-            missing = [n for n in g.choices if n not in by_name]
-            if missing:
-                raise ValueError(f"group {g.name!r} names unknown choice {missing[0]!r}")
-            if seen & set(g.choices):
-                raise ValueError(f"choice {sorted(seen & set(g.choices))[0]!r} is in two groups")
-            seen |= set(g.choices)
-            kept = [[i for i, cand in enumerate(by_name[n].candidates) if cand != g.unused]
-                    for n in g.choices]
-            if not all(kept):
-                raise ValueError(f"a choice of group {g.name!r} has no candidate but "
-                                 f"{g.unused!r}")
-            self._members.append((g.k, [self.names.index(n) for n in g.choices], kept))
-        # A choice outside every group is a group of its own with k = 1 (sparsemax is the
-        # projection onto that group's polytope, the argmax its vertex).
-        self._members += [(1, [p], [list(range(len(by_name[n].candidates)))])
-                          for p, n in enumerate(self.names) if n not in seen]
+        #: Per group (choices outside every group: one each, k = 1): k, the members' positions
+        #: in ``names``, the candidates each keeps.
+        self._members = [(k, [self.names.index(n) for n, _ in members],
+                          [keep for _, keep in members])
+                         for _, k, members in group_layout(choices, self.groups)]
 
     def items(self) -> Iterator[tuple[str, torch.Tensor]]:
         return zip(self.names, self.logits)

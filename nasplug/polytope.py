@@ -19,7 +19,41 @@ from typing import Sequence
 
 import torch
 
-__all__ = ["group_projection", "is_vertex", "nearest_vertex", "vertex_distance"]
+from nasplug.types import Choice, Group
+
+__all__ = ["Layout", "group_layout", "group_projection", "is_vertex", "nearest_vertex",
+           "vertex_distance"]
+
+#: Per group: its name, its ``k``, and per member the choice's name with the positions of the
+#: candidates it keeps (all but the group's ``unused`` one).
+Layout = list[tuple[str, int, list[tuple[str, list[int]]]]]
+
+
+def group_layout(choices: Sequence[Choice], groups: Sequence[Group]) -> Layout:
+    """Every group in order, then every choice outside them as a group of its own with k = 1
+    (sparsemax is the projection onto that group's polytope, the argmax its vertex).
+
+    Raises a one-line ValueError for a group naming an unknown choice, a choice in two groups,
+    or a member whose only candidate is the group's ``unused`` one.
+    """
+    by_name = {c.name: c for c in choices}
+    seen: set[str] = set()
+    out: Layout = []
+    for g in groups:
+        missing = [n for n in g.choices if n not in by_name]
+        if missing:
+            raise ValueError(f"group {g.name!r} names unknown choice {missing[0]!r}")
+        if seen & set(g.choices):
+            raise ValueError(f"choice {sorted(seen & set(g.choices))[0]!r} is in two groups")
+        seen |= set(g.choices)
+        members = [(n, [i for i, cand in enumerate(by_name[n].candidates) if cand != g.unused])
+                   for n in g.choices]
+        if not all(keep for _, keep in members):
+            raise ValueError(f"a choice of group {g.name!r} has no candidate but {g.unused!r}")
+        out.append((g.name, g.k, members))
+    out += [(c.name, 1, [(c.name, list(range(len(c.candidates))))])
+            for c in choices if c.name not in seen]
+    return out
 
 
 def nearest_vertex(rows: Sequence[torch.Tensor], k: int) -> list[torch.Tensor]:

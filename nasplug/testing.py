@@ -48,7 +48,7 @@ from torch import nn
 from nasplug import registry
 from nasplug.interfaces import Dataset, Relaxation, SearchSpace, Strategy, Suggest, Weights
 from nasplug.logits import ArchLogits
-from nasplug.polytope import nearest_vertex
+from nasplug.polytope import group_layout, nearest_vertex
 from nasplug.types import Choice, Data, Genotype, Group, SearchResult, Task
 
 __all__ = ["DatasetConformance", "RelaxationConformance", "SpaceConformance",
@@ -410,23 +410,15 @@ class SpaceConformance:
         network, and ``derive`` must name exactly it: ``one_hot(derive(w)) == w``."""
         choices, groups = space.choices(), space.groups()
         assert isinstance(groups, tuple) and all(isinstance(g, Group) for g in groups)
-        ArchLogits(choices, groups=groups)  # unknown or shared members are errors
-        by_name = {c.name: c for c in choices}
+        layout = group_layout(choices, groups)  # unknown or shared members are errors
         for seed in range(3):
             g = torch.Generator().manual_seed(seed)
             raw = {c.name: torch.randn(len(c.candidates), generator=g) for c in choices}
             weights = {c.name: torch.zeros(len(c.candidates)) for c in choices}
-            grouped = set()
-            for group in groups:
-                keep = [[i for i, k in enumerate(by_name[n].candidates) if k != group.unused]
-                        for n in group.choices]
-                rows = [raw[n][idx] for n, idx in zip(group.choices, keep)]
-                for n, idx, v in zip(group.choices, keep, nearest_vertex(rows, group.k)):
-                    weights[n][idx] = v
-                grouped |= set(group.choices)
-            for c in choices:
-                if c.name not in grouped:
-                    weights[c.name][int(raw[c.name].argmax())] = 1.0
+            for _, k, members in layout:  # choices outside every group: one-hot on the argmax
+                rows = [raw[n][keep] for n, keep in members]
+                for (n, keep), v in zip(members, nearest_vertex(rows, k)):
+                    weights[n][keep] = v
             support = space.one_hot(space.derive(weights))
             for name, w in weights.items():
                 assert torch.equal(support[name].float(), w), (
