@@ -300,14 +300,15 @@ def supernet_result(ctx: SearchContext, run: SupernetRun, genotype: Genotype | N
     trainer, task = ctx.trainer, ctx.task
     eval_w = run.logits.eval_weights(ctx.relaxation)
     choices, groups = run.space.choices(), run.space.groups()
+    derived = run.space.derive(eval_w)
     vertex = at_vertex(choices, groups, eval_w)
     if vertex:
         # At a vertex the supernet is one network: the derive rule must name exactly that one.
-        support = run.space.one_hot(run.space.derive(eval_w))
+        support = run.space.one_hot(derived)
         if not all(torch.equal(support[k].to(w), w) for k, w in eval_w.items()):
             raise RuntimeError(f"the search ended at a vertex, but {type(run.space).__name__}."
                                f"derive gives another network than the weights' support")
-    genotype = genotype or run.space.derive(eval_w)
+    genotype = genotype or derived
     hot = {k: v.to(trainer.device) for k, v in run.space.one_hot(genotype).items()}
     cont = trainer.evaluate(lambda x: run.net(x, eval_w), "arch", module=run.net)
     disc = trainer.evaluate(lambda x: run.net(x, hot), "arch", module=run.net)
