@@ -36,14 +36,22 @@ import torch
 from test_search_step import set_sparse  # noqa: E402
 
 
-def build_step(relax: str, state: str, batch: int, saver: bool, *, channels: int = 16,
-               layers: int = 8, threads: int = 2) -> Any:
+def build_step(
+    relax: str,
+    state: str,
+    batch: int,
+    saver: bool,
+    *,
+    channels: int = 16,
+    layers: int = 8,
+    threads: int = 2,
+) -> Any:
     """A function that takes one first-order search step of the cell supernet (no warm-up)."""
     from nasplug import registry
     from nasplug.logits import ArchLogits
+    from nasplug.supernet import SupernetStepper
     from nasplug.trainer import Trainer
     from nasplug.types import Data, Task
-    from nasplug.supernet import SupernetStepper
 
     torch.set_num_threads(threads)
     torch.manual_seed(0)
@@ -51,8 +59,7 @@ def build_step(relax: str, state: str, batch: int, saver: bool, *, channels: int
     x = torch.randn(batch * 2, 3, 32, 32)
     y = torch.randint(0, 10, (batch * 2,))
     trainer = Trainer(Data(task, (x, y), (x[:batch], y[:batch])), device="cpu", quiet=True)
-    space = registry.load("space", "cell")(channels=channels, layers=layers,
-                                           checkpoint_cells=saver)
+    space = registry.load("space", "cell")(channels=channels, layers=layers, checkpoint_cells=saver)
     net = trainer.place(space.supernet(task))
     logits = trainer.place(ArchLogits(space.choices()))
     if state == "sparse":
@@ -70,8 +77,15 @@ def _peak_mb() -> float:
 
 
 def child(cfg: dict[str, Any]) -> dict[str, Any]:
-    step = build_step(cfg["relax"], cfg["state"], cfg["batch"], cfg["saver"],
-                      channels=cfg["channels"], layers=cfg["layers"], threads=cfg["threads"])
+    step = build_step(
+        cfg["relax"],
+        cfg["state"],
+        cfg["batch"],
+        cfg["saver"],
+        channels=cfg["channels"],
+        layers=cfg["layers"],
+        threads=cfg["threads"],
+    )
     before = _peak_mb()
     step()  # warm-up: first-use allocations belong to the peak of any real search too
     t0 = time.perf_counter()
@@ -100,28 +114,46 @@ def main(argv: list[str] | None = None) -> int:
         for state in args.state.split(","):
             for relax in args.relax.split(","):
                 for saver in args.saver.split(","):
-                    cfg = {"relax": relax, "state": state, "batch": batch, "saver": savers[saver],
-                           "channels": args.channels, "layers": args.layers,
-                           "threads": args.threads}
-                    out = subprocess.run([sys.executable, __file__, "--child", json.dumps(cfg)],
-                                         capture_output=True, text=True)
+                    cfg = {
+                        "relax": relax,
+                        "state": state,
+                        "batch": batch,
+                        "saver": savers[saver],
+                        "channels": args.channels,
+                        "layers": args.layers,
+                        "threads": args.threads,
+                    }
+                    out = subprocess.run(
+                        [sys.executable, __file__, "--child", json.dumps(cfg)],
+                        capture_output=True,
+                        text=True,
+                    )
                     if out.returncode != 0:
                         print(f"failed: {cfg}\n{out.stderr[-2000:]}", file=sys.stderr)
                         return 1
                     rows.append(json.loads(out.stdout.strip().splitlines()[-1]))
                     print(f"done: {relax} {state} b{batch} saver {saver}", file=sys.stderr)
-    dense = {r["batch"]: r["peak_mb"] for r in rows
-             if r["relax"] == "softmax" and r["state"] == "fresh" and not r["saver"]}
-    print(f"\nPeak RSS of one search step, C={args.channels}, {args.layers} cells, 3x32x32, "
-          f"{args.threads} threads (one fresh process per row)\n")
-    print("| batch | state | relaxation | memory saver | before step MB | step MB | peak MB "
-          "| vs dense softmax | step s |")
+    dense = {
+        r["batch"]: r["peak_mb"]
+        for r in rows
+        if r["relax"] == "softmax" and r["state"] == "fresh" and not r["saver"]
+    }
+    print(
+        f"\nPeak RSS of one search step, C={args.channels}, {args.layers} cells, 3x32x32, "
+        f"{args.threads} threads (one fresh process per row)\n"
+    )
+    print(
+        "| batch | state | relaxation | memory saver | before step MB | step MB | peak MB "
+        "| vs dense softmax | step s |"
+    )
     print("| --- | --- | --- | --- | --- | --- | --- | --- | --- |")
     for r in rows:
         ratio = f"{r['peak_mb'] / dense[r['batch']]:.2f}x" if r["batch"] in dense else "-"
-        print(f"| {r['batch']} | {r['state']} | {r['relax']} | {'on' if r['saver'] else 'off'} "
-              f"| {r['before_mb']:.0f} | {r['peak_mb'] - r['before_mb']:.0f} | {r['peak_mb']:.0f} "
-              f"| {ratio} | {r['seconds']:.2f} |")
+        print(
+            f"| {r['batch']} | {r['state']} | {r['relax']} | {'on' if r['saver'] else 'off'} "
+            f"| {r['before_mb']:.0f} | {r['peak_mb'] - r['before_mb']:.0f} | {r['peak_mb']:.0f} "
+            f"| {ratio} | {r['seconds']:.2f} |"
+        )
     return 0
 
 

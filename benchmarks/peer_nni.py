@@ -33,8 +33,9 @@ import statistics
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import torch
 import torch.nn.functional as F
@@ -60,12 +61,15 @@ def nni_step(batch: int, threads: int) -> Callable[[], None]:
     torch.manual_seed(0)
     strategy = DartsStrategy()
     net = strategy.mutate_model(DartsSpace(width=CHANNELS, num_cells=CELLS, dataset="cifar"))
-    arch = _unique(list(getattr(strategy, "_arch_parameters", {}).values())
-                   + [p for m in net.modules() if hasattr(m, "arch_parameters")
-                      for p in m.arch_parameters()])
+    arch = _unique(
+        list(getattr(strategy, "_arch_parameters", {}).values())
+        + [p for m in net.modules() if hasattr(m, "arch_parameters") for p in m.arch_parameters()]
+    )
     if not arch:
-        raise RuntimeError("found no architecture parameters in NNI's DARTS supernet; this "
-                           "script is written against NNI 3.0")
+        raise RuntimeError(
+            "found no architecture parameters in NNI's DARTS supernet; this "
+            "script is written against NNI 3.0"
+        )
     ids = {id(p) for p in arch}
     weights = [p for p in net.parameters() if id(p) not in ids]
     w_opt = torch.optim.SGD(weights, lr=0.025, momentum=0.9, weight_decay=3e-4)
@@ -88,12 +92,14 @@ def nni_step(batch: int, threads: int) -> Callable[[], None]:
 def nasplug_step(batch: int, threads: int, relax: str) -> Callable[[], None]:
     """One first-order search step of nasplug's cell supernet (``SupernetStepper.step``)."""
     # peak_memory.py is a script next to this file, not an installed module.
-    spec = importlib.util.spec_from_file_location("peak_memory",
-                                                  Path(__file__).with_name("peak_memory.py"))
+    spec = importlib.util.spec_from_file_location(
+        "peak_memory", Path(__file__).with_name("peak_memory.py")
+    )
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
-    return module.build_step(relax, "fresh", batch, False, channels=CHANNELS, layers=CELLS,
-                             threads=threads)
+    return module.build_step(
+        relax, "fresh", batch, False, channels=CHANNELS, layers=CELLS, threads=threads
+    )
 
 
 def _unique(params: list[torch.Tensor]) -> list[torch.Tensor]:
@@ -109,8 +115,13 @@ def _logits(out: Any) -> torch.Tensor:
 
 def _batches(batch: int) -> tuple[tuple[torch.Tensor, torch.Tensor], ...]:
     g = torch.Generator().manual_seed(0)
-    return tuple((torch.randn(batch, 3, 32, 32, generator=g),
-                  torch.randint(0, CLASSES, (batch,), generator=g)) for _ in range(2))
+    return tuple(
+        (
+            torch.randn(batch, 3, 32, 32, generator=g),
+            torch.randint(0, CLASSES, (batch,), generator=g),
+        )
+        for _ in range(2)
+    )
 
 
 def _timed(step: Callable[[], None]) -> float:
@@ -141,28 +152,44 @@ def _peak_child(side: str, batch: int, threads: int) -> float:
 def _memory_table(args: argparse.Namespace) -> int:
     sides = ([("NNI DARTS", "nni")] if args.only in ("both", "nni") else []) + (
         [(f"nasplug {r}", f"nasplug:{r}") for r in args.relax.split(",")]
-        if args.only in ("both", "nasplug") else [])
+        if args.only in ("both", "nasplug")
+        else []
+    )
     rows = []
     for batch in (int(b) for b in args.batch.split(",")):
         peaks = {}
         for name, side in sides:
-            out = subprocess.run([sys.executable, __file__, "--peak-child", side, "--batch",
-                                  str(batch), "--threads", str(args.threads)],
-                                 capture_output=True, text=True)
+            out = subprocess.run(
+                [
+                    sys.executable,
+                    __file__,
+                    "--peak-child",
+                    side,
+                    "--batch",
+                    str(batch),
+                    "--threads",
+                    str(args.threads),
+                ],
+                capture_output=True,
+                text=True,
+            )
             if out.returncode != 0:
                 print(f"failed: {name} at batch {batch}\n{out.stderr[-2000:]}", file=sys.stderr)
                 return 1
             peaks[name] = json.loads(out.stdout.strip().splitlines()[-1])
             print(f"batch {batch}: {name} peak {peaks[name]:.0f} MB", file=sys.stderr)
         rows.append((batch, peaks))
-    print(f"\nPeak RSS of a process taking two first-order DARTS steps, C={CHANNELS}, {CELLS} "
-          f"cells, 3x32x32, {args.threads} threads; one fresh process per side and batch\n")
+    print(
+        f"\nPeak RSS of a process taking two first-order DARTS steps, C={CHANNELS}, {CELLS} "
+        f"cells, 3x32x32, {args.threads} threads; one fresh process per side and batch\n"
+    )
     _print_table(rows, "MB", 0, nni_over=False)
     return 0
 
 
-def _print_table(rows: list[tuple[int, dict[str, float]]], unit: str, digits: int,
-                 nni_over: bool) -> None:
+def _print_table(
+    rows: list[tuple[int, dict[str, float]]], unit: str, digits: int, nni_over: bool
+) -> None:
     """A Markdown table, a row per batch, with each nasplug value's ratio to NNI's."""
     names = list(rows[0][1])
     ratio = "NNI DARTS" in names and len(names) > 1
@@ -187,8 +214,11 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--rounds", type=int, default=5)
     p.add_argument("--warmup", type=int, default=2)
     p.add_argument("--threads", type=int, default=2)
-    p.add_argument("--memory", action="store_true",
-                   help="peak RSS instead of time, one fresh process per side and batch")
+    p.add_argument(
+        "--memory",
+        action="store_true",
+        help="peak RSS instead of time, one fresh process per side and batch",
+    )
     p.add_argument("--peak-child", help=argparse.SUPPRESS)
     args = p.parse_args(argv)
     if args.peak_child:
@@ -197,8 +227,10 @@ def main(argv: list[str] | None = None) -> int:
 
     version = nni_available()
     if args.only != "nasplug" and version is None:
-        print("NNI is not installed: peer benchmark skipped (pip install nni==3.0 "
-              "pytorch-lightning; or time nasplug alone with --only nasplug)")
+        print(
+            "NNI is not installed: peer benchmark skipped (pip install nni==3.0 "
+            "pytorch-lightning; or time nasplug alone with --only nasplug)"
+        )
         return 0
     if version is not None and args.only != "nasplug" and not version.startswith("3."):
         print(f"note: written against NNI 3.0; found NNI {version}", file=sys.stderr)
@@ -217,11 +249,15 @@ def main(argv: list[str] | None = None) -> int:
                 times[name].append(_timed(step))
         medians = {name: statistics.median(ts) for name, ts in times.items()}
         rows.append((batch, medians))
-        print(f"batch {batch}: " + ", ".join(f"{k} {v:.3f}s" for k, v in medians.items()),
-              file=sys.stderr)
+        print(
+            f"batch {batch}: " + ", ".join(f"{k} {v:.3f}s" for k, v in medians.items()),
+            file=sys.stderr,
+        )
 
-    print(f"\nOne first-order DARTS step, C={CHANNELS}, {CELLS} cells, 3x32x32, {args.threads} "
-          f"threads; medians of {args.rounds} interleaved rounds after {args.warmup} warm-up\n")
+    print(
+        f"\nOne first-order DARTS step, C={CHANNELS}, {CELLS} cells, 3x32x32, {args.threads} "
+        f"threads; medians of {args.rounds} interleaved rounds after {args.warmup} warm-up\n"
+    )
     _print_table(rows, "s", 3, nni_over=True)
     return 0
 

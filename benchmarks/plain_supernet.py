@@ -22,25 +22,38 @@ import importlib.util
 import statistics
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
-from typing import Callable
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
 CHANNELS, CELLS, NODES, CLASSES = 16, 8, 4, 10
-PRIMITIVES = ("max_pool_3x3", "avg_pool_3x3", "skip_connect", "sep_conv_3x3", "sep_conv_5x5",
-              "dil_conv_3x3", "dil_conv_5x5")  # DARTS's eight without ``none``
+PRIMITIVES = (
+    "max_pool_3x3",
+    "avg_pool_3x3",
+    "skip_connect",
+    "sep_conv_3x3",
+    "sep_conv_5x5",
+    "dil_conv_3x3",
+    "dil_conv_5x5",
+)  # DARTS's eight without ``none``
 
 
 def _bn(c: int) -> nn.BatchNorm2d:
     return nn.BatchNorm2d(c, affine=False)
 
 
-def _conv_block(c_in: int, c_out: int, k: int, stride: int, pad: int, dilation: int) -> list[nn.Module]:
-    return [nn.ReLU(), nn.Conv2d(c_in, c_in, k, stride, pad, dilation, groups=c_in, bias=False),
-            nn.Conv2d(c_in, c_out, 1, bias=False), _bn(c_out)]
+def _conv_block(
+    c_in: int, c_out: int, k: int, stride: int, pad: int, dilation: int
+) -> list[nn.Module]:
+    return [
+        nn.ReLU(),
+        nn.Conv2d(c_in, c_in, k, stride, pad, dilation, groups=c_in, bias=False),
+        nn.Conv2d(c_in, c_out, 1, bias=False),
+        _bn(c_out),
+    ]
 
 
 class _Reduce(nn.Module):
@@ -64,8 +77,9 @@ def _op(name: str, c: int, stride: int) -> nn.Module:
         return nn.Identity() if stride == 1 else _Reduce(c, c)
     k = int(name[-1])
     if name.startswith("sep"):
-        return nn.Sequential(*_conv_block(c, c, k, stride, k // 2, 1),
-                             *_conv_block(c, c, k, 1, k // 2, 1))
+        return nn.Sequential(
+            *_conv_block(c, c, k, stride, k // 2, 1), *_conv_block(c, c, k, 1, k // 2, 1)
+        )
     return nn.Sequential(*_conv_block(c, c, k, stride, k - 1, 2))
 
 
@@ -73,12 +87,17 @@ class _Cell(nn.Module):
     def __init__(self, c_pp: int, c_p: int, c: int, reduction: bool, reduction_prev: bool) -> None:
         super().__init__()
         self.reduction = reduction
-        self.pre0 = (_Reduce(c_pp, c) if reduction_prev
-                     else nn.Sequential(nn.ReLU(), nn.Conv2d(c_pp, c, 1, bias=False), _bn(c)))
+        self.pre0 = (
+            _Reduce(c_pp, c)
+            if reduction_prev
+            else nn.Sequential(nn.ReLU(), nn.Conv2d(c_pp, c, 1, bias=False), _bn(c))
+        )
         self.pre1 = nn.Sequential(nn.ReLU(), nn.Conv2d(c_p, c, 1, bias=False), _bn(c))
         self.edges = nn.ModuleList(
             nn.ModuleList(_op(p, c, 2 if reduction and j < 2 else 1) for p in PRIMITIVES)
-            for i in range(NODES) for j in range(2 + i))
+            for i in range(NODES)
+            for j in range(2 + i)
+        )
 
     def forward(self, s0: torch.Tensor, s1: torch.Tensor, w: torch.Tensor) -> torch.Tensor:
         states, e = [self.pre0(s0), self.pre1(s1)], 0
@@ -129,8 +148,12 @@ def plain_step(batch: int) -> Callable[[], None]:
     x = torch.randn(2 * batch, 3, 32, 32).contiguous(memory_format=torch.channels_last)
     y = torch.randint(0, CLASSES, (2 * batch,))
 
-    def half_step(frozen: list[nn.Parameter], opt: torch.optim.Optimizer, part: slice,
-                  clip: list[nn.Parameter] | None) -> None:
+    def half_step(
+        frozen: list[nn.Parameter],
+        opt: torch.optim.Optimizer,
+        part: slice,
+        clip: list[nn.Parameter] | None,
+    ) -> None:
         for p in frozen:
             p.requires_grad_(False)
         opt.zero_grad(set_to_none=True)
@@ -150,8 +173,9 @@ def plain_step(batch: int) -> Callable[[], None]:
 
 def nasplug_step(batch: int) -> Callable[[], None]:
     # peak_memory.py is a script next to this file, not an installed module.
-    spec = importlib.util.spec_from_file_location("peak_memory",
-                                                  Path(__file__).with_name("peak_memory.py"))
+    spec = importlib.util.spec_from_file_location(
+        "peak_memory", Path(__file__).with_name("peak_memory.py")
+    )
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     return module.build_step("softmax", "fresh", batch, False, channels=CHANNELS, layers=CELLS)
@@ -164,8 +188,10 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--threads", type=int, default=2)
     args = p.parse_args(argv)
     torch.set_num_threads(args.threads)
-    steps = {"plain supernet, exact levers": plain_step(args.batch),
-             "nasplug softmax": nasplug_step(args.batch)}
+    steps = {
+        "plain supernet, exact levers": plain_step(args.batch),
+        "nasplug softmax": nasplug_step(args.batch),
+    }
     torch.set_num_threads(args.threads)
     for step in steps.values():
         step()
@@ -177,8 +203,10 @@ def main(argv: list[str] | None = None) -> int:
             step()
             times[name].append(time.perf_counter() - t0)
     base = statistics.median(times["plain supernet, exact levers"])
-    print(f"\nbatch {args.batch}, {args.threads} threads, medians of {args.rounds} interleaved "
-          f"rounds\n\n| step | s | speed-up over plain |\n| --- | ---: | ---: |")
+    print(
+        f"\nbatch {args.batch}, {args.threads} threads, medians of {args.rounds} interleaved "
+        f"rounds\n\n| step | s | speed-up over plain |\n| --- | ---: | ---: |"
+    )
     for name, ts in times.items():
         print(f"| {name} | {statistics.median(ts):.3f} | {base / statistics.median(ts):.2f}x |")
     return 0

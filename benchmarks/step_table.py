@@ -21,8 +21,13 @@ sys.path.insert(0, str(Path(__file__).parent))
 
 from test_search_step import make_stepper  # noqa: E402
 
-VARIANTS = [("softmax", "fresh"), ("softmax", "sparse"), ("sparsemax", "sparse"),
-            ("entmax15", "sparse"), ("gumbel-hard", "sparse")]
+VARIANTS = [
+    ("softmax", "fresh"),
+    ("softmax", "sparse"),
+    ("sparsemax", "sparse"),
+    ("entmax15", "sparse"),
+    ("gumbel-hard", "sparse"),
+]
 
 
 def main(batch: int, rounds: int, variants: list[tuple[str, str]]) -> None:
@@ -39,8 +44,10 @@ def main(batch: int, rounds: int, variants: list[tuple[str, str]]) -> None:
     base = statistics.median(times[variants[0]])
     for (relax, state), ts in times.items():
         m = statistics.median(ts)
-        print(f"b{batch} {relax:12s} {state:6s} median {m:.3f}s  "
-              f"{base / m:.2f}x vs {variants[0][0]} {variants[0][1]}")
+        print(
+            f"b{batch} {relax:12s} {state:6s} median {m:.3f}s  "
+            f"{base / m:.2f}x vs {variants[0][0]} {variants[0][1]}"
+        )
 
 
 if __name__ == "__main__":

@@ -15,8 +15,9 @@ from pathlib import Path
 import pytest
 
 # peak_memory.py is a script next to this file, not an installed module.
-_spec = importlib.util.spec_from_file_location("peak_memory",
-                                               Path(__file__).with_name("peak_memory.py"))
+_spec = importlib.util.spec_from_file_location(
+    "peak_memory", Path(__file__).with_name("peak_memory.py")
+)
 peak_memory = importlib.util.module_from_spec(_spec)
 _spec.loader.exec_module(peak_memory)
 

@@ -16,9 +16,9 @@ import torch
 
 from nasplug import registry
 from nasplug.logits import ArchLogits
+from nasplug.supernet import SupernetStepper
 from nasplug.trainer import Trainer
 from nasplug.types import Data, Task
-from nasplug.supernet import SupernetStepper
 
 RELAXATIONS = registry.names("relaxation")
 BATCHES = [16, 64]

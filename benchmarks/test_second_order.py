@@ -16,19 +16,18 @@ from __future__ import annotations
 
 import statistics
 import time
+from collections.abc import Callable
 from functools import partial
-from typing import Callable
 
 import pytest
 import torch
 
 from nasplug.logits import ArchLogits
-
+from nasplug.supernet import SupernetStepper
 from nasplug.trainer import Trainer
 from nasplug.types import Data, Task
-from nasplug.supernet import SupernetStepper
-from nasplug_plugins.relaxations import Softmax
 from nasplug.unrolled import second_order_step
+from nasplug_plugins.relaxations import Softmax
 from nasplug_spaces.cell import CellSpace
 
 TASK = Task("classification", (3, 32, 32), 10)
@@ -100,6 +99,8 @@ def test_second_order_ratio(batch: int, variant: str) -> None:
     for name, times in (("wall", wall), ("cpu", cpu)):
         median = {v: statistics.median(t) for v, t in times.items()}
         ratio[name] = median[variant] / median["first"]
-        print(f"\nbatch {batch} {name}: first order {median['first']:.3f} s, second order "
-              f"({variant}) {median[variant]:.3f} s, ratio {ratio[name]:.2f}")
+        print(
+            f"\nbatch {batch} {name}: first order {median['first']:.3f} s, second order "
+            f"({variant}) {median[variant]:.3f} s, ratio {ratio[name]:.2f}"
+        )
     assert ratio["cpu"] <= (CENTRAL_BOUND if variant == "central" else TARGET_RATIO)

@@ -65,7 +65,8 @@ def test_supernet_forward_backward(benchmark, batch: int, state: str) -> None:
 @pytest.mark.parametrize("conv", ["nn.Conv2d", "PolyphaseConv2d"])
 def test_dilated_depthwise_conv_forward_backward(benchmark, conv: str, kernel: int) -> None:
     layer = {"nn.Conv2d": nn.Conv2d, "PolyphaseConv2d": PolyphaseConv2d}[conv](
-        16, 16, kernel, stride=1, padding=kernel - 1, dilation=2, groups=16, bias=False)
+        16, 16, kernel, stride=1, padding=kernel - 1, dilation=2, groups=16, bias=False
+    )
     layer.to(memory_format=torch.channels_last)
     x = torch.randn(64, 16, 32, 32).contiguous(memory_format=torch.channels_last)
     x.requires_grad_()

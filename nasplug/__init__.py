@@ -9,13 +9,32 @@ from typing import Any
 
 __version__ = "0.1.0"
 
-_WHERE = {**dict.fromkeys(["Dataset", "Relaxation", "SearchContext", "SearchSpace", "Strategy",
-                           "Suggest", "Weights"], "nasplug.interfaces"),
-          **dict.fromkeys(["Choice", "Data", "Genotype", "Group", "SearchResult", "Task"],
-                          "nasplug.types")}
+_WHERE = {
+    **dict.fromkeys(
+        ["Dataset", "Relaxation", "SearchContext", "SearchSpace", "Strategy", "Suggest", "Weights"],
+        "nasplug.interfaces",
+    ),
+    **dict.fromkeys(
+        ["Choice", "Data", "Genotype", "Group", "SearchResult", "Task"], "nasplug.types"
+    ),
+}
 
-__all__ = ["Choice", "Data", "Dataset", "Genotype", "Group", "Relaxation", "SearchContext",
-           "SearchResult", "SearchSpace", "Strategy", "Suggest", "Task", "Weights", "__version__"]
+__all__ = [
+    "Choice",
+    "Data",
+    "Dataset",
+    "Genotype",
+    "Group",
+    "Relaxation",
+    "SearchContext",
+    "SearchResult",
+    "SearchSpace",
+    "Strategy",
+    "Suggest",
+    "Task",
+    "Weights",
+    "__version__",
+]
 
 
 def __getattr__(name: str) -> Any:

@@ -16,8 +16,9 @@ __all__ = ["BASELINES", "ResNet", "ResidualMLP", "baseline"]
 BASELINES: tuple[str, ...] = ("resnet",)
 
 
-def baseline(name: str, task: Task, *, channels: int | None = None,
-             layers: int | None = None) -> nn.Module:
+def baseline(
+    name: str, task: Task, *, channels: int | None = None, layers: int | None = None
+) -> nn.Module:
     """The baseline ``name`` for ``task``.
 
     Args:
@@ -32,10 +33,13 @@ def baseline(name: str, task: Task, *, channels: int | None = None,
     if len(task.input_shape) == 3:
         return ResNet(task.input_shape[0], task.outputs, width=channels or 16, blocks=layers or 3)
     if len(task.input_shape) == 1:
-        return ResidualMLP(task.input_shape[0], task.outputs, width=channels or 128,
-                           blocks=layers or 3)
-    raise ValueError(f"no {name} baseline for input shape {tuple(task.input_shape)}; "
-                     f"accepted: images (C, H, W) or vectors (D,)")
+        return ResidualMLP(
+            task.input_shape[0], task.outputs, width=channels or 128, blocks=layers or 3
+        )
+    raise ValueError(
+        f"no {name} baseline for input shape {tuple(task.input_shape)}; "
+        f"accepted: images (C, H, W) or vectors (D,)"
+    )
 
 
 class BasicBlock(nn.Module):
@@ -52,8 +56,9 @@ class BasicBlock(nn.Module):
         )
         self.shortcut: nn.Module = nn.Identity()
         if stride != 1 or c_in != c_out:
-            self.shortcut = nn.Sequential(nn.Conv2d(c_in, c_out, 1, stride=stride, bias=False),
-                                          nn.BatchNorm2d(c_out))
+            self.shortcut = nn.Sequential(
+                nn.Conv2d(c_in, c_out, 1, stride=stride, bias=False), nn.BatchNorm2d(c_out)
+            )
         self.relu = nn.ReLU(inplace=True)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -68,11 +73,14 @@ class ResNet(nn.Module):
 
     def __init__(self, in_channels: int, outputs: int, width: int = 16, blocks: int = 3) -> None:
         super().__init__()
-        layers: list[nn.Module] = [nn.Conv2d(in_channels, width, 3, padding=1, bias=False),
-                                   nn.BatchNorm2d(width), nn.ReLU(inplace=True)]
+        layers: list[nn.Module] = [
+            nn.Conv2d(in_channels, width, 3, padding=1, bias=False),
+            nn.BatchNorm2d(width),
+            nn.ReLU(inplace=True),
+        ]
         c = width
         for stage in range(3):
-            c_out = width * 2 ** stage
+            c_out = width * 2**stage
             for b in range(blocks):
                 layers.append(BasicBlock(c, c_out, 2 if stage > 0 and b == 0 else 1))
                 c = c_out
@@ -94,9 +102,11 @@ class ResidualMLP(nn.Module):
         super().__init__()
         self.embed = nn.Linear(in_features, width)
         self.blocks = nn.ModuleList(
-            nn.Sequential(nn.LayerNorm(width), nn.Linear(width, width), nn.ReLU(),
-                          nn.Linear(width, width))
-            for _ in range(blocks))
+            nn.Sequential(
+                nn.LayerNorm(width), nn.Linear(width, width), nn.ReLU(), nn.Linear(width, width)
+            )
+            for _ in range(blocks)
+        )
         self.head = nn.Sequential(nn.LayerNorm(width), nn.ReLU(), nn.Linear(width, outputs))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import contextlib
-from typing import Iterator
+from collections.abc import Iterator
 
 import torch
 from torch import nn
@@ -19,8 +19,11 @@ def running_stats_kept(module: nn.Module) -> Iterator[None]:
     (restoring the buffers, rather than switching the statistics off, leaves unchanged what
     BatchNorm saves for backward), or statistics re-estimated for one evaluation only.
     """
-    norms = [m for m in module.modules()
-             if isinstance(m, nn.modules.batchnorm._BatchNorm) and m.track_running_stats]
+    norms = [
+        m
+        for m in module.modules()
+        if isinstance(m, nn.modules.batchnorm._BatchNorm) and m.track_running_stats
+    ]
     saved = [[b.clone() for b in m.buffers()] for m in norms]
     try:
         yield

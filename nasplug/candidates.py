@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import math
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 from torch import nn
 
@@ -15,9 +16,16 @@ from nasplug.types import Genotype
 __all__ = ["best_candidate", "forget_checkpoint", "train_candidate"]
 
 
-def train_candidate(ctx: SearchContext, genotype: Genotype, *, phase: str, epochs: int,
-                    lr: float = 0.025, report: Callable[[int, dict[str, float]], None] | None = None,
-                    model: nn.Module | None = None) -> dict[str, Any]:
+def train_candidate(
+    ctx: SearchContext,
+    genotype: Genotype,
+    *,
+    phase: str,
+    epochs: int,
+    lr: float = 0.025,
+    report: Callable[[int, dict[str, float]], None] | None = None,
+    model: nn.Module | None = None,
+) -> dict[str, Any]:
     """Train ``genotype``'s network on the weight half and score it on the architecture half.
 
     Returns a candidate record: genotype, metric (NaN when the training diverged), params and
@@ -27,17 +35,31 @@ def train_candidate(ctx: SearchContext, genotype: Genotype, *, phase: str, epoch
     model = model if model is not None else ctx.space.build(genotype, ctx.task)
     params = count_params(model)
     try:
-        hist = ctx.trainer.fit(model, epochs=epochs, batch_size=ctx.batch_size, phase=phase,
-                               train_split="weight", eval_split="arch", lr=lr, report=report)
+        hist = ctx.trainer.fit(
+            model,
+            epochs=epochs,
+            batch_size=ctx.batch_size,
+            phase=phase,
+            train_split="weight",
+            eval_split="arch",
+            lr=lr,
+            report=report,
+        )
     except NonFiniteLoss as e:
         ctx.trainer.log("candidate_diverged", phase=phase, error=str(e))
-        return {"genotype": genotype.to_dict(), "metric": math.nan, "params": params,
-                "status": "diverged"}
+        return {
+            "genotype": genotype.to_dict(),
+            "metric": math.nan,
+            "params": params,
+            "status": "diverged",
+        }
     metric = hist[-1]["arch"].get(ctx.task.metric, math.nan)
     return {"genotype": genotype.to_dict(), "metric": metric, "params": params, "status": "ok"}
 
 
-def best_candidate(rows: list[dict[str, Any]], better: Callable[[float, float], bool]) -> dict[str, Any]:
+def best_candidate(
+    rows: list[dict[str, Any]], better: Callable[[float, float], bool]
+) -> dict[str, Any]:
     """The row with the best finite metric (the first row if none is finite)."""
     best = rows[0]
     for row in rows[1:]:

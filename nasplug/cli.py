@@ -13,15 +13,27 @@ import os
 import sys
 import time
 import traceback
+from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Any, Callable, Sequence
+from typing import Any
 
 __all__ = ["main"]
 
 DEFAULTS: dict[str, Any] = {
-    "space": "cell", "relax": "softmax", "strategy": "darts", "data": "fashion-mnist-small",
-    "epochs": 8, "batch_size": 64, "seed": 0, "device": "auto", "deterministic": False,
-    "out": None, "storage": None, "study": None, "tensorboard": False, "compile": None,
+    "space": "cell",
+    "relax": "softmax",
+    "strategy": "darts",
+    "data": "fashion-mnist-small",
+    "epochs": 8,
+    "batch_size": 64,
+    "seed": 0,
+    "device": "auto",
+    "deterministic": False,
+    "out": None,
+    "storage": None,
+    "study": None,
+    "tensorboard": False,
+    "compile": None,
 }
 #: config key -> (plugin axis, option table in TOML and config.json)
 PLUGIN_KEYS = {"space": "space", "relax": "relaxation", "strategy": "strategy", "data": "dataset"}
@@ -100,8 +112,10 @@ def _describe(e: BaseException) -> tuple[int, str]:
         return code, f"error: out of memory{notes}"
     if isinstance(e, tuple(expected)):
         return code, f"error: {_one_line(e)}{notes}"
-    return 1, (f"error: unexpected {type(e).__name__}: {_one_line(e)}{notes} (rerun with --debug "
-               f"for the traceback)")
+    return 1, (
+        f"error: unexpected {type(e).__name__}: {_one_line(e)}{notes} (rerun with --debug "
+        f"for the traceback)"
+    )
 
 
 def _os_text(e: OSError) -> str:
@@ -122,7 +136,9 @@ class _Parser(argparse.ArgumentParser):
     """Usage errors are one line too: the usage text is one ``--help`` away."""
 
     def error(self, message: str) -> None:  # type: ignore[override]
-        self.exit(2, f"{self.prog}: error: {' '.join(message.split())} (see `{self.prog} --help`)\n")
+        self.exit(
+            2, f"{self.prog}: error: {' '.join(message.split())} (see `{self.prog} --help`)\n"
+        )
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -132,36 +148,67 @@ def _parser() -> argparse.ArgumentParser:
     sub = p.add_subparsers(dest="command")
 
     r = sub.add_parser("run", help="run a search")
-    r.add_argument("--config", help="TOML file: a [run] table of the flags below and [space], "
-                                    "[relax], [strategy], [data] tables of plugin options")
+    r.add_argument(
+        "--config",
+        help="TOML file: a [run] table of the flags below and [space], "
+        "[relax], [strategy], [data] tables of plugin options",
+    )
     r.add_argument("--space", help=f"search space (default {DEFAULTS['space']})")
     r.add_argument("--relax", help=f"relaxation (default {DEFAULTS['relax']})")
     r.add_argument("--strategy", help=f"strategy (default {DEFAULTS['strategy']})")
     r.add_argument("--data", help=f"dataset (default {DEFAULTS['data']})")
     for axis in PLUGIN_KEYS:
-        r.add_argument(f"--{axis}-opt", action="append", metavar="KEY=VALUE", default=[],
-                       help=f"option of the {axis} plugin (repeatable)")
+        r.add_argument(
+            f"--{axis}-opt",
+            action="append",
+            metavar="KEY=VALUE",
+            default=[],
+            help=f"option of the {axis} plugin (repeatable)",
+        )
     r.add_argument("--epochs", type=int, help=f"search epochs (default {DEFAULTS['epochs']})")
-    r.add_argument("--batch-size", type=int, dest="batch_size",
-                   help=f"batch size (default {DEFAULTS['batch_size']})")
+    r.add_argument(
+        "--batch-size",
+        type=int,
+        dest="batch_size",
+        help=f"batch size (default {DEFAULTS['batch_size']})",
+    )
     r.add_argument("--seed", type=int, help="random seed (default 0)")
-    r.add_argument("--device", help="auto, cpu, cuda, cuda:N or mps (default auto); with "
-                                    "--resume, moves the run to this device")
-    r.add_argument("--deterministic", action="store_true", default=None,
-                   help="deterministic kernels (slower on CUDA)")
+    r.add_argument(
+        "--device",
+        help="auto, cpu, cuda, cuda:N or mps (default auto); with "
+        "--resume, moves the run to this device",
+    )
+    r.add_argument(
+        "--deterministic",
+        action="store_true",
+        default=None,
+        help="deterministic kernels (slower on CUDA)",
+    )
     r.add_argument("--out", help="run directory (default runs/TIME-SPACE-RELAX-STRATEGY)")
-    r.add_argument("--storage", help="Optuna storage for black-box strategies: a URL, env:NAME "
-                                     "(the URL is in environment variable NAME) or file:PATH (the "
-                                     "URL is the file's first line); a password in a URL is never "
-                                     "stored, so prefer env: or file: for runs you resume "
-                                     "(default: SQLite file in the run directory)")
+    r.add_argument(
+        "--storage",
+        help="Optuna storage for black-box strategies: a URL, env:NAME "
+        "(the URL is in environment variable NAME) or file:PATH (the "
+        "URL is the file's first line); a password in a URL is never "
+        "stored, so prefer env: or file: for runs you resume "
+        "(default: SQLite file in the run directory)",
+    )
     r.add_argument("--study", help="Optuna study name (default: the run directory's name)")
-    r.add_argument("--tensorboard", action="store_true", default=None,
-                   help="also log scalars for TensorBoard into RUN_DIR/tensorboard "
-                        "(needs the tensorboard package)")
-    r.add_argument("--compile", nargs="?", const="inductor", metavar="BACKEND",
-                   help="torch.compile the networks (backend: inductor when not given); the "
-                        "compile time is printed and logged")
+    r.add_argument(
+        "--tensorboard",
+        action="store_true",
+        default=None,
+        help="also log scalars for TensorBoard into RUN_DIR/tensorboard "
+        "(needs the tensorboard package)",
+    )
+    r.add_argument(
+        "--compile",
+        nargs="?",
+        const="inductor",
+        metavar="BACKEND",
+        help="torch.compile the networks (backend: inductor when not given); the "
+        "compile time is printed and logged",
+    )
     r.add_argument("--resume", metavar="RUN_DIR", help="continue an interrupted run")
     r.add_argument("--quiet", action="store_true", help="no progress bars")
     r.set_defaults(func=cmd_run)
@@ -175,8 +222,9 @@ def _parser() -> argparse.ArgumentParser:
 
     _add_extra_commands(sub)
     for command in sub.choices.values():
-        command.add_argument("--debug", action="store_true", default=argparse.SUPPRESS,
-                             help=debug_help)
+        command.add_argument(
+            "--debug", action="store_true", default=argparse.SUPPRESS, help=debug_help
+        )
     return p
 
 
@@ -199,17 +247,23 @@ def resolve_config(args: argparse.Namespace) -> dict[str, Any]:
         doc = read_toml(args.config)
         unknown = set(doc) - {"run", *PLUGIN_KEYS}
         if unknown:
-            raise OptionError(f"config file {args.config}: unknown table {sorted(unknown)[0]!r}; "
-                              f"accepted: run, {', '.join(PLUGIN_KEYS)}")
+            raise OptionError(
+                f"config file {args.config}: unknown table {sorted(unknown)[0]!r}; "
+                f"accepted: run, {', '.join(PLUGIN_KEYS)}"
+            )
         for axis in ("run", *PLUGIN_KEYS):
             if not isinstance(doc.get(axis, {}), dict):
-                raise OptionError(f"config file {args.config}: {axis} must be a table "
-                                  f"([{axis}]), got {doc[axis]!r}")
+                raise OptionError(
+                    f"config file {args.config}: {axis} must be a table "
+                    f"([{axis}]), got {doc[axis]!r}"
+                )
         for key, value in doc.get("run", {}).items():
             key = key.replace("-", "_")
             if key not in DEFAULTS:
-                raise OptionError(f"config file {args.config}: unknown key {key!r} in [run]; "
-                                  f"accepted: {', '.join(DEFAULTS)}")
+                raise OptionError(
+                    f"config file {args.config}: unknown key {key!r} in [run]; "
+                    f"accepted: {', '.join(DEFAULTS)}"
+                )
             cfg[key] = value
         for axis in PLUGIN_KEYS:
             opts[axis].update(doc.get(axis, {}))
@@ -252,10 +306,12 @@ def check_config(cfg: dict[str, Any]) -> None:
         if cfg.get(key) is not None and (not isinstance(cfg[key], str) or not cfg[key]):
             raise OptionError(f"{key} must be text, got {cfg[key]!r}")
     if not isinstance(cfg.get("device"), str):
-        raise OptionError(f"device must be text (auto, cpu, cuda, cuda:N or mps), "
-                          f"got {cfg.get('device')!r}")
+        raise OptionError(
+            f"device must be text (auto, cpu, cuda, cuda:N or mps), got {cfg.get('device')!r}"
+        )
     if not isinstance(cfg.get("opts"), dict) or not all(
-            isinstance(cfg["opts"].get(k, {}), dict) for k in PLUGIN_KEYS):
+        isinstance(cfg["opts"].get(k, {}), dict) for k in PLUGIN_KEYS
+    ):
         raise OptionError(f"opts must map {', '.join(PLUGIN_KEYS)} to tables of options")
     try:
         pick_device(cfg["device"])
@@ -280,8 +336,10 @@ def build_plugins(cfg: dict[str, Any]) -> dict[str, Any]:
 def plugin_versions(cfg: dict[str, Any]) -> dict[str, str]:
     from nasplug import registry
 
-    return {f"{axis}:{cfg[key]}": f"{(i := registry.info(axis, cfg[key])).dist} {i.version}"
-            for key, axis in PLUGIN_KEYS.items()}
+    return {
+        f"{axis}:{cfg[key]}": f"{(i := registry.info(axis, cfg[key])).dist} {i.version}"
+        for key, axis in PLUGIN_KEYS.items()
+    }
 
 
 def cmd_run(args: argparse.Namespace) -> int:
@@ -318,8 +376,13 @@ def _run(args: argparse.Namespace, *, writer: bool) -> int:
             cfg["out"] = str(out)
             run = RunDir.create(out, cfg, writer=writer)
         return noting_outcome(
-            lambda: execute(cfg, run, plugins, data, quiet=args.quiet or not writer,
-                            storage=storage), run, "run", created=not args.resume)
+            lambda: execute(
+                cfg, run, plugins, data, quiet=args.quiet or not writer, storage=storage
+            ),
+            run,
+            "run",
+            created=not args.resume,
+        )
     finally:
         if run is not None:
             run.close()
@@ -332,27 +395,42 @@ def _resumed_config(run: Any, args: argparse.Namespace) -> dict[str, Any]:
 
     cfg = run.config()
     if not isinstance(cfg, dict) or cfg.get("command") == "train":
-        raise OptionError(f"{run.path} is not a search run; continue training runs with "
-                          f"`nasplug train --resume {run.path}`")
-    for key in ("space", "relax", "strategy", "data", "epochs", "batch_size", "seed", "device",
-                "opts"):
+        raise OptionError(
+            f"{run.path} is not a search run; continue training runs with "
+            f"`nasplug train --resume {run.path}`"
+        )
+    for key in (
+        "space",
+        "relax",
+        "strategy",
+        "data",
+        "epochs",
+        "batch_size",
+        "seed",
+        "device",
+        "opts",
+    ):
         if key not in cfg:
-            raise OptionError(f"{run.path}/config.json lacks {key!r}; it was not written by "
-                              f"`nasplug run`")
+            raise OptionError(
+                f"{run.path}/config.json lacks {key!r}; it was not written by `nasplug run`"
+            )
     cfg = {**DEFAULTS, **cfg}
     if args.device is not None:
         cfg["device"] = args.device
     if args.storage is not None:
         if cfg.get("storage") is None or mask(args.storage) != mask(cfg["storage"]):
-            raise OptionError(f"--storage with --resume must give the run's own storage again "
-                              f"({mask(str(cfg.get('storage')))}), got {mask(args.storage)}")
+            raise OptionError(
+                f"--storage with --resume must give the run's own storage again "
+                f"({mask(str(cfg.get('storage')))}), got {mask(args.storage)}"
+            )
         cfg["storage"] = args.storage
     check_config(cfg)
     return cfg
 
 
-def _prepare(cfg: dict[str, Any], args: argparse.Namespace, *,
-             writer: bool) -> tuple[str | None, dict[str, Any], Any]:
+def _prepare(
+    cfg: dict[str, Any], args: argparse.Namespace, *, writer: bool
+) -> tuple[str | None, dict[str, Any], Any]:
     """Every check that can fail before anything is written: the output path, the storage,
     the device and compiler, the plugins, the data, and whether the space takes the data."""
     from nasplug import ddp
@@ -377,9 +455,11 @@ def _prepare(cfg: dict[str, Any], args: argparse.Namespace, *,
     data = plugins["data"].load()
     _check_space_takes(plugins["space"], data, cfg)
     if writer and not args.resume and cfg.get("storage") and has_secret(cfg["storage"]):
-        print("nasplug: warning: the storage password is not stored (config.json shows ***); "
-              "to resume, give --storage again, or pass the URL as env:NAME or file:PATH",
-              file=sys.stderr)
+        print(
+            "nasplug: warning: the storage password is not stored (config.json shows ***); "
+            "to resume, give --storage again, or pass the URL as env:NAME or file:PATH",
+            file=sys.stderr,
+        )
     return storage, plugins, data
 
 
@@ -390,9 +470,11 @@ def _check_space_takes(space: Any, data: Any, cfg: dict[str, Any]) -> None:
         space.choices()
         space.supernet(data.task)
     except Exception as e:  # a plugin's own error, whatever its type
-        raise UsageError(f"space {cfg['space']!r} cannot take the data of {cfg['data']!r} "
-                         f"({data.task.kind}, input shape {tuple(data.task.input_shape)}): "
-                         f"{type(e).__name__}: {_one_line(e)}") from e
+        raise UsageError(
+            f"space {cfg['space']!r} cannot take the data of {cfg['data']!r} "
+            f"({data.task.kind}, input shape {tuple(data.task.input_shape)}): "
+            f"{type(e).__name__}: {_one_line(e)}"
+        ) from e
 
 
 def noting_outcome(work: Callable[[], Any], run: Any, command: str, *, created: bool) -> Any:
@@ -430,8 +512,15 @@ def _default_out(cfg: dict[str, Any]) -> str:
     return str(path)
 
 
-def execute(cfg: dict[str, Any], run: Any, plugins: dict[str, Any], data: Any, *,
-            quiet: bool = False, storage: str | None = None) -> int:
+def execute(
+    cfg: dict[str, Any],
+    run: Any,
+    plugins: dict[str, Any],
+    data: Any,
+    *,
+    quiet: bool = False,
+    storage: str | None = None,
+) -> int:
     """Build the trainer, run the strategy and write the results into ``run``.
 
     ``storage`` is the storage URL itself (``cfg`` holds it masked or as ``env:``/``file:``).
@@ -445,23 +534,46 @@ def execute(cfg: dict[str, Any], run: Any, plugins: dict[str, Any], data: Any, *
         from nasplug import report
 
         sink = report.tensorboard_sink(run.path)
-    trainer = Trainer(data, run=run, device=cfg["device"], seed=cfg["seed"],
-                      deterministic=bool(cfg["deterministic"]), quiet=quiet, sink=sink,
-                      compile=_compile_backend(cfg.get("compile")))
-    options = {"storage": storage or resolve_storage(cfg.get("storage")),
-               "study": cfg.get("study"), "run_dir": str(run.path),
-               "tensorboard": cfg.get("tensorboard")}
-    ctx = SearchContext(space=plugins["space"], relaxation=plugins["relax"], trainer=trainer,
-                        data=data, epochs=cfg["epochs"], batch_size=cfg["batch_size"],
-                        seed=cfg["seed"], options=options)
-    trainer.say(f"nasplug: {cfg['strategy']} search of {cfg['space']} with {cfg['relax']} on "
-                f"{cfg['data']} ({data.task.kind}, {trainer.size('train')} train / "
-                f"{trainer.size('test')} test) on {trainer.device}; run directory {run.path}")
+    trainer = Trainer(
+        data,
+        run=run,
+        device=cfg["device"],
+        seed=cfg["seed"],
+        deterministic=bool(cfg["deterministic"]),
+        quiet=quiet,
+        sink=sink,
+        compile=_compile_backend(cfg.get("compile")),
+    )
+    options = {
+        "storage": storage or resolve_storage(cfg.get("storage")),
+        "study": cfg.get("study"),
+        "run_dir": str(run.path),
+        "tensorboard": cfg.get("tensorboard"),
+    }
+    ctx = SearchContext(
+        space=plugins["space"],
+        relaxation=plugins["relax"],
+        trainer=trainer,
+        data=data,
+        epochs=cfg["epochs"],
+        batch_size=cfg["batch_size"],
+        seed=cfg["seed"],
+        options=options,
+    )
+    trainer.say(
+        f"nasplug: {cfg['strategy']} search of {cfg['space']} with {cfg['relax']} on "
+        f"{cfg['data']} ({data.task.kind}, {trainer.size('train')} train / "
+        f"{trainer.size('test')} test) on {trainer.device}; run directory {run.path}"
+    )
     run.log("start", config=cfg, device=str(trainer.device))
     t0 = time.time()
     result = plugins["strategy"].search(ctx)
-    metrics = {**result.metrics, "wall_seconds": time.time() - t0, "metric": data.task.metric,
-               "higher_is_better": data.task.higher_is_better}
+    metrics = {
+        **result.metrics,
+        "wall_seconds": time.time() - t0,
+        "metric": data.task.metric,
+        "higher_is_better": data.task.higher_is_better,
+    }
     if not _ranks_agree(result, metrics):
         return 1
     run.write_json("genotype.json", result.genotype.to_dict())
@@ -486,8 +598,10 @@ def _validation_line(metrics: dict[str, Any], m: str) -> str:
     if f"val_{m}_discrete" not in metrics:
         return line
     vertex = " (the supernet ended at the derived network)" if metrics.get("final_vertex") else ""
-    return (f"{line} continuous supernet, {metrics[f'val_{m}_discrete']:.4f} derived network "
-            f"in the supernet{vertex}")
+    return (
+        f"{line} continuous supernet, {metrics[f'val_{m}_discrete']:.4f} derived network "
+        f"in the supernet{vertex}"
+    )
 
 
 def _compile_backend(value: Any) -> str | None:
@@ -512,20 +626,29 @@ def _ranks_agree(result: Any, metrics: dict[str, Any]) -> bool:
     if not ddp.is_distributed():
         return True
     timeless = [{k: v for k, v in rec.items() if "seconds" not in k} for rec in result.history]
-    mine = (ddp.fingerprint(result.genotype.to_dict()),
-            ddp.fingerprint([timeless, {k: v for k, v in metrics.items() if "seconds" not in k}]))
+    mine = (
+        ddp.fingerprint(result.genotype.to_dict()),
+        ddp.fingerprint([timeless, {k: v for k, v in metrics.items() if "seconds" not in k}]),
+    )
     # One write per line: the ranks share the terminal.
-    sys.stderr.write(f"nasplug: rank {ddp.rank()}/{ddp.world_size()}: genotype {mine[0]}, "
-                     f"search {mine[1]}\n")
+    sys.stderr.write(
+        f"nasplug: rank {ddp.rank()}/{ddp.world_size()}: genotype {mine[0]}, search {mine[1]}\n"
+    )
     sys.stderr.flush()
     everyone = ddp.gather_object(mine)
     if len({g for g, _ in everyone}) > 1:
-        print(f"nasplug: error: the {len(everyone)} processes derived different genotypes "
-              f"({', '.join(g for g, _ in everyone)}); results not written", file=sys.stderr)
+        print(
+            f"nasplug: error: the {len(everyone)} processes derived different genotypes "
+            f"({', '.join(g for g, _ in everyone)}); results not written",
+            file=sys.stderr,
+        )
         return False
     if len({h for _, h in everyone}) > 1 and ddp.rank() == 0:
-        print("nasplug: warning: the processes agree on the genotype but their search histories "
-              "differ (non-deterministic kernels?)", file=sys.stderr)
+        print(
+            "nasplug: warning: the processes agree on the genotype but their search histories "
+            "differ (non-deterministic kernels?)",
+            file=sys.stderr,
+        )
     return True
 
 
@@ -543,8 +666,12 @@ def _write_report(run: Any) -> None:
 def cmd_list(args: argparse.Namespace) -> int:
     from nasplug import registry
 
-    headings = {"space": "spaces", "relaxation": "relaxations", "strategy": "strategies",
-                "dataset": "datasets"}
+    headings = {
+        "space": "spaces",
+        "relaxation": "relaxations",
+        "strategy": "strategies",
+        "dataset": "datasets",
+    }
     for axis in registry.AXES:
         print(f"{headings.get(axis, axis)}:")
         for name, regs in registry.available(axis).items():
@@ -558,7 +685,9 @@ def cmd_list(args: argparse.Namespace) -> int:
                         registry.load(axis, name)
                     except registry.PluginError as e:
                         cause = e.__cause__
-                        why = f"{type(cause).__name__}: {_one_line(cause)}" if cause else _one_line(e)
+                        why = (
+                            f"{type(cause).__name__}: {_one_line(cause)}" if cause else _one_line(e)
+                        )
                         note = f"  [BROKEN: {why}]"
                 print(f"  {name:<26} {p.dist} {p.version} ({origin}){note}")
     if os.environ.get("NASPLUG_DISABLE_PLUGIN_AUTOLOAD", "") not in ("", "0"):
@@ -568,8 +697,8 @@ def cmd_list(args: argparse.Namespace) -> int:
 
 # ---- show ------------------------------------------------------------------------------------
 def cmd_show(args: argparse.Namespace) -> int:
-    from nasplug.rundir import RunDir
     from nasplug import report
+    from nasplug.rundir import RunDir
 
     run = RunDir.open(args.run_dir, writer=False)
     print(report.summary_text(run))

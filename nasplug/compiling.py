@@ -15,7 +15,7 @@ def has_forward(module: nn.Module) -> bool:
     return type(module).forward is not nn.Module.forward
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def check_compile(backend: str, device: torch.device) -> None:
     """Raise ValueError unless ``torch.compile`` with ``backend`` works on ``device``.
 
@@ -33,5 +33,7 @@ def check_compile(backend: str, device: torch.device) -> None:
         fn(torch.ones(8, device=device))
     except Exception as e:  # any failure of the toolchain means: not usable here
         first = " ".join(str(e).split())[:200] or type(e).__name__
-        raise ValueError(f"--compile {backend}: torch.compile does not work on {device.type} here "
-                         f"({first}); run without --compile") from e
+        raise ValueError(
+            f"--compile {backend}: torch.compile does not work on {device.type} here "
+            f"({first}); run without --compile"
+        ) from e

@@ -55,25 +55,33 @@ def resolve_storage(value: str | None) -> str | None:
     if value is None:
         return None
     if value.startswith("env:"):
-        name = value[len("env:"):]
+        name = value[len("env:") :]
         url = os.environ.get(name, "").strip() if name else ""
         if not url:
-            raise ValueError(f"--storage {value}: environment variable {name!r} is not set or empty; "
-                             f"accepted: a storage URL, env:NAME or file:PATH")
+            raise ValueError(
+                f"--storage {value}: environment variable {name!r} is not set or empty; "
+                f"accepted: a storage URL, env:NAME or file:PATH"
+            )
         return url
     if value.startswith("file:"):
-        path = Path(value[len("file:"):]).expanduser()
+        path = Path(value[len("file:") :]).expanduser()
         try:
             url = path.read_text().strip().splitlines()[0:1]
         except (OSError, UnicodeDecodeError) as e:
             why = e.strerror if isinstance(e, OSError) and e.strerror else type(e).__name__
-            raise ValueError(f"--storage {value}: cannot read {path} ({why}); accepted: a storage "
-                             f"URL, env:NAME or file:PATH") from None
+            raise ValueError(
+                f"--storage {value}: cannot read {path} ({why}); accepted: a storage "
+                f"URL, env:NAME or file:PATH"
+            ) from None
         if not url or not url[0].strip():
-            raise ValueError(f"--storage {value}: {path} is empty; it must hold the storage URL "
-                             f"on its first line")
+            raise ValueError(
+                f"--storage {value}: {path} is empty; it must hold the storage URL "
+                f"on its first line"
+            )
         return url[0].strip()
     if MASK in value and _URL_PASSWORD.search(value):
-        raise ValueError(f"storage {value} has a masked password (it is never stored); give the "
-                         f"URL again with --storage, or as --storage env:NAME or file:PATH")
+        raise ValueError(
+            f"storage {value} has a masked password (it is never stored); give the "
+            f"URL again with --storage, or as --storage env:NAME or file:PATH"
+        )
     return value

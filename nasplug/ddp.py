@@ -19,16 +19,33 @@ import hashlib
 import json
 import os
 from collections import defaultdict
-from typing import Any, Iterable
+from collections.abc import Iterable
+from typing import Any
 
 import torch
 import torch.distributed as dist
 from torch import nn
 
-__all__ = ["any_rank", "average_gradients", "barrier", "broadcast_module", "broadcast_object",
-           "check_batch_size", "fingerprint", "gather_object", "gather_tensor", "is_distributed",
-           "local_rank", "rank", "setup", "shard", "sum_tensors", "sync_buffers", "teardown",
-           "world_size"]
+__all__ = [
+    "any_rank",
+    "average_gradients",
+    "barrier",
+    "broadcast_module",
+    "broadcast_object",
+    "check_batch_size",
+    "fingerprint",
+    "gather_object",
+    "gather_tensor",
+    "is_distributed",
+    "local_rank",
+    "rank",
+    "setup",
+    "shard",
+    "sum_tensors",
+    "sync_buffers",
+    "teardown",
+    "world_size",
+]
 
 
 def is_distributed() -> bool:
@@ -83,8 +100,10 @@ def check_batch_size(batch_size: int) -> None:
     """
     world = world_size()
     if batch_size % world:
-        raise ValueError(f"batch size {batch_size} does not split evenly over {world} processes; "
-                         f"use a multiple of {world}")
+        raise ValueError(
+            f"batch size {batch_size} does not split evenly over {world} processes; "
+            f"use a multiple of {world}"
+        )
 
 
 def shard(index: torch.Tensor) -> torch.Tensor:
@@ -94,7 +113,7 @@ def shard(index: torch.Tensor) -> torch.Tensor:
     if world == 1:
         return index
     per = len(index) // world
-    return index[rank() * per:(rank() + 1) * per]
+    return index[rank() * per : (rank() + 1) * per]
 
 
 def broadcast_object(obj: Any, src: int = 0) -> Any:
@@ -132,7 +151,7 @@ def _coalesced(tensors: list[torch.Tensor], collective: Any) -> None:
         offset = 0
         for t in group:
             n = t.numel()
-            t.copy_(flat[offset:offset + n].view(t.shape))
+            t.copy_(flat[offset : offset + n].view(t.shape))
             offset += n
 
 

@@ -14,8 +14,9 @@ import math
 import statistics
 import sys
 import time
+from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import Any, Mapping, Sequence
+from typing import Any
 
 from torch import nn
 
@@ -34,43 +35,78 @@ def count_params(model: nn.Module) -> int:
 
 def add_commands(sub: argparse._SubParsersAction) -> None:
     """Register ``train`` and ``compare``."""
-    t = sub.add_parser("train", help="train a searched genotype (or a baseline) from scratch",
-                       description="Train the discrete network of a search's genotype on the whole "
-                                   "search data and report its test metric, parameters and time.")
-    t.add_argument("source", nargs="?", metavar="RUN_DIR|GENOTYPE_FILE",
-                   help="a search run directory, or a file holding a genotype as JSON or as a "
-                        "DARTS 'Genotype(normal=[...], ...)' string")
+    t = sub.add_parser(
+        "train",
+        help="train a searched genotype (or a baseline) from scratch",
+        description="Train the discrete network of a search's genotype on the whole "
+        "search data and report its test metric, parameters and time.",
+    )
+    t.add_argument(
+        "source",
+        nargs="?",
+        metavar="RUN_DIR|GENOTYPE_FILE",
+        help="a search run directory, or a file holding a genotype as JSON or as a "
+        "DARTS 'Genotype(normal=[...], ...)' string",
+    )
     t.add_argument("--baseline", help="train a hand-designed network instead: resnet")
     t.add_argument("--epochs", type=int, default=10, help="training epochs (default 10)")
     t.add_argument("--channels", type=int, help="space option 'channels' (baseline: width)")
     t.add_argument("--layers", type=int, help="space option 'layers' (baseline: blocks per stage)")
     t.add_argument("--cutout", type=int, default=0, help="cutout square size in pixels (0: off)")
-    t.add_argument("--drop-path", type=float, default=0.0, dest="drop_path",
-                   help="final drop-path probability, ramped from 0 (default 0)")
+    t.add_argument(
+        "--drop-path",
+        type=float,
+        default=0.0,
+        dest="drop_path",
+        help="final drop-path probability, ramped from 0 (default 0)",
+    )
     t.add_argument("--auxiliary", action="store_true", help="auxiliary head, loss weight 0.4")
     t.add_argument("--batch-size", type=int, default=64, dest="batch_size")
     t.add_argument("--lr", type=float, default=0.025, help="SGD learning rate, cosine schedule")
     t.add_argument("--seed", type=int, default=0)
-    t.add_argument("--device", help="auto, cpu, cuda, cuda:N or mps (default auto); with "
-                                    "--resume, moves the run to this device")
+    t.add_argument(
+        "--device",
+        help="auto, cpu, cuda, cuda:N or mps (default auto); with "
+        "--resume, moves the run to this device",
+    )
     t.add_argument("--out", help="training run directory (default runs/TIME-train-NAME)")
     t.add_argument("--space", help="space of a genotype file (default: the genotype's own)")
-    t.add_argument("--space-opt", action="append", default=[], metavar="KEY=VALUE",
-                   dest="space_opt", help="space option (repeatable)")
-    t.add_argument("--data", help=f"dataset of a genotype file or baseline (default {_DEFAULT_DATA})")
-    t.add_argument("--data-opt", action="append", default=[], metavar="KEY=VALUE",
-                   dest="data_opt", help="dataset option (repeatable)")
+    t.add_argument(
+        "--space-opt",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        dest="space_opt",
+        help="space option (repeatable)",
+    )
+    t.add_argument(
+        "--data", help=f"dataset of a genotype file or baseline (default {_DEFAULT_DATA})"
+    )
+    t.add_argument(
+        "--data-opt",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        dest="data_opt",
+        help="dataset option (repeatable)",
+    )
     t.add_argument("--resume", metavar="TRAIN_DIR", help="continue an interrupted training run")
     t.add_argument("--quiet", action="store_true", help="no progress bars")
     t.set_defaults(func=_cmd_train)
 
-    c = sub.add_parser("compare", help="a Markdown table of runs on one dataset",
-                       description="Compare search and training runs on the same dataset: metric, "
-                                   "parameters and search/training cost.")
+    c = sub.add_parser(
+        "compare",
+        help="a Markdown table of runs on one dataset",
+        description="Compare search and training runs on the same dataset: metric, "
+        "parameters and search/training cost.",
+    )
     c.add_argument("runs", nargs="+", metavar="RUN_DIR")
     c.add_argument("--out", help="also write the table to this file")
-    c.add_argument("--mean", action="store_true",
-                   help="one row per method: the mean and sample sd over its runs (e.g. seeds)")
+    c.add_argument(
+        "--mean",
+        action="store_true",
+        help="one row per method: the mean and sample sd over its runs (e.g. seeds)",
+    )
     c.set_defaults(func=_cmd_compare)
 
 
@@ -92,10 +128,28 @@ def resolve_train(args: argparse.Namespace) -> dict[str, Any]:
     if not 0 <= args.seed < 2**63:
         raise OptionError(f"--seed must be an integer from 0 to 2**63-1, got {args.seed}")
     cfg: dict[str, Any] = {
-        "command": "train", "source": None, "baseline": args.baseline, "genotype": None,
-        "space": None, "data": None, "opts": {"space": {}, "data": {}}, "search": None,
-        **{k: getattr(args, k) for k in ("epochs", "batch_size", "lr", "cutout", "drop_path",
-                                         "auxiliary", "seed", "channels", "layers")},
+        "command": "train",
+        "source": None,
+        "baseline": args.baseline,
+        "genotype": None,
+        "space": None,
+        "data": None,
+        "opts": {"space": {}, "data": {}},
+        "search": None,
+        **{
+            k: getattr(args, k)
+            for k in (
+                "epochs",
+                "batch_size",
+                "lr",
+                "cutout",
+                "drop_path",
+                "auxiliary",
+                "seed",
+                "channels",
+                "layers",
+            )
+        },
         "device": args.device or "auto",
     }
     if args.baseline is not None and args.baseline not in BASELINES:
@@ -111,24 +165,31 @@ def resolve_train(args: argparse.Namespace) -> dict[str, Any]:
             if rc.get("command") == "train":
                 raise RunError(f"{src} is a training run; pass the search run it came from")
             cfg.update(space=rc["space"], data=rc["data"])
-            cfg["opts"] = {"space": dict(rc.get("opts", {}).get("space", {})),
-                           "data": dict(rc.get("opts", {}).get("data", {}))}
+            cfg["opts"] = {
+                "space": dict(rc.get("opts", {}).get("space", {})),
+                "data": dict(rc.get("opts", {}).get("data", {})),
+            }
             if args.baseline is None:
                 metrics = run.read_json("metrics.json", {})
-                cfg["search"] = {"run": str(src), "strategy": rc.get("strategy"),
-                                 "relax": rc.get("relax"),
-                                 "supernet": any(k.endswith("_continuous") for k in metrics),
-                                 "search_seconds": metrics.get("search_seconds",
-                                                               metrics.get("wall_seconds"))}
+                cfg["search"] = {
+                    "run": str(src),
+                    "strategy": rc.get("strategy"),
+                    "relax": rc.get("relax"),
+                    "supernet": any(k.endswith("_continuous") for k in metrics),
+                    "search_seconds": metrics.get("search_seconds", metrics.get("wall_seconds")),
+                }
                 g = run.read_json("genotype.json")
                 if g is None:
-                    raise RunError(f"{src} has no genotype.json: its search has not finished; "
-                                   f"resume it with `nasplug run --resume {src}`")
+                    raise RunError(
+                        f"{src} has no genotype.json: its search has not finished; "
+                        f"resume it with `nasplug run --resume {src}`"
+                    )
                 cfg["genotype"] = Genotype.from_dict(g).to_dict()
         elif src.is_file():
             if args.baseline is not None:
-                raise OptionError("--baseline takes a search run directory (for its dataset), "
-                                  "not a genotype file")
+                raise OptionError(
+                    "--baseline takes a search run directory (for its dataset), not a genotype file"
+                )
             g = Genotype.parse(src.read_text())
             cfg["genotype"] = g.to_dict()
             cfg["space"] = g.space
@@ -158,34 +219,44 @@ def prepare_train(cfg: Mapping[str, Any]) -> tuple[Any, nn.Module, str]:
     from nasplug.types import Genotype
 
     if not isinstance(cfg.get("device"), str):
-        raise OptionError(f"device must be text (auto, cpu, cuda, cuda:N or mps), "
-                          f"got {cfg.get('device')!r}")
+        raise OptionError(
+            f"device must be text (auto, cpu, cuda, cuda:N or mps), got {cfg.get('device')!r}"
+        )
     pick_device(cfg["device"])
-    data = instantiate(registry.load("dataset", cfg["data"]), cfg["opts"]["data"],
-                       f"dataset {cfg['data']!r}").load()
+    data = instantiate(
+        registry.load("dataset", cfg["data"]), cfg["opts"]["data"], f"dataset {cfg['data']!r}"
+    ).load()
     task = data.task
     if cfg["baseline"] is not None:
         model = baseline(cfg["baseline"], task, channels=cfg["channels"], layers=cfg["layers"])
         name = f"{cfg['baseline']} baseline"
     else:
-        space = instantiate(registry.load("space", cfg["space"]), cfg["opts"]["space"],
-                            f"space {cfg['space']!r}")
+        space = instantiate(
+            registry.load("space", cfg["space"]), cfg["opts"]["space"], f"space {cfg['space']!r}"
+        )
         genotype = Genotype.from_dict(cfg["genotype"])
         try:
             model = space.build(genotype, task)
         except Exception as e:  # a space rejects a genotype in its own words and types
             detail = " ".join(str(e).split())[:300]
-            raise ValueError(f"the genotype does not fit space {cfg['space']!r}: "
-                             f"{type(e).__name__}: {detail}") from e
+            raise ValueError(
+                f"the genotype does not fit space {cfg['space']!r}: {type(e).__name__}: {detail}"
+            ) from e
         name = f"{cfg['space']} genotype"
     if cfg["cutout"] and len(task.input_shape) != 3:
-        raise ValueError(f"--cutout needs image data; {cfg['data']} has input shape "
-                         f"{tuple(task.input_shape)}")
+        raise ValueError(
+            f"--cutout needs image data; {cfg['data']} has input shape {tuple(task.input_shape)}"
+        )
     return data, model, name
 
 
-def train(cfg: Mapping[str, Any], run: Any, *, quiet: bool = False,
-          prepared: tuple[Any, nn.Module, str] | None = None) -> dict[str, Any]:
+def train(
+    cfg: Mapping[str, Any],
+    run: Any,
+    *,
+    quiet: bool = False,
+    prepared: tuple[Any, nn.Module, str] | None = None,
+) -> dict[str, Any]:
     """Train the network of ``cfg`` (see :func:`resolve_train`) and write ``train.json``."""
     from nasplug.trainer import Trainer
 
@@ -193,21 +264,38 @@ def train(cfg: Mapping[str, Any], run: Any, *, quiet: bool = False,
     task = data.task
     trainer = Trainer(data, run=run, device=cfg["device"], seed=cfg["seed"], quiet=quiet)
     params = count_params(model)
-    trainer.say(f"nasplug: training a {name} ({params} parameters) on {cfg['data']} "
-                f"({trainer.size('train')} train / {trainer.size('test')} test) on {trainer.device}")
+    trainer.say(
+        f"nasplug: training a {name} ({params} parameters) on {cfg['data']} "
+        f"({trainer.size('train')} train / {trainer.size('test')} test) on {trainer.device}"
+    )
     run.log("train_start", config=dict(cfg), params=params, device=str(trainer.device))
-    hist = trainer.fit(model, epochs=cfg["epochs"], batch_size=cfg["batch_size"], phase="train",
-                       train_split="train", eval_split="test", lr=cfg["lr"],
-                       drop_path=cfg["drop_path"], cutout=cfg["cutout"],
-                       aux_weight=0.4 if cfg["auxiliary"] else 0.0)
+    hist = trainer.fit(
+        model,
+        epochs=cfg["epochs"],
+        batch_size=cfg["batch_size"],
+        phase="train",
+        train_split="train",
+        eval_split="test",
+        lr=cfg["lr"],
+        drop_path=cfg["drop_path"],
+        cutout=cfg["cutout"],
+        aux_weight=0.4 if cfg["auxiliary"] else 0.0,
+    )
     m = task.metric
     final = hist[-1]
     result = {
-        "metric": m, "higher_is_better": task.higher_is_better,
-        f"test_{m}": final["test"].get(m, math.nan), "test": final["test"],
-        "train": final["train"], "params": params, "seconds": _train_seconds(run),
-        "epochs": len(hist), "method": cfg["baseline"] or "discrete", "data": cfg["data"],
-        "genotype": cfg["genotype"], "source": cfg["source"],
+        "metric": m,
+        "higher_is_better": task.higher_is_better,
+        f"test_{m}": final["test"].get(m, math.nan),
+        "test": final["test"],
+        "train": final["train"],
+        "params": params,
+        "seconds": _train_seconds(run),
+        "epochs": len(hist),
+        "method": cfg["baseline"] or "discrete",
+        "data": cfg["data"],
+        "genotype": cfg["genotype"],
+        "source": cfg["source"],
         "search_seconds": (cfg["search"] or {}).get("search_seconds"),
     }
     run.write_json(TRAIN_JSON, result)
@@ -238,8 +326,10 @@ def _cmd_train(args: argparse.Namespace) -> int:
             run = RunDir.open(args.resume).lock()
             cfg = run.config()
             if not isinstance(cfg, dict) or cfg.get("command") != "train":
-                raise RunError(f"{args.resume} is not a training run; resume searches with "
-                               f"`nasplug run --resume {args.resume}`")
+                raise RunError(
+                    f"{args.resume} is not a training run; resume searches with "
+                    f"`nasplug run --resume {args.resume}`"
+                )
             if args.device is not None:
                 cfg["device"] = args.device
             prepared = prepare_train(cfg)
@@ -251,14 +341,20 @@ def _cmd_train(args: argparse.Namespace) -> int:
             check_new_run_path(out, resume="nasplug train --resume")
             prepared = prepare_train(cfg)  # bad input stops here, before a run directory exists
             run = RunDir.create(out, cfg)
-        result = noting_outcome(lambda: train(cfg, run, quiet=args.quiet, prepared=prepared),
-                                run, "train", created=not args.resume)
+        result = noting_outcome(
+            lambda: train(cfg, run, quiet=args.quiet, prepared=prepared),
+            run,
+            "train",
+            created=not args.resume,
+        )
     finally:
         if run is not None:
             run.close()
     m = result["metric"]
-    print(f"test {m}: {result[f'test_{m}']:.4f}, {result['params']} parameters, "
-          f"{result['seconds']:.1f}s training")
+    print(
+        f"test {m}: {result[f'test_{m}']:.4f}, {result['params']} parameters, "
+        f"{result['seconds']:.1f}s training"
+    )
     print(f"run directory: {run.path}")
     return 0
 
@@ -283,8 +379,10 @@ def compare_table(paths: Sequence[str | Path], mean: bool = False) -> str:
         if dataset is None:
             dataset, first = this, path
         elif this != dataset:
-            raise ValueError(f"runs are on different datasets: {first} on {_data_text(dataset)}, "
-                             f"{path} on {_data_text(this)}; compare runs of one dataset")
+            raise ValueError(
+                f"runs are on different datasets: {first} on {_data_text(dataset)}, "
+                f"{path} on {_data_text(this)}; compare runs of one dataset"
+            )
         name = TRAIN_JSON if cfg.get("command") == "train" else "metrics.json"
         res = run.read_json(name)
         if res is None:
@@ -298,11 +396,14 @@ def compare_table(paths: Sequence[str | Path], mean: bool = False) -> str:
     m, higher = metric
     if mean:
         rows = _mean_rows(rows)
-    lines = [f"Dataset: {_data_text(dataset)}. Metric: {m} ({'higher' if higher else 'lower'} is "
-             f"better); val: the architecture half of the search data, test: the held-out test "
-             f"split.", "",
-             f"| method | val {m} | test {m} | parameters | search s | training s | run |",
-             "| --- | ---: | ---: | ---: | ---: | ---: | --- |"]
+    lines = [
+        f"Dataset: {_data_text(dataset)}. Metric: {m} ({'higher' if higher else 'lower'} is "
+        f"better); val: the architecture half of the search data, test: the held-out test "
+        f"split.",
+        "",
+        f"| method | val {m} | test {m} | parameters | search s | training s | run |",
+        "| --- | ---: | ---: | ---: | ---: | ---: | --- |",
+    ]
     best = {}
     for col in ("val", "test"):
         vals = [r[col] for r in rows if _finite(r[col])]
@@ -310,8 +411,10 @@ def compare_table(paths: Sequence[str | Path], mean: bool = False) -> str:
             best[col] = max(vals) if higher else min(vals)
     for r in rows:
         cells = [_metric_cell(r[col], best.get(col), r.get(f"{col}_sd")) for col in ("val", "test")]
-        lines.append(f"| {r['method']} | {cells[0]} | {cells[1]} | {_int_cell(r['params'])} | "
-                     f"{_secs_cell(r['search_s'])} | {_secs_cell(r['train_s'])} | {r['run']} |")
+        lines.append(
+            f"| {r['method']} | {cells[0]} | {cells[1]} | {_int_cell(r['params'])} | "
+            f"{_secs_cell(r['search_s'])} | {_secs_cell(r['train_s'])} | {r['run']} |"
+        )
     return "\n".join(lines) + "\n"
 
 
@@ -329,26 +432,55 @@ def _rows(path: str, cfg: Mapping[str, Any], res: Mapping[str, Any]) -> list[dic
         elif search.get("strategy"):
             method = f"{search['strategy']} search: best candidate, trained"
         else:
-            method = f"{cfg.get('space')} genotype from {Path(str(cfg.get('source'))).name}, trained"
-        return [{"method": method, "val": None, "test": res.get(f"test_{m}"), "params": res.get("params"),
-                 "search_s": res.get("search_seconds"), "train_s": res.get("seconds"), "run": path}]
+            method = (
+                f"{cfg.get('space')} genotype from {Path(str(cfg.get('source'))).name}, trained"
+            )
+        return [
+            {
+                "method": method,
+                "val": None,
+                "test": res.get(f"test_{m}"),
+                "params": res.get("params"),
+                "search_s": res.get("search_seconds"),
+                "train_s": res.get("seconds"),
+                "run": path,
+            }
+        ]
     strategy = cfg.get("strategy")
     relax = _relax_label(cfg.get("relax"), cfg.get("opts", {}).get("relax", {}))
     search_s = res.get("search_seconds", res.get("wall_seconds"))
 
     def search_row(method: str, val: Any, params: Any) -> dict[str, Any]:
-        return {"method": method, "val": val, "test": None, "params": params, "run": path,
-                "train_s": None, "search_s": search_s}
+        return {
+            "method": method,
+            "val": val,
+            "test": None,
+            "params": params,
+            "run": path,
+            "train_s": None,
+            "search_s": search_s,
+        }
 
     cont = res.get(f"val_{m}_continuous")
     if cont is not None:
-        rows = [search_row(f"{strategy} ({relax}): continuous supernet", cont,
-                           res.get("supernet_params")),
-                search_row(f"{strategy} ({relax}): derived, one-hot in the supernet",
-                           res.get(f"val_{m}_discrete"), res.get("params"))]
+        rows = [
+            search_row(
+                f"{strategy} ({relax}): continuous supernet", cont, res.get("supernet_params")
+            ),
+            search_row(
+                f"{strategy} ({relax}): derived, one-hot in the supernet",
+                res.get(f"val_{m}_discrete"),
+                res.get("params"),
+            ),
+        ]
         if f"val_{m}_discrete_recalibrated" in res:
-            rows.append(search_row(f"{strategy} ({relax}): derived, one-hot, BatchNorm re-estimated",
-                                   res[f"val_{m}_discrete_recalibrated"], res.get("params")))
+            rows.append(
+                search_row(
+                    f"{strategy} ({relax}): derived, one-hot, BatchNorm re-estimated",
+                    res[f"val_{m}_discrete_recalibrated"],
+                    res.get("params"),
+                )
+            )
         return rows
     n = res.get("candidates", res.get("trials"))
     what = f"best of {int(n)}" if _finite(n) else "best"
@@ -364,8 +496,11 @@ def _relax_label(relax: Any, opts: Mapping[str, Any]) -> str:
     try:
         cls = registry.load("relaxation", str(relax))
         defaults = accepted(cls)
-        changed = {k: opts[k] for k, v in typed(cls, opts, f"relaxation {relax!r}").items()
-                   if v != defaults[k]}
+        changed = {
+            k: opts[k]
+            for k, v in typed(cls, opts, f"relaxation {relax!r}").items()
+            if v != defaults[k]
+        }
     except (PluginError, OptionError):  # gone or changed since: name every option
         changed = dict(opts)
     return f"{relax} {_opts_text(changed)}" if changed else str(relax)
@@ -388,8 +523,10 @@ def _mean_rows(rows: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
         groups.setdefault(r["method"], []).append(r)
     out = []
     for method, rs in groups.items():
-        row: dict[str, Any] = {"method": f"{method} (n={len(rs)})" if len(rs) > 1 else method,
-                               "run": ", ".join(r["run"] for r in rs)}
+        row: dict[str, Any] = {
+            "method": f"{method} (n={len(rs)})" if len(rs) > 1 else method,
+            "run": ", ".join(r["run"] for r in rs),
+        }
         for col in ("val", "test", "params", "search_s", "train_s"):
             vals = [r[col] for r in rs if _finite(r[col])]
             row[col] = statistics.fmean(vals) if vals else None

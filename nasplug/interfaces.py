@@ -8,8 +8,9 @@ keyword arguments with defaults, which are the ``--space-opt`` / ``--relax-opt``
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Callable, ClassVar, Mapping, Sequence
+from typing import Any, ClassVar
 
 import torch
 from torch import nn
@@ -18,8 +19,15 @@ from nasplug.rundir import RunDir
 from nasplug.trainer import Trainer
 from nasplug.types import Choice, Data, Genotype, Group, SearchResult, Task
 
-__all__ = ["Dataset", "Relaxation", "SearchContext", "SearchSpace", "Strategy", "Suggest",
-           "Weights"]
+__all__ = [
+    "Dataset",
+    "Relaxation",
+    "SearchContext",
+    "SearchSpace",
+    "Strategy",
+    "Suggest",
+    "Weights",
+]
 
 #: Mixing weights of every choice: ``{choice.name: tensor of len(choice.candidates)}``.
 Weights = Mapping[str, torch.Tensor]
@@ -64,19 +72,29 @@ class SearchSpace(ABC):
 
     def derive(self, weights: Weights) -> Genotype:
         """The discretisation rule. Default: the strongest candidate of every choice."""
-        return Genotype(type(self).__name__, {"choices": {
-            c.name: c.candidates[int(torch.argmax(weights[c.name]))] for c in self.choices()}})
+        return Genotype(
+            type(self).__name__,
+            {
+                "choices": {
+                    c.name: c.candidates[int(torch.argmax(weights[c.name]))] for c in self.choices()
+                }
+            },
+        )
 
     def sample(self, suggest: Suggest) -> Genotype:
         """A valid genotype, each decision taken by ``suggest``. Default: one candidate a choice."""
-        return Genotype(type(self).__name__, {"choices": {
-            c.name: suggest(c.name, list(c.candidates)) for c in self.choices()}})
+        return Genotype(
+            type(self).__name__,
+            {"choices": {c.name: suggest(c.name, list(c.candidates)) for c in self.choices()}},
+        )
 
     def one_hot(self, genotype: Genotype) -> dict[str, torch.Tensor]:
         """Mixing weights that select ``genotype`` inside the supernet (for the discretisation gap)."""
         chosen = genotype.spec["choices"]
-        return {c.name: torch.tensor([float(k == chosen[c.name]) for k in c.candidates])
-                for c in self.choices()}
+        return {
+            c.name: torch.tensor([float(k == chosen[c.name]) for k in c.candidates])
+            for c in self.choices()
+        }
 
     def restrict(self, keep: Mapping[str, Sequence[str]]) -> SearchSpace:
         """A copy whose choices keep only the named candidates (progressive search)."""
@@ -107,8 +125,9 @@ class SearchSpace(ABC):
         """
         return []
 
-    def score_candidates(self, weights: Weights, score: Callable[[Weights], float]
-                         ) -> list[dict[str, Any]]:
+    def score_candidates(
+        self, weights: Weights, score: Callable[[Weights], float]
+    ) -> list[dict[str, Any]]:
         """:meth:`candidates`, with a metric per candidate where the space can score them.
 
         Called once at the end of a supernet search; ``score(weights)`` evaluates the trained

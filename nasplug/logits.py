@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Iterator
+from collections.abc import Iterator
 
 import torch
 from torch import nn
@@ -23,18 +23,21 @@ class ArchLogits(nn.Module):
     ``group_weights`` weighs every choice on its own.
     """
 
-    def __init__(self, choices: tuple[Choice, ...], init_scale: float = 1e-3,
-                 groups: tuple[Group, ...] = ()) -> None:
+    def __init__(
+        self, choices: tuple[Choice, ...], init_scale: float = 1e-3, groups: tuple[Group, ...] = ()
+    ) -> None:
         super().__init__()
         self.names = [c.name for c in choices]
         self.logits = nn.ParameterList(
-            nn.Parameter(init_scale * torch.randn(len(c.candidates))) for c in choices)
+            nn.Parameter(init_scale * torch.randn(len(c.candidates))) for c in choices
+        )
         self.groups = tuple(groups)
         #: Per group (choices outside every group: one each, k = 1): k, the members' positions
         #: in ``names``, the candidates each keeps.
-        self._members = [(k, [self.names.index(n) for n, _ in members],
-                          [keep for _, keep in members])
-                         for _, k, members in group_layout(choices, self.groups)]
+        self._members = [
+            (k, [self.names.index(n) for n, _ in members], [keep for _, keep in members])
+            for _, k, members in group_layout(choices, self.groups)
+        ]
 
     def items(self) -> Iterator[tuple[str, torch.Tensor]]:
         return zip(self.names, self.logits)
@@ -42,15 +45,19 @@ class ArchLogits(nn.Module):
     def as_dict(self) -> dict[str, torch.Tensor]:
         return dict(self.items())
 
-    def weights(self, relaxation: Relaxation, *, evaluation: bool = False) -> dict[str, torch.Tensor]:
+    def weights(
+        self, relaxation: Relaxation, *, evaluation: bool = False
+    ) -> dict[str, torch.Tensor]:
         """Mixing weights of every choice, by group where the relaxation knows groups."""
         fn = relaxation.eval_weights if evaluation else relaxation.weights
         group_fn = relaxation.eval_group_weights if evaluation else relaxation.group_weights
         out: dict[str, torch.Tensor] = {}
         for k, positions, kept in self._members:
             logits = [self.logits[p] for p in positions]
-            index = [None if len(keep) == len(l) else torch.tensor(keep, device=l.device)
-                     for l, keep in zip(logits, kept)]
+            index = [
+                None if len(keep) == len(l) else torch.tensor(keep, device=l.device)
+                for l, keep in zip(logits, kept)
+            ]
             ws = group_fn([l if i is None else l[i] for l, i in zip(logits, index)], k)
             if ws is None:
                 break  # a group-unaware relaxation: every choice on its own

@@ -6,8 +6,9 @@ import inspect
 import tomllib
 import types
 import typing
+from collections.abc import Mapping
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any
 
 __all__ = ["OptionError", "accepted", "instantiate", "parse_pairs", "read_toml", "typed"]
 
@@ -38,8 +39,9 @@ def read_toml(path: str | Path) -> dict[str, Any]:
     except FileNotFoundError:
         raise OptionError(f"config file {p} does not exist") from None
     except OSError as e:  # a directory, no permission, ...
-        raise OptionError(f"config file {p} cannot be read ({e.strerror or e}); accepted: a "
-                          f"TOML file") from None
+        raise OptionError(
+            f"config file {p} cannot be read ({e.strerror or e}); accepted: a TOML file"
+        ) from None
     except (tomllib.TOMLDecodeError, UnicodeDecodeError) as e:
         raise OptionError(f"config file {p} is not valid TOML: {e}") from e
     except RecursionError:
@@ -48,8 +50,11 @@ def read_toml(path: str | Path) -> dict[str, Any]:
 
 def _params(cls: Any) -> dict[str, inspect.Parameter]:
     sig = inspect.signature(cls)
-    return {n: p for n, p in sig.parameters.items()
-            if p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY)}
+    return {
+        n: p
+        for n, p in sig.parameters.items()
+        if p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY)
+    }
 
 
 def accepted(cls: Any) -> dict[str, Any]:
@@ -69,7 +74,11 @@ def _convert(value: Any, hint: Any, default: Any) -> Any:
     origin = typing.get_origin(hint)
     if origin in (typing.Union, types.UnionType):
         args = [a for a in typing.get_args(hint) if a is not type(None)]
-        if isinstance(value, str) and value.lower() in ("none", "null") and len(args) < len(typing.get_args(hint)):
+        if (
+            isinstance(value, str)
+            and value.lower() in ("none", "null")
+            and len(args) < len(typing.get_args(hint))
+        ):
             return None
         errors = []
         for a in args:
@@ -143,7 +152,9 @@ def typed(cls: Any, opts: Mapping[str, Any], what: str) -> dict[str, Any]:
             names = ", ".join(params) or "none"
             raise OptionError(f"unknown option {key!r} for {what}; accepted: {names}")
         try:
-            kwargs[key] = _convert(value, hints.get(key, params[key].annotation), params[key].default)
+            kwargs[key] = _convert(
+                value, hints.get(key, params[key].annotation), params[key].default
+            )
         except ValueError as e:
             raise OptionError(f"option {key}={value!r} of {what} {e}") from None
     return kwargs

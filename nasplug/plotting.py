@@ -9,16 +9,24 @@ from __future__ import annotations
 
 import math
 import re
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Mapping, Sequence
+from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
     from matplotlib.axes import Axes
     from matplotlib.figure import Figure
 
-__all__ = ["candidates_figure", "curves_figure", "genotype_figure", "save", "slug", "sparsity_figure",
-           "weights_figures"]
+__all__ = [
+    "candidates_figure",
+    "curves_figure",
+    "genotype_figure",
+    "save",
+    "slug",
+    "sparsity_figure",
+    "weights_figures",
+]
 
 _DPI = 150
 _INPUT_COLOUR = "#cfe2f3"
@@ -35,8 +43,13 @@ def _figure(width: float, height: float, *, top: float = 0.75, wspace: float = 0
     from matplotlib.figure import Figure
 
     fig = Figure(figsize=(width, height), dpi=_DPI)
-    fig.subplots_adjust(left=0.75 / width, right=1 - 0.2 / width, bottom=0.6 / height,
-                        top=1 - top / height, wspace=wspace)
+    fig.subplots_adjust(
+        left=0.75 / width,
+        right=1 - 0.2 / width,
+        bottom=0.6 / height,
+        top=1 - top / height,
+        wspace=wspace,
+    )
     return fig
 
 
@@ -50,7 +63,11 @@ def save(fig: Figure, stem: Path, formats: Sequence[str] = ("png",)) -> list[Pat
         for fmt in formats:
             path = stem.with_suffix(f".{fmt}")
             # Fast PNG compression: the default level costs seconds on large heatmap grids.
-            extra = {"pil_kwargs": {"compress_level": 1}} if fmt == "png" else {"metadata": {"Date": None}}
+            extra = (
+                {"pil_kwargs": {"compress_level": 1}}
+                if fmt == "png"
+                else {"metadata": {"Date": None}}
+            )
             fig.savefig(path, format=fmt, dpi=_DPI, facecolor="white", **extra)
             paths.append(path)
     return paths
@@ -82,15 +99,32 @@ def genotype_figure(genotype: Mapping[str, Any], title: str = "") -> Figure | No
 
 
 def _is_pairs(value: Any) -> bool:
-    return (isinstance(value, (list, tuple)) and bool(value) and len(value) % 2 == 0
-            and all(isinstance(p, (list, tuple)) and len(p) == 2 and isinstance(p[0], str)
-                    and isinstance(p[1], int) and not isinstance(p[1], bool) for p in value))
+    return (
+        isinstance(value, (list, tuple))
+        and bool(value)
+        and len(value) % 2 == 0
+        and all(
+            isinstance(p, (list, tuple))
+            and len(p) == 2
+            and isinstance(p[0], str)
+            and isinstance(p[1], int)
+            and not isinstance(p[1], bool)
+            for p in value
+        )
+    )
 
 
 def _is_pairs_of_ints(value: Any) -> bool:
-    return (isinstance(value, (list, tuple)) and bool(value)
-            and all(isinstance(p, (list, tuple)) and len(p) == 2
-                    and all(isinstance(v, int) and not isinstance(v, bool) for v in p) for p in value))
+    return (
+        isinstance(value, (list, tuple))
+        and bool(value)
+        and all(
+            isinstance(p, (list, tuple))
+            and len(p) == 2
+            and all(isinstance(v, int) and not isinstance(v, bool) for v in p)
+            for p in value
+        )
+    )
 
 
 def _palette(names: Sequence[str]) -> dict[str, Any]:
@@ -144,12 +178,21 @@ class _Panel:
 def _cell_panel(kind: str, pairs: Sequence[Sequence[Any]], concat: Sequence[int] | None) -> _Panel:
     n = len(pairs) // 2
     gap = 2.5
-    nodes = [_Node(0, (0.0, 1.7), "$c_{k-2}$", _INPUT_COLOUR),
-             _Node(1, (0.0, -1.7), "$c_{k-1}$", _INPUT_COLOUR)]
+    nodes = [
+        _Node(0, (0.0, 1.7), "$c_{k-2}$", _INPUT_COLOUR),
+        _Node(1, (0.0, -1.7), "$c_{k-1}$", _INPUT_COLOUR),
+    ]
     for i in range(n):
         # Zig-zag the intermediate nodes, so that long edges pass between the short ones.
-        nodes.append(_Node(i + 2, (gap * (i + 1), 0.85 if i % 2 == 0 else -0.85), str(i + 2),
-                           _NODE_COLOUR, "circle"))
+        nodes.append(
+            _Node(
+                i + 2,
+                (gap * (i + 1), 0.85 if i % 2 == 0 else -0.85),
+                str(i + 2),
+                _NODE_COLOUR,
+                "circle",
+            )
+        )
     nodes.append(_Node("out", (gap * (n + 1), 0.0), "$c_{k}$", _OUTPUT_COLOUR))
     edges = []
     for e, (op, source) in enumerate(pairs):
@@ -183,11 +226,20 @@ def _dag_panel(spec: Mapping[str, Any]) -> _Panel:
         span = j - i
         rad = 0.0 if span == 1 else (-0.45 if k % 2 else 0.45)
         edges.append(_Edge(i, j, "" if span == 1 else f"skip {span}", rad))
-    parts = [f"{layers} layers" if layers is not None else "", f"width {width}" if width else "",
-             str(act) if act else "", f"{len(edges_in)} edges"]
+    parts = [
+        f"{layers} layers" if layers is not None else "",
+        f"width {width}" if width else "",
+        str(act) if act else "",
+        f"{len(edges_in)} edges",
+    ]
     lift = 0.6 + 0.25 * gap * max(j - i for i, j in edges_in)
-    return _Panel("DAG: " + ", ".join(p for p in parts if p), nodes, edges,
-                  (-1.0, gap * top + 1.0), (-lift, lift))
+    return _Panel(
+        "DAG: " + ", ".join(p for p in parts if p),
+        nodes,
+        edges,
+        (-1.0, gap * top + 1.0),
+        (-lift, lift),
+    )
 
 
 def _choices_panel(choices: Mapping[str, Any]) -> _Panel:
@@ -195,19 +247,28 @@ def _choices_panel(choices: Mapping[str, Any]) -> _Panel:
     cols = min(len(items), 4)
     nodes, edges = [], []
     for k, (name, value) in enumerate(items):
-        nodes.append(_Node(k, (3.4 * (k % cols), -1.6 * (k // cols)), f"{name}\n{value}", _NODE_COLOUR))
+        nodes.append(
+            _Node(k, (3.4 * (k % cols), -1.6 * (k // cols)), f"{name}\n{value}", _NODE_COLOUR)
+        )
         if k:
             edges.append(_Edge(k - 1, k, "", 0.0, colour=_EDGE_GREY, width=1.0))
     rows = math.ceil(len(items) / cols)
-    return _Panel("chosen candidate of every choice", nodes, edges,
-                  (-1.7, 3.4 * (cols - 1) + 1.7), (-1.6 * (rows - 1) - 0.8, 0.8))
+    return _Panel(
+        "chosen candidate of every choice",
+        nodes,
+        edges,
+        (-1.7, 3.4 * (cols - 1) + 1.7),
+        (-1.6 * (rows - 1) - 0.8, 0.8),
+    )
 
 
 def _render(panels: Sequence[_Panel], title: str) -> Figure:
     from matplotlib.figure import Figure
 
     head = 0.45 if title else 0.1
-    sizes = [((p.xlim[1] - p.xlim[0]) * _INCH, (p.ylim[1] - p.ylim[0]) * _INCH + 0.35) for p in panels]
+    sizes = [
+        ((p.xlim[1] - p.xlim[0]) * _INCH, (p.ylim[1] - p.ylim[0]) * _INCH + 0.35) for p in panels
+    ]
     width = max(w for w, _ in sizes) + 0.2
     height = sum(h for _, h in sizes) + head
     fig = Figure(figsize=(width, height), dpi=_DPI)
@@ -239,8 +300,15 @@ def _draw_panel(ax: Axes, panel: _Panel) -> None:
             patch = Circle(node.xy, 0.3, facecolor=node.colour, edgecolor="#444444", zorder=3)
             w = h = 0.6
         else:
-            patch = FancyBboxPatch((x - w / 2, y - h / 2), w, h, boxstyle="round,pad=0.02,rounding_size=0.12",
-                                   facecolor=node.colour, edgecolor="#444444", zorder=3)
+            patch = FancyBboxPatch(
+                (x - w / 2, y - h / 2),
+                w,
+                h,
+                boxstyle="round,pad=0.02,rounding_size=0.12",
+                facecolor=node.colour,
+                edgecolor="#444444",
+                zorder=3,
+            )
         ax.add_patch(patch)
         ax.text(x, y, node.text, ha="center", va="center", fontsize=10, zorder=4)
         patches[node.key] = patch
@@ -250,12 +318,27 @@ def _draw_panel(ax: Axes, panel: _Panel) -> None:
     for e in panel.edges:
         a, b = where[e.source], where[e.target]
         if e.rad is None:
-            others = [box for n, box in zip(panel.nodes, boxes) if n.key not in (e.source, e.target)]
+            others = [
+                box for n, box in zip(panel.nodes, boxes) if n.key not in (e.source, e.target)
+            ]
             e.rad = _clear_rad(a, b, others)
-        ax.add_patch(FancyArrowPatch(a, b, patchA=patches[e.source], patchB=patches[e.target],
-                                     arrowstyle="-|>", mutation_scale=13, shrinkA=1, shrinkB=1,
-                                     connectionstyle=f"arc3,rad={e.rad}", color=e.colour,
-                                     linewidth=e.width, linestyle="--" if e.dashed else "-", zorder=2))
+        ax.add_patch(
+            FancyArrowPatch(
+                a,
+                b,
+                patchA=patches[e.source],
+                patchB=patches[e.target],
+                arrowstyle="-|>",
+                mutation_scale=13,
+                shrinkA=1,
+                shrinkB=1,
+                connectionstyle=f"arc3,rad={e.rad}",
+                color=e.colour,
+                linewidth=e.width,
+                linestyle="--" if e.dashed else "-",
+                zorder=2,
+            )
+        )
         if e.label:
             labelled.append((e, a, b))
     # Labels last, each at the first point along its curve where it covers no node or label.
@@ -263,9 +346,21 @@ def _draw_panel(ax: Axes, panel: _Panel) -> None:
         w, h = _text_width(e.label, _LABEL_PT) + 0.2, 0.42
         x, y = _free_spot(a, b, e.rad, w, h, boxes)
         boxes.append((x - w / 2, y - h / 2, x + w / 2, y + h / 2))
-        ax.text(x, y, e.label, ha="center", va="center", fontsize=_LABEL_PT, zorder=5,
-                bbox={"boxstyle": "round,pad=0.2", "facecolor": "white", "edgecolor": e.colour,
-                      "linewidth": 1.2})
+        ax.text(
+            x,
+            y,
+            e.label,
+            ha="center",
+            va="center",
+            fontsize=_LABEL_PT,
+            zorder=5,
+            bbox={
+                "boxstyle": "round,pad=0.2",
+                "facecolor": "white",
+                "edgecolor": e.colour,
+                "linewidth": 1.2,
+            },
+        )
 
 
 def _text_width(text: str, points: float) -> float:
@@ -273,23 +368,33 @@ def _text_width(text: str, points: float) -> float:
     return len(text) * 0.6 * points / 72 / _INCH
 
 
-def _curve(a: tuple[float, float], b: tuple[float, float], rad: float, t: float) -> tuple[float, float]:
+def _curve(
+    a: tuple[float, float], b: tuple[float, float], rad: float, t: float
+) -> tuple[float, float]:
     """The point at ``t`` of matplotlib's arc3 curve: its control point is rad * length off the middle."""
     (x0, y0), (x1, y1) = a, b
     cx, cy = (x0 + x1) / 2 + rad * (y1 - y0), (y0 + y1) / 2 - rad * (x1 - x0)
-    return ((1 - t) ** 2 * x0 + 2 * (1 - t) * t * cx + t ** 2 * x1,
-            (1 - t) ** 2 * y0 + 2 * (1 - t) * t * cy + t ** 2 * y1)
+    return (
+        (1 - t) ** 2 * x0 + 2 * (1 - t) * t * cx + t**2 * x1,
+        (1 - t) ** 2 * y0 + 2 * (1 - t) * t * cy + t**2 * y1,
+    )
 
 
-def _clear_rad(a: tuple[float, float], b: tuple[float, float],
-               boxes: Sequence[tuple[float, float, float, float]]) -> float:
+def _clear_rad(
+    a: tuple[float, float],
+    b: tuple[float, float],
+    boxes: Sequence[tuple[float, float, float, float]],
+) -> float:
     """The least curvature whose curve keeps clear of the other nodes' boxes."""
+
     def clearance(rad: float) -> float:
         gaps = [math.inf]
         for k in range(1, 20):
             x, y = _curve(a, b, rad, k / 20)
-            gaps += [math.hypot(max(x0 - x, 0.0, x - x1), max(y0 - y, 0.0, y - y1))
-                     for x0, y0, x1, y1 in boxes]
+            gaps += [
+                math.hypot(max(x0 - x, 0.0, x - x1), max(y0 - y, 0.0, y - y1))
+                for x0, y0, x1, y1 in boxes
+            ]
         return min(gaps)
 
     best, most = 0.0, -1.0
@@ -302,14 +407,23 @@ def _clear_rad(a: tuple[float, float], b: tuple[float, float],
     return best
 
 
-def _free_spot(a: tuple[float, float], b: tuple[float, float], rad: float, w: float, h: float,
-               boxes: Sequence[tuple[float, float, float, float]]) -> tuple[float, float]:
+def _free_spot(
+    a: tuple[float, float],
+    b: tuple[float, float],
+    rad: float,
+    w: float,
+    h: float,
+    boxes: Sequence[tuple[float, float, float, float]],
+) -> tuple[float, float]:
     """The first point along the curve where a ``w`` x ``h`` label covers nothing (else the least)."""
     best, best_cost = (0.0, 0.0), math.inf
     for t in (0.5, 0.4, 0.6, 0.32, 0.68, 0.25, 0.75, 0.45, 0.55):
         x, y = _curve(a, b, rad, t)
-        cost = sum(max(0.0, min(x + w / 2, bx1) - max(x - w / 2, bx0)) *
-                   max(0.0, min(y + h / 2, by1) - max(y - h / 2, by0)) for bx0, by0, bx1, by1 in boxes)
+        cost = sum(
+            max(0.0, min(x + w / 2, bx1) - max(x - w / 2, bx0))
+            * max(0.0, min(y + h / 2, by1) - max(y - h / 2, by0))
+            for bx0, by0, bx1, by1 in boxes
+        )
         if cost < best_cost - 1e-9:
             best, best_cost = (x, y), cost
         if cost == 0:
@@ -334,8 +448,9 @@ def _group_of(choice: str) -> str:
     return choice.split(":", 1)[0] if ":" in choice else "choices"
 
 
-def weights_figures(records: Sequence[Mapping[str, Any]],
-                    candidates: Mapping[str, Sequence[str]] | None = None) -> list[tuple[str, Figure]]:
+def weights_figures(
+    records: Sequence[Mapping[str, Any]], candidates: Mapping[str, Sequence[str]] | None = None
+) -> list[tuple[str, Figure]]:
     """Heatmaps of every choice's mixing weights over the epochs, one figure per group of choices.
 
     Choices are grouped by the prefix of their name before ``:`` (``normal``, ``reduce``).
@@ -374,25 +489,43 @@ def weights_figures(records: Sequence[Mapping[str, Any]],
                 for k, w in zip(_row_names(row, labels[n]), row["weights"]):
                     mat[labels[n].index(k), t] = w if w is not None else np.nan
             mats[n] = mat
-        vmax = max(float(np.nanmax(m)) if np.isfinite(m).any() else 0.0 for m in mats.values()) or 1.0
+        vmax = (
+            max(float(np.nanmax(m)) if np.isfinite(m).any() else 0.0 for m in mats.values()) or 1.0
+        )
         phases = " | ".join(p for _, p in starts if p) if len(starts) > 1 else ""
         what = "mixing weights" if group == "choices" else f"mixing weights of the {group} choices"
         gaps = any(np.isnan(m).any() for m in mats.values())
-        notes = [f"phases: {phases}" if phases else "", "white: exactly 0, not computed",
-                 "grey: not a candidate then" if gaps else "",
-                 "x: candidate replaced after that epoch" if _any_replaced(records, names) else ""]
+        notes = [
+            f"phases: {phases}" if phases else "",
+            "white: exactly 0, not computed",
+            "grey: not a candidate then" if gaps else "",
+            "x: candidate replaced after that epoch" if _any_replaced(records, names) else "",
+        ]
         lines = [f"{what} over the search epochs"] + [n for n in notes if n]
         fig, axes = _heatmap_grid(names, labels, len(records), top=0.35 + 0.22 * len(lines))
         fig.suptitle(lines[0], fontsize=11, y=1 - 0.12 / fig.get_figheight(), va="top")
-        fig.text(0.5, 1 - (0.12 + 0.25) / fig.get_figheight(), "\n".join(lines[1:]), ha="center",
-                 va="top", fontsize=8.5, color="#444444")
+        fig.text(
+            0.5,
+            1 - (0.12 + 0.25) / fig.get_figheight(),
+            "\n".join(lines[1:]),
+            ha="center",
+            va="top",
+            fontsize=8.5,
+            color="#444444",
+        )
         image = None
         every = max(1, math.ceil(len(records) / 8))
         shared = all(labels[n] == labels[names[0]] for n in names)
         for k, (n, ax) in enumerate(zip(names, axes)):
             # Zeros fall under vmin (white); gaps are NaN (grey): not a candidate then, or unnamed.
-            image = ax.imshow(np.ma.masked_invalid(mats[n]), aspect="auto", cmap=_cmap(),
-                              vmin=_ZERO, vmax=vmax, interpolation="nearest")
+            image = ax.imshow(
+                np.ma.masked_invalid(mats[n]),
+                aspect="auto",
+                cmap=_cmap(),
+                vmin=_ZERO,
+                vmax=vmax,
+                interpolation="nearest",
+            )
             ax.set_title(n.split(":", 1)[1] if ":" in n else n, fontsize=9, pad=3)
             show = not shared or k % _cols(names, len(records)) == 0
             ax.set_yticks(range(len(labels[n])), labels[n] if show else [], fontsize=7.5)
@@ -418,8 +551,9 @@ def _cols(names: Sequence[str], epochs: int) -> int:
     return min(len(names), 4 if epochs <= 12 else 3)
 
 
-def _heatmap_grid(names: Sequence[str], labels: Mapping[str, Sequence[str]], epochs: int,
-                  top: float) -> tuple[Figure, list[Axes]]:
+def _heatmap_grid(
+    names: Sequence[str], labels: Mapping[str, Sequence[str]], epochs: int, top: float
+) -> tuple[Figure, list[Axes]]:
     """A figure with one heatmap axes per choice, laid out in inches (no layout engine: fast)."""
     from matplotlib.figure import Figure
 
@@ -459,7 +593,9 @@ def _row_names(row: Mapping[str, Any], fallback: Sequence[str]) -> list[str]:
     return list(fallback) if len(fallback) == len(row["weights"]) else []
 
 
-def _candidate_names(rows: Sequence[Mapping[str, Any] | None], known: Sequence[str] | None) -> list[str]:
+def _candidate_names(
+    rows: Sequence[Mapping[str, Any] | None], known: Sequence[str] | None
+) -> list[str]:
     """Every candidate a choice had over the search, in first-seen order."""
     names: list[str] = []
     widest = 0
@@ -481,8 +617,9 @@ def _any_replaced(records: Sequence[Mapping[str, Any]], names: Sequence[str]) ->
     return any((rec.get("candidates_changed") or {}).get(n) for rec in records for n in names)
 
 
-def _mark_replaced(ax: Axes, records: Sequence[Mapping[str, Any]], choice: str,
-                   labels: Sequence[str]) -> None:
+def _mark_replaced(
+    ax: Axes, records: Sequence[Mapping[str, Any]], choice: str, labels: Sequence[str]
+) -> None:
     xs, ys = [], []
     for t, rec in enumerate(records):
         for name in (rec.get("candidates_changed") or {}).get(choice, []):
@@ -490,8 +627,16 @@ def _mark_replaced(ax: Axes, records: Sequence[Mapping[str, Any]], choice: str,
                 xs.append(t)
                 ys.append(labels.index(str(name)))
     if xs:
-        ax.scatter(xs, ys, marker="x", color="#cc0000", s=22, linewidths=1.3, zorder=3,
-                   label="replaced after this epoch")
+        ax.scatter(
+            xs,
+            ys,
+            marker="x",
+            color="#cc0000",
+            s=22,
+            linewidths=1.3,
+            zorder=3,
+            label="replaced after this epoch",
+        )
 
 
 # ---- sparsity and step time ------------------------------------------------------------------
@@ -505,16 +650,31 @@ def sparsity_figure(records: Sequence[Mapping[str, Any]]) -> Figure | None:
     fig = _figure(14.0, 3.9, top=0.45, wspace=0.32)
     ax1, ax2, ax3 = fig.subplots(1, 3)
     s = [r["summary"] for r in rows]
-    _segmented(ax1, starts, x, [v.get("mean_support", math.nan) for v in s], "o-", "C0",
-               "mean over choices")
-    _segmented(ax1, starts, x, [v.get("max_support", math.nan) for v in s], "s--", "C1",
-               "largest choice")
+    _segmented(
+        ax1,
+        starts,
+        x,
+        [v.get("mean_support", math.nan) for v in s],
+        "o-",
+        "C0",
+        "mean over choices",
+    )
+    _segmented(
+        ax1, starts, x, [v.get("max_support", math.nan) for v in s], "s--", "C1", "largest choice"
+    )
     ax1.set_ylabel("candidates with non-zero weight")
     pad = 14 if len(starts) > 1 else 6  # room for the phase names
     ax1.set_title("support size", fontsize=11, pad=pad)
     ax1.set_ylim(bottom=0)
-    _segmented(ax2, starts, x, [v.get("mean_entropy", math.nan) for v in s], "o-", "#674ea7",
-               "mean over choices")
+    _segmented(
+        ax2,
+        starts,
+        x,
+        [v.get("mean_entropy", math.nan) for v in s],
+        "o-",
+        "#674ea7",
+        "mean over choices",
+    )
     top = max((v.get("max_entropy", 0.0) or 0.0) for v in s)
     if top > 0:
         ax2.axhline(top, color=_EDGE_GREY, linestyle=":", label="uniform (largest choice)")
@@ -526,18 +686,27 @@ def sparsity_figure(records: Sequence[Mapping[str, Any]]) -> Figure | None:
     support = [v.get("mean_support") for v in s]
     pts = [(a, b, t) for a, b, t in zip(support, step, x) if a is not None and b is not None]
     if pts:
-        sc = ax3.scatter([p[0] for p in pts], [1000 * p[1] for p in pts], c=[p[2] for p in pts],
-                         cmap="plasma", s=40, zorder=3)
+        sc = ax3.scatter(
+            [p[0] for p in pts],
+            [1000 * p[1] for p in pts],
+            c=[p[2] for p in pts],
+            cmap="plasma",
+            s=40,
+            zorder=3,
+        )
         for a, b, t in pts:
-            ax3.annotate(ticks[t - 1], (a, 1000 * b), textcoords="offset points", xytext=(4, 4),
-                         fontsize=7.5)
+            ax3.annotate(
+                ticks[t - 1], (a, 1000 * b), textcoords="offset points", xytext=(4, 4), fontsize=7.5
+            )
         bar = fig.colorbar(sc, ax=ax3, pad=0.01)
         bar.set_label("epoch (in log order)", fontsize=8)
         bar.locator = _integer_locator()
         bar.update_ticks()
         ax3.set_ylim(bottom=0)
     else:
-        ax3.text(0.5, 0.5, "no step times logged", ha="center", va="center", transform=ax3.transAxes)
+        ax3.text(
+            0.5, 0.5, "no step times logged", ha="center", va="center", transform=ax3.transAxes
+        )
     ax3.set_xlabel("mean support size")
     ax3.set_ylabel("time per search step (ms)")
     ax3.set_title("step time vs support size", fontsize=11, pad=pad)
@@ -557,23 +726,31 @@ def groups_figure(records: Sequence[Mapping[str, Any]]) -> Figure | None:
     fig = _figure(14.0, 3.9, top=0.45, wspace=0.32)
     ax1, ax2, ax3 = fig.subplots(1, 3)
     # One row per (group, member), ordered by group: the edge mass as a heatmap over epochs.
-    labels = [f"{g['group']} <- {m.rsplit('<-', 1)[-1]}" for g in rows[-1]["groups"]
-              for m in g["members"]]
+    labels = [
+        f"{g['group']} <- {m.rsplit('<-', 1)[-1]}" for g in rows[-1]["groups"] for m in g["members"]
+    ]
     grid = [[math.nan] * len(rows) for _ in labels]
     for t, r in enumerate(rows):
         flat = [m for g in r["groups"] for m in g["mass"]]
-        for i, m in enumerate(flat[:len(labels)]):
+        for i, m in enumerate(flat[: len(labels)]):
             grid[i][t] = m
-    im = ax1.imshow(grid, aspect="auto", cmap=_cmap(), vmin=0.0, vmax=1.0,
-                    extent=(0.5, len(rows) + 0.5, len(labels) - 0.5, -0.5))
+    im = ax1.imshow(
+        grid,
+        aspect="auto",
+        cmap=_cmap(),
+        vmin=0.0,
+        vmax=1.0,
+        extent=(0.5, len(rows) + 0.5, len(labels) - 0.5, -0.5),
+    )
     ax1.set_yticks(range(len(labels)), labels, fontsize=6 if len(labels) > 20 else 7.5)
     fig.colorbar(im, ax=ax1, pad=0.01).set_label("edge mass (sum of its weights)", fontsize=8)
     pad = 14 if len(starts) > 1 else 6
     ax1.set_title("mass of every incoming edge", fontsize=11, pad=pad)
     k = rows[-1]["groups"][0].get("k")
     for name_idx, name in enumerate(names[:8]):
-        act = [next((g["active"] for g in r["groups"] if g["group"] == name), math.nan)
-               for r in rows]
+        act = [
+            next((g["active"] for g in r["groups"] if g["group"] == name), math.nan) for r in rows
+        ]
         ax2.plot(x, act, "o-", label=name, color=f"C{name_idx % 10}", alpha=0.8)
     if k:
         ax2.axhline(k, color=_EDGE_GREY, linestyle=":", label=f"k = {k} (the derived network)")
@@ -581,16 +758,29 @@ def groups_figure(records: Sequence[Mapping[str, Any]]) -> Figure | None:
     ax2.set_title("active edges per node", fontsize=11, pad=pad)
     ax2.set_ylim(bottom=0)
     s = [r.get("summary", {}) for r in rows]
-    _segmented(ax3, starts, x, [v.get("mean_vertex_distance", math.nan) for v in s], "o-", "C0",
-               "mean over nodes")
-    _segmented(ax3, starts, x, [v.get("max_vertex_distance", math.nan) for v in s], "s--", "C1",
-               "farthest node")
+    _segmented(
+        ax3,
+        starts,
+        x,
+        [v.get("mean_vertex_distance", math.nan) for v in s],
+        "o-",
+        "C0",
+        "mean over nodes",
+    )
+    _segmented(
+        ax3,
+        starts,
+        x,
+        [v.get("max_vertex_distance", math.nan) for v in s],
+        "s--",
+        "C1",
+        "farthest node",
+    )
     ax3.set_ylabel("distance to the nearest vertex")
     ax3.set_title("distance to a genotype", fontsize=11, pad=pad)
     ax3.set_ylim(bottom=0)
     _epoch_panels((ax2, ax3), x, ticks, starts, legend_size=7)
-    ax1.set_xticks(x[::max(1, math.ceil(len(x) / 10))],
-                   ticks[::max(1, math.ceil(len(x) / 10))])
+    ax1.set_xticks(x[:: max(1, math.ceil(len(x) / 10))], ticks[:: max(1, math.ceil(len(x) / 10))])
     ax1.set_xlabel("epoch")
     return fig
 
@@ -600,8 +790,16 @@ def groups_figure(records: Sequence[Mapping[str, Any]]) -> Figure | None:
 _SPLIT_NAMES = {"arch": "val (architecture half)", "weight": "train (weight half)"}
 
 
-def _segmented(ax: Axes, starts: Sequence[tuple[int, str]], x: Sequence[float], y: Sequence[float],
-               style: str, colour: Any, label: str, **kw: Any) -> None:
+def _segmented(
+    ax: Axes,
+    starts: Sequence[tuple[int, str]],
+    x: Sequence[float],
+    y: Sequence[float],
+    style: str,
+    colour: Any,
+    label: str,
+    **kw: Any,
+) -> None:
     """Plot ``y`` over ``x`` as one line per phase (lines do not join across phase boundaries)."""
     bounds = [i for i, _ in starts] + [len(x)]
     for k in range(len(bounds) - 1):
@@ -609,8 +807,13 @@ def _segmented(ax: Axes, starts: Sequence[tuple[int, str]], x: Sequence[float], 
         ax.plot(x[a:b], y[a:b], style, color=colour, label=label if k == 0 else None, **kw)
 
 
-def _epoch_panels(axes: Sequence[Axes], x: Sequence[int], ticks: Sequence[str],
-                  starts: Sequence[tuple[int, str]], legend_size: float) -> None:
+def _epoch_panels(
+    axes: Sequence[Axes],
+    x: Sequence[int],
+    ticks: Sequence[str],
+    starts: Sequence[tuple[int, str]],
+    legend_size: float,
+) -> None:
     """Epoch ticks and phase lines, a grid and a legend on each panel of per-epoch curves."""
     for ax in axes:
         _phase_axis(ax, x, ticks, starts)
@@ -618,7 +821,9 @@ def _epoch_panels(axes: Sequence[Axes], x: Sequence[int], ticks: Sequence[str],
         ax.legend(fontsize=legend_size)
 
 
-def _phase_axis(ax: Axes, x: Sequence[int], ticks: Sequence[str], starts: Sequence[tuple[int, str]]) -> None:
+def _phase_axis(
+    ax: Axes, x: Sequence[int], ticks: Sequence[str], starts: Sequence[tuple[int, str]]
+) -> None:
     """Epoch ticks, a line at every phase boundary and the phase names above the plot."""
     every = max(1, math.ceil(len(x) / 10))
     ax.set_xticks(list(x)[::every], list(ticks)[::every])
@@ -628,12 +833,21 @@ def _phase_axis(ax: Axes, x: Sequence[int], ticks: Sequence[str], starts: Sequen
         for k, (i, phase) in enumerate(starts):
             if k:
                 ax.axvline(i + 0.5, color="black", linewidth=0.8)
-            ax.text((bounds[k] + bounds[k + 1] + 1) / 2, 1.0, phase, transform=ax.get_xaxis_transform(),
-                    ha="center", va="bottom", fontsize=8, color="#444444")
+            ax.text(
+                (bounds[k] + bounds[k + 1] + 1) / 2,
+                1.0,
+                phase,
+                transform=ax.get_xaxis_transform(),
+                ha="center",
+                va="bottom",
+                fontsize=8,
+                color="#444444",
+            )
 
 
-def curves_figure(records: Sequence[Mapping[str, Any]], metric: str, title: str, *,
-                  sequential: bool = False) -> Figure | None:
+def curves_figure(
+    records: Sequence[Mapping[str, Any]], metric: str, title: str, *, sequential: bool = False
+) -> Figure | None:
     """Loss and ``metric`` per epoch of every split in the records.
 
     Works for search records (``train``/``val``) and training records (``train``/``test`` or
@@ -647,10 +861,19 @@ def curves_figure(records: Sequence[Mapping[str, Any]], metric: str, title: str,
     fig = _figure(11.5, 4.0, wspace=0.22)
     ax_loss, ax_metric = fig.subplots(1, 2)
     skip = ("summary", "genotype", "candidates_changed")
-    splits = [k for k in ("train", "val", "test", "arch", "weight")
-              if any(isinstance(r.get(k), Mapping) for r in rows)]
-    splits += sorted({k for r in rows for k, v in r.items() if isinstance(v, Mapping) and k not in splits
-                      and k not in skip})
+    splits = [
+        k
+        for k in ("train", "val", "test", "arch", "weight")
+        if any(isinstance(r.get(k), Mapping) for r in rows)
+    ]
+    splits += sorted(
+        {
+            k
+            for r in rows
+            for k, v in r.items()
+            if isinstance(v, Mapping) and k not in splits and k not in skip
+        }
+    )
     colours = _palette(splits)
     phases: dict[str, list[Mapping[str, Any]]] = {}
     for r in rows:
@@ -665,18 +888,38 @@ def curves_figure(records: Sequence[Mapping[str, Any]], metric: str, title: str,
                 continue
             y_all = [math.nan if v is None else v for v in y_all]
             if sequential:
-                _segmented(ax, starts, x_all, y_all, "o-", colours[split], _SPLIT_NAMES.get(split, split),
-                           markersize=3)
+                _segmented(
+                    ax,
+                    starts,
+                    x_all,
+                    y_all,
+                    "o-",
+                    colours[split],
+                    _SPLIT_NAMES.get(split, split),
+                    markersize=3,
+                )
                 continue
             for p_i, (phase, recs) in enumerate(phases.items()):
                 y = [(r.get(split) or {}).get(key) for r in recs]
                 x = [r.get("epoch", i + 1) for i, r in enumerate(recs)]
                 name = _SPLIT_NAMES.get(split, split)
-                label = (name if len(phases) == 1 or (many and p_i == 0) else
-                         None if many else f"{phase} {name}")
-                ax.plot(x, [math.nan if v is None else v for v in y], ["-", "--", ":", "-."][p_i % 4],
-                        marker="o", markersize=3, color=colours[split], label=label,
-                        alpha=0.5 if many else 1.0)
+                label = (
+                    name
+                    if len(phases) == 1 or (many and p_i == 0)
+                    else None
+                    if many
+                    else f"{phase} {name}"
+                )
+                ax.plot(
+                    x,
+                    [math.nan if v is None else v for v in y],
+                    ["-", "--", ":", "-."][p_i % 4],
+                    marker="o",
+                    markersize=3,
+                    color=colours[split],
+                    label=label,
+                    alpha=0.5 if many else 1.0,
+                )
     for ax, key in ((ax_loss, "loss"), (ax_metric, metric)):
         if sequential:
             _phase_axis(ax, x_all, ticks, starts)
@@ -695,14 +938,20 @@ def curves_figure(records: Sequence[Mapping[str, Any]], metric: str, title: str,
 
 
 # ---- candidates of black-box searches ---------------------------------------------------------
-def candidates_figure(rows: Sequence[Mapping[str, Any]], target: str,
-                      correlations: Mapping[str, float | None], higher_is_better: bool = True,
-                      label: str = "") -> Figure | None:
+def candidates_figure(
+    rows: Sequence[Mapping[str, Any]],
+    target: str,
+    correlations: Mapping[str, float | None],
+    higher_is_better: bool = True,
+    label: str = "",
+) -> Figure | None:
     """The metric of every candidate in evaluation order with the best so far, and the metric
     against the (up to three) numeric columns most rank-correlated with it."""
     label = label or target
     ys = [r.get(target) for r in rows]
-    good = [(i, float(y)) for i, y in enumerate(ys) if isinstance(y, (int, float)) and math.isfinite(y)]
+    good = [
+        (i, float(y)) for i, y in enumerate(ys) if isinstance(y, (int, float)) and math.isfinite(y)
+    ]
     if not good:
         return None
     known = [(k, v) for k, v in correlations.items() if v is not None]
@@ -724,8 +973,14 @@ def candidates_figure(rows: Sequence[Mapping[str, Any]], target: str,
     ax.legend(fontsize=8)
     for ax, (col, rho) in zip(axes[1:], ranked):
         pts = [(r.get(col), r.get(target)) for r in rows]
-        pts = [(a, b) for a, b in pts if isinstance(a, (int, float)) and isinstance(b, (int, float))
-               and math.isfinite(a) and math.isfinite(b)]
+        pts = [
+            (a, b)
+            for a, b in pts
+            if isinstance(a, (int, float))
+            and isinstance(b, (int, float))
+            and math.isfinite(a)
+            and math.isfinite(b)
+        ]
         ax.scatter([a for a, _ in pts], [b for _, b in pts], s=22, color="C2")
         ax.set_xlabel(col)
         ax.set_ylabel(label)

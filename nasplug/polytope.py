@@ -15,14 +15,20 @@ far mixing weights still are from a genotype.
 
 from __future__ import annotations
 
-from typing import Sequence
+from collections.abc import Sequence
 
 import torch
 
 from nasplug.types import Choice, Group
 
-__all__ = ["Layout", "group_layout", "group_projection", "is_vertex", "nearest_vertex",
-           "vertex_distance"]
+__all__ = [
+    "Layout",
+    "group_layout",
+    "group_projection",
+    "is_vertex",
+    "nearest_vertex",
+    "vertex_distance",
+]
 
 #: Per group: its name, its ``k``, and per member the choice's name with the positions of the
 #: candidates it keeps (all but the group's ``unused`` one).
@@ -46,13 +52,18 @@ def group_layout(choices: Sequence[Choice], groups: Sequence[Group]) -> Layout:
         if seen & set(g.choices):
             raise ValueError(f"choice {sorted(seen & set(g.choices))[0]!r} is in two groups")
         seen |= set(g.choices)
-        members = [(n, [i for i, cand in enumerate(by_name[n].candidates) if cand != g.unused])
-                   for n in g.choices]
+        members = [
+            (n, [i for i, cand in enumerate(by_name[n].candidates) if cand != g.unused])
+            for n in g.choices
+        ]
         if not all(keep for _, keep in members):
             raise ValueError(f"a choice of group {g.name!r} has no candidate but {g.unused!r}")
         out.append((g.name, g.k, members))
-    out += [(c.name, 1, [(c.name, list(range(len(c.candidates))))])
-            for c in choices if c.name not in seen]
+    out += [
+        (c.name, 1, [(c.name, list(range(len(c.candidates))))])
+        for c in choices
+        if c.name not in seen
+    ]
     return out
 
 
@@ -124,8 +135,9 @@ def group_projection(rows: Sequence[torch.Tensor], k: int) -> list[torch.Tensor]
 
 def _check_group(rows: Sequence[torch.Tensor], k: int) -> None:
     if not rows or not 1 <= k <= len(rows):
-        raise ValueError(f"a group of {len(rows)} choices cannot use k={k}; "
-                         f"accepted: 1..{len(rows)}")
+        raise ValueError(
+            f"a group of {len(rows)} choices cannot use k={k}; accepted: 1..{len(rows)}"
+        )
     if any(r.dim() != 1 or len(r) == 0 for r in rows):
         raise ValueError("each member of a group must be a non-empty 1-D tensor of logits")
 
@@ -133,8 +145,7 @@ def _check_group(rows: Sequence[torch.Tensor], k: int) -> None:
 def _padded(rows: Sequence[torch.Tensor], width: int) -> torch.Tensor:
     """Rows stacked into a matrix, short ones padded with a value below every threshold."""
     low = min(float(r.detach().min()) for r in rows) - 2.0  # thresholds are >= max - 1
-    return torch.stack([torch.nn.functional.pad(r, (0, width - len(r)), value=low)
-                        for r in rows])
+    return torch.stack([torch.nn.functional.pad(r, (0, width - len(r)), value=low) for r in rows])
 
 
 def _valid(sizes: Sequence[int], width: int, device: torch.device) -> torch.Tensor:
@@ -153,8 +164,9 @@ def _simplex_threshold(z: torch.Tensor) -> torch.Tensor:
 def vertex_distance(rows: Sequence[torch.Tensor], k: int) -> float:
     """Euclidean distance from ``rows`` to their nearest vertex of P (0.0 at a vertex)."""
     vertex = nearest_vertex(rows, k)
-    return float(torch.sqrt(sum(((r.double() - v.double()) ** 2).sum()
-                                for r, v in zip(rows, vertex))))
+    return float(
+        torch.sqrt(sum(((r.double() - v.double()) ** 2).sum() for r, v in zip(rows, vertex)))
+    )
 
 
 def is_vertex(rows: Sequence[torch.Tensor], k: int) -> bool:

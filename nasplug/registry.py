@@ -21,8 +21,12 @@ AXES: dict[str, str] = {
     "dataset": "nasplug.datasets",
 }
 #: axis name -> the abstract class in nasplug.interfaces that its plugins subclass
-_BASES: dict[str, str] = {"space": "SearchSpace", "relaxation": "Relaxation",
-                          "strategy": "Strategy", "dataset": "Dataset"}
+_BASES: dict[str, str] = {
+    "space": "SearchSpace",
+    "relaxation": "Relaxation",
+    "strategy": "Strategy",
+    "dataset": "Dataset",
+}
 _BUILTIN_DIST = "nasplug"
 _AUTOLOAD_OFF = "NASPLUG_DISABLE_PLUGIN_AUTOLOAD"
 
@@ -94,13 +98,15 @@ def load(axis: str, name: str) -> Any:
         obj = metadata.EntryPoint(p.name, p.value, AXES[axis]).load()
     except (Exception, SystemExit) as e:  # a plugin's import may fail in any way, even exit
         detail = " ".join(str(e).split())
-        raise PluginError(f"{axis} {name!r} failed to load from {where}: "
-                          f"{type(e).__name__}: {detail}") from e
+        raise PluginError(
+            f"{axis} {name!r} failed to load from {where}: {type(e).__name__}: {detail}"
+        ) from e
     base = getattr(interfaces, _BASES[axis])
     if not isinstance(obj, type) or not issubclass(obj, base):
         what = f"class {obj.__name__}" if isinstance(obj, type) else f"a {type(obj).__name__}"
-        raise PluginError(f"{axis} {name!r} from {where} is {what}, not a subclass of "
-                          f"nasplug.{_BASES[axis]}")
+        raise PluginError(
+            f"{axis} {name!r} from {where} is {what}, not a subclass of nasplug.{_BASES[axis]}"
+        )
     return obj
 
 

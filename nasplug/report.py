@@ -13,14 +13,24 @@ import argparse
 import json
 import math
 import sys
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Mapping, Sequence
+from typing import Any
 
 from nasplug.rundir import RunDir, RunError, atomic_write
 
-__all__ = ["RunRecord", "TensorBoardSink", "add_commands", "candidates_text", "read_run",
-           "spearman", "summary_text", "tensorboard_sink", "write_report"]
+__all__ = [
+    "RunRecord",
+    "TensorBoardSink",
+    "add_commands",
+    "candidates_text",
+    "read_run",
+    "spearman",
+    "summary_text",
+    "tensorboard_sink",
+    "write_report",
+]
 
 REPORT = "report.md"
 FIGURES = "figures"
@@ -130,10 +140,15 @@ def read_run(run_dir: str | Path) -> RunRecord:
         metrics = _flat(run.read_json("train.json"))
         genotype = config.get("genotype") if isinstance(config.get("genotype"), Mapping) else None
     return RunRecord(
-        path=run.path, config=config, metrics=metrics, genotype=genotype,
-        search=_named_search_epochs(run), training=list(run.events("train_epoch")),
+        path=run.path,
+        config=config,
+        metrics=metrics,
+        genotype=genotype,
+        search=_named_search_epochs(run),
+        training=list(run.events("train_epoch")),
         discretisation=disc[-1] if disc else None,
-        candidates=[c for c in candidates if isinstance(c, Mapping)])
+        candidates=[c for c in candidates if isinstance(c, Mapping)],
+    )
 
 
 def _named_search_epochs(run: RunDir) -> list[dict[str, Any]]:
@@ -149,7 +164,9 @@ def _named_search_epochs(run: RunDir) -> list[dict[str, Any]]:
         cands = ev.get("candidates")
         if ev.get("event") != "search_epoch":
             if isinstance(cands, Mapping):
-                names.update({k: [str(n) for n in v] for k, v in cands.items() if isinstance(v, list)})
+                names.update(
+                    {k: [str(n) for n in v] for k, v in cands.items() if isinstance(v, list)}
+                )
             continue
         for row in ev.get("edges") or []:
             known = names.get(row.get("choice"))
@@ -167,7 +184,9 @@ def _flat(result: Any) -> dict[str, Any] | None:
     for k, v in result.items():
         if isinstance(v, Mapping):
             if k != "genotype":
-                out.update({f"{k}_{kk}": vv for kk, vv in v.items() if not isinstance(vv, (Mapping, list))})
+                out.update(
+                    {f"{k}_{kk}": vv for kk, vv in v.items() if not isinstance(vv, (Mapping, list))}
+                )
         elif not isinstance(v, list):
             out[k] = v
     return out
@@ -186,7 +205,9 @@ def summary_text(run: RunDir | str | Path) -> str:
     cfg = rec.config
     lines = [f"run: {rec.path}"]
     keys = _TRAIN_CONFIG_KEYS if rec.is_training else _CONFIG_KEYS
-    lines.append("config: " + ", ".join(f"{k}={cfg.get(k)}" for k in keys if k in cfg or not rec.is_training))
+    lines.append(
+        "config: " + ", ".join(f"{k}={cfg.get(k)}" for k in keys if k in cfg or not rec.is_training)
+    )
     for axis, opts in (cfg.get("opts") or {}).items():
         if opts:
             lines.append(f"  {axis} options: " + ", ".join(f"{k}={v}" for k, v in opts.items()))
@@ -200,7 +221,11 @@ def summary_text(run: RunDir | str | Path) -> str:
         lines += [f"  {k}: {_fmt(v)}" for k, v in rec.metrics.items()]
     genotype = rec.last_genotype
     if genotype is not None:
-        label = "genotype" if rec.genotype is not None else "genotype (derived after the last logged epoch)"
+        label = (
+            "genotype"
+            if rec.genotype is not None
+            else "genotype (derived after the last logged epoch)"
+        )
         lines.append(f"{label}: {_genotype_text(cfg, genotype)}")
     gap = gap_text(rec)
     if gap:
@@ -208,17 +233,40 @@ def summary_text(run: RunDir | str | Path) -> str:
     edges = rec.final_edges
     if edges:
         lines.append("final mixing weights per choice:")
-        lines += ["  " + line for line in _table(
-            ["choice", "support", "entropy", "dominant"],
-            [[r.get("choice"), r.get("support"), _num(r.get("entropy"), 3), r.get("dominant")]
-             for r in edges])]
+        lines += [
+            "  " + line
+            for line in _table(
+                ["choice", "support", "entropy", "dominant"],
+                [
+                    [
+                        r.get("choice"),
+                        r.get("support"),
+                        _num(r.get("entropy"), 3),
+                        r.get("dominant"),
+                    ]
+                    for r in edges
+                ],
+            )
+        ]
     groups = rec.final_groups
     if groups:
         lines.append("final mass per group (node) of choices:")
-        lines += ["  " + line for line in _table(
-            ["group", "k", "active", "distance to a vertex", "mass per member"],
-            [[r.get("group"), r.get("k"), r.get("active"), _num(r.get("distance"), 3),
-              " ".join(_num(m, 2) for m in r.get("mass", []))] for r in groups])]
+        lines += [
+            "  " + line
+            for line in _table(
+                ["group", "k", "active", "distance to a vertex", "mass per member"],
+                [
+                    [
+                        r.get("group"),
+                        r.get("k"),
+                        r.get("active"),
+                        _num(r.get("distance"), 3),
+                        " ".join(_num(m, 2) for m in r.get("mass", [])),
+                    ]
+                    for r in groups
+                ],
+            )
+        ]
     if rec.candidates:
         lines.append(candidates_text(rec.candidates, rec.metric))
     return "\n".join(lines)
@@ -228,8 +276,11 @@ def _gap_values(rec: RunRecord) -> tuple[str, Any, Any, Any, Any]:
     """The discretisation record's metric, continuous, one-hot, re-estimated scores and gap."""
     d = rec.discretisation or {}
     m = d.get("metric", rec.metric)
-    return (m, *((d.get(k) or {}).get(m) for k in ("continuous", "discrete", "recalibrated")),
-            d.get("gap"))
+    return (
+        m,
+        *((d.get(k) or {}).get(m) for k in ("continuous", "discrete", "recalibrated")),
+        d.get("gap"),
+    )
 
 
 def gap_text(rec: RunRecord) -> str:
@@ -237,10 +288,15 @@ def gap_text(rec: RunRecord) -> str:
     if not rec.discretisation:
         return ""
     m, cont, disc, recal, gap = _gap_values(rec)
-    return (f"discretisation gap ({m} on the architecture half): continuous {_fmt(cont)} vs "
-            f"discrete {_fmt(disc)} = {_fmt(gap)}"
-            + (f"; discrete with BatchNorm re-estimated on its path {_fmt(recal)}"
-               if recal is not None else ""))
+    return (
+        f"discretisation gap ({m} on the architecture half): continuous {_fmt(cont)} vs "
+        f"discrete {_fmt(disc)} = {_fmt(gap)}"
+        + (
+            f"; discrete with BatchNorm re-estimated on its path {_fmt(recal)}"
+            if recal is not None
+            else ""
+        )
+    )
 
 
 def _num(v: Any, digits: int = 4) -> str:
@@ -274,8 +330,11 @@ def _space(cfg: Mapping[str, Any]) -> Any:
     from nasplug import registry
     from nasplug.options import instantiate
 
-    return instantiate(registry.load("space", cfg["space"]), (cfg.get("opts") or {}).get("space", {}),
-                       f"space {cfg['space']!r}")
+    return instantiate(
+        registry.load("space", cfg["space"]),
+        (cfg.get("opts") or {}).get("space", {}),
+        f"space {cfg['space']!r}",
+    )
 
 
 def _metric_column(rows: Sequence[Mapping[str, Any]], metric: str) -> str | None:
@@ -321,21 +380,24 @@ def _ranks(values: Sequence[float]) -> list[float]:
         j = i
         while j + 1 < len(order) and values[order[j + 1]] == values[order[i]]:
             j += 1
-        for k in order[i:j + 1]:
+        for k in order[i : j + 1]:
             ranks[k] = (i + j) / 2 + 1
         i = j + 1
     return ranks
 
 
-def candidate_correlations(rows: Sequence[Mapping[str, Any]],
-                           metric: str) -> tuple[str | None, dict[str, float | None]]:
+def candidate_correlations(
+    rows: Sequence[Mapping[str, Any]], metric: str
+) -> tuple[str | None, dict[str, float | None]]:
     """The metric column of candidate rows and the Spearman correlation of every numeric column with it."""
     if not rows:
         return None, {}
     target = _metric_column(rows, metric)
     if target is None:
         return None, {}
-    cols = [k for k in rows[0] if k != target and k not in _NOT_PROPERTIES and _numeric_column(rows, k)]
+    cols = [
+        k for k in rows[0] if k != target and k not in _NOT_PROPERTIES and _numeric_column(rows, k)
+    ]
     ys = [r.get(target) for r in rows]
     return target, {k: spearman([r.get(k) for r in rows], ys) for k in cols}
 
@@ -367,7 +429,9 @@ def write_report(run_dir: str | Path) -> list[Path]:
     return [rec.path / REPORT, *written]
 
 
-def _pictures(rec: RunRecord, folder: Path, written: list[Path]) -> dict[str, list[tuple[str, Path]]]:
+def _pictures(
+    rec: RunRecord, folder: Path, written: list[Path]
+) -> dict[str, list[tuple[str, Path]]]:
     """Draw every picture the run's data allows; returns (caption, png) lists by report section.
 
     A picture that cannot be drawn is left out with a warning, under section ``failed``, so that
@@ -376,17 +440,30 @@ def _pictures(rec: RunRecord, folder: Path, written: list[Path]) -> dict[str, li
     from nasplug import plotting
 
     out: dict[str, list[tuple[str, Path]]] = {
-        "genotype": [], "search": [], "weights": [], "training": [], "candidates": [], "failed": []}
+        "genotype": [],
+        "search": [],
+        "weights": [],
+        "training": [],
+        "candidates": [],
+        "failed": [],
+    }
 
-    def keep(section: str, caption: str, draw: Callable[[], Any], name: str,
-             formats: Sequence[str] = ("png",)) -> None:
+    def keep(
+        section: str,
+        caption: str,
+        draw: Callable[[], Any],
+        name: str,
+        formats: Sequence[str] = ("png",),
+    ) -> None:
         try:
             fig = draw()
             if fig is None:
                 return
             paths = plotting.save(fig, folder / name, formats)
         except Exception as e:  # a report is a view of saved results: show what can be shown
-            print(f"nasplug: warning: {caption} not drawn: {type(e).__name__}: {e}", file=sys.stderr)
+            print(
+                f"nasplug: warning: {caption} not drawn: {type(e).__name__}: {e}", file=sys.stderr
+            )
             out["failed"].append((f"{caption}: {type(e).__name__}: {e}", folder / name))
             return
         written.extend(paths)
@@ -398,35 +475,70 @@ def _pictures(rec: RunRecord, folder: Path, written: list[Path]) -> dict[str, li
             title = f"architecture derived after epoch {rec.search[-1].get('epoch', '?')} (run unfinished)"
         else:
             title = "trained architecture" if rec.is_training else "derived architecture"
-        keep("genotype", title, lambda: plotting.genotype_figure(genotype, title), "genotype",
-             ("png", "svg"))
+        keep(
+            "genotype",
+            title,
+            lambda: plotting.genotype_figure(genotype, title),
+            "genotype",
+            ("png", "svg"),
+        )
     metric = rec.metric
     if rec.search:
-        keep("search", "loss and metric of the search", lambda: plotting.curves_figure(
-            rec.search, metric, "search: supernet loss and metric per epoch", sequential=True),
-            "search-curves")
-        keep("search", "support size, entropy and step time",
-             lambda: plotting.sparsity_figure(rec.search), "sparsity")
-        keep("search", "per node: edge mass, active edges and distance to the nearest vertex",
-             lambda: plotting.groups_figure(rec.search), "nodes")
+        keep(
+            "search",
+            "loss and metric of the search",
+            lambda: plotting.curves_figure(
+                rec.search, metric, "search: supernet loss and metric per epoch", sequential=True
+            ),
+            "search-curves",
+        )
+        keep(
+            "search",
+            "support size, entropy and step time",
+            lambda: plotting.sparsity_figure(rec.search),
+            "sparsity",
+        )
+        keep(
+            "search",
+            "per node: edge mass, active edges and distance to the nearest vertex",
+            lambda: plotting.groups_figure(rec.search),
+            "nodes",
+        )
         try:
             groups = plotting.weights_figures(rec.search, _candidates_by_choice(rec))
         except Exception as e:  # as in keep()
-            print(f"nasplug: warning: mixing weights not drawn: {type(e).__name__}: {e}", file=sys.stderr)
+            print(
+                f"nasplug: warning: mixing weights not drawn: {type(e).__name__}: {e}",
+                file=sys.stderr,
+            )
             out["failed"].append((f"mixing weights: {type(e).__name__}: {e}", folder))
             groups = []
         for group, fig in groups:
-            keep("weights", f"mixing weights of the {group} choices", lambda fig=fig: fig,
-                 f"weights-{plotting.slug(group)}")
+            keep(
+                "weights",
+                f"mixing weights of the {group} choices",
+                lambda fig=fig: fig,
+                f"weights-{plotting.slug(group)}",
+            )
     if rec.training:
-        keep("training", "training of discrete networks", lambda: plotting.curves_figure(
-            rec.training, metric, "training: loss and metric per epoch"), "training-curves")
+        keep(
+            "training",
+            "training of discrete networks",
+            lambda: plotting.curves_figure(
+                rec.training, metric, "training: loss and metric per epoch"
+            ),
+            "training-curves",
+        )
     target, corr = candidate_correlations(rec.candidates, metric)
     if target is not None:
         higher = bool((rec.metrics or {}).get("higher_is_better", True))
         label = f"validation {metric}" if target == "metric" else target
-        keep("candidates", "candidates", lambda: plotting.candidates_figure(
-            rec.candidates, target, corr, higher, label), "candidates")
+        keep(
+            "candidates",
+            "candidates",
+            lambda: plotting.candidates_figure(rec.candidates, target, corr, higher, label),
+            "candidates",
+        )
     return out
 
 
@@ -442,14 +554,18 @@ def _markdown(rec: RunRecord, pictures: Mapping[str, list[tuple[str, Path]]]) ->
     cfg = rec.config
     md = [f"# {rec.title}", ""]
     if rec.finished:
-        counts = [f"{len(rec.search)} search epochs" if rec.search else "",
-                  f"{len(rec.training)} training epochs" if rec.training else ""]
+        counts = [
+            f"{len(rec.search)} search epochs" if rec.search else "",
+            f"{len(rec.training)} training epochs" if rec.training else "",
+        ]
         md.append("Finished: " + (", ".join(c for c in counts if c) or "no epochs logged") + ".")
     else:
         logged = len(rec.training) if rec.is_training else len(rec.search)
         what = "training" if rec.is_training else "search"
-        md.append(f"**Unfinished**: {logged} {what} epochs logged so far; resume with "
-                  f"`{rec.resume_command}`.")
+        md.append(
+            f"**Unfinished**: {logged} {what} epochs logged so far; resume with "
+            f"`{rec.resume_command}`."
+        )
     md.append("")
     if rec.metrics:
         md += ["## Final metrics", "", "| metric | value |", "| --- | --- |"]
@@ -462,24 +578,46 @@ def _markdown(rec: RunRecord, pictures: Mapping[str, list[tuple[str, Path]]]) ->
     if genotype is not None:
         md += ["## Genotype", ""]
         md += _images(pictures["genotype"], rec.path)
-        md += ["```text", _genotype_text(cfg, genotype), "```", "", "<details><summary>JSON</summary>",
-               "", "```json", _compact_json(genotype), "```", "", "</details>", ""]
+        md += [
+            "```text",
+            _genotype_text(cfg, genotype),
+            "```",
+            "",
+            "<details><summary>JSON</summary>",
+            "",
+            "```json",
+            _compact_json(genotype),
+            "```",
+            "",
+            "</details>",
+            "",
+        ]
     if rec.search:
         md += ["## Search", ""]
         md += _images(pictures["search"], rec.path)
         md += _epoch_table(rec)
     if pictures["weights"]:
-        md += ["## Mixing weights", "",
-               "Each panel is one choice: rows are candidates, columns epochs. White cells are exact "
-               "zeros, which the supernet did not compute.", ""]
+        md += [
+            "## Mixing weights",
+            "",
+            "Each panel is one choice: rows are candidates, columns epochs. White cells are exact "
+            "zeros, which the supernet did not compute.",
+            "",
+        ]
         md += _images(pictures["weights"], rec.path)
     edges = rec.final_edges
     if edges:
-        md += ["### Final mixing weights per choice", "", "| choice | support | entropy | dominant |",
-               "| --- | --- | --- | --- |"]
-        md += [f"| {r.get('choice')} | {r.get('support')} | {_num(r.get('entropy'), 3)} | "
-               f"{r.get('dominant')} |"
-               for r in edges]
+        md += [
+            "### Final mixing weights per choice",
+            "",
+            "| choice | support | entropy | dominant |",
+            "| --- | --- | --- | --- |",
+        ]
+        md += [
+            f"| {r.get('choice')} | {r.get('support')} | {_num(r.get('entropy'), 3)} | "
+            f"{r.get('dominant')} |"
+            for r in edges
+        ]
         md.append("")
     if rec.training:
         md += ["## Training", ""]
@@ -498,7 +636,9 @@ def _compact_json(value: Any, indent: int = 0) -> str:
     """JSON with one line per short list (a genotype's ``[op, input]`` pairs stay on one line)."""
     pad = "  " * (indent + 1)
     if isinstance(value, Mapping) and value:
-        items = [f"{pad}{json.dumps(str(k))}: {_compact_json(v, indent + 1)}" for k, v in value.items()]
+        items = [
+            f"{pad}{json.dumps(str(k))}: {_compact_json(v, indent + 1)}" for k, v in value.items()
+        ]
         return "{\n" + ",\n".join(items) + "\n" + "  " * indent + "}"
     if isinstance(value, list) and value and any(isinstance(v, (list, Mapping)) for v in value):
         flat = json.dumps(value)
@@ -511,11 +651,17 @@ def _compact_json(value: Any, indent: int = 0) -> str:
 
 def _gap_sentence(rec: RunRecord) -> str:
     m, cont, disc, recal, gap = _gap_values(rec)
-    return (f"On the architecture half, the supernet scores {m} {_fmt(cont)} with its continuous "
-            f"weights and {_fmt(disc)} with the one-hot weights of the derived genotype "
-            f"(no retraining): a gap of **{_fmt(gap)}**."
-            + (f" With BatchNorm statistics re-estimated on the derived path (no weight changed), "
-               f"the one-hot weights score {_fmt(recal)}." if recal is not None else ""))
+    return (
+        f"On the architecture half, the supernet scores {m} {_fmt(cont)} with its continuous "
+        f"weights and {_fmt(disc)} with the one-hot weights of the derived genotype "
+        f"(no retraining): a gap of **{_fmt(gap)}**."
+        + (
+            f" With BatchNorm statistics re-estimated on the derived path (no weight changed), "
+            f"the one-hot weights score {_fmt(recal)}."
+            if recal is not None
+            else ""
+        )
+    )
 
 
 def _images(items: Sequence[tuple[str, Path]], root: Path) -> list[str]:
@@ -527,12 +673,16 @@ def _images(items: Sequence[tuple[str, Path]], root: Path) -> list[str]:
 
 def _epoch_table(rec: RunRecord) -> list[str]:
     m = rec.metric
-    md = ["| phase | epoch | train loss | val loss | val " + m + " | mean support | seconds |",
-          "| --- | --- | --- | --- | --- | --- | --- |"]
+    md = [
+        "| phase | epoch | train loss | val loss | val " + m + " | mean support | seconds |",
+        "| --- | --- | --- | --- | --- | --- | --- |",
+    ]
     for r in rec.search:
-        md.append(f"| {r.get('phase', '')} | {r.get('epoch')} | {_num((r.get('train') or {}).get('loss'))} | "
-                  f"{_num((r.get('val') or {}).get('loss'))} | {_num((r.get('val') or {}).get(m))} | "
-                  f"{_num((r.get('summary') or {}).get('mean_support'), 2)} | {_num(r.get('seconds'), 1)} |")
+        md.append(
+            f"| {r.get('phase', '')} | {r.get('epoch')} | {_num((r.get('train') or {}).get('loss'))} | "
+            f"{_num((r.get('val') or {}).get('loss'))} | {_num((r.get('val') or {}).get(m))} | "
+            f"{_num((r.get('summary') or {}).get('mean_support'), 2)} | {_num(r.get('seconds'), 1)} |"
+        )
     return md + [""]
 
 
@@ -558,21 +708,37 @@ class TensorBoardSink:
         scalars: dict[str, Any] = {}
         if event in ("search_epoch", "train_epoch"):
             for split, values in fields.items():
-                if isinstance(values, Mapping) and split not in ("summary", "genotype", "candidates_changed"):
+                if isinstance(values, Mapping) and split not in (
+                    "summary",
+                    "genotype",
+                    "candidates_changed",
+                ):
                     scalars.update({f"{phase}/{split}/{k}": v for k, v in values.items()})
             summary = fields.get("summary") or {}
-            scalars.update({f"{phase}/support/{k.replace('_support', '')}": v
-                            for k, v in summary.items() if k.endswith("_support")})
-            scalars.update({f"{phase}/entropy/{k.replace('_entropy', '')}": v
-                            for k, v in summary.items() if k.endswith("_entropy")})
+            scalars.update(
+                {
+                    f"{phase}/support/{k.replace('_support', '')}": v
+                    for k, v in summary.items()
+                    if k.endswith("_support")
+                }
+            )
+            scalars.update(
+                {
+                    f"{phase}/entropy/{k.replace('_entropy', '')}": v
+                    for k, v in summary.items()
+                    if k.endswith("_entropy")
+                }
+            )
             for k in ("step_seconds", "seconds"):
                 if k in fields:
                     scalars[f"{phase}/time/{k}"] = fields[k]
         elif event == "discretisation":
             m = fields.get("metric", "metric")
-            scalars = {f"discretisation/{m}/continuous": (fields.get("continuous") or {}).get(m),
-                       f"discretisation/{m}/discrete": (fields.get("discrete") or {}).get(m),
-                       f"discretisation/{m}/gap": fields.get("gap")}
+            scalars = {
+                f"discretisation/{m}/continuous": (fields.get("continuous") or {}).get(m),
+                f"discretisation/{m}/discrete": (fields.get("discrete") or {}).get(m),
+                f"discretisation/{m}/gap": fields.get("gap"),
+            }
         for tag, value in scalars.items():
             if _is_number(value):
                 self.writer.add_scalar(tag, float(value), step)
@@ -587,8 +753,10 @@ def _summary_writer() -> Any:
     try:
         from torch.utils.tensorboard import SummaryWriter
     except ImportError as e:
-        raise ValueError("--tensorboard needs the tensorboard package, which is not installed: "
-                         "pip install tensorboard") from e
+        raise ValueError(
+            "--tensorboard needs the tensorboard package, which is not installed: "
+            "pip install tensorboard"
+        ) from e
     return SummaryWriter
 
 

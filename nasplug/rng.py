@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import hashlib
 import random
-from typing import Any, Mapping
+from collections.abc import Mapping
+from typing import Any
 
 import torch
 
@@ -34,8 +35,10 @@ def rng_digest() -> str:
 def get_rng_state() -> dict[str, Any]:
     """The generators' states; for CUDA, the current device's only, which is the device a
     trainer uses (each rank's own GPU under ``torchrun``), so that any rank can restore it."""
-    state: dict[str, Any] = {"torch": torch.get_rng_state(),
-                             "python": _py_state_to_plain(random.getstate())}
+    state: dict[str, Any] = {
+        "torch": torch.get_rng_state(),
+        "python": _py_state_to_plain(random.getstate()),
+    }
     if torch.cuda.is_available() and torch.cuda.is_initialized():
         state["cuda"] = torch.cuda.get_rng_state()
     return state

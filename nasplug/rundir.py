@@ -21,8 +21,9 @@ import shutil
 import socket
 import tempfile
 import time
+from collections.abc import Iterator, Mapping
 from pathlib import Path
-from typing import Any, Iterator, Mapping
+from typing import Any
 
 import torch
 
@@ -79,8 +80,9 @@ def check_new_run_path(path: str | Path, *, resume: str = "nasplug run --resume"
     if p.exists() and not p.is_dir():
         raise RunError(f"--out {p} is an existing file; accepted: a new directory or an empty one")
     if (p / CONFIG).exists():
-        raise RunError(f"{p} already holds a run; resume it with `{resume} {p}` or choose "
-                       f"another --out")
+        raise RunError(
+            f"{p} already holds a run; resume it with `{resume} {p}` or choose another --out"
+        )
     target = p
     while not target.exists() and target != target.parent:
         target = target.parent
@@ -323,8 +325,10 @@ class RunDir:
         try:
             return torch.load(p, map_location="cpu", weights_only=True)
         except Exception as e:
-            raise RunError(f"checkpoint {p} is corrupt or truncated ({type(e).__name__}); "
-                           f"delete it to redo phase {phase!r} from its start") from e
+            raise RunError(
+                f"checkpoint {p} is corrupt or truncated ({type(e).__name__}); "
+                f"delete it to redo phase {phase!r} from its start"
+            ) from e
 
 
 #: run directory (real path) -> the descriptor of the lock this process holds on it
@@ -339,13 +343,15 @@ def _flock(fd: int, path: Path) -> None:
         return
     except OSError as e:
         if e.errno in (errno.EAGAIN, errno.EACCES, errno.EWOULDBLOCK):
-            raise RunError(f"{path.parent} is in use by {_holder(path)}; wait for it to finish "
-                           f"or stop it") from None
+            raise RunError(
+                f"{path.parent} is in use by {_holder(path)}; wait for it to finish or stop it"
+            ) from None
     # No flock on this file system: trust the process id in the file.
     pid, host = _read_lock(path)
     if pid is not None and pid != os.getpid() and host == socket.gethostname() and _alive(pid):
-        raise RunError(f"{path.parent} is in use by {_holder(path)}; wait for it to finish or "
-                       f"stop it")
+        raise RunError(
+            f"{path.parent} is in use by {_holder(path)}; wait for it to finish or stop it"
+        )
 
 
 def _read_lock(path: Path) -> tuple[int | None, str]:

@@ -16,8 +16,9 @@ strategy calling these.
 from __future__ import annotations
 
 import time
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Callable, Mapping, Sequence
+from typing import Any
 
 import torch
 from torch import nn
@@ -32,8 +33,17 @@ from nasplug.memo import Memo
 from nasplug.trainer import Trainer
 from nasplug.types import Genotype, SearchResult
 
-__all__ = ["RECALIBRATION_BATCHES", "WARMUP", "ArchStep", "SupernetRun", "SupernetStepper",
-           "first_order_step", "recalibrate_batchnorm", "search_supernet", "supernet_result"]
+__all__ = [
+    "RECALIBRATION_BATCHES",
+    "WARMUP",
+    "ArchStep",
+    "SupernetRun",
+    "SupernetStepper",
+    "first_order_step",
+    "recalibrate_batchnorm",
+    "search_supernet",
+    "supernet_result",
+]
 
 #: Weight-half batches on which the derived path's BatchNorm statistics are re-estimated.
 RECALIBRATION_BATCHES = 4
@@ -69,13 +79,24 @@ def _freeze(params: list[torch.Tensor], frozen: bool) -> None:
         p.requires_grad_(not frozen)
 
 
-def search_supernet(ctx: SearchContext, space: SearchSpace, *, epochs: int, phase: str,
-                    w_lr: float = 0.025, w_lr_min: float = 0.001, w_momentum: float = 0.9,
-                    w_weight_decay: float = 3e-4, a_lr: float = 3e-4, a_weight_decay: float = 1e-3,
-                    arch_step: Callable[[torch.optim.Optimizer], ArchStep] | None = None,
-                    sample_paths: bool = False, warmup: int = 0,
-                    logits: ArchLogits | None = None, before_epoch: Callable[[int, nn.Module], None] | None = None
-                    ) -> SupernetRun:
+def search_supernet(
+    ctx: SearchContext,
+    space: SearchSpace,
+    *,
+    epochs: int,
+    phase: str,
+    w_lr: float = 0.025,
+    w_lr_min: float = 0.001,
+    w_momentum: float = 0.9,
+    w_weight_decay: float = 3e-4,
+    a_lr: float = 3e-4,
+    a_weight_decay: float = 1e-3,
+    arch_step: Callable[[torch.optim.Optimizer], ArchStep] | None = None,
+    sample_paths: bool = False,
+    warmup: int = 0,
+    logits: ArchLogits | None = None,
+    before_epoch: Callable[[int, nn.Module], None] | None = None,
+) -> SupernetRun:
     """Train ``space``'s supernet for ``epochs`` with the context's relaxation.
 
     Args:
@@ -93,19 +114,37 @@ def search_supernet(ctx: SearchContext, space: SearchSpace, *, epochs: int, phas
     """
     trainer, relax = ctx.trainer, ctx.relaxation
     net = trainer.place(space.supernet(ctx.task))
-    logits = trainer.place(logits if logits is not None
-                           else ArchLogits(space.choices(), groups=space.groups()))
-    stepper = SupernetStepper(trainer, relax, net, logits, arch_step=arch_step, w_lr=w_lr,
-                              w_momentum=w_momentum, w_weight_decay=w_weight_decay, a_lr=a_lr,
-                              a_weight_decay=a_weight_decay)
+    logits = trainer.place(
+        logits if logits is not None else ArchLogits(space.choices(), groups=space.groups())
+    )
+    stepper = SupernetStepper(
+        trainer,
+        relax,
+        net,
+        logits,
+        arch_step=arch_step,
+        w_lr=w_lr,
+        w_momentum=w_momentum,
+        w_weight_decay=w_weight_decay,
+        a_lr=a_lr,
+        a_weight_decay=a_weight_decay,
+    )
     sched = torch.optim.lr_scheduler.CosineAnnealingLR(stepper.w_opt, epochs, eta_min=w_lr_min)
     memo = Memo(history=[], seconds=0.0)
     run = stepper.run = SupernetRun(space, net, logits)
     choices, groups = space.choices(), space.groups()
     warmup = max(min(warmup, epochs - 1), 0)
     steps = min(trainer.steps("weight", ctx.batch_size), trainer.steps("arch", ctx.batch_size))
-    state = {"net": net, "logits": logits, "w_opt": stepper.w_opt, "a_opt": stepper.a_opt,
-             "sched": sched, "relaxation": relax, "space": space, "memo": memo}
+    state = {
+        "net": net,
+        "logits": logits,
+        "w_opt": stepper.w_opt,
+        "a_opt": stepper.a_opt,
+        "sched": sched,
+        "relaxation": relax,
+        "space": space,
+        "memo": memo,
+    }
     for epoch in trainer.epochs(epochs, state, phase):
         t0 = time.time()
         warming = epoch < warmup
@@ -114,14 +153,20 @@ def search_supernet(ctx: SearchContext, space: SearchSpace, *, epochs: int, phas
             before_epoch(epoch, net)
         net.train()
         train_m = trainer.metrics()
-        batches = zip(trainer.batches("weight", ctx.batch_size, epoch=epoch, stream=0),
-                      trainer.batches("arch", ctx.batch_size, epoch=epoch, stream=1))
+        batches = zip(
+            trainer.batches("weight", ctx.batch_size, epoch=epoch, stream=0),
+            trainer.batches("arch", ctx.batch_size, epoch=epoch, stream=1),
+        )
         bar = trainer.progress(batches, steps, f"{phase} {epoch + 1}/{epochs}")
         for step, ((xw, tw), (xa, ta)) in enumerate(bar):
             relax.on_step(0 if warming else step, steps)
-            out, loss = stepper.step((xw, tw), (xa, ta), sample_paths=sample_paths,
-                                     arch=not warming,
-                                     where=f"{phase} epoch {epoch + 1} step {step + 1}")
+            out, loss = stepper.step(
+                (xw, tw),
+                (xa, ta),
+                sample_paths=sample_paths,
+                arch=not warming,
+                where=f"{phase} epoch {epoch + 1} step {step + 1}",
+            )
             train_m.update(out, tw)
             # Reading the loss is a host-device sync: only where that is free (the CPU).
             if step % 10 == 0 and not trainer.lazy_sync and hasattr(bar, "set_postfix"):
@@ -136,22 +181,30 @@ def search_supernet(ctx: SearchContext, space: SearchSpace, *, epochs: int, phas
         stats = edge_stats(choices, eval_w)
         nodes = group_stats(choices, groups, eval_w)
         memo["seconds"] += time.time() - t0
-        rec = {"epoch": epoch + 1, "train": train_m.compute(), "val": val,
-               "genotype": space.derive(eval_w).to_dict(), "edges": stats, "groups": nodes,
-               "summary": {**summarize(stats), **summarize_groups(nodes)},
-               "seconds": time.time() - t0, "warmup": warming,
-               "step_seconds": step_seconds,
-               "candidates_changed": {k: list(v) for k, v in changed.items()}}
+        rec = {
+            "epoch": epoch + 1,
+            "train": train_m.compute(),
+            "val": val,
+            "genotype": space.derive(eval_w).to_dict(),
+            "edges": stats,
+            "groups": nodes,
+            "summary": {**summarize(stats), **summarize_groups(nodes)},
+            "seconds": time.time() - t0,
+            "warmup": warming,
+            "step_seconds": step_seconds,
+            "candidates_changed": {k: list(v) for k, v in changed.items()},
+        }
         memo["history"].append(rec)
         trainer.log("search_epoch", phase=phase, **rec)
         eta = memo["seconds"] / (epoch + 1) * (epochs - epoch - 1)
-        vertex = (f" vertex distance {rec['summary']['mean_vertex_distance']:.3f}"
-                  if nodes else "")
-        trainer.say(f"{phase} epoch {epoch + 1}/{epochs}{' (warm-up)' if warming else ''}: "
-                    f"train loss {rec['train']['loss']:.4f} "
-                    f"val {ctx.task.metric} {val.get(ctx.task.metric, float('nan')):.4f} "
-                    f"support {rec['summary'].get('mean_support', 0):.2f}{vertex} "
-                    f"({rec['seconds']:.1f}s, ETA {eta:.0f}s)")
+        vertex = f" vertex distance {rec['summary']['mean_vertex_distance']:.3f}" if nodes else ""
+        trainer.say(
+            f"{phase} epoch {epoch + 1}/{epochs}{' (warm-up)' if warming else ''}: "
+            f"train loss {rec['train']['loss']:.4f} "
+            f"val {ctx.task.metric} {val.get(ctx.task.metric, float('nan')):.4f} "
+            f"support {rec['summary'].get('mean_support', 0):.2f}{vertex} "
+            f"({rec['seconds']:.1f}s, ETA {eta:.0f}s)"
+        )
     run.history = list(memo["history"])
     run.seconds = float(memo["seconds"])
     return run
@@ -164,17 +217,29 @@ class SupernetStepper:
     nobody uses.
     """
 
-    def __init__(self, trainer: Trainer, relaxation: Any, net: nn.Module, logits: ArchLogits, *,
-                 arch_step: Callable[[torch.optim.Optimizer], ArchStep] | None = None,
-                 w_lr: float = 0.025, w_momentum: float = 0.9, w_weight_decay: float = 3e-4,
-                 a_lr: float = 3e-4, a_weight_decay: float = 1e-3) -> None:
+    def __init__(
+        self,
+        trainer: Trainer,
+        relaxation: Any,
+        net: nn.Module,
+        logits: ArchLogits,
+        *,
+        arch_step: Callable[[torch.optim.Optimizer], ArchStep] | None = None,
+        w_lr: float = 0.025,
+        w_momentum: float = 0.9,
+        w_weight_decay: float = 3e-4,
+        a_lr: float = 3e-4,
+        a_weight_decay: float = 1e-3,
+    ) -> None:
         self.trainer, self.relax, self.net, self.logits = trainer, relaxation, net, logits
         self.w_params = [p for p in net.parameters() if p.requires_grad]
         self.a_params = list(logits.parameters())
-        self.w_opt = torch.optim.SGD(self.w_params, lr=w_lr, momentum=w_momentum,
-                                     weight_decay=w_weight_decay)
-        self.a_opt = torch.optim.Adam(self.a_params, lr=a_lr, betas=(0.5, 0.999),
-                                      weight_decay=a_weight_decay)
+        self.w_opt = torch.optim.SGD(
+            self.w_params, lr=w_lr, momentum=w_momentum, weight_decay=w_weight_decay
+        )
+        self.a_opt = torch.optim.Adam(
+            self.a_params, lr=a_lr, betas=(0.5, 0.999), weight_decay=a_weight_decay
+        )
         self.arch_step = (arch_step or first_order_step)(self.a_opt)
         if arch_step is not None and ddp.is_distributed():
             # A custom architecture step may call a_opt.step() itself instead of going through
@@ -182,7 +247,8 @@ class SupernetStepper:
             # (For second-order DARTS that is the mean of each rank's unrolled gradient on its
             # own shards: every rank stays identical, though it is not the single-process value.)
             self.a_opt.register_step_pre_hook(
-                lambda opt, args, kwargs: ddp.average_gradients(self.a_params))
+                lambda opt, args, kwargs: ddp.average_gradients(self.a_params)
+            )
         self.run = SupernetRun(None, net, logits)  # type: ignore[arg-type]
 
     @torch.no_grad()
@@ -202,8 +268,15 @@ class SupernetStepper:
                 if isinstance(buf, torch.Tensor) and buf.shape == logit.shape:
                     buf[idx] = 0
 
-    def step(self, train_batch: tuple, val_batch: tuple, *, sample_paths: bool = False,
-             arch: bool = True, where: str = "search step") -> tuple[torch.Tensor, torch.Tensor]:
+    def step(
+        self,
+        train_batch: tuple,
+        val_batch: tuple,
+        *,
+        sample_paths: bool = False,
+        arch: bool = True,
+        where: str = "search step",
+    ) -> tuple[torch.Tensor, torch.Tensor]:
         """One step; returns the weight step's (detached outputs, loss).
 
         Without ``arch`` (a warm-up), or while the relaxation is frozen (its weights constant in
@@ -225,12 +298,21 @@ class SupernetStepper:
                 done.append(self._weight_step(train_batch, mix, where))
                 return self.trainer.clip_factor(done[-1][2])
 
-            self.arch_step(self.run, self.trainer, self.relax, val_batch, train_batch, self.w_opt,
-                           weight_step=weight_step)
+            self.arch_step(
+                self.run,
+                self.trainer,
+                self.relax,
+                val_batch,
+                train_batch,
+                self.w_opt,
+                weight_step=weight_step,
+            )
             _freeze(self.w_params, False)
             if len(done) != 1:
-                raise RuntimeError(f"the architecture step took {len(done)} weight steps; "
-                                   "one that takes the weight step must take exactly one")
+                raise RuntimeError(
+                    f"the architecture step took {len(done)} weight steps; "
+                    "one that takes the weight step must take exactly one"
+                )
             return done[0][:2]
         self.arch_step(self.run, self.trainer, self.relax, val_batch, train_batch, self.w_opt)
         _freeze(self.w_params, False)
@@ -238,8 +320,9 @@ class SupernetStepper:
             weights = {k: w.detach() for k, w in self.logits.weights(self.relax).items()}
         return self._weight_step(train_batch, weights, where)[:2]
 
-    def _weight_step(self, train_batch: tuple, weights: dict[str, torch.Tensor], where: str
-                     ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
+    def _weight_step(
+        self, train_batch: tuple, weights: dict[str, torch.Tensor], where: str
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
         """The weight half-step at fixed mixing ``weights``: (detached outputs, loss, and the
         gradient norm clipping measured, see :meth:`Trainer.update`).
 
@@ -266,8 +349,14 @@ class SupernetStepper:
 def first_order_step(a_opt: torch.optim.Optimizer) -> ArchStep:
     """The first-order architecture step: the gradient of the validation loss at the current weights."""
 
-    def step(run: SupernetRun, trainer: Trainer, relax: Any, val_batch: tuple, train_batch: tuple,
-             w_opt: torch.optim.Optimizer) -> None:
+    def step(
+        run: SupernetRun,
+        trainer: Trainer,
+        relax: Any,
+        val_batch: tuple,
+        train_batch: tuple,
+        w_opt: torch.optim.Optimizer,
+    ) -> None:
         xa, ta = val_batch
         with trainer.autocast():
             loss = trainer.loss(run.net(xa, run.logits.weights(relax)), ta)
@@ -290,7 +379,9 @@ def _uniform_path(logits: ArchLogits) -> dict[str, torch.Tensor]:
     return out
 
 
-def supernet_result(ctx: SearchContext, run: SupernetRun, genotype: Genotype | None = None) -> SearchResult:
+def supernet_result(
+    ctx: SearchContext, run: SupernetRun, genotype: Genotype | None = None
+) -> SearchResult:
     """Derive the genotype and measure the discretisation gap on the architecture half.
 
     The gap compares the supernet with its continuous (evaluation) weights against the same
@@ -306,14 +397,17 @@ def supernet_result(ctx: SearchContext, run: SupernetRun, genotype: Genotype | N
         # At a vertex the supernet is one network: the derive rule must name exactly that one.
         support = run.space.one_hot(derived)
         if not all(torch.equal(support[k].to(w), w) for k, w in eval_w.items()):
-            raise RuntimeError(f"the search ended at a vertex, but {type(run.space).__name__}."
-                               f"derive gives another network than the weights' support")
+            raise RuntimeError(
+                f"the search ended at a vertex, but {type(run.space).__name__}."
+                f"derive gives another network than the weights' support"
+            )
     genotype = genotype or derived
     hot = {k: v.to(trainer.device) for k, v in run.space.one_hot(genotype).items()}
     cont = trainer.evaluate(lambda x: run.net(x, eval_w), "arch", module=run.net)
     disc = trainer.evaluate(lambda x: run.net(x, hot), "arch", module=run.net)
-    recal = _evaluate_with_path_statistics(trainer, run.net, lambda x: run.net(x, hot),
-                                           ctx.batch_size)
+    recal = _evaluate_with_path_statistics(
+        trainer, run.net, lambda x: run.net(x, hot), ctx.batch_size
+    )
     m = task.metric
     stats = edge_stats(choices, eval_w)
     nodes = group_stats(choices, groups, eval_w)
@@ -329,20 +423,33 @@ def supernet_result(ctx: SearchContext, run: SupernetRun, genotype: Genotype | N
         "final_vertex": float(vertex),
         **{f"final_{k}": v for k, v in {**summarize(stats), **summarize_groups(nodes)}.items()},
     }
-    trainer.log("discretisation", metric=m, continuous=cont, discrete=disc, recalibrated=recal,
-                gap=metrics["discretisation_gap"], edges=stats, groups=nodes, vertex=vertex)
+    trainer.log(
+        "discretisation",
+        metric=m,
+        continuous=cont,
+        discrete=disc,
+        recalibrated=recal,
+        gap=metrics["discretisation_gap"],
+        edges=stats,
+        groups=nodes,
+        vertex=vertex,
+    )
 
     def score(weights: Mapping[str, torch.Tensor]) -> float:
         w = {k: v.to(trainer.device) for k, v in weights.items()}
         return trainer.evaluate(lambda x: run.net(x, w), "arch", module=run.net).get(
-            m, float("nan"))
+            m, float("nan")
+        )
 
     return SearchResult(genotype, metrics, run.history, run.space.score_candidates(eval_w, score))
 
 
-def _evaluate_with_path_statistics(trainer: Trainer, net: nn.Module,
-                                   forward: Callable[[torch.Tensor], torch.Tensor],
-                                   batch_size: int) -> dict[str, float]:
+def _evaluate_with_path_statistics(
+    trainer: Trainer,
+    net: nn.Module,
+    forward: Callable[[torch.Tensor], torch.Tensor],
+    batch_size: int,
+) -> dict[str, float]:
     """Metrics of ``forward`` with BatchNorm statistics re-estimated on its path, no weight changed.
 
     The supernet's statistics describe the mixture, not the derived path; scored both ways, the
@@ -355,8 +462,13 @@ def _evaluate_with_path_statistics(trainer: Trainer, net: nn.Module,
 
 
 @torch.no_grad()
-def recalibrate_batchnorm(net: nn.Module, forward: Callable[[torch.Tensor], torch.Tensor],
-                          trainer: Trainer, batch_size: int, batches: int) -> None:
+def recalibrate_batchnorm(
+    net: nn.Module,
+    forward: Callable[[torch.Tensor], torch.Tensor],
+    trainer: Trainer,
+    batch_size: int,
+    batches: int,
+) -> None:
     """Re-estimate BatchNorm running statistics as the plain average over a few weight batches.
 
     Statistics gathered along random paths (SPOS) or under a mixture of candidates do not
@@ -379,4 +491,3 @@ def recalibrate_batchnorm(net: nn.Module, forward: Callable[[torch.Tensor], torc
         net.train(was_training)
         for m, momentum in zip(norms, momenta):
             m.momentum = momentum
-

@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any, Callable
+from typing import Any
 
 import torch
 
@@ -55,7 +56,13 @@ class SupernetOptions:
 
     def search_kwargs(self) -> dict[str, Any]:
         """The keyword arguments of :func:`search_supernet` these options set."""
-        return dict(w_lr=self.w_lr, w_lr_min=self.w_lr_min, w_momentum=self.w_momentum,
-                    w_weight_decay=self.w_weight_decay, a_lr=self.a_lr,
-                    a_weight_decay=self.a_weight_decay, warmup=self.warmup,
-                    arch_step=self.arch_step)
+        return dict(
+            w_lr=self.w_lr,
+            w_lr_min=self.w_lr_min,
+            w_momentum=self.w_momentum,
+            w_weight_decay=self.w_weight_decay,
+            a_lr=self.a_lr,
+            a_weight_decay=self.a_weight_decay,
+            warmup=self.warmup,
+            arch_step=self.arch_step,
+        )

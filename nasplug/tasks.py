@@ -132,6 +132,6 @@ def _average_ranks(x: torch.Tensor) -> torch.Tensor:
         j = i
         while j + 1 < n and xs[j + 1] == xs[i]:
             j += 1
-        ranks[order[i:j + 1]] = (i + j) / 2 + 1
+        ranks[order[i : j + 1]] = (i + j) / 2 + 1
         i = j + 1
     return ranks

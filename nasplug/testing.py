@@ -38,7 +38,8 @@ import math
 import os
 import random
 from collections import Counter
-from typing import Any, Callable, Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any
 
 import pytest
 import torch
@@ -51,9 +52,19 @@ from nasplug.logits import ArchLogits
 from nasplug.polytope import group_layout, nearest_vertex
 from nasplug.types import Choice, Data, Genotype, Group, SearchResult, Task
 
-__all__ = ["DatasetConformance", "RelaxationConformance", "SpaceConformance",
-           "StrategyConformance", "TinySoftmax", "TinySpace", "count_module_calls",
-           "default_device", "random_suggest", "tiny_data", "zero_every_other"]
+__all__ = [
+    "DatasetConformance",
+    "RelaxationConformance",
+    "SpaceConformance",
+    "StrategyConformance",
+    "TinySoftmax",
+    "TinySpace",
+    "count_module_calls",
+    "default_device",
+    "random_suggest",
+    "tiny_data",
+    "zero_every_other",
+]
 
 #: The default task of the suites: small single-channel images, three classes.
 TINY_TASK = Task("classification", (1, 8, 8), 3)
@@ -103,8 +114,9 @@ def random_suggest(seed: int = 0, calls: list[tuple[str, list[Any]]] | None = No
     return suggest
 
 
-def zero_every_other(choices: Sequence[Choice], device: torch.device | None = None,
-                     seed: int = 0) -> dict[str, torch.Tensor]:
+def zero_every_other(
+    choices: Sequence[Choice], device: torch.device | None = None, seed: int = 0
+) -> dict[str, torch.Tensor]:
     """Positive random weights with exact zeros at every odd candidate index (leaf tensors)."""
     g = torch.Generator().manual_seed(seed)
     out = {}
@@ -121,8 +133,9 @@ def count_module_calls(module: nn.Module, fn: Callable[[], Any]) -> tuple[Any, C
     handles = []
     for name, sub in module.named_modules():
         if name:
-            handles.append(sub.register_forward_hook(
-                lambda *_args, _name=name: calls.update([_name])))
+            handles.append(
+                sub.register_forward_hook(lambda *_args, _name=name: calls.update([_name]))
+            )
     try:
         result = fn()
     finally:
@@ -131,16 +144,21 @@ def count_module_calls(module: nn.Module, fn: Callable[[], Any]) -> tuple[Any, C
     return result, calls
 
 
-def _softmax_weights(choices: Sequence[Choice], device: torch.device, seed: int) -> dict[str, torch.Tensor]:
+def _softmax_weights(
+    choices: Sequence[Choice], device: torch.device, seed: int
+) -> dict[str, torch.Tensor]:
     g = torch.Generator().manual_seed(seed)
-    return {c.name: torch.softmax(torch.randn(len(c.candidates), generator=g), 0).to(device)
-            for c in choices}
+    return {
+        c.name: torch.softmax(torch.randn(len(c.candidates), generator=g), 0).to(device)
+        for c in choices
+    }
 
 
 def _check_outputs(out: Any, task: Task, n: int) -> None:
     assert isinstance(out, torch.Tensor), f"forward returned {type(out).__name__}, not a tensor"
     assert tuple(out.shape) == (n, task.outputs), (
-        f"outputs have shape {tuple(out.shape)}; expected ({n}, {task.outputs})")
+        f"outputs have shape {tuple(out.shape)}; expected ({n}, {task.outputs})"
+    )
     assert torch.isfinite(out).all(), "outputs are not finite"
 
 
@@ -179,7 +197,11 @@ class TinySpace(SearchSpace):
     """
 
     _ACTS: dict[str, Callable[[], nn.Module]] = {
-        "relu": nn.ReLU, "tanh": nn.Tanh, "sigmoid": nn.Sigmoid, "identity": nn.Identity}
+        "relu": nn.ReLU,
+        "tanh": nn.Tanh,
+        "sigmoid": nn.Sigmoid,
+        "identity": nn.Identity,
+    }
 
     def __init__(self, widths: str = "4,8", activations: str = "relu,tanh,identity") -> None:
         self.widths = tuple(w.strip() for w in widths.split(","))
@@ -188,22 +210,35 @@ class TinySpace(SearchSpace):
         self.activations = tuple(a.strip() for a in activations.split(","))
         unknown = [a for a in self.activations if a not in self._ACTS]
         if unknown:
-            raise ValueError(f"unknown activation {unknown[0]!r}; accepted: {', '.join(self._ACTS)}")
+            raise ValueError(
+                f"unknown activation {unknown[0]!r}; accepted: {', '.join(self._ACTS)}"
+            )
 
     def choices(self) -> tuple[Choice, ...]:
         return (Choice("width", self.widths), Choice("activation", self.activations))
 
     def supernet(self, task: Task) -> nn.Module:
-        return _TinySupernet(math.prod(task.input_shape), task.outputs,
-                             [int(w) for w in self.widths], self.activations)
+        return _TinySupernet(
+            math.prod(task.input_shape),
+            task.outputs,
+            [int(w) for w in self.widths],
+            self.activations,
+        )
 
     def build(self, genotype: Genotype, task: Task) -> nn.Module:
         chosen = genotype.spec.get("choices", {})
-        if chosen.get("width") not in self.widths or chosen.get("activation") not in self.activations:
+        if (
+            chosen.get("width") not in self.widths
+            or chosen.get("activation") not in self.activations
+        ):
             raise ValueError(f"not a genotype of this space: {genotype}")
         width = int(chosen["width"])
-        return nn.Sequential(nn.Flatten(), nn.Linear(math.prod(task.input_shape), width),
-                             self._ACTS[chosen["activation"]](), nn.Linear(width, task.outputs))
+        return nn.Sequential(
+            nn.Flatten(),
+            nn.Linear(math.prod(task.input_shape), width),
+            self._ACTS[chosen["activation"]](),
+            nn.Linear(width, task.outputs),
+        )
 
     def restrict(self, keep: Mapping[str, Sequence[str]]) -> TinySpace:
         space = copy.copy(self)
@@ -217,8 +252,9 @@ class TinySpace(SearchSpace):
 
 
 class _TinySupernet(nn.Module):
-    def __init__(self, features: int, outputs: int, widths: Sequence[int],
-                 activations: Sequence[str]) -> None:
+    def __init__(
+        self, features: int, outputs: int, widths: Sequence[int], activations: Sequence[str]
+    ) -> None:
         super().__init__()
         self.skip_zeros = True
         self.hidden = max(widths)
@@ -229,12 +265,21 @@ class _TinySupernet(nn.Module):
     def forward(self, x: torch.Tensor, weights: Weights) -> torch.Tensor:
         x = x.flatten(1)
         shape = (len(x), self.hidden)
-        h = self._mix(self.widths, weights["width"],
-                      lambda lin: F.pad(lin(x), (0, self.hidden - lin.out_features)), shape)
+        h = self._mix(
+            self.widths,
+            weights["width"],
+            lambda lin: F.pad(lin(x), (0, self.hidden - lin.out_features)),
+            shape,
+        )
         return self.head(self._mix(self.acts, weights["activation"], lambda act: act(h), shape))
 
-    def _mix(self, ops: nn.ModuleList, w: torch.Tensor, apply: Callable[[nn.Module], torch.Tensor],
-             shape: tuple[int, int]) -> torch.Tensor:
+    def _mix(
+        self,
+        ops: nn.ModuleList,
+        w: torch.Tensor,
+        apply: Callable[[nn.Module], torch.Tensor],
+        shape: tuple[int, int],
+    ) -> torch.Tensor:
         skip = (w == 0).tolist() if self.skip_zeros else [False] * len(w)
         out: torch.Tensor | None = None
         for k, op in enumerate(ops):
@@ -266,7 +311,9 @@ class SpaceConformance:
 
     def pytest_generate_tests(self, metafunc: pytest.Metafunc) -> None:
         if "relaxation_name" in metafunc.fixturenames:
-            names = self.relaxations if self.relaxations is not None else registry.names("relaxation")
+            names = (
+                self.relaxations if self.relaxations is not None else registry.names("relaxation")
+            )
             metafunc.parametrize("relaxation_name", list(names))
 
     @pytest.fixture
@@ -297,8 +344,14 @@ class SpaceConformance:
             assert len(set(c.candidates)) == len(c.candidates), f"{c.name}: a candidate twice"
         assert space.choices() == choices, "choices() must be stable"
 
-    def test_supernet_forward_backward(self, space: SearchSpace, task: Task, inputs: torch.Tensor,
-                                       device: torch.device, relaxation_name: str) -> None:
+    def test_supernet_forward_backward(
+        self,
+        space: SearchSpace,
+        task: Task,
+        inputs: torch.Tensor,
+        device: torch.device,
+        relaxation_name: str,
+    ) -> None:
         relax = _instantiate("relaxation", relaxation_name)
         relax.on_epoch(0, 2)
         relax.on_step(0, 4)
@@ -317,14 +370,18 @@ class SpaceConformance:
         loss.backward()
         grads = [l.grad for l in logits.values() if l.grad is not None]
         assert grads, "no architecture logit received a gradient"
-        assert all(torch.isfinite(gr).all() for gr in grads), "architecture gradients are not finite"
+        assert all(torch.isfinite(gr).all() for gr in grads), (
+            "architecture gradients are not finite"
+        )
         assert any(bool((gr != 0).any()) for gr in grads), "every architecture gradient is zero"
         params = [p.grad for p in net.parameters() if p.grad is not None]
         assert params and all(torch.isfinite(p).all() for p in params), (
-            "weight gradients are missing or not finite")
+            "weight gradients are missing or not finite"
+        )
 
-    def test_zero_weights_are_not_computed(self, space: SearchSpace, task: Task, inputs: torch.Tensor,
-                                           device: torch.device) -> None:
+    def test_zero_weights_are_not_computed(
+        self, space: SearchSpace, task: Task, inputs: torch.Tensor, device: torch.device
+    ) -> None:
         choices = space.choices()
         if all(len(c.candidates) < 2 for c in choices):
             pytest.skip("no choice has two candidates, so no weight can be zero")
@@ -336,20 +393,23 @@ class SpaceConformance:
             weights = zero_every_other(choices, device)
             out, calls = count_module_calls(net, lambda: net(inputs, weights))
             _loss(out, task).backward()
-            results[skip] = (out.detach(), weights, calls,
-                             [p.grad for p in net.parameters()])
+            results[skip] = (out.detach(), weights, calls, [p.grad for p in net.parameters()])
         (out_s, w_s, calls_s, g_s), (out_d, w_d, calls_d, g_d) = results[True], results[False]
         assert sum(calls_s.values()) < sum(calls_d.values()), (
-            "zero-weight candidates were computed: as many module calls as with skip_zeros=False")
-        torch.testing.assert_close(out_s, out_d, msg="skipping zero-weight candidates changed the outputs")
+            "zero-weight candidates were computed: as many module calls as with skip_zeros=False"
+        )
+        torch.testing.assert_close(
+            out_s, out_d, msg="skipping zero-weight candidates changed the outputs"
+        )
         for name, w in w_s.items():
             if w.grad is None and w_d[name].grad is None:
                 continue
             ws = torch.zeros_like(w) if w.grad is None else w.grad
             wd = torch.zeros_like(w) if w_d[name].grad is None else w_d[name].grad
             used = w.detach() != 0
-            torch.testing.assert_close(ws[used], wd[used],
-                                       msg=f"{name}: skipping changed the gradient of non-zero weights")
+            torch.testing.assert_close(
+                ws[used], wd[used], msg=f"{name}: skipping changed the gradient of non-zero weights"
+            )
         for a, b in zip(g_s, g_d):
             if a is None and b is None:
                 continue
@@ -357,15 +417,17 @@ class SpaceConformance:
             b = torch.zeros_like(a) if b is None else b
             torch.testing.assert_close(a, b, msg="skipping changed a weight gradient")
 
-    def test_derive_gives_a_genotype_that_builds_and_runs(self, space: SearchSpace, task: Task,
-                                                          inputs: torch.Tensor, device: torch.device) -> None:
+    def test_derive_gives_a_genotype_that_builds_and_runs(
+        self, space: SearchSpace, task: Task, inputs: torch.Tensor, device: torch.device
+    ) -> None:
         for seed in range(3):
             genotype = space.derive(_softmax_weights(space.choices(), device, seed))
             assert isinstance(genotype, Genotype)
             self._check_builds(space, genotype, task, inputs, device)
 
-    def test_sample_gives_valid_genotypes(self, space: SearchSpace, task: Task, inputs: torch.Tensor,
-                                          device: torch.device) -> None:
+    def test_sample_gives_valid_genotypes(
+        self, space: SearchSpace, task: Task, inputs: torch.Tensor, device: torch.device
+    ) -> None:
         for seed in range(3):
             calls: list[tuple[str, list[Any]]] = []
             genotype = space.sample(random_suggest(seed, calls))
@@ -378,8 +440,10 @@ class SpaceConformance:
             self._check_builds(space, genotype, task, inputs, device)
 
     def test_genotype_json_round_trip(self, space: SearchSpace, device: torch.device) -> None:
-        for genotype in (space.derive(_softmax_weights(space.choices(), device, 0)),
-                         space.sample(random_suggest(1))):
+        for genotype in (
+            space.derive(_softmax_weights(space.choices(), device, 0)),
+            space.sample(random_suggest(1)),
+        ):
             text = genotype.to_json()
             assert Genotype.from_json(text) == genotype
             assert Genotype.parse(text) == genotype
@@ -387,8 +451,9 @@ class SpaceConformance:
             shown = space.describe(genotype)
             assert isinstance(shown, str) and shown.strip()
 
-    def test_one_hot_selects_the_derived_genotype(self, space: SearchSpace, task: Task,
-                                                  inputs: torch.Tensor, device: torch.device) -> None:
+    def test_one_hot_selects_the_derived_genotype(
+        self, space: SearchSpace, task: Task, inputs: torch.Tensor, device: torch.device
+    ) -> None:
         genotype = space.derive(_softmax_weights(space.choices(), device, 2))
         hot = space.one_hot(genotype)
         assert set(hot) == {c.name for c in space.choices()}, "one_hot must weigh every choice"
@@ -399,13 +464,17 @@ class SpaceConformance:
         # derive(one_hot(g)) is g up to order (DARTS orders a node's inputs by strength).
         again = space.one_hot(space.derive(hot))
         assert all(torch.equal(again[k], hot[k]) for k in hot), (
-            "derive(one_hot(g)) selects another network than g")
+            "derive(one_hot(g)) selects another network than g"
+        )
         net = space.supernet(task).to(device)
         with torch.no_grad():
-            _check_outputs(net(inputs, {k: v.to(device) for k, v in hot.items()}), task, len(inputs))
+            _check_outputs(
+                net(inputs, {k: v.to(device) for k, v in hot.items()}), task, len(inputs)
+            )
 
     def test_groups_are_valid_and_their_vertices_derive_to_themselves(
-            self, space: SearchSpace, device: torch.device) -> None:
+        self, space: SearchSpace, device: torch.device
+    ) -> None:
         """At a vertex of every group (k members one-hot, the others zero) the supernet is one
         network, and ``derive`` must name exactly it: ``one_hot(derive(w)) == w``."""
         choices, groups = space.choices(), space.groups()
@@ -423,7 +492,8 @@ class SpaceConformance:
             for name, w in weights.items():
                 assert torch.equal(support[name].float(), w), (
                     f"at a vertex, derive names another network than the weights' support "
-                    f"({name}: {support[name].tolist()} vs {w.tolist()})")
+                    f"({name}: {support[name].tolist()} vs {w.tolist()})"
+                )
 
     def test_state_dict_survives_a_checkpoint(self, space: SearchSpace) -> None:
         choices = space.choices()
@@ -431,15 +501,22 @@ class SpaceConformance:
         assert space.choices() == choices
 
     @staticmethod
-    def _check_builds(space: SearchSpace, genotype: Genotype, task: Task, inputs: torch.Tensor,
-                      device: torch.device) -> None:
+    def _check_builds(
+        space: SearchSpace,
+        genotype: Genotype,
+        task: Task,
+        inputs: torch.Tensor,
+        device: torch.device,
+    ) -> None:
         model = space.build(genotype, task)
         assert isinstance(model, nn.Module), "build() must return an nn.Module"
         model = model.to(device).train()
         out = model(inputs)
         _check_outputs(out, task, len(inputs))
         _loss(out, task).backward()
-        assert any(p.grad is not None for p in model.parameters()), "the built network has no gradients"
+        assert any(p.grad is not None for p in model.parameters()), (
+            "the built network has no gradients"
+        )
 
 
 class RelaxationConformance:
@@ -458,7 +535,9 @@ class RelaxationConformance:
 
     @pytest.fixture
     def relaxation(self) -> Relaxation:
-        raise NotImplementedError("override the `relaxation` fixture with an instance of your relaxation")
+        raise NotImplementedError(
+            "override the `relaxation` fixture with an instance of your relaxation"
+        )
 
     @pytest.fixture
     def device(self) -> torch.device:
@@ -474,16 +553,21 @@ class RelaxationConformance:
         relax.on_step(step, steps)
         return relax
 
-    def test_weights_are_finite_and_non_negative(self, relaxation: Relaxation, device: torch.device) -> None:
+    def test_weights_are_finite_and_non_negative(
+        self, relaxation: Relaxation, device: torch.device
+    ) -> None:
         for clock in self.CLOCK:
             self._at(relaxation, clock)
             for logits in self._logits(device):
                 for fn in (relaxation.weights, relaxation.eval_weights):
                     w = fn(logits)
                     assert isinstance(w, torch.Tensor) and w.shape == logits.shape, (
-                        f"weights of {tuple(logits.shape)} logits have shape {tuple(w.shape)}")
+                        f"weights of {tuple(logits.shape)} logits have shape {tuple(w.shape)}"
+                    )
                     assert w.device == logits.device, "weights must stay on the logits' device"
-                    assert torch.isfinite(w).all(), f"weights not finite for logits {logits.tolist()}"
+                    assert torch.isfinite(w).all(), (
+                        f"weights not finite for logits {logits.tolist()}"
+                    )
                     assert bool((w >= 0).all()), f"negative weights for logits {logits.tolist()}"
                     assert float(w.sum()) > 0, f"all weights zero for logits {logits.tolist()}"
 
@@ -495,7 +579,9 @@ class RelaxationConformance:
         (w * torch.arange(1.0, len(w) + 1, device=device)).sum().backward()
         assert logits.grad is not None and torch.isfinite(logits.grad).all()
 
-    def test_eval_weights_are_deterministic(self, relaxation: Relaxation, device: torch.device) -> None:
+    def test_eval_weights_are_deterministic(
+        self, relaxation: Relaxation, device: torch.device
+    ) -> None:
         for clock in self.CLOCK:
             self._at(relaxation, clock)
             for logits in self._logits(device):
@@ -505,10 +591,14 @@ class RelaxationConformance:
                 b = relaxation.eval_weights(logits)
                 assert torch.equal(a, b), "eval_weights must not depend on random state"
 
-    def test_penalty_is_none_or_a_finite_scalar(self, relaxation: Relaxation, device: torch.device) -> None:
+    def test_penalty_is_none_or_a_finite_scalar(
+        self, relaxation: Relaxation, device: torch.device
+    ) -> None:
         self._at(relaxation, self.CLOCK[1])
-        logits = {f"c{i}": torch.tensor(v, device=device, requires_grad=True)
-                  for i, v in enumerate(self.LOGITS[:3])}
+        logits = {
+            f"c{i}": torch.tensor(v, device=device, requires_grad=True)
+            for i, v in enumerate(self.LOGITS[:3])
+        }
         for phase in ("arch", "weight"):
             pen = relaxation.penalty(logits, phase)
             if pen is None:
@@ -527,10 +617,12 @@ class RelaxationConformance:
         assert _saved(fresh.state_dict()).keys() == state.keys()
         for logits in self._logits(device):
             assert torch.equal(fresh.eval_weights(logits), relaxation.eval_weights(logits)), (
-                "a relaxation loaded from state_dict gives other weights: is a schedule missing from it?")
+                "a relaxation loaded from state_dict gives other weights: is a schedule missing from it?"
+            )
 
-    def test_group_weights_respect_the_group(self, relaxation: Relaxation,
-                                             device: torch.device) -> None:
+    def test_group_weights_respect_the_group(
+        self, relaxation: Relaxation, device: torch.device
+    ) -> None:
         """Where the relaxation weighs groups, every member's row is a sub-probability and the
         group carries at most its ``k`` units; evaluation weights do not depend on chance."""
         rows = [torch.tensor(v[:5], device=device) for v in self.LOGITS[:3]]
@@ -550,8 +642,9 @@ class RelaxationConformance:
             again = relaxation.eval_group_weights(rows, 2)
             torch.manual_seed(3)
             if again is not None:
-                assert all(torch.equal(a, b) for a, b in
-                           zip(again, relaxation.eval_group_weights(rows, 2)))
+                assert all(
+                    torch.equal(a, b) for a, b in zip(again, relaxation.eval_group_weights(rows, 2))
+                )
 
     def test_skip_is_exact_is_declared(self, relaxation: Relaxation) -> None:
         assert isinstance(type(relaxation).skip_is_exact, bool)
@@ -567,7 +660,9 @@ class StrategyConformance:
 
     @pytest.fixture
     def strategy(self) -> Strategy:
-        raise NotImplementedError("override the `strategy` fixture with a tiny instance of your strategy")
+        raise NotImplementedError(
+            "override the `strategy` fixture with a tiny instance of your strategy"
+        )
 
     @pytest.fixture
     def space(self) -> SearchSpace:
@@ -606,17 +701,36 @@ class StrategyConformance:
         return Trainer(tiny_data, run=run, device=str(device), seed=0, quiet=True)
 
     @pytest.fixture
-    def context(self, space: SearchSpace, relaxation: Relaxation, trainer: Any, tiny_data: Data,
-                epochs: int, batch_size: int) -> Any:
+    def context(
+        self,
+        space: SearchSpace,
+        relaxation: Relaxation,
+        trainer: Any,
+        tiny_data: Data,
+        epochs: int,
+        batch_size: int,
+    ) -> Any:
         from nasplug.interfaces import SearchContext
 
-        return SearchContext(space=space, relaxation=relaxation, trainer=trainer, data=tiny_data,
-                             epochs=epochs, batch_size=batch_size, seed=0,
-                             options={"storage": None, "study": None, "tensorboard": False,
-                                      "run_dir": str(trainer.run.path)})
+        return SearchContext(
+            space=space,
+            relaxation=relaxation,
+            trainer=trainer,
+            data=tiny_data,
+            epochs=epochs,
+            batch_size=batch_size,
+            seed=0,
+            options={
+                "storage": None,
+                "study": None,
+                "tensorboard": False,
+                "run_dir": str(trainer.run.path),
+            },
+        )
 
-    def test_search_returns_a_valid_result(self, strategy: Strategy, context: Any, space: SearchSpace,
-                                           task: Task, device: torch.device) -> None:
+    def test_search_returns_a_valid_result(
+        self, strategy: Strategy, context: Any, space: SearchSpace, task: Task, device: torch.device
+    ) -> None:
         from nasplug.rundir import to_json
 
         result = strategy.search(context)
@@ -624,10 +738,13 @@ class StrategyConformance:
         assert isinstance(result.genotype, Genotype)
         model = space.build(result.genotype, task).to(device).eval()
         with torch.no_grad():
-            _check_outputs(model(torch.randn(_BATCH, *task.input_shape, device=device)), task, _BATCH)
+            _check_outputs(
+                model(torch.randn(_BATCH, *task.input_shape, device=device)), task, _BATCH
+            )
         assert all(isinstance(k, str) for k in result.metrics), "metric names are strings"
         assert all(isinstance(v, (int, float, str, bool)) for v in result.metrics.values()), (
-            "metric values are numbers or text")
+            "metric values are numbers or text"
+        )
         assert f"val_{task.metric}" in result.metrics, f"metrics lack val_{task.metric}"
         for part in ("metrics", "history", "candidates"):
             json.loads(to_json(getattr(result, part)))  # what the run directory stores is JSON
@@ -640,7 +757,9 @@ class DatasetConformance:
 
     @pytest.fixture
     def dataset(self) -> Dataset:
-        raise NotImplementedError("override the `dataset` fixture with a small instance of your dataset")
+        raise NotImplementedError(
+            "override the `dataset` fixture with a small instance of your dataset"
+        )
 
     @pytest.fixture
     def data(self, dataset: Dataset) -> Data:
@@ -655,26 +774,39 @@ class DatasetConformance:
         for split, (x, y) in splits.items():
             assert x.dtype == torch.float32, f"{split} inputs are {x.dtype}, not float32"
             assert tuple(x.shape[1:]) == tuple(task.input_shape), (
-                f"{split} inputs have shape {tuple(x.shape)}; task says {task.input_shape}")
+                f"{split} inputs have shape {tuple(x.shape)}; task says {task.input_shape}"
+            )
             assert len(x) == len(y) > 0, f"{split}: {len(x)} inputs but {len(y)} targets"
             assert torch.isfinite(x).all(), f"{split} inputs are not finite"
             if task.kind == "classification":
-                assert y.dtype == torch.int64 and y.dim() == 1, f"{split} targets must be int64 of shape (N,)"
-                assert int(y.min()) >= 0 and int(y.max()) < task.outputs, f"{split} classes out of range"
+                assert y.dtype == torch.int64 and y.dim() == 1, (
+                    f"{split} targets must be int64 of shape (N,)"
+                )
+                assert int(y.min()) >= 0 and int(y.max()) < task.outputs, (
+                    f"{split} classes out of range"
+                )
             elif task.kind == "regression":
                 assert y.is_floating_point() and tuple(y.shape[1:]) == (task.outputs,)
                 assert torch.isfinite(y).all()
             else:
                 assert y.is_floating_point() and tuple(y.shape[1:]) == (task.outputs,)
-                assert bool(((y == 0) | (y == 1)).all()), f"{split} multi-label targets must be 0 or 1"
+                assert bool(((y == 0) | (y == 1)).all()), (
+                    f"{split} multi-label targets must be 0 or 1"
+                )
         assert not task.labels or len(task.labels) == task.outputs, "one label name per output"
 
     def test_train_inputs_are_normalised(self, data: Data) -> None:
         x = data.train[0].double()
-        assert abs(float(x.mean())) < 0.1, f"train inputs have mean {float(x.mean()):.3f}, not about 0"
-        assert 0.5 < float(x.std()) < 1.5, f"train inputs have std {float(x.std()):.3f}, not about 1"
+        assert abs(float(x.mean())) < 0.1, (
+            f"train inputs have mean {float(x.mean()):.3f}, not about 0"
+        )
+        assert 0.5 < float(x.std()) < 1.5, (
+            f"train inputs have std {float(x.std()):.3f}, not about 1"
+        )
 
     def test_load_is_deterministic(self, dataset: Dataset, data: Data) -> None:
         again = dataset.load()
-        assert torch.equal(again.train[0], data.train[0]) and torch.equal(again.train[1], data.train[1])
+        assert torch.equal(again.train[0], data.train[0]) and torch.equal(
+            again.train[1], data.train[1]
+        )
         assert torch.equal(again.test[0], data.test[0]) and torch.equal(again.test[1], data.test[1])

@@ -14,7 +14,8 @@ import sys
 import time
 import warnings
 import zlib
-from typing import Any, Callable, Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
+from typing import Any
 
 import torch
 from torch import nn
@@ -33,15 +34,21 @@ _SPLIT_SEED = 20190401  # the weight/architecture halves depend on the data only
 
 
 #: Names this module held in earlier versions, and where they live now.
-_MOVED = {"ArchLogits": "nasplug.logits", "SearchContext": "nasplug.interfaces",
-          "running_stats_kept": "nasplug.batchnorm"}
+_MOVED = {
+    "ArchLogits": "nasplug.logits",
+    "SearchContext": "nasplug.interfaces",
+    "running_stats_kept": "nasplug.batchnorm",
+}
 
 
 def __getattr__(name: str) -> Any:
     """Moved names still import from here, with a DeprecationWarning naming their new home."""
     if name in _MOVED:
-        warnings.warn(f"nasplug.trainer.{name} moved to {_MOVED[name]}.{name}",
-                      DeprecationWarning, stacklevel=2)
+        warnings.warn(
+            f"nasplug.trainer.{name} moved to {_MOVED[name]}.{name}",
+            DeprecationWarning,
+            stacklevel=2,
+        )
         return getattr(importlib.import_module(_MOVED[name]), name)
     raise AttributeError(f"module 'nasplug.trainer' has no attribute {name!r}")
 
@@ -97,11 +104,20 @@ class Trainer:
     per-step loss.
     """
 
-    def __init__(self, data: Data, *, run: RunDir | None = None, device: str = "auto", seed: int = 0,
-                 deterministic: bool = False, grad_clip: float = 5.0, quiet: bool = False,
-                 eval_batch_size: int = 512,
-                 sink: Callable[[str, Mapping[str, Any]], None] | None = None,
-                 compile: str | None = None) -> None:
+    def __init__(
+        self,
+        data: Data,
+        *,
+        run: RunDir | None = None,
+        device: str = "auto",
+        seed: int = 0,
+        deterministic: bool = False,
+        grad_clip: float = 5.0,
+        quiet: bool = False,
+        eval_batch_size: int = 512,
+        sink: Callable[[str, Mapping[str, Any]], None] | None = None,
+        compile: str | None = None,
+    ) -> None:
         self.device = pick_device(device)
         if self.device.type == "cuda" and self.device.index is not None:
             # The current device is the one whose RNG state checkpoints save and restore.
@@ -131,12 +147,16 @@ class Trainer:
             halves = {"weight": (x, y), "arch": data.val}
         else:
             perm = torch.randperm(len(x), generator=torch.Generator().manual_seed(_SPLIT_SEED))
-            w, a = perm[: len(x) // 2], perm[len(x) // 2:]
+            w, a = perm[: len(x) // 2], perm[len(x) // 2 :]
             halves = {"weight": (x[w], y[w]), "arch": (x[a], y[a])}
-        full = (torch.cat([halves["weight"][0], halves["arch"][0]]),
-                torch.cat([halves["weight"][1], halves["arch"][1]]))
-        self.splits = {name: self._place(*xy) for name, xy in
-                       {**halves, "train": full, "test": data.test}.items()}
+        full = (
+            torch.cat([halves["weight"][0], halves["arch"][0]]),
+            torch.cat([halves["weight"][1], halves["arch"][1]]),
+        )
+        self.splits = {
+            name: self._place(*xy)
+            for name, xy in {**halves, "train": full, "test": data.test}.items()
+        }
 
     def _place(self, x: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         return x.to(self.device, torch.float32), self.objective.targets(y.to(self.device))
@@ -153,8 +173,9 @@ class Trainer:
             return full + (tail >= world)
         return math.ceil(self.size(split) / batch_size)
 
-    def batches(self, split: str, batch_size: int, *, epoch: int = 0, stream: int = 0,
-                shuffle: bool = True) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+    def batches(
+        self, split: str, batch_size: int, *, epoch: int = 0, stream: int = 0, shuffle: bool = True
+    ) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
         """Batches of ``split``; the order depends only on (seed, epoch, stream), so resume is exact.
 
         Under ``torchrun`` a shuffled (training) batch is this rank's equal shard of the global
@@ -165,16 +186,18 @@ class Trainer:
         n = len(x)
         if shuffle:
             ddp.check_batch_size(batch_size)
-            g = torch.Generator().manual_seed(zlib.crc32(f"{self.seed}/{epoch}/{stream}/{split}".encode()))
+            g = torch.Generator().manual_seed(
+                zlib.crc32(f"{self.seed}/{epoch}/{stream}/{split}".encode())
+            )
             order = torch.randperm(n, generator=g).to(self.device)
             for i in range(0, n, batch_size):
-                idx = ddp.shard(order[i:i + batch_size])
+                idx = ddp.shard(order[i : i + batch_size])
                 if len(idx) == 0:  # a last partial batch smaller than the number of ranks
                     break
                 yield x[idx], t[idx]
         else:
             for i in range(0, n, batch_size):
-                yield x[i:i + batch_size], t[i:i + batch_size]
+                yield x[i : i + batch_size], t[i : i + batch_size]
 
     # ---- computing ---------------------------------------------------------------------------
     def autocast(self) -> contextlib.AbstractContextManager:
@@ -212,8 +235,10 @@ class Trainer:
         bad = ~torch.isfinite(loss.detach()).all()
         if not self.lazy_sync:
             if bool(bad):
-                raise NonFiniteLoss(f"loss became {float(loss.detach())} in {where}; "
-                                    f"{self._kept}; try a lower learning rate")
+                raise NonFiniteLoss(
+                    f"loss became {float(loss.detach())} in {where}; "
+                    f"{self._kept}; try a lower learning rate"
+                )
         else:
             self._bad = bad if self._bad is None else self._bad | bad
             self._bad_where = self._bad_where or where
@@ -221,17 +246,27 @@ class Trainer:
     def _raise_if_bad(self) -> None:
         if self.lazy_sync and ddp.is_distributed():
             # Every rank stops together, whichever rank's shard went bad.
-            self._bad = ddp.any_rank(self._bad if self._bad is not None
-                                     else torch.zeros((), dtype=torch.bool, device=self.device))
+            self._bad = ddp.any_rank(
+                self._bad
+                if self._bad is not None
+                else torch.zeros((), dtype=torch.bool, device=self.device)
+            )
         if self._bad is not None and bool(self._bad):
             where = self._bad_where or "another process's shard"
-            raise NonFiniteLoss(f"loss became NaN or inf in the epoch ending at {where}; "
-                                f"{self._kept}; try a lower learning rate")
+            raise NonFiniteLoss(
+                f"loss became NaN or inf in the epoch ending at {where}; "
+                f"{self._kept}; try a lower learning rate"
+            )
         self._bad, self._bad_where = None, ""
 
-    def update(self, loss: torch.Tensor, optimizer: torch.optim.Optimizer,
-               params: list[torch.Tensor] | None = None, *, clip: bool = True
-               ) -> torch.Tensor | None:
+    def update(
+        self,
+        loss: torch.Tensor,
+        optimizer: torch.optim.Optimizer,
+        params: list[torch.Tensor] | None = None,
+        *,
+        clip: bool = True,
+    ) -> torch.Tensor | None:
         """Backward, average gradients over the ranks (under ``torchrun``), clip the gradient
         norm of ``params``, step.
 
@@ -259,8 +294,12 @@ class Trainer:
         return torch.clamp(self.grad_clip / (norm + 1e-6), max=1.0)
 
     @torch.no_grad()
-    def evaluate(self, forward: Callable[[torch.Tensor], torch.Tensor], split: str,
-                 module: nn.Module | None = None) -> dict[str, float]:
+    def evaluate(
+        self,
+        forward: Callable[[torch.Tensor], torch.Tensor],
+        split: str,
+        module: nn.Module | None = None,
+    ) -> dict[str, float]:
         """Metrics of ``forward`` on ``split`` (``module`` is switched to eval mode meanwhile).
 
         Under ``torchrun`` every rank evaluates the whole split, after averaging ``module``'s
@@ -314,11 +353,14 @@ class Trainer:
                 saved = {name: obj.state_dict() for name, obj in state.items()}
                 bad = non_finite(saved)
                 if bad is not None:
-                    raise NonFiniteLoss(f"NaN or inf in {bad} at the end of {phase} epoch "
-                                        f"{epoch + 1}, not checkpointed; {self._kept}; try a "
-                                        f"lower learning rate")
-                self.run.save_checkpoint(phase, {"epoch": epoch + 1, "epochs": n, "state": saved,
-                                                 "rng": get_rng_state()})
+                    raise NonFiniteLoss(
+                        f"NaN or inf in {bad} at the end of {phase} epoch "
+                        f"{epoch + 1}, not checkpointed; {self._kept}; try a "
+                        f"lower learning rate"
+                    )
+                self.run.save_checkpoint(
+                    phase, {"epoch": epoch + 1, "epochs": n, "state": saved, "rng": get_rng_state()}
+                )
                 self._kept = f"the last good checkpoint ({phase} epoch {epoch + 1}) is kept"
 
     def _align_rng(self, phase: str, epoch: int) -> None:
@@ -333,9 +375,12 @@ class Trainer:
             set_rng_state(ddp.broadcast_object(get_rng_state()))
             self.log("rng_resync", phase=phase, epoch=epoch + 1)
             if ddp.rank() == 0:
-                print(f"nasplug: warning: the processes' random generators diverged during "
-                      f"{phase} epoch {epoch + 1} (random samples were not shared); realigned "
-                      f"to rank 0", file=sys.stderr)
+                print(
+                    f"nasplug: warning: the processes' random generators diverged during "
+                    f"{phase} epoch {epoch + 1} (random samples were not shared); realigned "
+                    f"to rank 0",
+                    file=sys.stderr,
+                )
 
     def log(self, event: str, **fields: Any) -> None:
         if self.run is not None:
@@ -352,15 +397,34 @@ class Trainer:
             return iterable
         from tqdm.auto import tqdm
 
-        return tqdm(iterable, total=total, desc=desc, leave=False, dynamic_ncols=True,
-                    file=sys.stderr, mininterval=0.5)
+        return tqdm(
+            iterable,
+            total=total,
+            desc=desc,
+            leave=False,
+            dynamic_ncols=True,
+            file=sys.stderr,
+            mininterval=0.5,
+        )
 
     # ---- training a discrete network --------------------------------------------------------
-    def fit(self, model: nn.Module, *, epochs: int, batch_size: int, phase: str,
-            train_split: str = "train", eval_split: str = "test", lr: float = 0.025,
-            momentum: float = 0.9, weight_decay: float = 3e-4, aux_weight: float = 0.4,
-            drop_path: float = 0.0, cutout: int = 0,
-            report: Callable[[int, dict[str, float]], None] | None = None) -> list[dict[str, Any]]:
+    def fit(
+        self,
+        model: nn.Module,
+        *,
+        epochs: int,
+        batch_size: int,
+        phase: str,
+        train_split: str = "train",
+        eval_split: str = "test",
+        lr: float = 0.025,
+        momentum: float = 0.9,
+        weight_decay: float = 3e-4,
+        aux_weight: float = 0.4,
+        drop_path: float = 0.0,
+        cutout: int = 0,
+        report: Callable[[int, dict[str, float]], None] | None = None,
+    ) -> list[dict[str, Any]]:
         """Train a discrete network from scratch with SGD + cosine; evaluate after every epoch.
 
         ``report(epoch, metrics)`` is called after each epoch (Optuna pruning raises from it).
@@ -375,8 +439,9 @@ class Trainer:
         memo = Memo(history=[])
         steps = self.steps(train_split, batch_size)
         t0 = time.time()
-        for epoch in self.epochs(epochs, {"model": model, "opt": opt, "sched": sched, "memo": memo},
-                                 phase):
+        for epoch in self.epochs(
+            epochs, {"model": model, "opt": opt, "sched": sched, "memo": memo}, phase
+        ):
             if hasattr(model, "drop_path_prob"):
                 model.drop_path_prob = drop_path * epoch / max(epochs, 1)
             model.train()
@@ -395,9 +460,12 @@ class Trainer:
                 self.update(loss, opt, params)
                 train_m.update(out.detach(), t)
             sched.step()
-            rec = {"epoch": epoch + 1, "train": train_m.compute(),
-                   eval_split: self.evaluate(model, eval_split, module=model),
-                   "seconds": time.time() - t0}
+            rec = {
+                "epoch": epoch + 1,
+                "train": train_m.compute(),
+                eval_split: self.evaluate(model, eval_split, module=model),
+                "seconds": time.time() - t0,
+            }
             memo["history"].append(rec)
             self.log("train_epoch", phase=phase, **rec)
             self.say(f"{phase} epoch {epoch + 1}/{epochs}: " + _fmt(rec[eval_split]))
@@ -428,17 +496,25 @@ _CHECKPOINT_KEYS = {"epoch": int, "state": dict, "rng": dict}
 
 def _load_checkpoint(path: Any, ckpt: Any, state: Mapping[str, Any], phase: str) -> None:
     """Restore ``state`` and the generators from ``ckpt``, or raise one line of RunError."""
-    lacks = [k for k, t in _CHECKPOINT_KEYS.items()
-             if not isinstance(ckpt, dict) or not isinstance(ckpt.get(k), t)
-             or isinstance(ckpt.get(k), bool)]
+    lacks = [
+        k
+        for k, t in _CHECKPOINT_KEYS.items()
+        if not isinstance(ckpt, dict)
+        or not isinstance(ckpt.get(k), t)
+        or isinstance(ckpt.get(k), bool)
+    ]
     if lacks:
-        raise RunError(f"checkpoint {path} is not a nasplug checkpoint (it lacks "
-                       f"{', '.join(repr(k) for k in lacks)}; accepted: a dict with epoch, state "
-                       f"and rng); delete it to redo phase {phase!r} from its start")
+        raise RunError(
+            f"checkpoint {path} is not a nasplug checkpoint (it lacks "
+            f"{', '.join(repr(k) for k in lacks)}; accepted: a dict with epoch, state "
+            f"and rng); delete it to redo phase {phase!r} from its start"
+        )
     bad = non_finite(ckpt["state"])
     if bad is not None:
-        raise RunError(f"checkpoint {path} holds NaN or inf in {bad}; delete it to redo its "
-                       f"phase from the start")
+        raise RunError(
+            f"checkpoint {path} holds NaN or inf in {bad}; delete it to redo its "
+            f"phase from the start"
+        )
     for name, obj in state.items():
         if name in ckpt["state"]:
             try:
@@ -446,14 +522,18 @@ def _load_checkpoint(path: Any, ckpt: Any, state: Mapping[str, Any], phase: str)
             except (RuntimeError, KeyError, ValueError, TypeError, IndexError) as e:
                 detail = " ".join(str(e).split())
                 detail = detail if len(detail) <= 200 else detail[:200] + " ..."
-                raise RunError(f"checkpoint {path} does not fit this run's {name!r} (were "
-                               f"config.json or a plugin changed since it was written?): "
-                               f"{detail}") from e
+                raise RunError(
+                    f"checkpoint {path} does not fit this run's {name!r} (were "
+                    f"config.json or a plugin changed since it was written?): "
+                    f"{detail}"
+                ) from e
     try:
         set_rng_state(ckpt["rng"])
     except (RuntimeError, KeyError, ValueError, TypeError, IndexError) as e:
-        raise RunError(f"checkpoint {path} holds a damaged random state ({type(e).__name__}); "
-                       f"delete it to redo its phase from the start") from e
+        raise RunError(
+            f"checkpoint {path} holds a damaged random state ({type(e).__name__}); "
+            f"delete it to redo its phase from the start"
+        ) from e
 
 
 def non_finite(state: Any) -> str | None:
@@ -521,11 +601,18 @@ class _CompileClock:
             first = self.marks[self.FIRST] - self.marks[0]
             pace = (self.marks[total] - self.marks[self.FIRST]) / self.LATER
             seconds = first - self.FIRST * pace
-            self.trainer.log("compile", backend=self.trainer.compile, seconds=seconds,
-                             first_updates_seconds=first, update_seconds=pace)
-            self.trainer.say(f"torch.compile ({self.trainer.compile}): about {seconds:.1f}s "
-                             f"compiling (first {self.FIRST} updates {first:.2f}s, then "
-                             f"{pace:.3f}s per update)")
+            self.trainer.log(
+                "compile",
+                backend=self.trainer.compile,
+                seconds=seconds,
+                first_updates_seconds=first,
+                update_seconds=pace,
+            )
+            self.trainer.say(
+                f"torch.compile ({self.trainer.compile}): about {seconds:.1f}s "
+                f"compiling (first {self.FIRST} updates {first:.2f}s, then "
+                f"{pace:.3f}s per update)"
+            )
 
 
 def _fmt(metrics: Mapping[str, float]) -> str:

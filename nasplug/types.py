@@ -9,8 +9,9 @@ from __future__ import annotations
 import ast
 import json
 import re
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Literal, Mapping, Sequence
+from typing import Any, Literal
 
 import torch
 
@@ -56,8 +57,10 @@ class Group:
         if len(set(self.choices)) != len(self.choices):
             raise ValueError(f"group {self.name!r} names a choice twice")
         if not 1 <= self.k <= len(self.choices):
-            raise ValueError(f"group {self.name!r} uses k={self.k} of {len(self.choices)} "
-                             f"choices; k must be between 1 and {len(self.choices)}")
+            raise ValueError(
+                f"group {self.name!r} uses k={self.k} of {len(self.choices)} "
+                f"choices; k must be between 1 and {len(self.choices)}"
+            )
 
 
 @dataclass(frozen=True)
@@ -93,13 +96,21 @@ class Task:
         return a > b if self.higher_is_better else a < b
 
     def to_dict(self) -> dict[str, Any]:
-        return {"kind": self.kind, "input_shape": list(self.input_shape),
-                "outputs": self.outputs, "labels": list(self.labels)}
+        return {
+            "kind": self.kind,
+            "input_shape": list(self.input_shape),
+            "outputs": self.outputs,
+            "labels": list(self.labels),
+        }
 
     @classmethod
     def from_dict(cls, d: Mapping[str, Any]) -> Task:
-        return cls(kind=d["kind"], input_shape=tuple(d["input_shape"]), outputs=int(d["outputs"]),
-                   labels=tuple(d.get("labels", ())))
+        return cls(
+            kind=d["kind"],
+            input_shape=tuple(d["input_shape"]),
+            outputs=int(d["outputs"]),
+            labels=tuple(d.get("labels", ())),
+        )
 
 
 @dataclass(frozen=True)
@@ -148,7 +159,11 @@ class Genotype:
 
     @classmethod
     def from_dict(cls, d: Mapping[str, Any]) -> Genotype:
-        if not isinstance(d, Mapping) or "space" not in d or not isinstance(d.get("spec", {}), Mapping):
+        if (
+            not isinstance(d, Mapping)
+            or "space" not in d
+            or not isinstance(d.get("spec", {}), Mapping)
+        ):
             raise ValueError("a genotype is a JSON object with keys 'space' and 'spec'")
         return cls(str(d["space"]), d.get("spec", {}))
 
@@ -222,7 +237,9 @@ def _parse_darts(text: str) -> dict[str, Any]:
     spec: dict[str, Any] = {}
     for kw in call.keywords:
         if kw.arg not in _DARTS_FIELDS:
-            raise ValueError(f"unknown genotype field {kw.arg!r}; accepted: {', '.join(_DARTS_FIELDS)}")
+            raise ValueError(
+                f"unknown genotype field {kw.arg!r}; accepted: {', '.join(_DARTS_FIELDS)}"
+            )
         spec[kw.arg] = _literal(kw.value, kw.arg)
     for name, node in zip(_DARTS_FIELDS, call.args):
         spec[name] = _literal(node, name)
@@ -232,16 +249,22 @@ def _parse_darts(text: str) -> dict[str, Any]:
     for cell in ("normal", "reduce"):
         edges = spec[cell]
         if not isinstance(edges, list) or not all(
-                isinstance(e, list) and len(e) == 2 and isinstance(e[0], str) and isinstance(e[1], int)
-                for e in edges):
+            isinstance(e, list) and len(e) == 2 and isinstance(e[0], str) and isinstance(e[1], int)
+            for e in edges
+        ):
             raise ValueError(f"genotype field {cell!r} must be a list of (op, input) pairs")
     return spec
 
 
 def _literal(node: ast.expr, name: str) -> Any:
     """Literal data, plus ``range(a, b)``, which DARTS uses for the concat fields."""
-    if (isinstance(node, ast.Call) and isinstance(node.func, ast.Name) and node.func.id == "range"
-            and not node.keywords and 1 <= len(node.args) <= 3):
+    if (
+        isinstance(node, ast.Call)
+        and isinstance(node.func, ast.Name)
+        and node.func.id == "range"
+        and not node.keywords
+        and 1 <= len(node.args) <= 3
+    ):
         bounds = [_literal(a, name) for a in node.args]
         if not all(isinstance(b, int) and not isinstance(b, bool) for b in bounds):
             raise ValueError(f"genotype field {name!r}: range() takes integers")
@@ -249,8 +272,9 @@ def _literal(node: ast.expr, name: str) -> Any:
             raise ValueError(f"genotype field {name!r}: range() step must not be zero")
         r = range(*bounds)
         if len(r) > _MAX_RANGE:
-            raise ValueError(f"genotype field {name!r}: {r} has {len(r)} elements; at most "
-                             f"{_MAX_RANGE} accepted")
+            raise ValueError(
+                f"genotype field {name!r}: {r} has {len(r)} elements; at most {_MAX_RANGE} accepted"
+            )
         return list(r)
     try:
         value = ast.literal_eval(node)
@@ -259,8 +283,10 @@ def _literal(node: ast.expr, name: str) -> Any:
     try:
         return json.loads(json.dumps(value))
     except (TypeError, ValueError, RecursionError) as e:  # sets, bytes, complex numbers
-        raise ValueError(f"genotype field {name!r} holds {type(value).__name__} data; accepted: "
-                         f"lists, strings and numbers") from e
+        raise ValueError(
+            f"genotype field {name!r} holds {type(value).__name__} data; accepted: "
+            f"lists, strings and numbers"
+        ) from e
 
 
 @dataclass(frozen=True)

@@ -25,18 +25,25 @@ from __future__ import annotations
 
 import contextlib
 import functools
-from typing import Any, Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
+from typing import Any
 
 import torch
 
-from nasplug.trainer import Trainer
 from nasplug.supernet import ArchStep, SupernetRun
+from nasplug.trainer import Trainer
 
 #: ``weight_step(mixing weights) -> clip factor``: the stepper's real weight step.
 WeightStep = Callable[[dict[str, torch.Tensor]], "torch.Tensor | float"]
 
-__all__ = ["DIFFERENCES", "LOOKAHEADS", "check_options", "second_order", "second_order_step",
-           "unrolled_gradients"]
+__all__ = [
+    "DIFFERENCES",
+    "LOOKAHEADS",
+    "check_options",
+    "second_order",
+    "second_order_step",
+    "unrolled_gradients",
+]
 
 #: DARTS's finite-difference scale: the weights move by 0.01 in total norm.
 FD_SCALE = 0.01
@@ -44,8 +51,9 @@ DIFFERENCES = ("central", "forward")
 LOOKAHEADS = ("virtual", "real")
 
 
-def second_order_step(a_opt: torch.optim.Optimizer, difference: str = "central",
-                      lookahead: str = "virtual") -> ArchStep:
+def second_order_step(
+    a_opt: torch.optim.Optimizer, difference: str = "central", lookahead: str = "virtual"
+) -> ArchStep:
     """The unrolled architecture step of DARTS, for ``search_supernet(..., arch_step=...)``.
 
     The virtual step uses ``w_opt``'s current learning rate, momentum, weight decay and momentum
@@ -66,12 +74,27 @@ def second_order_step(a_opt: torch.optim.Optimizer, difference: str = "central",
     """
     check_options(difference, lookahead)
 
-    def step(run: SupernetRun, trainer: Trainer, relax: Any, val_batch: tuple, train_batch: tuple,
-             w_opt: torch.optim.Optimizer, weight_step: WeightStep | None = None) -> None:
+    def step(
+        run: SupernetRun,
+        trainer: Trainer,
+        relax: Any,
+        val_batch: tuple,
+        train_batch: tuple,
+        w_opt: torch.optim.Optimizer,
+        weight_step: WeightStep | None = None,
+    ) -> None:
         net, logits = run.net, run.logits
         weights = logits.weights(relax)  # keeps the graph to the logits for the final backward
-        grads = unrolled_gradients(net, trainer, weights, val_batch, train_batch, w_opt,
-                                   difference=difference, weight_step=weight_step)
+        grads = unrolled_gradients(
+            net,
+            trainer,
+            weights,
+            val_batch,
+            train_batch,
+            w_opt,
+            difference=difference,
+            weight_step=weight_step,
+        )
         a_opt.zero_grad(set_to_none=True)
         # d/da of sum(w(a) * g) is exactly J_w(a)^T g: one backward through the relaxation.
         surrogate = sum((weights[k] * g).sum() for k, g in grads.items())
@@ -85,8 +108,9 @@ def second_order_step(a_opt: torch.optim.Optimizer, difference: str = "central",
     return step
 
 
-def second_order(difference: str = "central", lookahead: str = "virtual"
-                 ) -> Callable[[torch.optim.Optimizer], ArchStep]:
+def second_order(
+    difference: str = "central", lookahead: str = "virtual"
+) -> Callable[[torch.optim.Optimizer], ArchStep]:
     """:func:`second_order_step` with these options, for ``search_supernet(arch_step=...)``.
 
     The options are checked now, so a strategy can reject bad ones when it is made.
@@ -98,19 +122,28 @@ def second_order(difference: str = "central", lookahead: str = "virtual"
 def check_options(difference: str, lookahead: str) -> None:
     """One-line errors for a finite difference or look-ahead that :func:`second_order_step` lacks."""
     if difference not in DIFFERENCES:
-        raise ValueError(f"unknown finite difference {difference!r}; accepted: "
-                         f"{', '.join(DIFFERENCES)}")
+        raise ValueError(
+            f"unknown finite difference {difference!r}; accepted: {', '.join(DIFFERENCES)}"
+        )
     if lookahead not in LOOKAHEADS:
         raise ValueError(f"unknown lookahead {lookahead!r}; accepted: {', '.join(LOOKAHEADS)}")
     if lookahead == "real" and difference != "central":
-        raise ValueError(f"lookahead=real takes the central difference only, got "
-                         f"difference={difference}")
+        raise ValueError(
+            f"lookahead=real takes the central difference only, got difference={difference}"
+        )
 
 
-def unrolled_gradients(net: torch.nn.Module, trainer: Trainer, weights: dict[str, torch.Tensor],
-                       val_batch: tuple, train_batch: tuple, w_opt: torch.optim.Optimizer, *,
-                       difference: str = "central", weight_step: WeightStep | None = None
-                       ) -> dict[str, torch.Tensor]:
+def unrolled_gradients(
+    net: torch.nn.Module,
+    trainer: Trainer,
+    weights: dict[str, torch.Tensor],
+    val_batch: tuple,
+    train_batch: tuple,
+    w_opt: torch.optim.Optimizer,
+    *,
+    difference: str = "central",
+    weight_step: WeightStep | None = None,
+) -> dict[str, torch.Tensor]:
     """The second-order gradient with respect to each choice's mixing weights.
 
     With ``weight_step`` (the real weight step, see :data:`nasplug.supernet.ArchStep`) the
@@ -142,7 +175,7 @@ def unrolled_gradients(net: torch.nn.Module, trainer: Trainer, weights: dict[str
                 loss = trainer.loss(net(xw, leaves), tw)
             trainer.check_finite(loss, "second-order virtual step")
             out = _grad(loss, [*params, *leaves.values()] if forward else params)
-            g_train, g_here = out[:len(params)], out[len(params):]
+            g_train, g_here = out[: len(params)], out[len(params) :]
             with torch.no_grad():
                 for group, ps, gs in _by_group(groups, params, g_train):
                     for p, g in zip(ps, gs):
@@ -159,14 +192,16 @@ def unrolled_gradients(net: torch.nn.Module, trainer: Trainer, weights: dict[str
             loss = trainer.loss(net(xa, leaves), ta)
         trainer.check_finite(loss, "second-order validation step")
         out = _grad(loss, [*leaves.values(), *params])
-        g_val, v = out[:len(leaves)], out[len(leaves):]
+        g_val, v = out[: len(leaves)], out[len(leaves) :]
         _set_requires_grad(params, False)
 
         # 3. xi * Hessian-vector product by finite differences. With u = xi * v (xi per group)
         # and eps = 0.01 / ||u||, w +- eps * u is DARTS's w +- R v, and the quotient is xi * H v.
         u = [group["lr"] * scale * vi for group, _, vs in _by_group(groups, params, v) for vi in vs]
         del v, out
-        eps = FD_SCALE / torch.linalg.vector_norm(torch.stack([torch.linalg.vector_norm(t) for t in u]))
+        eps = FD_SCALE / torch.linalg.vector_norm(
+            torch.stack([torch.linalg.vector_norm(t) for t in u])
+        )
         with _exact_math(xw.device), torch.random.fork_rng(devices=devices):
             # Every pass of the difference sees the same dropout masks as the first.
             _set_rng_state(rng_at_start, devices)
@@ -185,9 +220,16 @@ def unrolled_gradients(net: torch.nn.Module, trainer: Trainer, weights: dict[str
     return {k: gv - (gp - gm) / (2 * eps) for k, gv, gp, gm in zip(mix, g_val, g_plus, g_minus)}
 
 
-def _mix_grad(net: torch.nn.Module, trainer: Trainer, mix: dict[str, torch.Tensor],
-              params: list[torch.Tensor], saved: list[torch.Tensor], u: list[torch.Tensor],
-              eps: torch.Tensor, batch: tuple) -> list[torch.Tensor]:
+def _mix_grad(
+    net: torch.nn.Module,
+    trainer: Trainer,
+    mix: dict[str, torch.Tensor],
+    params: list[torch.Tensor],
+    saved: list[torch.Tensor],
+    u: list[torch.Tensor],
+    eps: torch.Tensor,
+    batch: tuple,
+) -> list[torch.Tensor]:
     """dL_train/d(mixing weights) at ``saved + eps * u``; the weights stay frozen."""
     x, t = batch
     with torch.no_grad():
@@ -214,13 +256,14 @@ def _set_requires_grad(params: list[torch.Tensor], on: bool) -> None:
         p.requires_grad_(on)
 
 
-def _by_group(groups: list[dict[str, Any]], params: list[torch.Tensor],
-              values: Sequence[torch.Tensor]) -> Iterator[tuple[dict[str, Any], list, list]]:
+def _by_group(
+    groups: list[dict[str, Any]], params: list[torch.Tensor], values: Sequence[torch.Tensor]
+) -> Iterator[tuple[dict[str, Any], list, list]]:
     """``(group, its params, their values)`` for each parameter group, in order."""
     start = 0
     for g in groups:
         n = len(g["params"])
-        yield g, params[start:start + n], list(values[start:start + n])
+        yield g, params[start : start + n], list(values[start : start + n])
         start += n
 
 
@@ -232,8 +275,9 @@ def _rng_state(devices: list[torch.device]) -> tuple[torch.Tensor, list[torch.Te
     return torch.get_rng_state(), [torch.cuda.get_rng_state(d) for d in devices]
 
 
-def _set_rng_state(state: tuple[torch.Tensor, list[torch.Tensor]],
-                   devices: list[torch.device]) -> None:
+def _set_rng_state(
+    state: tuple[torch.Tensor, list[torch.Tensor]], devices: list[torch.device]
+) -> None:
     torch.set_rng_state(state[0])
     for d, s in zip(devices, state[1]):
         torch.cuda.set_rng_state(s, d)
@@ -245,9 +289,15 @@ def _exact_math(device: torch.device) -> Iterator[None]:
     if device.type != "cuda":
         yield
         return
-    with torch.autocast("cuda", enabled=False), torch.backends.cudnn.flags(
-            enabled=torch.backends.cudnn.enabled, benchmark=torch.backends.cudnn.benchmark,
-            deterministic=torch.backends.cudnn.deterministic, allow_tf32=False):
+    with (
+        torch.autocast("cuda", enabled=False),
+        torch.backends.cudnn.flags(
+            enabled=torch.backends.cudnn.enabled,
+            benchmark=torch.backends.cudnn.benchmark,
+            deterministic=torch.backends.cudnn.deterministic,
+            allow_tf32=False,
+        ),
+    ):
         old = torch.backends.cuda.matmul.allow_tf32
         torch.backends.cuda.matmul.allow_tf32 = False
         try:

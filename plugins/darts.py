@@ -31,16 +31,35 @@ class Darts(Strategy):
             and PC-DARTS do (at most epochs - 1). See :data:`nasplug.supernet.WARMUP` for the default.
     """
 
-    def __init__(self, order: int = 1, w_lr: float = 0.025, w_lr_min: float = 0.001,
-                 w_momentum: float = 0.9, w_weight_decay: float = 3e-4, a_lr: float = 3e-4,
-                 a_weight_decay: float = 1e-3, difference: str = "central",
-                 lookahead: str = "virtual", warmup: int = WARMUP) -> None:
+    def __init__(
+        self,
+        order: int = 1,
+        w_lr: float = 0.025,
+        w_lr_min: float = 0.001,
+        w_momentum: float = 0.9,
+        w_weight_decay: float = 3e-4,
+        a_lr: float = 3e-4,
+        a_weight_decay: float = 1e-3,
+        difference: str = "central",
+        lookahead: str = "virtual",
+        warmup: int = WARMUP,
+    ) -> None:
         self.options = SupernetOptions(
-            order=order, w_lr=w_lr, w_lr_min=w_lr_min, w_momentum=w_momentum,
-            w_weight_decay=w_weight_decay, a_lr=a_lr, a_weight_decay=a_weight_decay,
-            difference=difference, lookahead=lookahead, warmup=warmup, strategy="darts")
+            order=order,
+            w_lr=w_lr,
+            w_lr_min=w_lr_min,
+            w_momentum=w_momentum,
+            w_weight_decay=w_weight_decay,
+            a_lr=a_lr,
+            a_weight_decay=a_weight_decay,
+            difference=difference,
+            lookahead=lookahead,
+            warmup=warmup,
+            strategy="darts",
+        )
 
     def search(self, ctx: SearchContext) -> SearchResult:
-        run = search_supernet(ctx, ctx.space, epochs=ctx.epochs, phase="search",
-                              **self.options.search_kwargs())
+        run = search_supernet(
+            ctx, ctx.space, epochs=ctx.epochs, phase="search", **self.options.search_kwargs()
+        )
         return supernet_result(ctx, run)

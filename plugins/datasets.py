@@ -17,8 +17,9 @@ import gzip
 import math
 import zipfile
 from abc import abstractmethod
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any
 
 import numpy as np
 import torch
@@ -27,8 +28,15 @@ from nasplug.interfaces import Dataset
 from nasplug.types import TASK_KINDS, Data, Task
 
 __all__ = [
-    "Cifar10", "Diabetes", "FashionMnist", "FashionMnistMultilabel", "FashionMnistSmall",
-    "ImageFolder", "Mnist", "Npz", "read_idx",
+    "Cifar10",
+    "Diabetes",
+    "FashionMnist",
+    "FashionMnistMultilabel",
+    "FashionMnistSmall",
+    "ImageFolder",
+    "Mnist",
+    "Npz",
+    "read_idx",
 ]
 
 #: The embedded default: a class-balanced subset of Fashion-MNIST as uint8 (see the licence
@@ -41,18 +49,44 @@ DEBIAN_FASHION_MNIST = Path("/usr/share/datasets/fashion-mnist")
 #: Where torchvision sets are looked for and downloaded when no ``data_dir`` is given.
 DEFAULT_ROOT = Path("~/.cache/nasplug/datasets")
 
-FASHION_MNIST_CLASSES = ("T-shirt/top", "Trouser", "Pullover", "Dress", "Coat", "Sandal", "Shirt",
-                         "Sneaker", "Bag", "Ankle boot")
+FASHION_MNIST_CLASSES = (
+    "T-shirt/top",
+    "Trouser",
+    "Pullover",
+    "Dress",
+    "Coat",
+    "Sandal",
+    "Shirt",
+    "Sneaker",
+    "Bag",
+    "Ankle boot",
+)
 MNIST_CLASSES = tuple(str(d) for d in range(10))
-CIFAR10_CLASSES = ("airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship",
-                   "truck")
-IDX_FILES = ("train-images-idx3-ubyte", "train-labels-idx1-ubyte", "t10k-images-idx3-ubyte",
-             "t10k-labels-idx1-ubyte")
+CIFAR10_CLASSES = (
+    "airplane",
+    "automobile",
+    "bird",
+    "cat",
+    "deer",
+    "dog",
+    "frog",
+    "horse",
+    "ship",
+    "truck",
+)
+IDX_FILES = (
+    "train-images-idx3-ubyte",
+    "train-labels-idx1-ubyte",
+    "t10k-images-idx3-ubyte",
+    "t10k-labels-idx1-ubyte",
+)
 
 _NPZ_SPLITS = {"": "train", "_train": "train", "_val": "val", "_test": "test"}
 _NPZ_NAMES = tuple(f"{a}{s}" for s in _NPZ_SPLITS for a in ("X", "y")) + ("labels",)
-_NPZ_ACCEPTED = ("accepted: a .npz file with arrays X and y, or X_train and y_train (optionally X_val, "
-                 "y_val, X_test, y_test, labels)")
+_NPZ_ACCEPTED = (
+    "accepted: a .npz file with arrays X and y, or X_train and y_train (optionally X_val, "
+    "y_val, X_test, y_test, labels)"
+)
 _LAYOUTS = ("auto", "nchw", "nhwc")
 _FOLDER_ACCEPTED = "accepted: a folder with one subfolder of images per class"
 
@@ -73,8 +107,9 @@ class FashionMnistSmall(Dataset):
         test_per_class: test images per class, 1 to 200.
     """
 
-    def __init__(self, train_per_class: int = 250,
-                 test_per_class: int = SHIPPED_TEST_PER_CLASS) -> None:
+    def __init__(
+        self, train_per_class: int = 250, test_per_class: int = SHIPPED_TEST_PER_CLASS
+    ) -> None:
         name = "fashion-mnist-small"
         _check_range(name, "train_per_class", train_per_class, 1, SHIPPED_TRAIN_PER_CLASS)
         _check_range(name, "test_per_class", test_per_class, 1, SHIPPED_TEST_PER_CLASS)
@@ -83,11 +118,16 @@ class FashionMnistSmall(Dataset):
 
     def load(self) -> Data:
         train, test = _embedded()
-        train = _take_per_class("fashion-mnist-small", "train_per_class", train, self.train_per_class)
+        train = _take_per_class(
+            "fashion-mnist-small", "train_per_class", train, self.train_per_class
+        )
         test = _take_per_class("fashion-mnist-small", "test_per_class", test, self.test_per_class)
-        return _build("fashion-mnist-small", "classification",
-                      {"train": (train[0][:, None], train[1]), "test": (test[0][:, None], test[1])},
-                      labels=FASHION_MNIST_CLASSES)
+        return _build(
+            "fashion-mnist-small",
+            "classification",
+            {"train": (train[0][:, None], train[1]), "test": (test[0][:, None], test[1])},
+            labels=FASHION_MNIST_CLASSES,
+        )
 
 
 class FashionMnistMultilabel(Dataset):
@@ -113,8 +153,13 @@ class FashionMnistMultilabel(Dataset):
     def load(self) -> Data:
         train, test = _embedded()
         rng = np.random.default_rng(self.seed)
-        splits = {"train": _pairs(train, self.train_size, rng), "test": _pairs(test, self.test_size, rng)}
-        return _build("fashion-mnist-multilabel", "multilabel", splits, labels=FASHION_MNIST_CLASSES)
+        splits = {
+            "train": _pairs(train, self.train_size, rng),
+            "test": _pairs(test, self.test_size, rng),
+        }
+        return _build(
+            "fashion-mnist-multilabel", "multilabel", splits, labels=FASHION_MNIST_CLASSES
+        )
 
 
 class Diabetes(Dataset):
@@ -134,12 +179,17 @@ class Diabetes(Dataset):
         try:
             from sklearn.datasets import load_diabetes
         except ImportError as e:
-            raise ValueError("diabetes needs scikit-learn, which is not installed: "
-                             "pip install scikit-learn") from e
+            raise ValueError(
+                "diabetes needs scikit-learn, which is not installed: pip install scikit-learn"
+            ) from e
         x, y = load_diabetes(return_X_y=True, scaled=False)
         train, test = _split(y, "regression", self.test_fraction, self.seed)
-        return _build("diabetes", "regression", {"train": (x[train], y[train]), "test": (x[test], y[test])},
-                      labels=("disease progression",))
+        return _build(
+            "diabetes",
+            "regression",
+            {"train": (x[train], y[train]), "test": (x[test], y[test])},
+            labels=("disease progression",),
+        )
 
 
 class _TorchvisionSet(Dataset):
@@ -148,8 +198,13 @@ class _TorchvisionSet(Dataset):
     name = ""
     classes: tuple[str, ...] = ()
 
-    def __init__(self, data_dir: str = "", download: bool = True, train_per_class: int = 0,
-                 test_per_class: int = 0) -> None:
+    def __init__(
+        self,
+        data_dir: str = "",
+        download: bool = True,
+        train_per_class: int = 0,
+        test_per_class: int = 0,
+    ) -> None:
         _check_range(self.name, "train_per_class", train_per_class, 0)
         _check_range(self.name, "test_per_class", test_per_class, 0)
         self.data_dir = data_dir
@@ -161,7 +216,9 @@ class _TorchvisionSet(Dataset):
         train, test = self._arrays()
         train = _take_per_class(self.name, "train_per_class", train, self.train_per_class)
         test = _take_per_class(self.name, "test_per_class", test, self.test_per_class)
-        return _build(self.name, "classification", {"train": train, "test": test}, labels=self.classes)
+        return _build(
+            self.name, "classification", {"train": train, "test": test}, labels=self.classes
+        )
 
     def _root(self) -> Path:
         return Path(self.data_dir or DEFAULT_ROOT).expanduser()
@@ -186,10 +243,13 @@ class _IdxSet(_TorchvisionSet):
             files = _idx_files(folder)
             if files:
                 return _read_idx_set(files)
-        hint = (f"fetch {', '.join(f + '.gz' for f in IDX_FILES)} from {self.mirror} and put them in "
-                f"{root}")
+        hint = (
+            f"fetch {', '.join(f + '.gz' for f in IDX_FILES)} from {self.mirror} and put them in "
+            f"{root}"
+        )
         x_train, y_train, x_test, y_test = _torchvision_arrays(
-            self.name, self.torchvision_class, root, self.download, hint, import_hint=hint)
+            self.name, self.torchvision_class, root, self.download, hint, import_hint=hint
+        )
         return (x_train, y_train), (x_test, y_test)
 
 
@@ -251,10 +311,13 @@ class Cifar10(_TorchvisionSet):
 
     def _arrays(self) -> tuple[Split, Split]:
         root = self._root()
-        hint = (f"fetch https://www.cs.toronto.edu/~kriz/cifar-10-python.tar.gz and extract it in {root} "
-                f"(giving {root / 'cifar-10-batches-py'})")
+        hint = (
+            f"fetch https://www.cs.toronto.edu/~kriz/cifar-10-python.tar.gz and extract it in {root} "
+            f"(giving {root / 'cifar-10-batches-py'})"
+        )
         x_train, y_train, x_test, y_test = _torchvision_arrays(
-            self.name, "CIFAR10", root, self.download, hint)
+            self.name, "CIFAR10", root, self.download, hint
+        )
         # torchvision keeps CIFAR as NHWC
         return (x_train.transpose(0, 3, 1, 2), y_train), (x_test.transpose(0, 3, 1, 2), y_test)
 
@@ -278,8 +341,15 @@ class Npz(Dataset):
         classes: number of classes (0: the largest label plus one, or the length of ``labels``).
     """
 
-    def __init__(self, path: str = "", task: str = "classification", layout: str = "auto",
-                 test_fraction: float = 0.2, seed: int = 0, classes: int = 0) -> None:
+    def __init__(
+        self,
+        path: str = "",
+        task: str = "classification",
+        layout: str = "auto",
+        test_fraction: float = 0.2,
+        seed: int = 0,
+        classes: int = 0,
+    ) -> None:
         if not path:
             raise ValueError("npz needs a file: path=FILE.npz")
         if task not in TASK_KINDS:
@@ -302,8 +372,10 @@ class Npz(Dataset):
         arrays = _read_npz(path)
         labels = arrays.pop("labels", None)
         if labels is not None and (labels.ndim != 1 or labels.dtype.kind not in "US"):
-            raise ValueError(f"npz: 'labels' in {path.name} has shape {labels.shape} and dtype "
-                             f"{labels.dtype}; accepted: a 1-D array of names")
+            raise ValueError(
+                f"npz: 'labels' in {path.name} has shape {labels.shape} and dtype "
+                f"{labels.dtype}; accepted: a 1-D array of names"
+            )
         names = () if labels is None else tuple(str(s) for s in labels)
         splits: dict[str, Split] = {}
         for suffix, split in _NPZ_SPLITS.items():
@@ -332,10 +404,18 @@ class ImageFolder(Dataset):
         seed: seed of that split.
     """
 
-    def __init__(self, path: str = "", size: int = 32, grayscale: bool = False, test_fraction: float = 0.2,
-                 seed: int = 0) -> None:
+    def __init__(
+        self,
+        path: str = "",
+        size: int = 32,
+        grayscale: bool = False,
+        test_fraction: float = 0.2,
+        seed: int = 0,
+    ) -> None:
         if not path:
-            raise ValueError("imagefolder needs a folder: path=DIR (one subfolder of images per class)")
+            raise ValueError(
+                "imagefolder needs a folder: path=DIR (one subfolder of images per class)"
+            )
         _check_range("imagefolder", "size", size, 1)
         _check_fraction("imagefolder", test_fraction)
         _check_folder(Path(path).expanduser())
@@ -354,12 +434,18 @@ class ImageFolder(Dataset):
         if self.grayscale:
             steps.append(transforms.Grayscale(1))
         steps.append(transforms.PILToTensor())
-        folder = tv.datasets.ImageFolder(str(root), transform=transforms.Compose(steps), allow_empty=True)
-        counts = np.bincount(np.asarray(folder.targets, dtype=np.int64), minlength=len(folder.classes))
+        folder = tv.datasets.ImageFolder(
+            str(root), transform=transforms.Compose(steps), allow_empty=True
+        )
+        counts = np.bincount(
+            np.asarray(folder.targets, dtype=np.int64), minlength=len(folder.classes)
+        )
         empty = [c for c, n in zip(folder.classes, counts) if n == 0]
         if empty:
-            raise ValueError(f"imagefolder: class folder {empty[0]!r} has no images; accepted image files: "
-                             f"{', '.join(tv.datasets.folder.IMG_EXTENSIONS)}")
+            raise ValueError(
+                f"imagefolder: class folder {empty[0]!r} has no images; accepted image files: "
+                f"{', '.join(tv.datasets.folder.IMG_EXTENSIONS)}"
+            )
         images = []
         for i, (file, _) in enumerate(folder.samples):
             try:
@@ -383,18 +469,26 @@ def read_idx(path: str | Path) -> np.ndarray:
     """
     path = Path(path)
     try:
-        with (gzip.open(path, "rb") if path.suffix == ".gz" else open(path, "rb")) as f:
+        with gzip.open(path, "rb") if path.suffix == ".gz" else open(path, "rb") as f:
             raw = f.read()
     except (OSError, EOFError) as e:  # gzip.BadGzipFile is an OSError
         raise ValueError(f"cannot read IDX file {path}: {_one_line(e)}") from e
     if len(raw) < 4 or raw[:3] != b"\x00\x00\x08" or raw[3] == 0:
-        raise ValueError(f"{path} is not an IDX file of unsigned bytes; accepted: MNIST's IDX format "
-                         "(magic 0x0000080N)")
+        raise ValueError(
+            f"{path} is not an IDX file of unsigned bytes; accepted: MNIST's IDX format "
+            "(magic 0x0000080N)"
+        )
     ndim = raw[3]
     header = 4 + 4 * ndim
-    dims = tuple(int(d) for d in np.frombuffer(raw[4:header], dtype=">u4")) if len(raw) >= header else ()
+    dims = (
+        tuple(int(d) for d in np.frombuffer(raw[4:header], dtype=">u4"))
+        if len(raw) >= header
+        else ()
+    )
     if len(dims) != ndim or len(raw) != header + math.prod(dims):
-        raise ValueError(f"IDX file {path} is truncated or has trailing bytes; accepted: a complete IDX file")
+        raise ValueError(
+            f"IDX file {path} is truncated or has trailing bytes; accepted: a complete IDX file"
+        )
     return np.frombuffer(raw, dtype=np.uint8, offset=header).reshape(dims)
 
 
@@ -413,8 +507,9 @@ def _read_idx_set(files: dict[str, Path]) -> tuple[Split, Split]:
     x_train, y_train, x_test, y_test = (read_idx(files[stem]) for stem in IDX_FILES)
     for stem, x in (("train-images", x_train), ("t10k-images", x_test)):
         if x.ndim != 3:
-            raise ValueError(f"{files[stem + '-idx3-ubyte']} holds shape {x.shape}; "
-                             "accepted: images (N, H, W)")
+            raise ValueError(
+                f"{files[stem + '-idx3-ubyte']} holds shape {x.shape}; accepted: images (N, H, W)"
+            )
     return (x_train[:, None], y_train), (x_test[:, None], y_test)
 
 
@@ -424,22 +519,28 @@ def _import_torchvision(name: str, hint: str) -> Any:
         import torchvision.datasets
     except ImportError as e:
         extra = f", or {hint}" if hint else ""
-        raise ValueError(f"{name} needs torchvision, which is not installed: "
-                         f"pip install torchvision{extra}") from e
+        raise ValueError(
+            f"{name} needs torchvision, which is not installed: pip install torchvision{extra}"
+        ) from e
     return torchvision
 
 
-def _torchvision_arrays(name: str, cls: str, root: Path, download: bool, hint: str,
-                        import_hint: str = "") -> tuple[np.ndarray, ...]:
+def _torchvision_arrays(
+    name: str, cls: str, root: Path, download: bool, hint: str, import_hint: str = ""
+) -> tuple[np.ndarray, ...]:
     """Train and test arrays of a torchvision dataset class, as (x_train, y_train, x_test, y_test).
 
     ``hint`` says how to fetch the data by hand; ``import_hint`` what works without torchvision.
     """
     tv = _import_torchvision(name, import_hint)
     try:
-        sets = [getattr(tv.datasets, cls)(str(root), train=train, download=download)
-                for train in (True, False)]
-    except Exception as e:  # offline or corrupt data surfaces as URLError, RuntimeError, OSError, ...
+        sets = [
+            getattr(tv.datasets, cls)(str(root), train=train, download=download)
+            for train in (True, False)
+        ]
+    except (
+        Exception
+    ) as e:  # offline or corrupt data surfaces as URLError, RuntimeError, OSError, ...
         what = "download failed" if download else "download=false"
         raise ValueError(f"{name}: no data in {root} and {what} ({_one_line(e)}); {hint}") from e
     out: list[np.ndarray] = []
@@ -450,8 +551,10 @@ def _torchvision_arrays(name: str, cls: str, root: Path, download: bool, hint: s
 
 def _embedded() -> tuple[Split, Split]:
     if not EMBEDDED.is_file():
-        raise ValueError(f"the embedded dataset {EMBEDDED} is missing; "
-                         "rebuild it with tools/make_embedded_data.py")
+        raise ValueError(
+            f"the embedded dataset {EMBEDDED} is missing; "
+            "rebuild it with tools/make_embedded_data.py"
+        )
     with np.load(EMBEDDED) as f:
         return (f["x_train"], f["y_train"]), (f["x_test"], f["y_test"])
 
@@ -471,8 +574,9 @@ def _read_npz(path: Path) -> dict[str, np.ndarray]:
     except ValueError as e:  # numpy refuses pickled and object data, which could run code
         if str(e).startswith("npz:"):
             raise
-        raise ValueError(f"npz: cannot read {path}: it is not an archive of plain numeric arrays; "
-                         f"{accepted}") from e
+        raise ValueError(
+            f"npz: cannot read {path}: it is not an archive of plain numeric arrays; {accepted}"
+        ) from e
     unknown = sorted(set(arrays) - set(_NPZ_NAMES))
     if unknown:
         raise ValueError(f"npz: {path.name} has unknown arrays {', '.join(unknown)}; {accepted}")
@@ -500,8 +604,10 @@ def _as_inputs(key: str, x: np.ndarray, layout: str) -> np.ndarray:
         channels_last = x.shape[-1] in (1, 3, 4) and x.shape[-1] < x.shape[1]
         nhwc = layout == "nhwc" or (layout == "auto" and channels_last)
         return x.transpose(0, 3, 1, 2) if nhwc else x
-    raise ValueError(f"npz: {key} has shape {x.shape}; accepted: vectors (N, D), grey images (N, H, W), "
-                     "images (N, C, H, W) or (N, H, W, C)")
+    raise ValueError(
+        f"npz: {key} has shape {x.shape}; accepted: vectors (N, D), grey images (N, H, W), "
+        "images (N, C, H, W) or (N, H, W, C)"
+    )
 
 
 # ---- subsets and splits ------------------------------------------------------------------------
@@ -513,8 +619,10 @@ def _take_per_class(name: str, option: str, split: Split, k: int) -> Split:
     counts = np.bincount(y.astype(np.int64))
     if counts.size and counts.min() < k:
         short = int(np.argmin(counts))
-        raise ValueError(f"{name}: {option}={k} but class {short} has only {counts[short]} examples; "
-                         f"accepted: at most {counts.min()}")
+        raise ValueError(
+            f"{name}: {option}={k} but class {short} has only {counts[short]} examples; "
+            f"accepted: at most {counts.min()}"
+        )
     keep = np.sort(np.concatenate([np.flatnonzero(y == c)[:k] for c in range(counts.size)]))
     return x[keep], y[keep]
 
@@ -530,7 +638,9 @@ def _pairs(split: Split, n: int, rng: np.random.Generator) -> Split:
     return np.concatenate([x[a], x[b]], axis=2)[:, None], targets
 
 
-def _split(y: np.ndarray, kind: str, test_fraction: float, seed: int) -> tuple[np.ndarray, np.ndarray]:
+def _split(
+    y: np.ndarray, kind: str, test_fraction: float, seed: int
+) -> tuple[np.ndarray, np.ndarray]:
     """Deterministic train and test indices; stratified by class for classification."""
     rng = np.random.default_rng(seed)
     n = len(y)
@@ -551,16 +661,23 @@ def _split(y: np.ndarray, kind: str, test_fraction: float, seed: int) -> tuple[n
 
 # ---- checks and normalisation ------------------------------------------------------------------
 def _check_range(name: str, option: str, value: int, low: int, high: int | None = None) -> None:
-    if (not isinstance(value, int) or isinstance(value, bool) or value < low
-            or (high is not None and value > high)):
+    if (
+        not isinstance(value, int)
+        or isinstance(value, bool)
+        or value < low
+        or (high is not None and value > high)
+    ):
         upper = f" to {high}" if high is not None else " or more"
-        raise ValueError(f"{name}: {option}={value!r} is out of range; accepted: an integer {low}{upper}")
+        raise ValueError(
+            f"{name}: {option}={value!r} is out of range; accepted: an integer {low}{upper}"
+        )
 
 
 def _check_fraction(name: str, value: float) -> None:
     if not 0.0 < value < 1.0:
-        raise ValueError(f"{name}: test_fraction={value!r} is out of range; "
-                         "accepted: a number between 0 and 1")
+        raise ValueError(
+            f"{name}: test_fraction={value!r} is out of range; accepted: a number between 0 and 1"
+        )
 
 
 def _check_folder(root: Path) -> None:
@@ -573,18 +690,28 @@ def _check_folder(root: Path) -> None:
 def _check_pair(name: str, split: str, x: np.ndarray, y: np.ndarray) -> None:
     """Checks that hold for one split of any task kind."""
     if x.ndim == 0 or y.ndim == 0:
-        raise ValueError(f"{name}: the {split} inputs or targets are a single number; "
-                         "accepted: one row per example")
+        raise ValueError(
+            f"{name}: the {split} inputs or targets are a single number; "
+            "accepted: one row per example"
+        )
     for what, a in (("inputs", x), ("targets", y)):
         if a.dtype.kind not in "biuf":
-            raise ValueError(f"{name}: the {split} {what} have dtype {a.dtype}; accepted: real numbers")
+            raise ValueError(
+                f"{name}: the {split} {what} have dtype {a.dtype}; accepted: real numbers"
+            )
         if a.dtype.kind == "f" and not np.isfinite(a).all():
-            raise ValueError(f"{name}: the {split} {what} contain NaN or inf; accepted: finite numbers")
+            raise ValueError(
+                f"{name}: the {split} {what} contain NaN or inf; accepted: finite numbers"
+            )
     if len(x) == 0:
-        raise ValueError(f"{name}: the {split} split is empty; accepted: at least one example per split")
+        raise ValueError(
+            f"{name}: the {split} split is empty; accepted: at least one example per split"
+        )
     if len(x) != len(y):
-        raise ValueError(f"{name}: the {split} split has {len(x)} inputs but {len(y)} targets; "
-                         "accepted: one target row per input")
+        raise ValueError(
+            f"{name}: the {split} split has {len(x)} inputs but {len(y)} targets; "
+            "accepted: one target row per input"
+        )
 
 
 def _targets(name: str, kind: str, split: str, y: np.ndarray) -> np.ndarray:
@@ -593,28 +720,39 @@ def _targets(name: str, kind: str, split: str, y: np.ndarray) -> np.ndarray:
         if y.ndim == 2 and y.shape[1] == 1:
             y = y[:, 0]
         if y.ndim != 1:
-            raise ValueError(f"{name}: the {split} labels have shape {y.shape}; accepted for classification: "
-                             "one class index per example, shape (N,)")
+            raise ValueError(
+                f"{name}: the {split} labels have shape {y.shape}; accepted for classification: "
+                "one class index per example, shape (N,)"
+            )
         if y.dtype.kind == "f" and not (y == np.round(y)).all():
-            raise ValueError(f"{name}: the {split} labels are not integers; accepted for classification: "
-                             "class indices 0..K-1")
+            raise ValueError(
+                f"{name}: the {split} labels are not integers; accepted for classification: "
+                "class indices 0..K-1"
+            )
         if (y < 0).any():
-            raise ValueError(f"{name}: label {y.min():g} in the {split} split is out of range; accepted: "
-                             "class indices 0..K-1")
+            raise ValueError(
+                f"{name}: label {y.min():g} in the {split} split is out of range; accepted: "
+                "class indices 0..K-1"
+            )
         return y.astype(np.int64)
     if kind == "regression":
         if y.ndim not in (1, 2):
-            raise ValueError(f"{name}: the {split} targets have shape {y.shape}; accepted for regression: "
-                             "(N,) or (N, T)")
+            raise ValueError(
+                f"{name}: the {split} targets have shape {y.shape}; accepted for regression: "
+                "(N,) or (N, T)"
+            )
         return y.reshape(len(y), -1).astype(np.float32)
     if y.ndim != 2 or not ((y == 0) | (y == 1)).all():
-        raise ValueError(f"{name}: the {split} targets must be 0/1 of shape (N, L), got shape {y.shape}; "
-                         "accepted for multilabel: one 0/1 column per label")
+        raise ValueError(
+            f"{name}: the {split} targets must be 0/1 of shape (N, L), got shape {y.shape}; "
+            "accepted for multilabel: one 0/1 column per label"
+        )
     return y.astype(np.float32)
 
 
-def _build(name: str, kind: str, splits: dict[str, Split], *, classes: int = 0,
-           labels: Sequence[str] = ()) -> Data:
+def _build(
+    name: str, kind: str, splits: dict[str, Split], *, classes: int = 0, labels: Sequence[str] = ()
+) -> Data:
     """Check every split, normalise the inputs with train statistics and wrap them as ``Data``."""
     if kind not in TASK_KINDS:
         raise ValueError(f"{name}: unknown task {kind!r}; accepted: {', '.join(TASK_KINDS)}")
@@ -625,26 +763,33 @@ def _build(name: str, kind: str, splits: dict[str, Split], *, classes: int = 0,
     shapes = {split: x.shape[1:] for split, (x, _) in splits.items()}
     if len(set(shapes.values())) > 1:
         listing = ", ".join(f"{s} {tuple(v)}" for s, v in shapes.items())
-        raise ValueError(f"{name}: inputs differ in shape between splits ({listing}); accepted: one shape")
+        raise ValueError(
+            f"{name}: inputs differ in shape between splits ({listing}); accepted: one shape"
+        )
     if kind == "classification":
         outputs = _check_classes(name, ys, classes or len(labels), labels)
     else:
         widths = {split: y.shape[1] for split, y in ys.items()}
         if len(set(widths.values())) > 1:
             listing = ", ".join(f"{s} {w}" for s, w in widths.items())
-            raise ValueError(f"{name}: targets differ in width between splits ({listing}); "
-                             "accepted: one width")
+            raise ValueError(
+                f"{name}: targets differ in width between splits ({listing}); accepted: one width"
+            )
         outputs = widths["train"]
     if labels and len(labels) != outputs:
-        raise ValueError(f"{name}: {len(labels)} label names for {outputs} outputs; "
-                         "accepted: one name per output")
+        raise ValueError(
+            f"{name}: {len(labels)} label names for {outputs} outputs; "
+            "accepted: one name per output"
+        )
     xs = _normalise({split: x for split, (x, _) in splits.items()})
     task = Task(kind, tuple(shapes["train"]), outputs, tuple(labels))
     tensors = {split: (xs[split], torch.from_numpy(ys[split])) for split in splits}
     return Data(task, tensors["train"], tensors["test"], tensors.get("val"), name=name)
 
 
-def _check_classes(name: str, ys: dict[str, np.ndarray], classes: int, labels: Sequence[str]) -> int:
+def _check_classes(
+    name: str, ys: dict[str, np.ndarray], classes: int, labels: Sequence[str]
+) -> int:
     """The number of classes; every class must have examples in every split."""
     top = max(int(y.max()) for y in ys.values())
     k = classes or top + 1
@@ -657,8 +802,10 @@ def _check_classes(name: str, ys: dict[str, np.ndarray], classes: int, labels: S
         if missing.size:
             c = int(missing[0])
             named = f" ({labels[c]!r})" if c < len(labels) else ""
-            raise ValueError(f"{name}: class {c}{named} has no examples in the {split} split; "
-                             "accepted: every class in every split (add examples of that class)")
+            raise ValueError(
+                f"{name}: class {c}{named} has no examples in the {split} split; "
+                "accepted: every class in every split (add examples of that class)"
+            )
     return k
 
 

@@ -13,7 +13,8 @@ The strategy sees the space only through its interface (``with_depth``, ``restri
 from __future__ import annotations
 
 import math
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 from torch import nn
 
@@ -55,13 +56,27 @@ class ProgressiveDarts(Strategy):
             frozen (P-DARTS: 10 of 25), at most the stage's epochs - 1; default as ``darts``.
     """
 
-    def __init__(self, stages: int = 3, depths: str = "3,5,8", keep: str = "5,3",
-                 skip_op: str = "skip_connect", skip_dropout: str = "0.0,0.4,0.7",
-                 dropout_decay: float = 0.2, max_skips: int = 2, skip_scope: str = "normal:",
-                 order: int = 1, w_lr: float = 0.025, w_lr_min: float = 0.001,
-                 w_momentum: float = 0.9, w_weight_decay: float = 3e-4, a_lr: float = 3e-4,
-                 a_weight_decay: float = 1e-3, difference: str = "central",
-                 lookahead: str = "virtual", warmup: int = WARMUP) -> None:
+    def __init__(
+        self,
+        stages: int = 3,
+        depths: str = "3,5,8",
+        keep: str = "5,3",
+        skip_op: str = "skip_connect",
+        skip_dropout: str = "0.0,0.4,0.7",
+        dropout_decay: float = 0.2,
+        max_skips: int = 2,
+        skip_scope: str = "normal:",
+        order: int = 1,
+        w_lr: float = 0.025,
+        w_lr_min: float = 0.001,
+        w_momentum: float = 0.9,
+        w_weight_decay: float = 3e-4,
+        a_lr: float = 3e-4,
+        a_weight_decay: float = 1e-3,
+        difference: str = "central",
+        lookahead: str = "virtual",
+        warmup: int = WARMUP,
+    ) -> None:
         if stages < 1:
             raise ValueError(f"pdarts needs at least one stage, got stages={stages}")
         self.stages = stages
@@ -73,9 +88,18 @@ class ProgressiveDarts(Strategy):
         if dropout_decay < 0:
             raise ValueError(f"dropout_decay must be >= 0, got {dropout_decay}")
         self.options = SupernetOptions(
-            order=order, w_lr=w_lr, w_lr_min=w_lr_min, w_momentum=w_momentum,
-            w_weight_decay=w_weight_decay, a_lr=a_lr, a_weight_decay=a_weight_decay,
-            difference=difference, lookahead=lookahead, warmup=warmup, strategy="pdarts")
+            order=order,
+            w_lr=w_lr,
+            w_lr_min=w_lr_min,
+            w_momentum=w_momentum,
+            w_weight_decay=w_weight_decay,
+            a_lr=a_lr,
+            a_weight_decay=a_weight_decay,
+            difference=difference,
+            lookahead=lookahead,
+            warmup=warmup,
+            strategy="pdarts",
+        )
         self.skip_op = skip_op.strip()
         self.dropout_decay = dropout_decay
         self.max_skips = max_skips
@@ -93,31 +117,47 @@ class ProgressiveDarts(Strategy):
         run: SupernetRun | None = None
         for s, epochs in enumerate(self.stage_epochs(ctx.epochs)):
             stage_space = space.with_depth(self.depths[s]) if self.depths else space
-            ctx.trainer.log("stage", stage=s + 1, epochs=epochs,
-                            depth=self.depths[s] if self.depths else None,
-                            candidates={c.name: list(c.candidates) for c in stage_space.choices()})
-            run = search_supernet(ctx, stage_space, epochs=epochs, phase=f"stage{s + 1}",
-                                  before_epoch=self._dropout_schedule(ctx, stage_space, s),
-                                  **self.options.search_kwargs())
+            ctx.trainer.log(
+                "stage",
+                stage=s + 1,
+                epochs=epochs,
+                depth=self.depths[s] if self.depths else None,
+                candidates={c.name: list(c.candidates) for c in stage_space.choices()},
+            )
+            run = search_supernet(
+                ctx,
+                stage_space,
+                epochs=epochs,
+                phase=f"stage{s + 1}",
+                before_epoch=self._dropout_schedule(ctx, stage_space, s),
+                **self.options.search_kwargs(),
+            )
             history += [{**rec, "stage": s + 1} for rec in run.history]
             seconds += run.seconds
             if s < self.stages - 1:
                 weights = run.logits.eval_weights(ctx.relaxation)
-                space = space.restrict(strongest(space, weights, self.keep[s],
-                                                 run.logits.as_dict()))
+                space = space.restrict(
+                    strongest(space, weights, self.keep[s], run.logits.as_dict())
+                )
         assert run is not None  # stages >= 1
         weights = run.logits.eval_weights(ctx.relaxation)
         genotype, replaced = run.space.derive(weights), 0
         if self.skip_op and self.max_skips >= 0:
-            genotype, replaced = cap_candidate(run.space, weights, self.skip_op, self.max_skips,
-                                               self.skip_scope)
+            genotype, replaced = cap_candidate(
+                run.space, weights, self.skip_op, self.max_skips, self.skip_scope
+            )
         result = supernet_result(ctx, run, genotype)
-        metrics = {**result.metrics, "search_seconds": seconds, "stages": float(self.stages),
-                   "skips_replaced": float(replaced)}
+        metrics = {
+            **result.metrics,
+            "search_seconds": seconds,
+            "stages": float(self.stages),
+            "skips_replaced": float(replaced),
+        }
         return SearchResult(genotype, metrics, history)
 
-    def _dropout_schedule(self, ctx: SearchContext, space: SearchSpace,
-                          stage: int) -> Callable[[int, nn.Module], None] | None:
+    def _dropout_schedule(
+        self, ctx: SearchContext, space: SearchSpace, stage: int
+    ) -> Callable[[int, nn.Module], None] | None:
         rate = self.skip_dropout[stage]
         if not self.skip_op or not any(self.skip_op in c.candidates for c in space.choices()):
             return None
@@ -125,16 +165,19 @@ class ProgressiveDarts(Strategy):
         def before_epoch(epoch: int, net: nn.Module) -> None:
             if not hasattr(net, "candidate_dropout"):
                 if rate > 0 and epoch == 0:
-                    ctx.trainer.say(f"pdarts: the {type(net).__name__} supernet has no "
-                                    f"candidate_dropout; {self.skip_op} is not dropped out")
+                    ctx.trainer.say(
+                        f"pdarts: the {type(net).__name__} supernet has no "
+                        f"candidate_dropout; {self.skip_op} is not dropped out"
+                    )
                 return
             net.candidate_dropout = {self.skip_op: rate * math.exp(-self.dropout_decay * epoch)}
 
         return before_epoch
 
 
-def strongest(space: SearchSpace, weights: Weights, k: int,
-              logits: Weights | None = None) -> dict[str, list[str]]:
+def strongest(
+    space: SearchSpace, weights: Weights, k: int, logits: Weights | None = None
+) -> dict[str, list[str]]:
     """The ``k`` candidates of every choice with the largest weights, in the choice's order.
 
     Ties, such as the exact zeros of sparse relaxations, go to the larger logit, then to the
@@ -143,14 +186,17 @@ def strongest(space: SearchSpace, weights: Weights, k: int,
     keep = {}
     for c in space.choices():
         w = weights[c.name].detach().float().cpu().tolist()
-        lg = logits[c.name].detach().float().cpu().tolist() if logits is not None else [0.0] * len(w)
+        lg = (
+            logits[c.name].detach().float().cpu().tolist() if logits is not None else [0.0] * len(w)
+        )
         ranked = sorted(range(len(c.candidates)), key=lambda i: (-w[i], -lg[i], i))[:k]
         keep[c.name] = [c.candidates[i] for i in sorted(ranked)]
     return keep
 
 
-def cap_candidate(space: SearchSpace, weights: Weights, candidate: str, limit: int,
-                  scope: str = "") -> tuple[Genotype, int]:
+def cap_candidate(
+    space: SearchSpace, weights: Weights, candidate: str, limit: int, scope: str = ""
+) -> tuple[Genotype, int]:
     """Derive a genotype in which at most ``limit`` choices of ``scope`` take ``candidate``.
 
     P-DARTS's rule: while the derived genotype has too many, the weakest such choice loses the
@@ -180,8 +226,10 @@ def _numbers(text: str, name: str, kind: type, count: int, low: float) -> list[A
     except ValueError:
         raise ValueError(f"{name} must be comma-separated {kind.__name__}s, got {text!r}") from None
     if len(values) != count:
-        raise ValueError(f"{name} needs {count} comma-separated values (one per stage"
-                         f"{' but the last' if name == 'keep' else ''}), got {text!r}")
+        raise ValueError(
+            f"{name} needs {count} comma-separated values (one per stage"
+            f"{' but the last' if name == 'keep' else ''}), got {text!r}"
+        )
     if any(v < low for v in values):
         raise ValueError(f"{name} values must be >= {low}, got {text!r}")
     return values

@@ -11,7 +11,8 @@ from __future__ import annotations
 import math
 import random
 import time
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 from nasplug.candidates import best_candidate, forget_checkpoint, train_candidate
 from nasplug.evaluate import count_params
@@ -49,15 +50,26 @@ class RandomSearch(Strategy):
             for each candidate before it is scored (``supernet``; 0: use the shared statistics).
     """
 
-    def __init__(self, method: str = "train", candidates: int = 8, time_budget: float = 0.0,
-                 train_epochs: int = 2, lr: float = 0.025, supernet_epochs: int = 0,
-                 recalibrate: int = 4) -> None:
+    def __init__(
+        self,
+        method: str = "train",
+        candidates: int = 8,
+        time_budget: float = 0.0,
+        train_epochs: int = 2,
+        lr: float = 0.025,
+        supernet_epochs: int = 0,
+        recalibrate: int = 4,
+    ) -> None:
         if method not in METHODS:
-            raise ValueError(f"unknown random search method {method!r}; accepted: {', '.join(METHODS)}")
+            raise ValueError(
+                f"unknown random search method {method!r}; accepted: {', '.join(METHODS)}"
+            )
         if candidates < 0 or time_budget < 0:
             raise ValueError("candidates and time_budget must be >= 0")
         if candidates == 0 and time_budget == 0:
-            raise ValueError("random search needs a budget: candidates > 0 or time_budget > 0 seconds")
+            raise ValueError(
+                "random search needs a budget: candidates > 0 or time_budget > 0 seconds"
+            )
         if train_epochs < 1:
             raise ValueError(f"train_epochs must be at least 1, got {train_epochs}")
         if supernet_epochs < 0 or recalibrate < 0:
@@ -74,8 +86,13 @@ class RandomSearch(Strategy):
         trainer, task = ctx.trainer, ctx.task
         spent = 0.0
         if self.method == "supernet":
-            run = search_supernet(ctx, ctx.space, epochs=self.supernet_epochs or ctx.epochs,
-                                  phase="supernet", sample_paths=True)
+            run = search_supernet(
+                ctx,
+                ctx.space,
+                epochs=self.supernet_epochs or ctx.epochs,
+                phase="supernet",
+                sample_paths=True,
+            )
             spent = run.seconds
             evaluate = self._shared_weights(ctx, run)
         else:
@@ -85,7 +102,9 @@ class RandomSearch(Strategy):
         limit = self.candidates or 2**62
         for i in trainer.epochs(limit, {"memo": memo}, "random"):
             if i > 0:
-                forget_checkpoint(trainer, _phase(i - 1))  # the finished candidate is in the memo now
+                forget_checkpoint(
+                    trainer, _phase(i - 1)
+                )  # the finished candidate is in the memo now
             if self.time_budget and i > 0 and spent + memo["seconds"] >= self.time_budget:
                 break
             genotype = pool.get(i)
@@ -98,36 +117,50 @@ class RandomSearch(Strategy):
             memo["candidates"].append(rec)
             memo["seconds"] += rec["seconds"]
             trainer.log("candidate", **rec)
-            trainer.say(f"random candidate {i + 1}: {task.metric} {_fmt(rec['metric'])} "
-                        f"({rec['params']} parameters, {rec['seconds']:.1f}s)")
+            trainer.say(
+                f"random candidate {i + 1}: {task.metric} {_fmt(rec['metric'])} "
+                f"({rec['params']} parameters, {rec['seconds']:.1f}s)"
+            )
         rows = list(memo["candidates"])
         if not rows:
             raise ValueError("random search found no valid genotype to evaluate in this space")
         forget_checkpoint(trainer, _phase(len(rows) - 1))
         best = best_candidate(rows, task.better)
         m = task.metric
-        metrics = {f"val_{m}": best["metric"], "params": float(best["params"]),
-                   "candidates": float(len(rows)), "search_seconds": spent + memo["seconds"]}
+        metrics = {
+            f"val_{m}": best["metric"],
+            "params": float(best["params"]),
+            "candidates": float(len(rows)),
+            "search_seconds": spent + memo["seconds"],
+        }
         return SearchResult(Genotype.from_dict(best["genotype"]), metrics, rows, rows)
 
     def _trained(self, ctx: SearchContext) -> Callable[[Genotype, int], dict[str, Any]]:
         def evaluate(genotype: Genotype, i: int) -> dict[str, Any]:
-            return train_candidate(ctx, genotype, phase=_phase(i), epochs=self.train_epochs, lr=self.lr)
+            return train_candidate(
+                ctx, genotype, phase=_phase(i), epochs=self.train_epochs, lr=self.lr
+            )
 
         return evaluate
 
-    def _shared_weights(self, ctx: SearchContext,
-                        run: SupernetRun) -> Callable[[Genotype, int], dict[str, Any]]:
+    def _shared_weights(
+        self, ctx: SearchContext, run: SupernetRun
+    ) -> Callable[[Genotype, int], dict[str, Any]]:
         trainer, net = ctx.trainer, run.net
 
         def evaluate(genotype: Genotype, i: int) -> dict[str, Any]:
             hot = {k: v.to(trainer.device) for k, v in ctx.space.one_hot(genotype).items()}
             if self.recalibrate:
-                recalibrate_batchnorm(net, lambda x: net(x, hot), trainer, ctx.batch_size,
-                                      self.recalibrate)
+                recalibrate_batchnorm(
+                    net, lambda x: net(x, hot), trainer, ctx.batch_size, self.recalibrate
+                )
             val = trainer.evaluate(lambda x: net(x, hot), "arch", module=net)
-            return {"genotype": genotype.to_dict(), "metric": val.get(ctx.task.metric, math.nan),
-                    "params": count_params(ctx.space.build(genotype, ctx.task)), "status": "ok"}
+            return {
+                "genotype": genotype.to_dict(),
+                "metric": val.get(ctx.task.metric, math.nan),
+                "params": count_params(ctx.space.build(genotype, ctx.task)),
+                "status": "ok",
+            }
 
         return evaluate
 

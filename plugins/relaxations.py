@@ -20,8 +20,9 @@ the same samples.
 from __future__ import annotations
 
 import math
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any, Mapping, Sequence
+from typing import Any
 
 import torch
 from entmax import entmax15, entmax_bisect, sparsemax
@@ -29,8 +30,18 @@ from entmax import entmax15, entmax_bisect, sparsemax
 from nasplug.interfaces import Relaxation
 from nasplug.polytope import group_projection, nearest_vertex
 
-__all__ = ["SHAPES", "Entmax", "Entmax15", "Gumbel", "GumbelHard", "Schedule", "Scheduled",
-           "Softmax", "Sparsemax", "Tempered"]
+__all__ = [
+    "SHAPES",
+    "Entmax",
+    "Entmax15",
+    "Gumbel",
+    "GumbelHard",
+    "Schedule",
+    "Scheduled",
+    "Softmax",
+    "Sparsemax",
+    "Tempered",
+]
 
 #: Accepted schedule shapes, for the ``schedule`` options.
 SHAPES: tuple[str, ...] = ("constant", "linear", "exp", "cosine")
@@ -59,11 +70,14 @@ class Schedule:
 
     def __post_init__(self) -> None:
         if self.shape not in SHAPES:
-            raise ValueError(f"unknown {self.name} schedule {self.shape!r}; "
-                             f"accepted: {', '.join(SHAPES)}")
+            raise ValueError(
+                f"unknown {self.name} schedule {self.shape!r}; accepted: {', '.join(SHAPES)}"
+            )
         if self.shape == "exp" and (self.start <= 0 or self.end <= 0):
-            raise ValueError(f"an exp {self.name} schedule needs positive start and end, "
-                             f"got {self.start} and {self.end}")
+            raise ValueError(
+                f"an exp {self.name} schedule needs positive start and end, "
+                f"got {self.start} and {self.end}"
+            )
 
     def value(self, progress: float) -> float:
         t = min(max(progress, 0.0), 1.0)
@@ -112,8 +126,12 @@ class Scheduled(Relaxation):
 
     def state_dict(self) -> dict[str, Any]:
         """The clock, plus the current scheduled values (for logs; they follow from the clock)."""
-        state: dict[str, Any] = {"epoch": self._epoch, "epochs": self._epochs,
-                                 "step": self._step, "steps": self._steps}
+        state: dict[str, Any] = {
+            "epoch": self._epoch,
+            "epochs": self._epochs,
+            "step": self._step,
+            "steps": self._steps,
+        }
         state.update({name: self.value(name) for name in self._schedules})
         return state
 
@@ -137,11 +155,13 @@ class Softmax(Relaxation):
 class Tempered(Scheduled):
     """A relaxation of ``logits / tau``; the temperature runs from ``tau_start`` to ``tau_end``."""
 
-    def __init__(self, tau_start: float, tau_end: float, schedule: str, *more: Schedule,
-                 span: float = 1.0) -> None:
+    def __init__(
+        self, tau_start: float, tau_end: float, schedule: str, *more: Schedule, span: float = 1.0
+    ) -> None:
         if tau_start <= 0 or tau_end <= 0:
-            raise ValueError(f"temperatures must be > 0, got tau_start={tau_start}, "
-                             f"tau_end={tau_end}")
+            raise ValueError(
+                f"temperatures must be > 0, got tau_start={tau_start}, tau_end={tau_end}"
+            )
         super().__init__(Schedule("tau", tau_start, tau_end, schedule), *more, span=span)
 
     @property
@@ -195,11 +215,19 @@ class Sparsemax(Tempered):
         hard: the share of the search, at its end, trained on the vertex (grouped only; 0: none).
     """
 
-    def __init__(self, tau_start: float = 1.0, tau_end: float = 0.001,
-                 schedule: str = "exp", grouped: bool = True, hard: float = 0.5) -> None:
+    def __init__(
+        self,
+        tau_start: float = 1.0,
+        tau_end: float = 0.001,
+        schedule: str = "exp",
+        grouped: bool = True,
+        hard: float = 0.5,
+    ) -> None:
         if not 0.0 <= hard < 1.0:
-            raise ValueError(f"hard must be in [0, 1) (the share of the search trained on the "
-                             f"vertex), got {hard}")
+            raise ValueError(
+                f"hard must be in [0, 1) (the share of the search trained on the "
+                f"vertex), got {hard}"
+            )
         self.grouped = grouped
         self.hard = hard if grouped else 0.0
         super().__init__(tau_start, tau_end, schedule, span=1.0 - self.hard)
@@ -234,8 +262,9 @@ class Entmax15(Tempered):
         schedule: shape of the temperature curve: constant, linear, exp or cosine.
     """
 
-    def __init__(self, tau_start: float = 1.0, tau_end: float = 0.002,
-                 schedule: str = "exp") -> None:
+    def __init__(
+        self, tau_start: float = 1.0, tau_end: float = 0.002, schedule: str = "exp"
+    ) -> None:
         super().__init__(tau_start, tau_end, schedule)
 
     def weights(self, logits: torch.Tensor) -> torch.Tensor:
@@ -258,16 +287,27 @@ class Entmax(Tempered):
         schedule: shape of the temperature curve: constant, linear, exp or cosine.
     """
 
-    def __init__(self, alpha: float = 1.5, anneal: bool = False, tau_start: float = 1.0,
-                 tau_end: float = 0.002, schedule: str = "exp") -> None:
+    def __init__(
+        self,
+        alpha: float = 1.5,
+        anneal: bool = False,
+        tau_start: float = 1.0,
+        tau_end: float = 0.002,
+        schedule: str = "exp",
+    ) -> None:
         if alpha < 1:
-            raise ValueError(f"entmax alpha must be >= 1 (1 is softmax, 2 is sparsemax), "
-                             f"got {alpha}")
+            raise ValueError(
+                f"entmax alpha must be >= 1 (1 is softmax, 2 is sparsemax), got {alpha}"
+            )
         if anneal and alpha != 1.5:
-            raise ValueError(f"entmax: give either alpha={alpha} or anneal=true (alpha from 1 "
-                             f"to 2), not both")
-        alphas = (Schedule("alpha", 1.0, 2.0, "linear") if anneal
-                  else Schedule("alpha", alpha, alpha, "constant"))
+            raise ValueError(
+                f"entmax: give either alpha={alpha} or anneal=true (alpha from 1 to 2), not both"
+            )
+        alphas = (
+            Schedule("alpha", 1.0, 2.0, "linear")
+            if anneal
+            else Schedule("alpha", alpha, alpha, "constant")
+        )
         super().__init__(tau_start, tau_end, schedule, alphas)
 
     @property
@@ -309,8 +349,7 @@ class Gumbel(Tempered):
         schedule: shape of the temperature curve: constant, linear, exp or cosine.
     """
 
-    def __init__(self, tau_start: float = 1.0, tau_end: float = 0.1,
-                 schedule: str = "exp") -> None:
+    def __init__(self, tau_start: float = 1.0, tau_end: float = 0.1, schedule: str = "exp") -> None:
         super().__init__(tau_start, tau_end, schedule)
 
     def weights(self, logits: torch.Tensor) -> torch.Tensor:
@@ -345,8 +384,13 @@ class GumbelHard(Gumbel):
 
     skip_is_exact = False
 
-    def __init__(self, tau_start: float = 10.0, tau_end: float = 0.1,
-                 schedule: str = "linear", grouped: bool = True) -> None:
+    def __init__(
+        self,
+        tau_start: float = 10.0,
+        tau_end: float = 0.1,
+        schedule: str = "linear",
+        grouped: bool = True,
+    ) -> None:
         super().__init__(tau_start, tau_end, schedule)
         self.grouped = grouped
 

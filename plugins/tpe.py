@@ -25,8 +25,10 @@ from nasplug.types import Genotype, SearchResult
 __all__ = ["PRUNERS", "TPE", "open_storage"]
 
 PRUNERS = ("median", "hyperband", "none")
-_STORAGE_HELP = ("accepted: sqlite:///PATH, postgresql://USER@HOST/DB, mysql://USER@HOST/DB, "
-                 "journal:PATH or a PATH ending in .log")
+_STORAGE_HELP = (
+    "accepted: sqlite:///PATH, postgresql://USER@HOST/DB, mysql://USER@HOST/DB, "
+    "journal:PATH or a PATH ending in .log"
+)
 # Trial states that count against the budget: finished ones and those being worked on.
 _COUNTED = ("COMPLETE", "PRUNED", "RUNNING", "WAITING")
 
@@ -58,13 +60,21 @@ class TPE(Strategy):
             pruner's warm-up in trials).
     """
 
-    def __init__(self, trials: int = 10, train_epochs: int = 2, lr: float = 0.025,
-                 pruner: str = "median", startup_trials: int = 5,
-                 time_budget: float = 0.0) -> None:
+    def __init__(
+        self,
+        trials: int = 10,
+        train_epochs: int = 2,
+        lr: float = 0.025,
+        pruner: str = "median",
+        startup_trials: int = 5,
+        time_budget: float = 0.0,
+    ) -> None:
         if pruner not in PRUNERS:
             raise ValueError(f"unknown pruner {pruner!r}; accepted: {', '.join(PRUNERS)}")
         if trials < 0 or time_budget < 0 or train_epochs < 1 or startup_trials < 0:
-            raise ValueError("train_epochs must be >= 1; trials, time_budget and startup_trials >= 0")
+            raise ValueError(
+                "train_epochs must be >= 1; trials, time_budget and startup_trials >= 0"
+            )
         if trials == 0 and time_budget == 0:
             raise ValueError("tpe needs a budget: trials > 0 or time_budget > 0 seconds")
         self.trials = trials or 2**62
@@ -85,11 +95,18 @@ class TPE(Strategy):
         if trainer.quiet:
             optuna.logging.set_verbosity(optuna.logging.WARNING)
         direction = "maximize" if task.higher_is_better else "minimize"
-        study = optuna.create_study(storage=storage, study_name=name, direction=direction,
-                                    load_if_exists=True, pruner=self._pruner())
+        study = optuna.create_study(
+            storage=storage,
+            study_name=name,
+            direction=direction,
+            load_if_exists=True,
+            pruner=self._pruner(),
+        )
         if study.direction.name.lower() != direction:
-            raise ValueError(f"study {name!r} {study.direction.name.lower()}s its objective but "
-                             f"this task's {task.metric} needs {direction}; use another --study")
+            raise ValueError(
+                f"study {name!r} {study.direction.name.lower()}s its objective but "
+                f"this task's {task.metric} needs {direction}; use another --study"
+            )
         study.set_user_attr("metric", task.metric)
         self._fail_stale(study, storage, run_dir)
         # A private study gets a reproducible sampler; workers sharing one must not all
@@ -103,8 +120,12 @@ class TPE(Strategy):
             if self.time_budget and ran and time.time() - start >= self.time_budget:
                 break
             ran += 1
-            study.optimize(lambda trial: self._objective(ctx, trial, worker), n_trials=1,
-                           catch=(), gc_after_trial=False)
+            study.optimize(
+                lambda trial: self._objective(ctx, trial, worker),
+                n_trials=1,
+                catch=(),
+                gc_after_trial=False,
+            )
         return self._result(ctx, study)
 
     def _objective(self, ctx: SearchContext, trial: Any, worker: dict[str, Any]) -> float:
@@ -130,13 +151,25 @@ class TPE(Strategy):
         trial.set_user_attr("params", count_params(model))
         t0 = time.time()
         try:
-            rec = train_candidate(ctx, genotype, phase=phase, epochs=self.train_epochs, lr=self.lr,
-                                  report=report, model=model)
+            rec = train_candidate(
+                ctx,
+                genotype,
+                phase=phase,
+                epochs=self.train_epochs,
+                lr=self.lr,
+                report=report,
+                model=model,
+            )
         finally:
             trial.set_user_attr("seconds", time.time() - t0)
             forget_checkpoint(trainer, phase)
-        trainer.log("trial_end", number=trial.number, metric=rec["metric"], params=rec["params"],
-                    status=rec["status"])
+        trainer.log(
+            "trial_end",
+            number=trial.number,
+            metric=rec["metric"],
+            params=rec["params"],
+            status=rec["status"],
+        )
         if not math.isfinite(rec["metric"]):
             # A diverged training is a bad candidate, not a broken study: TPE learns from it.
             raise optuna.TrialPruned(f"training {rec['status']}")
@@ -173,19 +206,30 @@ class TPE(Strategy):
         rows = []
         for t in study.get_trials(deepcopy=False, states=states):
             value = t.value if t.value is not None else _last(t.intermediate_values)
-            rows.append({"trial": t.number, "genotype": Genotype.from_json(t.user_attrs["genotype"]).to_dict(),
-                         "metric": value, "params": t.user_attrs.get("params", 0),
-                         "seconds": t.user_attrs.get("seconds", 0.0), "status": t.state.name,
-                         "run_dir": t.user_attrs.get("run_dir", "")})
+            rows.append(
+                {
+                    "trial": t.number,
+                    "genotype": Genotype.from_json(t.user_attrs["genotype"]).to_dict(),
+                    "metric": value,
+                    "params": t.user_attrs.get("params", 0),
+                    "seconds": t.user_attrs.get("seconds", 0.0),
+                    "status": t.state.name,
+                    "run_dir": t.user_attrs.get("run_dir", ""),
+                }
+            )
         if not rows:
             raise ValueError(f"study {study.study_name!r} holds no finished trial")
         complete = [r for r in rows if r["status"] == "COMPLETE"]
         best = best_candidate(complete or rows, ctx.task.better)
         m = ctx.task.metric
-        metrics = {f"val_{m}": best["metric"], "params": float(best["params"]),
-                   "trials": float(len(rows)), "trials_complete": float(len(complete)),
-                   "trials_pruned": float(len(rows) - len(complete)),
-                   "search_seconds": float(sum(r["seconds"] for r in rows))}
+        metrics = {
+            f"val_{m}": best["metric"],
+            "params": float(best["params"]),
+            "trials": float(len(rows)),
+            "trials_complete": float(len(complete)),
+            "trials_pruned": float(len(rows) - len(complete)),
+            "search_seconds": float(sum(r["seconds"] for r in rows)),
+        }
         ctx.trainer.log("study", name=study.study_name, best_trial=best["trial"], **metrics)
         return SearchResult(Genotype.from_dict(best["genotype"]), metrics, rows, rows)
 
@@ -201,7 +245,7 @@ def open_storage(url: str | None, run_dir: str | None) -> Any:
     if url.startswith("journal:") or url.endswith(".log"):
         from optuna.storages.journal import JournalFileBackend
 
-        path = url[len("journal:"):] if url.startswith("journal:") else url
+        path = url[len("journal:") :] if url.startswith("journal:") else url
         if not path:
             raise ValueError(f"storage {url!r} names no file; {_STORAGE_HELP}")
         try:
@@ -223,8 +267,9 @@ def open_storage(url: str | None, run_dir: str | None) -> Any:
                 break
             time.sleep(0.5 * (attempt + 1))
     detail = " ".join(str(last).split())[:200]
-    raise ValueError(f"cannot open Optuna storage {url!r} ({type(last).__name__}: {detail}); "
-                     f"{_STORAGE_HELP}") from last
+    raise ValueError(
+        f"cannot open Optuna storage {url!r} ({type(last).__name__}: {detail}); {_STORAGE_HELP}"
+    ) from last
 
 
 def _alive(pid: Any) -> bool:

@@ -19,7 +19,8 @@ import contextlib
 import copy
 import functools
 import itertools
-from typing import Any, Callable, Mapping, NamedTuple, Sequence
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any, NamedTuple
 
 import torch
 import torch.nn.functional as F
@@ -30,15 +31,24 @@ from nasplug.batchnorm import running_stats_kept
 from nasplug.interfaces import SearchSpace, Suggest, Weights
 from nasplug.types import Choice, Genotype, Group, Task
 
-from .ops import (NONE, NORMALISED_IN_SUPERNET, OPS, FactorizedReduce, PolyphaseConv2d,
-                  ReLUConvBN, drop_path)
+from .ops import (
+    NONE,
+    NORMALISED_IN_SUPERNET,
+    OPS,
+    FactorizedReduce,
+    PolyphaseConv2d,
+    ReLUConvBN,
+    drop_path,
+)
 
 __all__ = ["CellSpace", "CellNetwork", "CellSupernet"]
 
 CELL_TYPES: tuple[str, ...] = ("normal", "reduce")
 SPACE_NAME = "cell"
-DEFAULT_OPS = ("none,max_pool_3x3,avg_pool_3x3,skip_connect,sep_conv_3x3,sep_conv_5x5,"
-               "dil_conv_3x3,dil_conv_5x5")
+DEFAULT_OPS = (
+    "none,max_pool_3x3,avg_pool_3x3,skip_connect,sep_conv_3x3,sep_conv_5x5,"
+    "dil_conv_3x3,dil_conv_5x5"
+)
 
 #: Per edge choice name, the candidate op names of that edge.
 EdgeOps = Mapping[str, tuple[str, ...]]
@@ -51,8 +61,11 @@ def edge_name(cell: str, node: int, source: int) -> str:
 
 def _edges(cell: str, nodes: int) -> list[tuple[str, int, int]]:
     """``(name, node, source)`` of every edge of a cell, in node then source order."""
-    return [(edge_name(cell, node, source), node, source)
-            for node in range(2, nodes + 2) for source in range(node)]
+    return [
+        (edge_name(cell, node, source), node, source)
+        for node in range(2, nodes + 2)
+        for source in range(node)
+    ]
 
 
 def _parse_ops(ops: str) -> tuple[str, ...]:
@@ -74,8 +87,9 @@ def _reduction_layers(layers: int) -> frozenset[int]:
 
 def _image_channels(task: Task) -> int:
     if len(task.input_shape) != 3:
-        raise ValueError(f"the cell space needs image input (C, H, W); got input_shape "
-                         f"{tuple(task.input_shape)}")
+        raise ValueError(
+            f"the cell space needs image input (C, H, W); got input_shape {tuple(task.input_shape)}"
+        )
     return int(task.input_shape[0])
 
 
@@ -88,8 +102,10 @@ def _gather(weights: Weights, choices: Sequence[Choice]) -> list[torch.Tensor]:
         except KeyError:
             raise ValueError(f"weights lack choice {choice.name!r}") from None
         if w.shape != (len(choice.candidates),):
-            raise ValueError(f"weights of {choice.name!r} have shape {tuple(w.shape)}; expected "
-                             f"({len(choice.candidates)},) for {', '.join(choice.candidates)}")
+            raise ValueError(
+                f"weights of {choice.name!r} have shape {tuple(w.shape)}; expected "
+                f"({len(choice.candidates)},) for {', '.join(choice.candidates)}"
+            )
         tensors.append(w)
     return tensors
 
@@ -99,7 +115,7 @@ def _as_floats(tensors: Sequence[torch.Tensor]) -> list[list[float]]:
     flat = torch.cat([t.detach() for t in tensors]).tolist()
     rows, start = [], 0
     for t in tensors:
-        rows.append(flat[start:start + len(t)])
+        rows.append(flat[start : start + len(t)])
         start += len(t)
     return rows
 
@@ -135,8 +151,11 @@ def _leaves(module: nn.Module) -> list[nn.Module]:
 
 
 def _shareable(module: nn.Module) -> bool:
-    return (isinstance(module, _SHAREABLE) and not getattr(module, "inplace", False)
-            and not getattr(module, "return_indices", False))
+    return (
+        isinstance(module, _SHAREABLE)
+        and not getattr(module, "inplace", False)
+        and not getattr(module, "return_indices", False)
+    )
 
 
 def _plan(leaves: Sequence[nn.Module]) -> _Plan:
@@ -158,8 +177,9 @@ def _plan(leaves: Sequence[nn.Module]) -> _Plan:
     return _Plan(tuple(prefix), tuple(key), tuple(body), norm)
 
 
-def _convolve_split(conv: PolyphaseConv2d, split: tuple[torch.Tensor, tuple[int, ...]]
-                    ) -> torch.Tensor:
+def _convolve_split(
+    conv: PolyphaseConv2d, split: tuple[torch.Tensor, tuple[int, ...]]
+) -> torch.Tensor:
     return conv.convolve_phases(*split)
 
 
@@ -180,8 +200,16 @@ def _scaled_batch_norm(bn: nn.BatchNorm2d, x: torch.Tensor, scale: torch.Tensor)
     # channels_last inputs read memory it should not (non-finite gradients, torch 2.14).
     dtype = x.dtype if bn.running_mean is None else bn.running_mean.dtype
     weight = scale.to(dtype).expand(x.shape[1]).contiguous()
-    return F.batch_norm(x, bn.running_mean if keep else None, bn.running_var if keep else None,
-                        weight, None, use_batch_stats, momentum, bn.eps)
+    return F.batch_norm(
+        x,
+        bn.running_mean if keep else None,
+        bn.running_var if keep else None,
+        weight,
+        None,
+        use_batch_stats,
+        momentum,
+        bn.eps,
+    )
 
 
 class MixedOp(nn.Module):
@@ -213,9 +241,14 @@ class MixedOp(nn.Module):
         """The plan of every op, made again for an op whose modules were replaced since."""
         return [_cached_plan(self._plan_cache, i, op) for i, op in enumerate(self.ops)]
 
-    def forward(self, x: torch.Tensor, w: torch.Tensor, row: Sequence[float] | None,
-                dropout: Mapping[str, float] | None = None,
-                shared: dict[tuple[str, ...], Any] | None = None) -> torch.Tensor | None:
+    def forward(
+        self,
+        x: torch.Tensor,
+        w: torch.Tensor,
+        row: Sequence[float] | None,
+        dropout: Mapping[str, float] | None = None,
+        shared: dict[tuple[str, ...], Any] | None = None,
+    ) -> torch.Tensor | None:
         """Mix the ops on ``x``; ``row`` (``w`` as floats) marks which ops to skip, None: none.
 
         ``dropout`` maps candidate names to a dropout probability for their outputs.
@@ -227,14 +260,22 @@ class MixedOp(nn.Module):
         for plan, k in zip(self.plans(), self.positions):
             if row is not None and row[k] == 0.0:
                 continue  # weight exactly zero: not computed, forward or backward
-            y = self.candidate(k, plan, x, w[k], shared,
-                               dropout.get(self.candidates[k], 0.0) if dropout else 0.0)
+            y = self.candidate(
+                k, plan, x, w[k], shared, dropout.get(self.candidates[k], 0.0) if dropout else 0.0
+            )
             # In place: the sum is saved by no backward function, so this is autograd-safe.
             out = y if out is None else out.add_(y)
         return out
 
-    def candidate(self, k: int, plan: _Plan, x: torch.Tensor, w: torch.Tensor,
-                  shared: dict[tuple[str, ...], Any], p: float) -> torch.Tensor:
+    def candidate(
+        self,
+        k: int,
+        plan: _Plan,
+        x: torch.Tensor,
+        w: torch.Tensor,
+        shared: dict[tuple[str, ...], Any],
+        p: float,
+    ) -> torch.Tensor:
         """Candidate ``k``'s output on ``x`` times ``w``, its output dropped with probability ``p``."""
         h = _body(x, plan, shared)
         if plan.norm is not None and p == 0:
@@ -246,8 +287,9 @@ class MixedOp(nn.Module):
         return w * h
 
 
-def _cached_plan(cache: dict[Any, tuple[tuple[int, ...], _Plan]], key: Any, module: nn.Module
-                 ) -> _Plan:
+def _cached_plan(
+    cache: dict[Any, tuple[tuple[int, ...], _Plan]], key: Any, module: nn.Module
+) -> _Plan:
     """``module``'s plan from ``cache``, made again if its modules were replaced since."""
     leaves = _leaves(module)
     # The cached plan holds its modules, so their ids cannot be reused by others.
@@ -270,7 +312,7 @@ def _prefix(x: torch.Tensor, plan: _Plan, shared: dict[tuple[str, ...], Any]) ->
     """``plan``'s prefix on ``x``, each step computed once per input and kept in ``shared``."""
     h = x
     for i, module in enumerate(plan.prefix):
-        key = plan.key[:i + 1]
+        key = plan.key[: i + 1]
         if key not in shared:
             shared[key] = module(h)
         h = shared[key]
@@ -292,35 +334,53 @@ class _Concat(torch.autograd.Function):
 
     @staticmethod
     def backward(ctx: Any, grad: torch.Tensor) -> tuple[torch.Tensor, ...]:
-        return tuple(g.clone(memory_format=torch.preserve_format)
-                     for g in grad.split(ctx.sizes, dim=1))
+        return tuple(
+            g.clone(memory_format=torch.preserve_format) for g in grad.split(ctx.sizes, dim=1)
+        )
 
 
 class SearchCell(nn.Module):
     """A supernet cell: every intermediate node sums a mixed op on each earlier state."""
 
-    def __init__(self, kind: str, edge_ops: EdgeOps, nodes: int, c_prev_prev: int, c_prev: int,
-                 channels: int, reduction: bool, reduction_prev: bool) -> None:
+    def __init__(
+        self,
+        kind: str,
+        edge_ops: EdgeOps,
+        nodes: int,
+        c_prev_prev: int,
+        c_prev: int,
+        channels: int,
+        reduction: bool,
+        reduction_prev: bool,
+    ) -> None:
         super().__init__()
         self.kind = kind
         self.nodes = nodes
         self.reduction = reduction
         self.channels = channels
-        self.pre0 = (FactorizedReduce(c_prev_prev, channels, False) if reduction_prev
-                     else ReLUConvBN(c_prev_prev, channels, 1, 1, 0, False))
+        self.pre0 = (
+            FactorizedReduce(c_prev_prev, channels, False)
+            if reduction_prev
+            else ReLUConvBN(c_prev_prev, channels, 1, 1, 0, False)
+        )
         self.pre1 = ReLUConvBN(c_prev, channels, 1, 1, 0, False)
         edges = _edges(kind, nodes)
         self.edge_names = tuple(name for name, _, _ in edges)
         self.edges = nn.ModuleList(
             MixedOp(edge_ops[name], channels, 2 if reduction and source < 2 else 1)
-            for name, _, source in edges)
+            for name, _, source in edges
+        )
         self._plan_cache: dict[int, tuple[tuple[int, ...], _Plan]] = {}
 
-    def forward(self, s0: torch.Tensor, s1: torch.Tensor, weights: Sequence[torch.Tensor],
-                rows: Sequence[Sequence[float] | None],
-                dropout: Mapping[str, float] | None = None,
-                inputs_shared: tuple[dict[tuple[str, ...], Any], ...] | None = None
-                ) -> torch.Tensor:
+    def forward(
+        self,
+        s0: torch.Tensor,
+        s1: torch.Tensor,
+        weights: Sequence[torch.Tensor],
+        rows: Sequence[Sequence[float] | None],
+        dropout: Mapping[str, float] | None = None,
+        inputs_shared: tuple[dict[tuple[str, ...], Any], ...] | None = None,
+    ) -> torch.Tensor:
         """The cell's output; ``inputs_shared`` holds the prefixes (see :class:`_Plan`) already
         computed on ``s0`` and ``s1`` and takes the ones computed here: the ReLU that starts the
         preprocessing of a cell's output is computed once for the two cells that read it."""
@@ -369,8 +429,16 @@ class CellSupernet(nn.Module):
     the saver.
     """
 
-    def __init__(self, task: Task, choices: Sequence[Choice], channels: int, layers: int,
-                 nodes: int, stem_multiplier: int, checkpoint_cells: bool = False) -> None:
+    def __init__(
+        self,
+        task: Task,
+        choices: Sequence[Choice],
+        channels: int,
+        layers: int,
+        nodes: int,
+        stem_multiplier: int,
+        checkpoint_cells: bool = False,
+    ) -> None:
         super().__init__()
         self.skip_zeros = True
         self.checkpoint_cells = checkpoint_cells
@@ -378,8 +446,10 @@ class CellSupernet(nn.Module):
         self.candidate_dropout: dict[str, float] = {}
         self.choices = tuple(choices)
         edge_ops = {c.name: c.candidates for c in self.choices}
-        self._type_edges = {kind: [i for i, c in enumerate(self.choices)
-                                   if c.name.startswith(f"{kind}:")] for kind in CELL_TYPES}
+        self._type_edges = {
+            kind: [i for i, c in enumerate(self.choices) if c.name.startswith(f"{kind}:")]
+            for kind in CELL_TYPES
+        }
         c_stem = stem_multiplier * channels
         self.stem = nn.Sequential(
             nn.Conv2d(_image_channels(task), c_stem, 3, padding=1, bias=False),
@@ -392,8 +462,9 @@ class CellSupernet(nn.Module):
             reduction = i in reductions
             c = 2 * c if reduction else c
             kind = "reduce" if reduction else "normal"
-            cells.append(SearchCell(kind, edge_ops, nodes, c_prev_prev, c_prev, c, reduction,
-                                    reduction_prev))
+            cells.append(
+                SearchCell(kind, edge_ops, nodes, c_prev_prev, c_prev, c, reduction, reduction_prev)
+            )
             reduction_prev = reduction
             c_prev_prev, c_prev = c_prev, nodes * c
         self.cells = nn.ModuleList(cells)
@@ -405,10 +476,13 @@ class CellSupernet(nn.Module):
     def forward(self, x: torch.Tensor, weights: Weights) -> torch.Tensor:
         x = x.contiguous(memory_format=torch.channels_last)
         ws = _gather(weights, self.choices)
-        rows: list[list[float] | None] = (list(_as_floats(ws)) if self.skip_zeros
-                                          else [None] * len(ws))
-        per_type = {kind: ([ws[i] for i in idx], [rows[i] for i in idx])
-                    for kind, idx in self._type_edges.items()}
+        rows: list[list[float] | None] = (
+            list(_as_floats(ws)) if self.skip_zeros else [None] * len(ws)
+        )
+        per_type = {
+            kind: ([ws[i] for i in idx], [rows[i] for i in idx])
+            for kind, idx in self._type_edges.items()
+        }
         dropout = self.candidate_dropout if self.training else None
         s0 = s1 = self.stem(x)
         # Prefixes computed on s0 and s1 (the stem's output is both), shared by the two cells
@@ -417,10 +491,21 @@ class CellSupernet(nn.Module):
         saver = self.checkpoint_cells and self.training and torch.is_grad_enabled()
         for cell in self.cells:
             if saver:
-                s0, s1 = s1, checkpoint(
-                    cell, s0, s1, *per_type[cell.kind], dropout, use_reentrant=False,
-                    context_fn=lambda cell=cell: (contextlib.nullcontext(),
-                                                  running_stats_kept(cell)))
+                s0, s1 = (
+                    s1,
+                    checkpoint(
+                        cell,
+                        s0,
+                        s1,
+                        *per_type[cell.kind],
+                        dropout,
+                        use_reentrant=False,
+                        context_fn=lambda cell=cell: (
+                            contextlib.nullcontext(),
+                            running_stats_kept(cell),
+                        ),
+                    ),
+                )
             else:
                 out = cell(s0, s1, *per_type[cell.kind], dropout, (shared0, shared1))
                 s0, s1, shared0, shared1 = s1, out, shared1, {}
@@ -433,16 +518,28 @@ class CellSupernet(nn.Module):
 class Cell(nn.Module):
     """A discrete cell: node ``i`` sums ``inputs`` ops of the genotype on earlier states."""
 
-    def __init__(self, pairs: Sequence[Sequence[Any]], concat: Sequence[int], c_prev_prev: int,
-                 c_prev: int, channels: int, reduction: bool, reduction_prev: bool,
-                 inputs: int = 2) -> None:
+    def __init__(
+        self,
+        pairs: Sequence[Sequence[Any]],
+        concat: Sequence[int],
+        c_prev_prev: int,
+        c_prev: int,
+        channels: int,
+        reduction: bool,
+        reduction_prev: bool,
+        inputs: int = 2,
+    ) -> None:
         super().__init__()
         self.inputs = inputs
-        self.pre0 = (FactorizedReduce(c_prev_prev, channels, True) if reduction_prev
-                     else ReLUConvBN(c_prev_prev, channels, 1, 1, 0, True))
+        self.pre0 = (
+            FactorizedReduce(c_prev_prev, channels, True)
+            if reduction_prev
+            else ReLUConvBN(c_prev_prev, channels, 1, 1, 0, True)
+        )
         self.pre1 = ReLUConvBN(c_prev, channels, 1, 1, 0, True)
-        self.ops = nn.ModuleList(OPS[op](channels, 2 if reduction and source < 2 else 1, True)
-                                 for op, source in pairs)
+        self.ops = nn.ModuleList(
+            OPS[op](channels, 2 if reduction and source < 2 else 1, True) for op, source in pairs
+        )
         self.sources = tuple(int(source) for _, source in pairs)
         self.concat = tuple(concat)
 
@@ -487,9 +584,17 @@ class CellNetwork(nn.Module):
     ``aux_logits`` is None.
     """
 
-    def __init__(self, spec: Mapping[str, Any], task: Task, channels: int, layers: int,
-                 stem_multiplier: int, auxiliary: bool, drop_path_prob: float,
-                 inputs: int = 2) -> None:
+    def __init__(
+        self,
+        spec: Mapping[str, Any],
+        task: Task,
+        channels: int,
+        layers: int,
+        stem_multiplier: int,
+        auxiliary: bool,
+        drop_path_prob: float,
+        inputs: int = 2,
+    ) -> None:
         super().__init__()
         self.drop_path_prob = drop_path_prob
         self.aux_logits: torch.Tensor | None = None
@@ -507,8 +612,9 @@ class CellNetwork(nn.Module):
             c = 2 * c if reduction else c
             kind = "reduce" if reduction else "normal"
             concat = spec[f"{kind}_concat"]
-            cells.append(Cell(spec[kind], concat, c_prev_prev, c_prev, c, reduction,
-                              reduction_prev, inputs))
+            cells.append(
+                Cell(spec[kind], concat, c_prev_prev, c_prev, c, reduction, reduction_prev, inputs)
+            )
             reduction_prev = reduction
             c_prev_prev, c_prev = c_prev, len(concat) * c
             if i == self._aux_after:
@@ -552,10 +658,18 @@ class CellSpace(SearchSpace):
             the mass it has in the derived network.
     """
 
-    def __init__(self, ops: str = DEFAULT_OPS, channels: int = 8, layers: int = 5,
-                 nodes: int = 4, stem_multiplier: int = 3, drop_path: float = 0.0,
-                 auxiliary: bool = False, checkpoint_cells: bool = False,
-                 node_inputs: int = 2) -> None:
+    def __init__(
+        self,
+        ops: str = DEFAULT_OPS,
+        channels: int = 8,
+        layers: int = 5,
+        nodes: int = 4,
+        stem_multiplier: int = 3,
+        drop_path: float = 0.0,
+        auxiliary: bool = False,
+        checkpoint_cells: bool = False,
+        node_inputs: int = 2,
+    ) -> None:
         names = _parse_ops(ops)
         if channels < 2 or channels % 2:
             raise ValueError(f"channels must be a positive even number, got {channels}")
@@ -564,8 +678,10 @@ class CellSpace(SearchSpace):
         if nodes < 1:
             raise ValueError(f"nodes must be at least 1, got {nodes}")
         if not 1 <= node_inputs <= 2:
-            raise ValueError(f"node_inputs must be 1 or 2 (the first node has two possible "
-                             f"inputs), got {node_inputs}")
+            raise ValueError(
+                f"node_inputs must be 1 or 2 (the first node has two possible "
+                f"inputs), got {node_inputs}"
+            )
         if stem_multiplier < 1:
             raise ValueError(f"stem_multiplier must be at least 1, got {stem_multiplier}")
         if not 0.0 <= drop_path < 1.0:
@@ -579,7 +695,8 @@ class CellSpace(SearchSpace):
         self.checkpoint_cells = checkpoint_cells
         self.node_inputs = node_inputs
         self._edge_ops: dict[str, tuple[str, ...]] = {
-            name: names for kind in CELL_TYPES for name, _, _ in _edges(kind, nodes)}
+            name: names for kind in CELL_TYPES for name, _, _ in _edges(kind, nodes)
+        }
 
     # -- choices and networks
 
@@ -589,19 +706,40 @@ class CellSpace(SearchSpace):
     def groups(self) -> tuple[Group, ...]:
         """One group per intermediate node of each cell type: its incoming edges, ``node_inputs``
         of them used, ``none`` standing for an unused edge."""
-        return tuple(Group(f"{kind}:{node}", tuple(edge_name(kind, node, s) for s in range(node)),
-                           self.node_inputs, NONE)
-                     for kind in CELL_TYPES for node in range(2, self.nodes + 2))
+        return tuple(
+            Group(
+                f"{kind}:{node}",
+                tuple(edge_name(kind, node, s) for s in range(node)),
+                self.node_inputs,
+                NONE,
+            )
+            for kind in CELL_TYPES
+            for node in range(2, self.nodes + 2)
+        )
 
     def supernet(self, task: Task) -> CellSupernet:
-        return CellSupernet(task, self.choices(), self.channels, self.layers, self.nodes,
-                            self.stem_multiplier, self.checkpoint_cells)
+        return CellSupernet(
+            task,
+            self.choices(),
+            self.channels,
+            self.layers,
+            self.nodes,
+            self.stem_multiplier,
+            self.checkpoint_cells,
+        )
 
     def build(self, genotype: Genotype, task: Task) -> CellNetwork:
         _validate(genotype, self.node_inputs)
-        return CellNetwork(genotype.spec, task, self.channels, self.layers,
-                           self.stem_multiplier, self.auxiliary, self.drop_path,
-                           self.node_inputs)
+        return CellNetwork(
+            genotype.spec,
+            task,
+            self.channels,
+            self.layers,
+            self.stem_multiplier,
+            self.auxiliary,
+            self.drop_path,
+            self.node_inputs,
+        )
 
     # -- genotypes
 
@@ -617,17 +755,20 @@ class CellSpace(SearchSpace):
                 best = []  # (weight, source, op) of each edge's strongest op other than none
                 for source in range(node):
                     name = edge_name(kind, node, source)
-                    ranked = [(w, op) for op, w in zip(self._edge_ops[name], rows[name])
-                              if op != NONE]
+                    ranked = [
+                        (w, op) for op, w in zip(self._edge_ops[name], rows[name]) if op != NONE
+                    ]
                     if ranked:
                         w, op = max(ranked, key=lambda t: t[0])  # first of equals wins
                         best.append((w, source, op))
                 if len(best) < self.node_inputs:
-                    raise ValueError(f"{kind} node {node} has fewer than {self.node_inputs} "
-                                     f"edges with an op other than {NONE!r}; cannot derive a "
-                                     f"genotype")
+                    raise ValueError(
+                        f"{kind} node {node} has fewer than {self.node_inputs} "
+                        f"edges with an op other than {NONE!r}; cannot derive a "
+                        f"genotype"
+                    )
                 best.sort(key=lambda t: -t[0])  # stable: the lower input wins a tie
-                pairs += [[op, source] for _, source, op in best[:self.node_inputs]]
+                pairs += [[op, source] for _, source, op in best[: self.node_inputs]]
             spec[kind] = pairs
             spec[f"{kind}_concat"] = list(range(2, self.nodes + 2))
         return Genotype(SPACE_NAME, spec)
@@ -640,14 +781,20 @@ class CellSpace(SearchSpace):
         for kind in CELL_TYPES:
             pairs: list[list[Any]] = []
             for node in range(2, self.nodes + 2):
-                usable = [s for s in range(node)
-                          if any(op != NONE for op in self._edge_ops[edge_name(kind, node, s)])]
-                options = [",".join(map(str, c))
-                           for c in itertools.combinations(usable, self.node_inputs)]
+                usable = [
+                    s
+                    for s in range(node)
+                    if any(op != NONE for op in self._edge_ops[edge_name(kind, node, s)])
+                ]
+                options = [
+                    ",".join(map(str, c)) for c in itertools.combinations(usable, self.node_inputs)
+                ]
                 if not options:
-                    raise ValueError(f"{kind} node {node} has fewer than {self.node_inputs} "
-                                     f"edges with an op other than {NONE!r}; cannot sample a "
-                                     f"genotype")
+                    raise ValueError(
+                        f"{kind} node {node} has fewer than {self.node_inputs} "
+                        f"edges with an op other than {NONE!r}; cannot sample a "
+                        f"genotype"
+                    )
                 picked = suggest(f"{kind}:{node}:inputs", options)
                 for source in (int(s) for s in str(picked).split(",")):
                     name = edge_name(kind, node, source)
@@ -665,13 +812,17 @@ class CellSpace(SearchSpace):
         for kind in CELL_TYPES:
             pairs = genotype.spec[kind]
             if len(pairs) != k * self.nodes:
-                raise ValueError(f"genotype's {kind} cell has {len(pairs) // k} nodes; this "
-                                 f"space has {self.nodes}")
+                raise ValueError(
+                    f"genotype's {kind} cell has {len(pairs) // k} nodes; this "
+                    f"space has {self.nodes}"
+                )
             for i, (op, source) in enumerate(pairs):
                 name = edge_name(kind, 2 + i // k, source)
                 if op not in self._edge_ops[name]:
-                    raise ValueError(f"op {op!r} is not a candidate of edge {name!r}; candidates: "
-                                     f"{', '.join(self._edge_ops[name])}")
+                    raise ValueError(
+                        f"op {op!r} is not a candidate of edge {name!r}; candidates: "
+                        f"{', '.join(self._edge_ops[name])}"
+                    )
                 weights[name][self._edge_ops[name].index(op)] = 1.0
         return weights
 
@@ -682,8 +833,10 @@ class CellSpace(SearchSpace):
         lines = []
         for kind in CELL_TYPES:
             pairs = genotype.spec[kind]
-            nodes = [f"{2 + i // k} <- " + " + ".join(f"{op}({s})" for op, s in pairs[i:i + k])
-                     for i in range(0, len(pairs), k)]
+            nodes = [
+                f"{2 + i // k} <- " + " + ".join(f"{op}({s})" for op, s in pairs[i : i + k])
+                for i in range(0, len(pairs), k)
+            ]
             concat = ",".join(str(i) for i in genotype.spec[f"{kind}_concat"])
             lines.append(f"{kind}: {'; '.join(nodes)} | concat {concat}")
         return "\n".join(lines)
@@ -696,12 +849,15 @@ class CellSpace(SearchSpace):
         for name, ops in keep.items():
             ops = [ops] if isinstance(ops, str) else list(ops)
             if name not in edge_ops:
-                raise ValueError(f"unknown choice {name!r}; choices are named like "
-                                 f"{edge_name('normal', 2, 0)!r}")
+                raise ValueError(
+                    f"unknown choice {name!r}; choices are named like {edge_name('normal', 2, 0)!r}"
+                )
             extra = [op for op in ops if op not in edge_ops[name]]
             if extra:
-                raise ValueError(f"op {extra[0]!r} is not a candidate of {name!r}; candidates: "
-                                 f"{', '.join(edge_ops[name])}")
+                raise ValueError(
+                    f"op {extra[0]!r} is not a candidate of {name!r}; candidates: "
+                    f"{', '.join(edge_ops[name])}"
+                )
             if not ops:
                 raise ValueError(f"restricting {name!r} to no ops; keep at least one")
             edge_ops[name] = tuple(op for op in edge_ops[name] if op in ops)
@@ -722,8 +878,9 @@ class CellSpace(SearchSpace):
     def load_state_dict(self, state: Mapping[str, Any]) -> None:
         edge_ops = {k: tuple(v) for k, v in state["edge_ops"].items()}
         if set(edge_ops) != set(self._edge_ops):
-            raise ValueError("cell space state has other edges than this space; "
-                             "were nodes changed?")
+            raise ValueError(
+                "cell space state has other edges than this space; were nodes changed?"
+            )
         self.layers = int(state["layers"])
         self._edge_ops = {k: edge_ops[k] for k in self._edge_ops}
 
@@ -736,28 +893,48 @@ def _validate(genotype: Genotype, inputs: int = 2) -> None:
     for kind in CELL_TYPES:
         for key in (kind, f"{kind}_concat"):
             if key not in spec:
-                raise ValueError(f"cell genotype lacks {key!r}; needs normal, normal_concat, "
-                                 f"reduce, reduce_concat")
+                raise ValueError(
+                    f"cell genotype lacks {key!r}; needs normal, normal_concat, "
+                    f"reduce, reduce_concat"
+                )
         pairs = spec[kind]
         if not pairs or len(pairs) % inputs:
-            raise ValueError(f"genotype's {kind!r} must list {('one', 'two')[inputs - 1]} "
-                             f"(op, input) pairs per node, got {len(pairs)} pairs")
+            raise ValueError(
+                f"genotype's {kind!r} must list {('one', 'two')[inputs - 1]} "
+                f"(op, input) pairs per node, got {len(pairs)} pairs"
+            )
         nodes = len(pairs) // inputs
         for i, pair in enumerate(pairs):
             node = 2 + i // inputs
-            if not (isinstance(pair, (list, tuple)) and len(pair) == 2 and isinstance(pair[0], str)
-                    and isinstance(pair[1], int) and not isinstance(pair[1], bool)):
-                raise ValueError(f"genotype's {kind!r} entry {i} is not an (op, input) pair: {pair!r}")
+            if not (
+                isinstance(pair, (list, tuple))
+                and len(pair) == 2
+                and isinstance(pair[0], str)
+                and isinstance(pair[1], int)
+                and not isinstance(pair[1], bool)
+            ):
+                raise ValueError(
+                    f"genotype's {kind!r} entry {i} is not an (op, input) pair: {pair!r}"
+                )
             op, source = pair
             if op not in OPS or op == NONE:
                 known = ", ".join(name for name in OPS if name != NONE)
-                raise ValueError(f"unknown op {op!r} in genotype's {kind!r} cell; known ops: {known}")
+                raise ValueError(
+                    f"unknown op {op!r} in genotype's {kind!r} cell; known ops: {known}"
+                )
             if not 0 <= source < node:
-                raise ValueError(f"node {node} of genotype's {kind!r} cell takes input {source}; "
-                                 f"accepted inputs: 0..{node - 1}")
+                raise ValueError(
+                    f"node {node} of genotype's {kind!r} cell takes input {source}; "
+                    f"accepted inputs: 0..{node - 1}"
+                )
         concat = spec[f"{kind}_concat"]
         valid = range(2, nodes + 2)
-        if (not concat or len(set(concat)) != len(concat)
-                or not all(isinstance(i, int) and i in valid for i in concat)):
-            raise ValueError(f"genotype's {kind}_concat {list(concat)} must name distinct "
-                             f"intermediate nodes among {list(valid)}")
+        if (
+            not concat
+            or len(set(concat)) != len(concat)
+            or not all(isinstance(i, int) and i in valid for i in concat)
+        ):
+            raise ValueError(
+                f"genotype's {kind}_concat {list(concat)} must name distinct "
+                f"intermediate nodes among {list(valid)}"
+            )

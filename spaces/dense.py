@@ -25,7 +25,8 @@ from __future__ import annotations
 import copy
 import math
 import random
-from typing import Any, Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from typing import Any
 
 import networkx as nx
 import numpy as np
@@ -35,18 +36,41 @@ from torch import nn
 from nasplug.interfaces import SearchSpace, Suggest, Weights
 from nasplug.types import Choice, Genotype, Task
 
-__all__ = ["ACTIVATIONS", "PROPERTIES", "DenseNet", "DenseSpace", "DenseSupernet", "band_edges",
-           "dag_properties", "property_correlations", "repair_dag", "spearman", "validate_dag"]
+__all__ = [
+    "ACTIVATIONS",
+    "PROPERTIES",
+    "DenseNet",
+    "DenseSpace",
+    "DenseSupernet",
+    "band_edges",
+    "dag_properties",
+    "property_correlations",
+    "repair_dag",
+    "spearman",
+    "validate_dag",
+]
 
 Edge = tuple[int, int]
 
 #: Activation constructors, by the name the ``activation`` option accepts.
 ACTIVATIONS: dict[str, Callable[[], nn.Module]] = {
-    "relu": nn.ReLU, "gelu": nn.GELU, "silu": nn.SiLU, "tanh": nn.Tanh, "elu": nn.ELU}
+    "relu": nn.ReLU,
+    "gelu": nn.GELU,
+    "silu": nn.SiLU,
+    "tanh": nn.Tanh,
+    "elu": nn.ELU,
+}
 MODES: tuple[str, ...] = ("fixed", "sampling")
 #: Structural properties of a block, as columns of :meth:`DenseSpace.candidate_table`.
-PROPERTIES: tuple[str, ...] = ("depth", "edges", "longest_skip", "mean_in_degree",
-                               "max_in_degree", "mean_out_degree", "max_out_degree")
+PROPERTIES: tuple[str, ...] = (
+    "depth",
+    "edges",
+    "longest_skip",
+    "mean_in_degree",
+    "max_in_degree",
+    "mean_out_degree",
+    "max_out_degree",
+)
 CHOICE = "block"
 SPACE = "dense"
 _P_MIN, _P_MAX = 0.05, 0.95
@@ -55,6 +79,7 @@ _DISTINCT_TRIES = 64
 
 
 # ---- DAGs ----------------------------------------------------------------------------------------
+
 
 def band_edges(layers: int, max_skip: int) -> list[Edge]:
     """Every possible edge ``(i, j)``, ``0 <= i < j <= layers + 1``, ``j - i <= max_skip``, sorted."""
@@ -89,12 +114,16 @@ def validate_dag(edges: Iterable[Sequence[int]], layers: int, max_skip: int) -> 
     g = nx.DiGraph()
     g.add_nodes_from(range(out + 1))
     for edge in edges:
-        if (len(edge) != 2 or not all(isinstance(v, int) and not isinstance(v, bool) for v in edge)):
-            raise ValueError(f"a dense DAG edge is a pair of vertex numbers [i, j], got {list(edge)!r}")
+        if len(edge) != 2 or not all(isinstance(v, int) and not isinstance(v, bool) for v in edge):
+            raise ValueError(
+                f"a dense DAG edge is a pair of vertex numbers [i, j], got {list(edge)!r}"
+            )
         i, j = edge
         if not 0 <= i < j <= out:
-            raise ValueError(f"dense DAG edge [{i}, {j}] is out of range; accepted: 0 <= i < j <= {out} "
-                             f"(0 is the input, {out} the output)")
+            raise ValueError(
+                f"dense DAG edge [{i}, {j}] is out of range; accepted: 0 <= i < j <= {out} "
+                f"(0 is the input, {out} the output)"
+            )
         if j - i > max_skip:
             raise ValueError(f"dense DAG edge [{i}, {j}] skips {j - i} > max_skip={max_skip}")
         if g.has_edge(i, j):
@@ -104,8 +133,10 @@ def validate_dag(edges: Iterable[Sequence[int]], layers: int, max_skip: int) -> 
     reaching = nx.ancestors(g, out) | {out}
     loose = sorted(v for v in g if v not in reached or v not in reaching)
     if loose:
-        raise ValueError(f"dense DAG vertices {loose} are not on a path from the input (0) to the "
-                         f"output ({out}); every layer must be used")
+        raise ValueError(
+            f"dense DAG vertices {loose} are not on a path from the input (0) to the "
+            f"output ({out}); every layer must be used"
+        )
     return g
 
 
@@ -121,10 +152,15 @@ def dag_properties(edges: Iterable[Sequence[int]], layers: int) -> dict[str, flo
     g.add_edges_from(pairs)
     ins = [g.in_degree(v) for v in range(1, layers + 1)]
     outs = [g.out_degree(v) for v in range(1, layers + 1)]
-    return {"depth": nx.dag_longest_path_length(g), "edges": len(pairs),
-            "longest_skip": max(j - i for i, j in pairs),
-            "mean_in_degree": sum(ins) / layers, "max_in_degree": max(ins),
-            "mean_out_degree": sum(outs) / layers, "max_out_degree": max(outs)}
+    return {
+        "depth": nx.dag_longest_path_length(g),
+        "edges": len(pairs),
+        "longest_skip": max(j - i for i, j in pairs),
+        "mean_in_degree": sum(ins) / layers,
+        "max_in_degree": max(ins),
+        "mean_out_degree": sum(outs) / layers,
+        "max_out_degree": max(outs),
+    }
 
 
 def _key(edge: Edge) -> str:
@@ -133,8 +169,14 @@ def _key(edge: Edge) -> str:
 
 # ---- networks ------------------------------------------------------------------------------------
 
-def _propagate(h: torch.Tensor, incoming: Sequence[Sequence[tuple[int, str]]], edge_ops: nn.ModuleDict,
-               norms: nn.ModuleList, act: nn.Module) -> torch.Tensor:
+
+def _propagate(
+    h: torch.Tensor,
+    incoming: Sequence[Sequence[tuple[int, str]]],
+    edge_ops: nn.ModuleDict,
+    norms: nn.ModuleList,
+    act: nn.Module,
+) -> torch.Tensor:
     """Run one DAG: ``incoming[j]`` lists ``(i, key)`` of the edges into vertex ``j``.
 
     A layer sums its incoming edges' linear maps, then normalises and activates; the output
@@ -161,14 +203,22 @@ class _Base(nn.Module):
     network can load the supernet's weights of its edges (``load_state_dict(strict=False)``).
     """
 
-    def __init__(self, in_features: int, outputs: int, edges: Sequence[Edge], layers: int,
-                 width: int, activation: str) -> None:
+    def __init__(
+        self,
+        in_features: int,
+        outputs: int,
+        edges: Sequence[Edge],
+        layers: int,
+        width: int,
+        activation: str,
+    ) -> None:
         super().__init__()
         self.layers, self.width = layers, width
         self.stem = nn.Linear(in_features, width)
         # Bias-free edges: the LayerNorm's shift is the layer's one bias, whatever its in-degree.
-        self.edge_ops = nn.ModuleDict({_key(e): nn.Linear(width, width, bias=False)
-                                       for e in edges if e[1] <= layers})
+        self.edge_ops = nn.ModuleDict(
+            {_key(e): nn.Linear(width, width, bias=False) for e in edges if e[1] <= layers}
+        )
         # LayerNorm keeps a layer's scale independent of how many edges a block feeds into it,
         # and, unlike BatchNorm, keeps no running statistics that blocks would have to share.
         self.norms = nn.ModuleList(nn.LayerNorm(width) for _ in range(layers))
@@ -188,8 +238,16 @@ class DenseSupernet(_Base):
     mixing weight is exactly 0.0; False computes every block (a dense reference).
     """
 
-    def __init__(self, in_features: int, outputs: int, dags: Sequence[Sequence[Edge]], layers: int,
-                 width: int, max_skip: int, activation: str) -> None:
+    def __init__(
+        self,
+        in_features: int,
+        outputs: int,
+        dags: Sequence[Sequence[Edge]],
+        layers: int,
+        width: int,
+        max_skip: int,
+        activation: str,
+    ) -> None:
         edges = band_edges(layers, max_skip)
         super().__init__(in_features, outputs, edges, layers, width, activation)
         self.edges = edges
@@ -222,8 +280,9 @@ class DenseSupernet(_Base):
     def forward(self, x: torch.Tensor, weights: Weights) -> torch.Tensor:
         w = weights[CHOICE]
         if w.shape != (self.mask.shape[0],):
-            raise ValueError(f"weights[{CHOICE!r}] must have shape ({self.mask.shape[0]},), "
-                             f"got {tuple(w.shape)}")
+            raise ValueError(
+                f"weights[{CHOICE!r}] must have shape ({self.mask.shape[0]},), got {tuple(w.shape)}"
+            )
         h = self.embed(x)
         compute = (w != 0).tolist() if self.skip_zeros else [True] * len(w)
         mixed = None
@@ -238,8 +297,15 @@ class DenseSupernet(_Base):
 class DenseNet(_Base):
     """A discrete MLP wired by one DAG (the network a dense genotype describes)."""
 
-    def __init__(self, in_features: int, outputs: int, dag: Sequence[Edge], layers: int, width: int,
-                 activation: str) -> None:
+    def __init__(
+        self,
+        in_features: int,
+        outputs: int,
+        dag: Sequence[Edge],
+        layers: int,
+        width: int,
+        activation: str,
+    ) -> None:
         super().__init__(in_features, outputs, dag, layers, width, activation)
         self.dag = [tuple(e) for e in dag]
         self._incoming: list[list[tuple[int, str]]] = [[] for _ in range(layers + 2)]
@@ -247,10 +313,13 @@ class DenseNet(_Base):
             self._incoming[j].append((i, _key((i, j))))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.head(_propagate(self.embed(x), self._incoming, self.edge_ops, self.norms, self.act))
+        return self.head(
+            _propagate(self.embed(x), self._incoming, self.edge_ops, self.norms, self.act)
+        )
 
 
 # ---- the space -----------------------------------------------------------------------------------
+
 
 class DenseSpace(SearchSpace):
     """``blocks`` DAG blocks of ``layers`` dense layers over shared weights, mixed by one choice.
@@ -289,9 +358,19 @@ class DenseSpace(SearchSpace):
         activation: one of ``ACTIVATIONS``.
     """
 
-    def __init__(self, blocks: int = 8, layers: int = 4, width: int = 64, max_skip: int = 2,
-                 edge_prob: float = 0.5, mode: str = "fixed", replace: int = 2,
-                 learning_rate: float = 0.5, seed: int = 0, activation: str = "relu") -> None:
+    def __init__(
+        self,
+        blocks: int = 8,
+        layers: int = 4,
+        width: int = 64,
+        max_skip: int = 2,
+        edge_prob: float = 0.5,
+        mode: str = "fixed",
+        replace: int = 2,
+        learning_rate: float = 0.5,
+        seed: int = 0,
+        activation: str = "relu",
+    ) -> None:
         _require_int("blocks", blocks, 1)
         _require_int("layers", layers, 1)
         _require_int("width", width, 1)
@@ -303,7 +382,9 @@ class DenseSpace(SearchSpace):
         if mode not in MODES:
             raise ValueError(f"unknown dense space mode {mode!r}; accepted: {', '.join(MODES)}")
         if activation not in ACTIVATIONS:
-            raise ValueError(f"unknown activation {activation!r}; accepted: {', '.join(ACTIVATIONS)}")
+            raise ValueError(
+                f"unknown activation {activation!r}; accepted: {', '.join(ACTIVATIONS)}"
+            )
         self.layers, self.width, self.max_skip = layers, width, max_skip
         self.edge_prob, self.mode, self.replace = float(edge_prob), mode, min(replace, blocks)
         self.learning_rate, self.seed, self.activation = float(learning_rate), seed, activation
@@ -329,13 +410,26 @@ class DenseSpace(SearchSpace):
         return (Choice(CHOICE, tuple(self._names)),)
 
     def supernet(self, task: Task) -> DenseSupernet:
-        return DenseSupernet(math.prod(task.input_shape), task.outputs, self._dags, self.layers,
-                             self.width, self.max_skip, self.activation)
+        return DenseSupernet(
+            math.prod(task.input_shape),
+            task.outputs,
+            self._dags,
+            self.layers,
+            self.width,
+            self.max_skip,
+            self.activation,
+        )
 
     def build(self, genotype: Genotype, task: Task) -> DenseNet:
         spec = _read_genotype(genotype)
-        return DenseNet(math.prod(task.input_shape), task.outputs, spec["edges"], spec["layers"],
-                        spec["width"], spec["activation"])
+        return DenseNet(
+            math.prod(task.input_shape),
+            task.outputs,
+            spec["edges"],
+            spec["layers"],
+            spec["width"],
+            spec["activation"],
+        )
 
     def derive(self, weights: Weights) -> Genotype:
         """The DAG of the block with the largest weight (the first one on ties)."""
@@ -353,8 +447,10 @@ class DenseSpace(SearchSpace):
         if spec["layers"] == self.layers and spec["edges"] in self._dags:
             b = self._dags.index(spec["edges"])
             return self.block_weights(self._names[b])
-        raise ValueError(f"the genotype's DAG is none of the current blocks "
-                         f"({', '.join(self._names)}) of this {self.layers}-layer dense space")
+        raise ValueError(
+            f"the genotype's DAG is none of the current blocks "
+            f"({', '.join(self._names)}) of this {self.layers}-layer dense space"
+        )
 
     def restrict(self, keep: Mapping[str, Sequence[str]]) -> DenseSpace:
         """A copy keeping only the blocks named in ``keep["block"]`` (names and DAGs unchanged)."""
@@ -364,8 +460,10 @@ class DenseSpace(SearchSpace):
         names = list(keep.get(CHOICE, self._names))
         bad = [n for n in names if n not in self._names]
         if bad or not names or len(set(names)) != len(names):
-            raise ValueError(f"restrict needs distinct current block names; got {names}, "
-                             f"accepted: {', '.join(self._names)}")
+            raise ValueError(
+                f"restrict needs distinct current block names; got {names}, "
+                f"accepted: {', '.join(self._names)}"
+            )
         new = copy.deepcopy(self)
         kept = [b for b, n in enumerate(self._names) if n in names]
         for b, cid in enumerate(self._slots):
@@ -382,9 +480,18 @@ class DenseSpace(SearchSpace):
         """A copy with ``layers=depth``; a new depth needs new DAGs, drawn from ``seed``."""
         if depth == self.layers:
             return copy.deepcopy(self)
-        new = DenseSpace(blocks=self.blocks, layers=depth, width=self.width, max_skip=self.max_skip,
-                         edge_prob=self.edge_prob, mode=self.mode, replace=self.replace,
-                         learning_rate=self.learning_rate, seed=self.seed, activation=self.activation)
+        new = DenseSpace(
+            blocks=self.blocks,
+            layers=depth,
+            width=self.width,
+            max_skip=self.max_skip,
+            edge_prob=self.edge_prob,
+            mode=self.mode,
+            replace=self.replace,
+            learning_rate=self.learning_rate,
+            seed=self.seed,
+            activation=self.activation,
+        )
         new._names = list(self._names)
         for b, cid in enumerate(new._slots):
             new._history[cid]["block"] = new._names[b]
@@ -401,7 +508,7 @@ class DenseSpace(SearchSpace):
         net = _find_supernet(supernet, self.blocks)
         self._round += 1
         self._update_probs(w)
-        weakest = sorted(sorted(range(len(w)), key=lambda b: (w[b], b))[:self.replace])
+        weakest = sorted(sorted(range(len(w)), key=lambda b: (w[b], b))[: self.replace])
         for b in weakest:
             self._retire(self._slots[b], "replaced", w[b])
             self._dags[b] = self._draw()
@@ -412,17 +519,26 @@ class DenseSpace(SearchSpace):
 
     def state_dict(self) -> dict[str, Any]:
         version, internal, gauss = self._rng.getstate()
-        return {"layers": self.layers, "max_skip": self.max_skip, "names": list(self._names),
-                "dags": [[list(e) for e in dag] for dag in self._dags], "slots": list(self._slots),
-                "probs": list(self._probs), "rng": [version, list(internal), gauss],
-                "round": self._round, "replaced": list(self.replaced),
-                "history": copy.deepcopy(self._history)}
+        return {
+            "layers": self.layers,
+            "max_skip": self.max_skip,
+            "names": list(self._names),
+            "dags": [[list(e) for e in dag] for dag in self._dags],
+            "slots": list(self._slots),
+            "probs": list(self._probs),
+            "rng": [version, list(internal), gauss],
+            "round": self._round,
+            "replaced": list(self.replaced),
+            "history": copy.deepcopy(self._history),
+        }
 
     def load_state_dict(self, state: Mapping[str, Any]) -> None:
         if state.get("layers") != self.layers or state.get("max_skip") != self.max_skip:
-            raise ValueError(f"dense space state is for layers={state.get('layers')}, "
-                             f"max_skip={state.get('max_skip')}; this space has layers={self.layers}, "
-                             f"max_skip={self.max_skip}")
+            raise ValueError(
+                f"dense space state is for layers={state.get('layers')}, "
+                f"max_skip={state.get('max_skip')}; this space has layers={self.layers}, "
+                f"max_skip={self.max_skip}"
+            )
         dags = [[(int(i), int(j)) for i, j in dag] for dag in state["dags"]]
         for dag in dags:
             validate_dag(dag, self.layers, self.max_skip)
@@ -444,8 +560,10 @@ class DenseSpace(SearchSpace):
         name = {0: "in", out: "out"}
         wiring = " ".join(f"{name.get(i, i)}->{name.get(j, j)}" for i, j in spec["edges"])
         depth = dag_properties(spec["edges"], spec["layers"])["depth"]
-        return (f"dense: {spec['layers']} layers x {spec['width']} {spec['activation']}, "
-                f"depth {depth}: {wiring}")
+        return (
+            f"dense: {spec['layers']} layers x {spec['width']} {spec['activation']}, "
+            f"depth {depth}: {wiring}"
+        )
 
     # ---- inspection ------------------------------------------------------------------------------
     def block_weights(self, name: str) -> dict[str, torch.Tensor]:
@@ -473,16 +591,18 @@ class DenseSpace(SearchSpace):
         """Every candidate block with its DAG properties and weight (see :meth:`candidate_table`)."""
         return self.candidate_table(weights)
 
-    def score_candidates(self, weights: Weights, score: Callable[[Weights], float]
-                         ) -> list[dict[str, Any]]:
+    def score_candidates(
+        self, weights: Weights, score: Callable[[Weights], float]
+    ) -> list[dict[str, Any]]:
         """:meth:`candidates`, each current block scored alone: the supernet with its one-hot
         weights. The scores are kept (:meth:`record_metrics`), so they fill the metric column
         and its rank correlations with the DAG properties."""
         self.record_metrics({name: score(self.block_weights(name)) for name in self._names})
         return self.candidate_table(weights)
 
-    def candidate_table(self, weights: Weights | None = None,
-                        metrics_by_block: Mapping[str, float] | None = None) -> list[dict[str, Any]]:
+    def candidate_table(
+        self, weights: Weights | None = None, metrics_by_block: Mapping[str, float] | None = None
+    ) -> list[dict[str, Any]]:
         """One row per candidate ever wired into a block: its properties, weight and metric.
 
         Current blocks take their weight from ``weights`` and metric from ``metrics_by_block``
@@ -498,29 +618,46 @@ class DenseSpace(SearchSpace):
                 b = self._slots.index(cid)
                 weight = current_w[b] if current_w is not None else weight
                 metric = float(metrics[rec["block"]]) if rec["block"] in metrics else metric
-            rows.append({"candidate": cid, "block": rec["block"], "status": rec["status"],
-                         "round_added": rec["round_added"], "round_removed": rec["round_removed"],
-                         **dag_properties(rec["edges"], self.layers), "weight": weight,
-                         "metric": metric, "dag": [list(e) for e in rec["edges"]]})
+            rows.append(
+                {
+                    "candidate": cid,
+                    "block": rec["block"],
+                    "status": rec["status"],
+                    "round_added": rec["round_added"],
+                    "round_removed": rec["round_removed"],
+                    **dag_properties(rec["edges"], self.layers),
+                    "weight": weight,
+                    "metric": metric,
+                    "dag": [list(e) for e in rec["edges"]],
+                }
+            )
         return rows
 
-    def candidate_correlations(self, weights: Weights | None = None,
-                               metrics_by_block: Mapping[str, float] | None = None
-                               ) -> dict[str, dict[str, float | None]]:
+    def candidate_correlations(
+        self, weights: Weights | None = None, metrics_by_block: Mapping[str, float] | None = None
+    ) -> dict[str, dict[str, float | None]]:
         """Spearman correlation of each block property with weight and metric over all candidates."""
         return property_correlations(self.candidate_table(weights, metrics_by_block))
 
     # ---- internals -------------------------------------------------------------------------------
     def _genotype(self, dag: Sequence[Edge]) -> Genotype:
-        return Genotype(SPACE, {"edges": [list(e) for e in dag], "layers": self.layers,
-                                "width": self.width, "max_skip": self.max_skip,
-                                "activation": self.activation})
+        return Genotype(
+            SPACE,
+            {
+                "edges": [list(e) for e in dag],
+                "layers": self.layers,
+                "width": self.width,
+                "max_skip": self.max_skip,
+                "activation": self.activation,
+            },
+        )
 
     def _draw(self) -> list[Edge]:
         """A valid DAG from the edge probabilities, distinct from the current blocks if possible."""
         for _ in range(_DISTINCT_TRIES):
-            dag = repair_dag([e for e, p in zip(self._edges, self._probs) if self._rng.random() < p],
-                             self.layers)
+            dag = repair_dag(
+                [e for e, p in zip(self._edges, self._probs) if self._rng.random() < p], self.layers
+            )
             if dag not in self._dags:
                 break
         validate_dag(dag, self.layers, self.max_skip)
@@ -536,9 +673,17 @@ class DenseSpace(SearchSpace):
             self._probs[e] = min(_P_MAX, max(_P_MIN, (1 - lr) * self._probs[e] + lr * used))
 
     def _record(self, b: int, dag: Sequence[Edge]) -> int:
-        self._history.append({"block": self._names[b], "edges": [list(e) for e in dag],
-                              "status": "current", "round_added": self._round,
-                              "round_removed": None, "weight": None, "metric": None})
+        self._history.append(
+            {
+                "block": self._names[b],
+                "edges": [list(e) for e in dag],
+                "status": "current",
+                "round_added": self._round,
+                "round_removed": None,
+                "weight": None,
+                "metric": None,
+            }
+        )
         return len(self._history) - 1
 
     def _retire(self, cid: int, status: str, weight: float | None) -> None:
@@ -549,11 +694,14 @@ class DenseSpace(SearchSpace):
 
     def _weights(self, weights: Weights) -> list[float]:
         if CHOICE not in weights:
-            raise ValueError(f"dense space weights need the choice {CHOICE!r}; got {sorted(weights)}")
+            raise ValueError(
+                f"dense space weights need the choice {CHOICE!r}; got {sorted(weights)}"
+            )
         w = weights[CHOICE].detach().float().cpu().flatten().tolist()
         if len(w) != self.blocks:
-            raise ValueError(f"weights[{CHOICE!r}] has {len(w)} values; this space has "
-                             f"{self.blocks} blocks")
+            raise ValueError(
+                f"weights[{CHOICE!r}] has {len(w)} values; this space has {self.blocks} blocks"
+            )
         return w
 
 
@@ -561,21 +709,26 @@ def _find_supernet(module: nn.Module, blocks: int) -> DenseSupernet:
     # Wrappers (DDP, torch.compile) hold the supernet as a submodule.
     net = next((m for m in module.modules() if isinstance(m, DenseSupernet)), None)
     if net is None or net.mask.shape[0] != blocks:
-        raise ValueError(f"on_epoch_end needs this dense space's supernet ({blocks} blocks), "
-                         f"got {type(module).__name__}")
+        raise ValueError(
+            f"on_epoch_end needs this dense space's supernet ({blocks} blocks), "
+            f"got {type(module).__name__}"
+        )
     return net
 
 
 def _read_genotype(genotype: Genotype) -> dict[str, Any]:
     """The checked fields of a dense genotype; ValueError naming what is wrong."""
     if genotype.space != SPACE:
-        raise ValueError(f"genotype is for space {genotype.space!r}; the dense space accepts "
-                         f"space {SPACE!r}")
+        raise ValueError(
+            f"genotype is for space {genotype.space!r}; the dense space accepts space {SPACE!r}"
+        )
     spec = genotype.spec
     missing = [k for k in ("edges", "layers", "width") if k not in spec]
     if missing:
-        raise ValueError(f"dense genotype lacks {', '.join(missing)}; accepted keys: edges, layers, "
-                         f"width, max_skip, activation")
+        raise ValueError(
+            f"dense genotype lacks {', '.join(missing)}; accepted keys: edges, layers, "
+            f"width, max_skip, activation"
+        )
     layers, width = spec["layers"], spec["width"]
     _require_int("genotype layers", layers, 1)
     _require_int("genotype width", width, 1)
@@ -585,7 +738,9 @@ def _read_genotype(genotype: Genotype) -> dict[str, Any]:
     edges = spec["edges"]
     if not isinstance(edges, Sequence) or isinstance(edges, str) or not edges:
         raise ValueError("dense genotype edges must be a non-empty list of [i, j] pairs")
-    pairs = [tuple(e) if isinstance(e, Sequence) and not isinstance(e, str) else (e,) for e in edges]
+    pairs = [
+        tuple(e) if isinstance(e, Sequence) and not isinstance(e, str) else (e,) for e in edges
+    ]
     max_skip = spec.get("max_skip", layers + 1)
     _require_int("genotype max_skip", max_skip, 1)
     validate_dag(pairs, layers, max_skip)
@@ -599,12 +754,18 @@ def _require_int(name: str, value: Any, low: int | None) -> None:
 
 
 def _require_unit(name: str, value: Any) -> None:
-    if (not isinstance(value, (int, float)) or isinstance(value, bool)
-            or not 0.0 <= float(value) <= 1.0):
-        raise ValueError(f"dense space option {name}={value!r} is invalid; accepted: a number in [0, 1]")
+    if (
+        not isinstance(value, (int, float))
+        or isinstance(value, bool)
+        or not 0.0 <= float(value) <= 1.0
+    ):
+        raise ValueError(
+            f"dense space option {name}={value!r} is invalid; accepted: a number in [0, 1]"
+        )
 
 
 # ---- correlations --------------------------------------------------------------------------------
+
 
 def _ranks(values: Sequence[float]) -> np.ndarray:
     """Ranks from 1, ties sharing their average rank (as Spearman's rho needs)."""
@@ -620,8 +781,11 @@ def spearman(x: Sequence[float | None], y: Sequence[float | None]) -> float | No
 
     None when fewer than three pairs remain or either side is constant (rho is undefined).
     """
-    pairs = [(float(a), float(b)) for a, b in zip(x, y)
-             if a is not None and b is not None and math.isfinite(a) and math.isfinite(b)]
+    pairs = [
+        (float(a), float(b))
+        for a, b in zip(x, y)
+        if a is not None and b is not None and math.isfinite(a) and math.isfinite(b)
+    ]
     if len(pairs) < 3:
         return None
     rx, ry = _ranks([a for a, _ in pairs]), _ranks([b for _, b in pairs])
@@ -630,9 +794,13 @@ def spearman(x: Sequence[float | None], y: Sequence[float | None]) -> float | No
     return float(np.corrcoef(rx, ry)[0, 1])
 
 
-def property_correlations(rows: Sequence[Mapping[str, Any]], properties: Sequence[str] = PROPERTIES,
-                          targets: Sequence[str] = ("weight", "metric")
-                          ) -> dict[str, dict[str, float | None]]:
+def property_correlations(
+    rows: Sequence[Mapping[str, Any]],
+    properties: Sequence[str] = PROPERTIES,
+    targets: Sequence[str] = ("weight", "metric"),
+) -> dict[str, dict[str, float | None]]:
     """``{property: {target: rho}}`` over ``rows`` of :meth:`DenseSpace.candidate_table`."""
-    return {p: {t: spearman([r[p] for r in rows], [r.get(t) for r in rows]) for t in targets}
-            for p in properties}
+    return {
+        p: {t: spearman([r[p] for r in rows], [r.get(t) for r in rows]) for t in targets}
+        for p in properties
+    }

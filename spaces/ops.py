@@ -8,15 +8,27 @@ A third party adds an op by adding a constructor to ``OPS``.
 
 from __future__ import annotations
 
-from typing import Any, Callable, Sequence
+from collections.abc import Callable, Sequence
+from typing import Any
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-__all__ = ["NONE", "NORMALISED_IN_SUPERNET", "OPS", "DepthwiseConv2d", "DilConv",
-           "FactorizedReduce", "MaxPool2d", "PolyphaseConv2d", "ReLUConvBN", "SepConv", "Zero",
-           "drop_path"]
+__all__ = [
+    "NONE",
+    "NORMALISED_IN_SUPERNET",
+    "OPS",
+    "DepthwiseConv2d",
+    "DilConv",
+    "FactorizedReduce",
+    "MaxPool2d",
+    "PolyphaseConv2d",
+    "ReLUConvBN",
+    "SepConv",
+    "Zero",
+    "drop_path",
+]
 
 OpConstructor = Callable[[int, int, bool], nn.Module]
 
@@ -33,14 +45,15 @@ class Zero(nn.Module):
         self.stride = stride
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return x[:, :, ::self.stride, ::self.stride].mul(0.0)
+        return x[:, :, :: self.stride, :: self.stride].mul(0.0)
 
 
 class ReLUConvBN(nn.Sequential):
     """ReLU, convolution, BatchNorm: the cells' input preprocessing."""
 
-    def __init__(self, c_in: int, c_out: int, kernel: int, stride: int, padding: int,
-                 affine: bool) -> None:
+    def __init__(
+        self, c_in: int, c_out: int, kernel: int, stride: int, padding: int, affine: bool
+    ) -> None:
         super().__init__(
             nn.ReLU(inplace=False),
             nn.Conv2d(c_in, c_out, kernel, stride=stride, padding=padding, bias=False),
@@ -52,16 +65,20 @@ def _pair(v: Any) -> tuple[Any, Any]:
     return (v[0], v[1]) if isinstance(v, (tuple, list)) else (v, v)
 
 
-def _window_starts(width: int, out_size: Sequence[int], geometry: Sequence[Any],
-                   device: torch.device) -> tuple[torch.Tensor, torch.dtype]:
+def _window_starts(
+    width: int, out_size: Sequence[int], geometry: Sequence[Any], device: torch.device
+) -> tuple[torch.Tensor, torch.dtype]:
     """Per output pixel, the flat index of its pooling window's first pixel (padding counted);
     and the smallest integer type that holds an offset into the window."""
     kernel, stride, padding, dilation = geometry[:4]
     rows = torch.arange(out_size[0], device=device) * stride[0] - padding[0]
     cols = torch.arange(out_size[1], device=device) * stride[1] - padding[1]
     reach = (kernel[0] - 1) * dilation[0] * width + (kernel[1] - 1) * dilation[1]
-    dtype = next(t for t in (torch.uint8, torch.int16, torch.int32, torch.int64)
-                 if reach <= torch.iinfo(t).max)
+    dtype = next(
+        t
+        for t in (torch.uint8, torch.int16, torch.int32, torch.int64)
+        if reach <= torch.iinfo(t).max
+    )
     return rows[:, None] * width + cols[None, :], dtype
 
 
@@ -102,12 +119,23 @@ class MaxPool2d(nn.MaxPool2d):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if self.return_indices or not (x.requires_grad and torch.is_grad_enabled()):
             return super().forward(x)
-        return _MaxPool.apply(x, _pair(self.kernel_size), _pair(self.stride),
-                              _pair(self.padding), _pair(self.dilation), self.ceil_mode)
+        return _MaxPool.apply(
+            x,
+            _pair(self.kernel_size),
+            _pair(self.stride),
+            _pair(self.padding),
+            _pair(self.dilation),
+            self.ceil_mode,
+        )
 
 
-def _depthwise_weight_grad(grad: torch.Tensor, x: torch.Tensor, kernel: tuple[int, int],
-                           stride: tuple[int, int], padding: tuple[int, int]) -> torch.Tensor:
+def _depthwise_weight_grad(
+    grad: torch.Tensor,
+    x: torch.Tensor,
+    kernel: tuple[int, int],
+    stride: tuple[int, int],
+    padding: tuple[int, int],
+) -> torch.Tensor:
     """The weight gradient of a depthwise convolution, from windows of at most 3 kernel columns.
 
     Each window is a convolution without padding on the columns of the padded input it reads: a
@@ -125,9 +153,19 @@ def _depthwise_weight_grad(grad: torch.Tensor, x: torch.Tensor, kernel: tuple[in
         left = padding[1] - start
         window = F.pad(x, (left, span - left - x.shape[-1], padding[0], padding[0]))
         part = torch.ops.aten.convolution_backward(
-            grad, window, shape_only, None, stride, (0, 0), (1, 1), False,
-            (0, 0), c, (False, True, False))[1]
-        parts.append(part[..., done - start:])
+            grad,
+            window,
+            shape_only,
+            None,
+            stride,
+            (0, 0),
+            (1, 1),
+            False,
+            (0, 0),
+            c,
+            (False, True, False),
+        )[1]
+        parts.append(part[..., done - start :])
         done = start + width
     return torch.cat(parts, dim=-1)
 
@@ -143,8 +181,13 @@ class _DepthwiseConv(torch.autograd.Function):
     """
 
     @staticmethod
-    def forward(ctx: Any, x: torch.Tensor, weight: torch.Tensor, stride: tuple[int, int],
-                padding: tuple[int, int]) -> torch.Tensor:
+    def forward(
+        ctx: Any,
+        x: torch.Tensor,
+        weight: torch.Tensor,
+        stride: tuple[int, int],
+        padding: tuple[int, int],
+    ) -> torch.Tensor:
         ctx.geometry = (stride, padding)
         ctx.save_for_backward(x, weight)
         return F.conv2d(x, weight, None, stride, padding, 1, weight.shape[0])
@@ -156,21 +199,43 @@ class _DepthwiseConv(torch.autograd.Function):
         dx = dw = None
         if ctx.needs_input_grad[0]:
             dx = torch.ops.aten.convolution_backward(
-                grad, x, weight, None, stride, padding, (1, 1), False, (0, 0), weight.shape[0],
-                (True, False, False))[0]
+                grad,
+                x,
+                weight,
+                None,
+                stride,
+                padding,
+                (1, 1),
+                False,
+                (0, 0),
+                weight.shape[0],
+                (True, False, False),
+            )[0]
         if ctx.needs_input_grad[1]:
             dw = _depthwise_weight_grad(grad, x, tuple(weight.shape[-2:]), stride, padding)
         return dx, dw, None, None
 
 
-def _conv2d(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None, stride: Any,
-            padding: Any, groups: int) -> torch.Tensor:
+def _conv2d(
+    x: torch.Tensor,
+    weight: torch.Tensor,
+    bias: torch.Tensor | None,
+    stride: Any,
+    padding: Any,
+    groups: int,
+) -> torch.Tensor:
     """``F.conv2d`` without dilation; a depthwise one on a CPU map smaller than its kernel takes
     its weight gradient from :class:`_DepthwiseConv`."""
-    if (bias is None and groups == x.shape[1] == weight.shape[0] and weight.shape[1] == 1
-            and x.device.type == "cpu" and weight.requires_grad and torch.is_grad_enabled()
-            and not isinstance(padding, str)
-            and (x.shape[-2] < weight.shape[-2] or x.shape[-1] < weight.shape[-1])):
+    if (
+        bias is None
+        and groups == x.shape[1] == weight.shape[0]
+        and weight.shape[1] == 1
+        and x.device.type == "cpu"
+        and weight.requires_grad
+        and torch.is_grad_enabled()
+        and not isinstance(padding, str)
+        and (x.shape[-2] < weight.shape[-2] or x.shape[-1] < weight.shape[-1])
+    ):
         return _DepthwiseConv.apply(x, weight, _pair(stride), _pair(padding))
     return F.conv2d(x, weight, bias, stride, padding, 1, groups)
 
@@ -179,8 +244,9 @@ class DepthwiseConv2d(nn.Conv2d):
     """``nn.Conv2d`` for depthwise convolutions, with a faster weight gradient on small maps
     (see :class:`_DepthwiseConv`). Parameters, outputs and gradients are ``nn.Conv2d``'s."""
 
-    def _conv_forward(self, x: torch.Tensor, weight: torch.Tensor,
-                      bias: torch.Tensor | None) -> torch.Tensor:
+    def _conv_forward(
+        self, x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None
+    ) -> torch.Tensor:
         if self.padding_mode != "zeros" or self.dilation != (1, 1):
             return super()._conv_forward(x, weight, bias)
         return _conv2d(x, weight, bias, self.stride, self.padding, self.groups)
@@ -197,14 +263,37 @@ class PolyphaseConv2d(nn.Conv2d):
     this (batch 64, 16-64 channels).
     """
 
-    def __init__(self, c_in: int, c_out: int, kernel: int, stride: int, padding: int,
-                 dilation: int, groups: int = 1, bias: bool = False) -> None:
-        if kernel % 2 == 0 or padding != dilation * (kernel - 1) // 2 or stride not in (1, dilation):
-            raise ValueError(f"PolyphaseConv2d needs an odd kernel, padding dilation*(kernel-1)/2 "
-                             f"and stride 1 or the dilation; got kernel {kernel}, padding "
-                             f"{padding}, stride {stride}, dilation {dilation}")
-        super().__init__(c_in, c_out, kernel, stride=stride, padding=padding, dilation=dilation,
-                         groups=groups, bias=bias)
+    def __init__(
+        self,
+        c_in: int,
+        c_out: int,
+        kernel: int,
+        stride: int,
+        padding: int,
+        dilation: int,
+        groups: int = 1,
+        bias: bool = False,
+    ) -> None:
+        if (
+            kernel % 2 == 0
+            or padding != dilation * (kernel - 1) // 2
+            or stride not in (1, dilation)
+        ):
+            raise ValueError(
+                f"PolyphaseConv2d needs an odd kernel, padding dilation*(kernel-1)/2 "
+                f"and stride 1 or the dilation; got kernel {kernel}, padding "
+                f"{padding}, stride {stride}, dilation {dilation}"
+            )
+        super().__init__(
+            c_in,
+            c_out,
+            kernel,
+            stride=stride,
+            padding=padding,
+            dilation=dilation,
+            groups=groups,
+            bias=bias,
+        )
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         d = self.dilation[0]
@@ -226,8 +315,13 @@ class PolyphaseConv2d(nn.Conv2d):
             x = F.pad(x, (0, pw, 0, ph))
         hd, wd = (h + ph) // d, (w + pw) // d
         # Rearranged through NHWC so that channels_last inputs stay channels_last.
-        stacked = (x.permute(0, 2, 3, 1).reshape(n, hd, d, wd, d, c).permute(2, 4, 0, 1, 3, 5)
-                   .reshape(d * d * n, hd, wd, c).permute(0, 3, 1, 2))
+        stacked = (
+            x.permute(0, 2, 3, 1)
+            .reshape(n, hd, d, wd, d, c)
+            .permute(2, 4, 0, 1, 3, 5)
+            .reshape(d * d * n, hd, wd, c)
+            .permute(0, 3, 1, 2)
+        )
         return stacked, (n, c, h, w)
 
     def convolve_phases(self, stacked: torch.Tensor, shape: tuple[int, ...]) -> torch.Tensor:
@@ -237,21 +331,42 @@ class PolyphaseConv2d(nn.Conv2d):
         n, _, h, w = shape
         y = _conv2d(stacked, self.weight, self.bias, 1, pad, self.groups)
         hd, wd, co = y.shape[2], y.shape[3], y.shape[1]
-        y = (y.permute(0, 2, 3, 1).reshape(d, d, n, hd, wd, co).permute(2, 3, 0, 4, 1, 5)
-             .reshape(n, hd * d, wd * d, co).permute(0, 3, 1, 2))
+        y = (
+            y.permute(0, 2, 3, 1)
+            .reshape(d, d, n, hd, wd, co)
+            .permute(2, 3, 0, 4, 1, 5)
+            .reshape(n, hd * d, wd * d, co)
+            .permute(0, 3, 1, 2)
+        )
         return y[:, :, :h, :w] if hd * d != h or wd * d != w else y
 
 
 class DilConv(nn.Sequential):
     """ReLU, dilated depthwise convolution, pointwise convolution, BatchNorm."""
 
-    def __init__(self, c_in: int, c_out: int, kernel: int, stride: int, padding: int,
-                 dilation: int, affine: bool) -> None:
+    def __init__(
+        self,
+        c_in: int,
+        c_out: int,
+        kernel: int,
+        stride: int,
+        padding: int,
+        dilation: int,
+        affine: bool,
+    ) -> None:
         conv = PolyphaseConv2d if dilation > 1 else DepthwiseConv2d
         super().__init__(
             nn.ReLU(inplace=False),
-            conv(c_in, c_in, kernel, stride=stride, padding=padding, dilation=dilation,
-                 groups=c_in, bias=False),
+            conv(
+                c_in,
+                c_in,
+                kernel,
+                stride=stride,
+                padding=padding,
+                dilation=dilation,
+                groups=c_in,
+                bias=False,
+            ),
             nn.Conv2d(c_in, c_out, 1, bias=False),
             nn.BatchNorm2d(c_out, affine=affine),
         )
@@ -260,8 +375,9 @@ class DilConv(nn.Sequential):
 class SepConv(nn.Sequential):
     """Two stacked dilation-free ``DilConv`` blocks, the first carrying the stride."""
 
-    def __init__(self, c_in: int, c_out: int, kernel: int, stride: int, padding: int,
-                 affine: bool) -> None:
+    def __init__(
+        self, c_in: int, c_out: int, kernel: int, stride: int, padding: int, affine: bool
+    ) -> None:
         super().__init__(
             DilConv(c_in, c_in, kernel, stride, padding, 1, affine),
             DilConv(c_in, c_out, kernel, 1, padding, 1, affine),
@@ -297,8 +413,9 @@ def _skip(c: int, stride: int, affine: bool) -> nn.Module:
 OPS: dict[str, OpConstructor] = {
     NONE: lambda c, stride, affine: Zero(stride),
     "max_pool_3x3": lambda c, stride, affine: MaxPool2d(3, stride=stride, padding=1),
-    "avg_pool_3x3": lambda c, stride, affine: nn.AvgPool2d(3, stride=stride, padding=1,
-                                                           count_include_pad=False),
+    "avg_pool_3x3": lambda c, stride, affine: nn.AvgPool2d(
+        3, stride=stride, padding=1, count_include_pad=False
+    ),
     "skip_connect": _skip,
     "sep_conv_3x3": lambda c, stride, affine: SepConv(c, c, 3, stride, 1, affine),
     "sep_conv_5x5": lambda c, stride, affine: SepConv(c, c, 5, stride, 2, affine),

@@ -11,14 +11,32 @@ from pathlib import Path
 import pytest
 import torch
 
-TINY = ["--space-opt", "channels=4", "--space-opt", "layers=2", "--data-opt", "train_per_class=16",
-        "--data-opt", "test_per_class=8", "--batch-size", "32", "--device", "cpu", "--quiet"]
+TINY = [
+    "--space-opt",
+    "channels=4",
+    "--space-opt",
+    "layers=2",
+    "--data-opt",
+    "train_per_class=16",
+    "--data-opt",
+    "test_per_class=8",
+    "--batch-size",
+    "32",
+    "--device",
+    "cpu",
+    "--quiet",
+]
 
 
 def nasplug(*args, check=False, timeout=300):
     env = {**os.environ, "OMP_NUM_THREADS": "1", "NASPLUG_QUIET": "1"}
-    p = subprocess.run([sys.executable, "-m", "nasplug", *map(str, args)], capture_output=True,
-                       text=True, env=env, timeout=timeout)
+    p = subprocess.run(
+        [sys.executable, "-m", "nasplug", *map(str, args)],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=timeout,
+    )
     if check and p.returncode != 0:
         raise AssertionError(f"exit {p.returncode}\n{p.stdout}\n{p.stderr}")
     return p
@@ -33,7 +51,13 @@ def test_run_then_show(tmp_path):
     out = tmp_path / "run"
     p = nasplug("run", *TINY, "--epochs", "1", "--out", out, check=True)
     assert "genotype:" in p.stdout and "validation accuracy" in p.stdout
-    for name in ("config.json", "events.jsonl", "genotype.json", "metrics.json", "checkpoints/search.pt"):
+    for name in (
+        "config.json",
+        "events.jsonl",
+        "genotype.json",
+        "metrics.json",
+        "checkpoints/search.pt",
+    ):
         assert (out / name).exists(), name
     metrics = json.loads((out / "metrics.json").read_text())
     assert 0 <= metrics["val_accuracy"] <= 1 and "discretisation_gap" in metrics
@@ -43,29 +67,58 @@ def test_run_then_show(tmp_path):
 
 def test_list_shows_every_axis_with_its_distribution():
     p = nasplug("list", check=True)
-    for word in ("spaces:", "relaxations:", "strategies:", "datasets:", "cell", "softmax", "darts",
-                 "fashion-mnist-small", "nasplug 0.1.0"):
+    for word in (
+        "spaces:",
+        "relaxations:",
+        "strategies:",
+        "datasets:",
+        "cell",
+        "softmax",
+        "darts",
+        "fashion-mnist-small",
+        "nasplug 0.1.0",
+    ):
         assert word in p.stdout
 
 
 def test_config_file_and_flags(tmp_path):
     cfg = tmp_path / "c.toml"
-    cfg.write_text('[run]\nepochs = 1\nseed = 3\nrelax = "softmax"\n[space]\nchannels = 4\nlayers = 2\n'
-                   '[data]\ntrain_per_class = 16\ntest_per_class = 8\n')
+    cfg.write_text(
+        '[run]\nepochs = 1\nseed = 3\nrelax = "softmax"\n[space]\nchannels = 4\nlayers = 2\n'
+        "[data]\ntrain_per_class = 16\ntest_per_class = 8\n"
+    )
     out = tmp_path / "run"
-    nasplug("run", "--config", cfg, "--seed", "5", "--batch-size", "32", "--device", "cpu", "--out", out,
-            check=True)
+    nasplug(
+        "run",
+        "--config",
+        cfg,
+        "--seed",
+        "5",
+        "--batch-size",
+        "32",
+        "--device",
+        "cpu",
+        "--out",
+        out,
+        check=True,
+    )
     conf = json.loads((out / "config.json").read_text())
     assert conf["seed"] == 5 and conf["epochs"] == 1 and conf["opts"]["space"]["channels"] == 4
 
 
-@pytest.mark.parametrize("args,needle", [
-    (["--relax", "sparsmax"], "unknown relaxation 'sparsmax'; available:"),
-    (["--space-opt", "chanels=4"], "unknown option 'chanels' for space 'cell'; accepted:"),
-    (["--space-opt", "channels=four"], "option channels='four' of space 'cell' expects an integer"),
-    (["--space-opt", "channels"], "--space-opt takes KEY=VALUE"),
-    (["--epochs", "0"], "epochs must be a positive integer"),
-])
+@pytest.mark.parametrize(
+    "args,needle",
+    [
+        (["--relax", "sparsmax"], "unknown relaxation 'sparsmax'; available:"),
+        (["--space-opt", "chanels=4"], "unknown option 'chanels' for space 'cell'; accepted:"),
+        (
+            ["--space-opt", "channels=four"],
+            "option channels='four' of space 'cell' expects an integer",
+        ),
+        (["--space-opt", "channels"], "--space-opt takes KEY=VALUE"),
+        (["--epochs", "0"], "epochs must be a positive integer"),
+    ],
+)
 def test_bad_input_is_one_line_and_writes_nothing(tmp_path, args, needle):
     out = tmp_path / "run"
     p = nasplug("run", *TINY, "--epochs", "1", "--out", out, *args)
@@ -95,7 +148,9 @@ def test_corrupt_checkpoint_is_reported_and_left_alone(tmp_path):
     p = nasplug("run", "--resume", out)
     assert p.returncode == 2
     assert "corrupt or truncated" in last_error_line(p) and "search.pt" in last_error_line(p)
-    after = {p.name: p.read_bytes() for p in out.iterdir() if p.is_file() and p.name != "events.jsonl"}
+    after = {
+        p.name: p.read_bytes() for p in out.iterdir() if p.is_file() and p.name != "events.jsonl"
+    }
     assert all(before[k] == v for k, v in after.items())
 
 
@@ -122,16 +177,39 @@ def _logits(run_dir: Path):
 
 @pytest.mark.slow
 def test_sigkill_mid_epoch_then_resume_matches_uninterrupted_run(tmp_path):
-    args = ["run", "--space-opt", "channels=4", "--space-opt", "layers=2", "--data-opt",
-            "train_per_class=200", "--data-opt", "test_per_class=8", "--batch-size", "16",
-            "--device", "cpu", "--epochs", "2", "--seed", "7", "--quiet", "--relax", "gumbel-hard"]
+    args = [
+        "run",
+        "--space-opt",
+        "channels=4",
+        "--space-opt",
+        "layers=2",
+        "--data-opt",
+        "train_per_class=200",
+        "--data-opt",
+        "test_per_class=8",
+        "--batch-size",
+        "16",
+        "--device",
+        "cpu",
+        "--epochs",
+        "2",
+        "--seed",
+        "7",
+        "--quiet",
+        "--relax",
+        "gumbel-hard",
+    ]
     ref = tmp_path / "ref"
     nasplug(*args, "--out", ref, check=True)
 
     killed = tmp_path / "killed"
     env = {**os.environ, "OMP_NUM_THREADS": "1", "NASPLUG_QUIET": "1"}
-    proc = subprocess.Popen([sys.executable, "-m", "nasplug", *args, "--out", str(killed)],
-                            env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "nasplug", *args, "--out", str(killed)],
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
     events = killed / "events.jsonl"
     deadline = time.time() + 240
     while time.time() < deadline:
@@ -155,7 +233,9 @@ def test_sigkill_mid_epoch_then_resume_matches_uninterrupted_run(tmp_path):
     assert ref_epoch == res_epoch == 2
     for k in ref_logits:
         assert torch.equal(ref_logits[k], res_logits[k]), k
-    assert json.loads((ref / "genotype.json").read_text()) == json.loads((killed / "genotype.json").read_text())
+    assert json.loads((ref / "genotype.json").read_text()) == json.loads(
+        (killed / "genotype.json").read_text()
+    )
 
 
 def test_bad_data_fails_before_the_run_directory_is_written(tmp_path):
@@ -166,7 +246,19 @@ def test_bad_data_fails_before_the_run_directory_is_written(tmp_path):
     x[3, 2] = np.nan
     np.savez(bad, X=x, y=np.arange(20) % 2)
     out = tmp_path / "run"
-    p = nasplug("run", "--space", "dense", "--data", "npz", "--data-opt", f"path={bad}", "--out", out,
-                "--epochs", "1", "--quiet")
+    p = nasplug(
+        "run",
+        "--space",
+        "dense",
+        "--data",
+        "npz",
+        "--data-opt",
+        f"path={bad}",
+        "--out",
+        out,
+        "--epochs",
+        "1",
+        "--quiet",
+    )
     assert p.returncode == 2 and "NaN" in last_error_line(p)
     assert not out.exists()

@@ -7,8 +7,9 @@ Plugins run with their default options, except those named in ``TINY``.
 from __future__ import annotations
 
 import builtins
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import numpy as np
 import pytest
@@ -16,8 +17,12 @@ import torch
 
 from nasplug import registry
 from nasplug.options import instantiate
-from nasplug.testing import (DatasetConformance, RelaxationConformance, SpaceConformance,
-                             StrategyConformance)
+from nasplug.testing import (
+    DatasetConformance,
+    RelaxationConformance,
+    SpaceConformance,
+    StrategyConformance,
+)
 from nasplug.types import Genotype
 
 
@@ -144,12 +149,28 @@ def test_darts_v2_string_parses_to_its_cell_without_eval_and_builds(monkeypatch,
     monkeypatch.undo()
     assert genotype.space == "cell"
     assert genotype.spec["normal"] == (
-        ("sep_conv_3x3", 0), ("sep_conv_3x3", 1), ("sep_conv_3x3", 0), ("sep_conv_3x3", 1),
-        ("sep_conv_3x3", 1), ("skip_connect", 0), ("skip_connect", 0), ("dil_conv_3x3", 2))
+        ("sep_conv_3x3", 0),
+        ("sep_conv_3x3", 1),
+        ("sep_conv_3x3", 0),
+        ("sep_conv_3x3", 1),
+        ("sep_conv_3x3", 1),
+        ("skip_connect", 0),
+        ("skip_connect", 0),
+        ("dil_conv_3x3", 2),
+    )
     assert genotype.spec["reduce"] == (
-        ("max_pool_3x3", 0), ("max_pool_3x3", 1), ("skip_connect", 2), ("max_pool_3x3", 1),
-        ("max_pool_3x3", 0), ("skip_connect", 2), ("skip_connect", 2), ("max_pool_3x3", 1))
-    assert list(genotype.spec["normal_concat"]) == list(genotype.spec["reduce_concat"]) == [2, 3, 4, 5]
+        ("max_pool_3x3", 0),
+        ("max_pool_3x3", 1),
+        ("skip_connect", 2),
+        ("max_pool_3x3", 1),
+        ("max_pool_3x3", 0),
+        ("skip_connect", 2),
+        ("skip_connect", 2),
+        ("max_pool_3x3", 1),
+    )
+    assert (
+        list(genotype.spec["normal_concat"]) == list(genotype.spec["reduce_concat"]) == [2, 3, 4, 5]
+    )
     from nasplug.types import Task
 
     space = make("space", "cell", tmp_path)

@@ -30,12 +30,41 @@ from nasplug.trainer import NonFiniteLoss, Trainer
 from nasplug.types import Data, Task
 
 ENV = {**os.environ, "OMP_NUM_THREADS": "1", "NASPLUG_QUIET": "1"}
-DATA = ["--data", "fashion-mnist-small", "--data-opt", "train_per_class=16",
-        "--data-opt", "test_per_class=8", "--device", "cpu", "--quiet"]
-CELL = ["--space", "cell", "--space-opt", "channels=4", "--space-opt", "layers=2", *DATA,
-        "--batch-size", "32"]
-DENSE = ["--space", "dense", "--space-opt", "blocks=4", "--space-opt", "layers=2",
-         "--space-opt", "width=16", *DATA, "--batch-size", "16"]
+DATA = [
+    "--data",
+    "fashion-mnist-small",
+    "--data-opt",
+    "train_per_class=16",
+    "--data-opt",
+    "test_per_class=8",
+    "--device",
+    "cpu",
+    "--quiet",
+]
+CELL = [
+    "--space",
+    "cell",
+    "--space-opt",
+    "channels=4",
+    "--space-opt",
+    "layers=2",
+    *DATA,
+    "--batch-size",
+    "32",
+]
+DENSE = [
+    "--space",
+    "dense",
+    "--space-opt",
+    "blocks=4",
+    "--space-opt",
+    "layers=2",
+    "--space-opt",
+    "width=16",
+    *DATA,
+    "--batch-size",
+    "16",
+]
 pytestmark = pytest.mark.slow
 
 RANK_LINE = re.compile(r"nasplug: rank (\d)/2: genotype (\w+), search (\w+)")
@@ -51,9 +80,23 @@ def _free_port() -> int:
 
 
 def _torchrun_cmd(*args: str) -> list[str]:
-    return [sys.executable, "-m", "torch.distributed.run", "--nnodes", "1", "--nproc_per_node", "2",
-            "--rdzv-backend", "c10d", "--rdzv-endpoint", f"127.0.0.1:{_free_port()}",
-            "-m", "nasplug", "run", *map(str, args)]
+    return [
+        sys.executable,
+        "-m",
+        "torch.distributed.run",
+        "--nnodes",
+        "1",
+        "--nproc_per_node",
+        "2",
+        "--rdzv-backend",
+        "c10d",
+        "--rdzv-endpoint",
+        f"127.0.0.1:{_free_port()}",
+        "-m",
+        "nasplug",
+        "run",
+        *map(str, args),
+    ]
 
 
 def torchrun(*args: str) -> subprocess.CompletedProcess:
@@ -82,8 +125,9 @@ def assert_same_search(a: Path, b: Path, tolerance: float) -> None:
     for part in ("logits", "net"):
         assert sa[part].keys() == sb[part].keys()
         for k in sa[part]:
-            torch.testing.assert_close(sb[part][k], sa[part][k], rtol=0, atol=tolerance,
-                                       msg=f"{part} {k}")
+            torch.testing.assert_close(
+                sb[part][k], sa[part][k], rtol=0, atol=tolerance, msg=f"{part} {k}"
+            )
     genotypes = [json.loads((run / "genotype.json").read_text()) for run in (a, b)]
     assert genotypes[0] == genotypes[1]
 
@@ -119,8 +163,12 @@ def test_killed_hard_gumbel_run_resumes_and_equals_one_process(tmp_path, capsys)
     single(capsys, *args, "--out", tmp_path / "one")
 
     out = tmp_path / "two"
-    proc = subprocess.Popen(_torchrun_cmd(*args, "--out", out), env=ENV,
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    proc = subprocess.Popen(
+        _torchrun_cmd(*args, "--out", out),
+        env=ENV,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
     ckpt = out / "checkpoints" / "search.pt"
     try:
         deadline = time.time() + 600
@@ -141,8 +189,11 @@ def test_killed_hard_gumbel_run_resumes_and_equals_one_process(tmp_path, capsys)
 
     p = torchrun("--resume", out)
     assert rank_lines(p)[0] == rank_lines(p)[1]
-    events = [json.loads(line) for line in (out / "events.jsonl").read_text().splitlines()
-              if line.endswith("}")]
+    events = [
+        json.loads(line)
+        for line in (out / "events.jsonl").read_text().splitlines()
+        if line.endswith("}")
+    ]
     assert any(e["event"] == "resume" and e["epoch"] == done for e in events)
     assert_same_search(tmp_path / "one", out, TOLERANCE)
 
@@ -174,7 +225,7 @@ def _collectives(rank: int, init: str, out: str) -> None:
     trainer = Trainer(Data(task, (x, y), (x, y)), device="cpu", quiet=True)
     m = trainer.metrics()
     g = torch.Generator().manual_seed(rank)
-    m.update(torch.randn(4, 2, generator=g), y[4 * rank:4 * rank + 4])
+    m.update(torch.randn(4, 2, generator=g), y[4 * rank : 4 * rank + 4])
     res["metrics"] = m.compute()
     # A NaN on rank 1's shard only stops every rank at the epoch's end (the deferred check).
     trainer.lazy_sync = True

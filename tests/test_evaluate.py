@@ -14,8 +14,18 @@ from nasplug.evaluate import count_params
 from nasplug.types import Task
 
 DATA = ["--data-opt", "train_per_class=20", "--data-opt", "test_per_class=10"]
-TINY = ["--space-opt", "channels=4", "--space-opt", "layers=2", *DATA, "--batch-size", "32",
-        "--device", "cpu", "--quiet"]
+TINY = [
+    "--space-opt",
+    "channels=4",
+    "--space-opt",
+    "layers=2",
+    *DATA,
+    "--batch-size",
+    "32",
+    "--device",
+    "cpu",
+    "--quiet",
+]
 TRAIN = ["--epochs", "1", "--batch-size", "32", "--device", "cpu", "--quiet"]
 
 
@@ -31,12 +41,42 @@ def runs(tmp_path_factory) -> dict[str, Path]:
     root = tmp_path_factory.mktemp("runs")
     paths = {k: root / k for k in ("darts", "random", "trained", "resnet")}
     assert main(["run", *TINY, "--epochs", "1", "--out", str(paths["darts"])]) == 0
-    assert main(["run", "--strategy", "random", "--strategy-opt", "candidates=2",
-                 "--strategy-opt", "train_epochs=1", *TINY, "--epochs", "1",
-                 "--out", str(paths["random"])]) == 0
+    assert (
+        main(
+            [
+                "run",
+                "--strategy",
+                "random",
+                "--strategy-opt",
+                "candidates=2",
+                "--strategy-opt",
+                "train_epochs=1",
+                *TINY,
+                "--epochs",
+                "1",
+                "--out",
+                str(paths["random"]),
+            ]
+        )
+        == 0
+    )
     assert main(["train", str(paths["darts"]), *TRAIN, "--out", str(paths["trained"])]) == 0
-    assert main(["train", "--baseline", "resnet", str(paths["darts"]), "--layers", "1", *TRAIN,
-                 "--out", str(paths["resnet"])]) == 0
+    assert (
+        main(
+            [
+                "train",
+                "--baseline",
+                "resnet",
+                str(paths["darts"]),
+                "--layers",
+                "1",
+                *TRAIN,
+                "--out",
+                str(paths["resnet"]),
+            ]
+        )
+        == 0
+    )
     return paths
 
 
@@ -48,8 +88,10 @@ def test_train_writes_metric_params_and_time(runs):
     config = json.loads((runs["trained"] / "config.json").read_text())
     # The network is built with the search run's space options, on its dataset.
     as_text = {axis: {k: str(v) for k, v in opts.items()} for axis, opts in config["opts"].items()}
-    assert as_text == {"space": {"channels": "4", "layers": "2"},
-                       "data": {"train_per_class": "20", "test_per_class": "10"}}
+    assert as_text == {
+        "space": {"channels": "4", "layers": "2"},
+        "data": {"train_per_class": "20", "test_per_class": "10"},
+    }
     events = [json.loads(line)["event"] for line in (runs["trained"] / "events.jsonl").open()]
     assert "train_start" in events and "train_epoch" in events and "train_end" in events
 
@@ -67,7 +109,10 @@ def test_compare_makes_one_table_of_every_method(runs, capsys, tmp_path):
     # without retraining.
     searched = json.loads((runs["darts"] / "metrics.json").read_text())
     assert "derived, one-hot in the supernet" in body[1]
-    assert f"{searched['val_accuracy_discrete']:.4f}" in body[1] and f"{int(searched['params']):,}" in body[1]
+    assert (
+        f"{searched['val_accuracy_discrete']:.4f}" in body[1]
+        and f"{int(searched['params']):,}" in body[1]
+    )
     assert "derived, one-hot, BatchNorm re-estimated" in body[2]
     assert f"{searched['val_accuracy_discrete_recalibrated']:.4f}" in body[2]
     assert "random search (best of 2)" in body[3]
@@ -83,20 +128,38 @@ def test_compare_mean_gives_one_row_per_method_with_mean_and_sd(runs, tmp_path, 
     seed1 = tmp_path / "darts-seed1"
     assert main(["run", *TINY, "--epochs", "1", "--seed", "1", "--out", str(seed1)]) == 0
     per_edge = tmp_path / "per-edge"
-    assert main(["run", *TINY, "--epochs", "1", "--relax", "sparsemax", "--relax-opt",
-                 "grouped=false", "--out", str(per_edge)]) == 0
+    assert (
+        main(
+            [
+                "run",
+                *TINY,
+                "--epochs",
+                "1",
+                "--relax",
+                "sparsemax",
+                "--relax-opt",
+                "grouped=false",
+                "--out",
+                str(per_edge),
+            ]
+        )
+        == 0
+    )
     capsys.readouterr()
-    code, table, _ = _run(capsys, "compare", "--mean", runs["darts"], seed1, per_edge,
-                          runs["resnet"])
+    code, table, _ = _run(
+        capsys, "compare", "--mean", runs["darts"], seed1, per_edge, runs["resnet"]
+    )
     assert code == 0
     body = [line for line in table.splitlines() if line.startswith("| ")][2:]
     # Two seeds of darts (softmax) share each of their rows; per-edge sparsemax is its own method.
     assert len(body) == 3 + 3 + 1
     assert body[0].startswith("| darts (softmax): continuous supernet (n=2) |")
-    vals = [json.loads((r / "metrics.json").read_text())["val_accuracy_continuous"]
-            for r in (runs["darts"], seed1)]
+    vals = [
+        json.loads((r / "metrics.json").read_text())["val_accuracy_continuous"]
+        for r in (runs["darts"], seed1)
+    ]
     mean = sum(vals) / 2
-    sd = abs(vals[0] - vals[1]) / 2 ** 0.5
+    sd = abs(vals[0] - vals[1]) / 2**0.5
     assert f"{mean:.4f}" in body[0] and f"± {sd:.4f}" in body[0]
     assert body[3].startswith("| darts (sparsemax grouped=false): continuous supernet |")
     assert "±" not in body[3] and "resnet baseline" in body[6]
@@ -104,8 +167,25 @@ def test_compare_mean_gives_one_row_per_method_with_mean_and_sd(runs, tmp_path, 
 
 def test_compare_refuses_runs_on_different_datasets(runs, tmp_path, capsys):
     other = tmp_path / "other"
-    assert main(["train", "--baseline", "resnet", "--data-opt", "train_per_class=10",
-                 "--data-opt", "test_per_class=10", "--layers", "1", *TRAIN, "--out", str(other)]) == 0
+    assert (
+        main(
+            [
+                "train",
+                "--baseline",
+                "resnet",
+                "--data-opt",
+                "train_per_class=10",
+                "--data-opt",
+                "test_per_class=10",
+                "--layers",
+                "1",
+                *TRAIN,
+                "--out",
+                str(other),
+            ]
+        )
+        == 0
+    )
     capsys.readouterr()
     code, _, err = _run(capsys, "compare", runs["darts"], other)
     assert code == 2
@@ -119,20 +199,38 @@ def test_train_a_darts_genotype_string(tmp_path, capsys):
         "('sep_conv_3x3', 1), ('sep_conv_3x3', 1), ('skip_connect', 0), ('skip_connect', 0), "
         "('dil_conv_3x3', 2)], normal_concat=[2, 3, 4, 5], reduce=[('max_pool_3x3', 0), "
         "('max_pool_3x3', 1), ('skip_connect', 2), ('max_pool_3x3', 1), ('max_pool_3x3', 0), "
-        "('skip_connect', 2), ('skip_connect', 2), ('max_pool_3x3', 1)], reduce_concat=[2, 3, 4, 5])")
+        "('skip_connect', 2), ('skip_connect', 2), ('max_pool_3x3', 1)], reduce_concat=[2, 3, 4, 5])"
+    )
     out = tmp_path / "t"
-    code, stdout, _ = _run(capsys, "train", gfile, "--channels", "4", "--layers", "3", "--auxiliary",
-                           "--cutout", "4", "--drop-path", "0.2", *DATA, *TRAIN, "--out", out)
+    code, stdout, _ = _run(
+        capsys,
+        "train",
+        gfile,
+        "--channels",
+        "4",
+        "--layers",
+        "3",
+        "--auxiliary",
+        "--cutout",
+        "4",
+        "--drop-path",
+        "0.2",
+        *DATA,
+        *TRAIN,
+        "--out",
+        out,
+    )
     assert code == 0 and "test accuracy" in stdout
     res = json.loads((out / "train.json").read_text())
     config = json.loads((out / "config.json").read_text())
     assert config["space"] == "cell" and config["opts"]["space"]["auxiliary"] is True
     # The auxiliary head trains the network but is not part of it.
-    from nasplug_spaces.cell import CellSpace
     from nasplug.types import Genotype
+    from nasplug_spaces.cell import CellSpace
 
-    plain = CellSpace(channels=4, layers=3).build(Genotype.from_dict(res["genotype"]),
-                                                   Task("classification", (1, 28, 28), 10))
+    plain = CellSpace(channels=4, layers=3).build(
+        Genotype.from_dict(res["genotype"]), Task("classification", (1, 28, 28), 10)
+    )
     assert res["params"] == count_params(plain)
 
 
@@ -150,8 +248,20 @@ def test_train_resumes_a_killed_training(tmp_path, capsys, monkeypatch):
         return real_fit(self, model, **{**kw, "report": report})
 
     monkeypatch.setattr(Trainer, "fit", killed_in_second_epoch)
-    code, _, _ = _run(capsys, "train", "--baseline", "resnet", "--layers", "1", *DATA, *TRAIN[2:],
-                      "--epochs", "2", "--out", out)
+    code, _, _ = _run(
+        capsys,
+        "train",
+        "--baseline",
+        "resnet",
+        "--layers",
+        "1",
+        *DATA,
+        *TRAIN[2:],
+        "--epochs",
+        "2",
+        "--out",
+        out,
+    )
     assert code == 130 and not (out / "train.json").exists()
     monkeypatch.setattr(Trainer, "fit", real_fit)
     code, _, _ = _run(capsys, "train", "--resume", out, "--quiet")
@@ -165,14 +275,17 @@ def test_train_resumes_a_killed_training(tmp_path, capsys, monkeypatch):
     assert res["seconds"] > 0
 
 
-@pytest.mark.parametrize("argv, message", [
-    (["train"], "needs a run directory or genotype file, or --baseline"),
-    (["train", "--baseline", "vgg"], "unknown baseline 'vgg'; accepted: resnet"),
-    (["train", "no/such/run"], "neither a run directory nor a genotype file"),
-    (["train", "--baseline", "resnet", "--auxiliary"], "baselines have no auxiliary head"),
-    (["train", "--baseline", "resnet", "--epochs", "0"], "--epochs must be a positive integer"),
-    (["compare", "no/such/run"], "does not exist"),
-])
+@pytest.mark.parametrize(
+    "argv, message",
+    [
+        (["train"], "needs a run directory or genotype file, or --baseline"),
+        (["train", "--baseline", "vgg"], "unknown baseline 'vgg'; accepted: resnet"),
+        (["train", "no/such/run"], "neither a run directory nor a genotype file"),
+        (["train", "--baseline", "resnet", "--auxiliary"], "baselines have no auxiliary head"),
+        (["train", "--baseline", "resnet", "--epochs", "0"], "--epochs must be a positive integer"),
+        (["compare", "no/such/run"], "does not exist"),
+    ],
+)
 def test_bad_input_is_one_line_exit_2(capsys, argv, message):
     code, _, err = _run(capsys, *argv)
     assert code == 2
@@ -181,9 +294,19 @@ def test_bad_input_is_one_line_exit_2(capsys, argv, message):
 
 def test_bad_space_option_for_a_genotype_file(tmp_path, capsys):
     gfile = tmp_path / "g.json"
-    gfile.write_text(json.dumps({"space": "cell", "spec": {
-        "normal": [["skip_connect", 0], ["skip_connect", 1]], "normal_concat": [2],
-        "reduce": [["max_pool_3x3", 0], ["max_pool_3x3", 1]], "reduce_concat": [2]}}))
+    gfile.write_text(
+        json.dumps(
+            {
+                "space": "cell",
+                "spec": {
+                    "normal": [["skip_connect", 0], ["skip_connect", 1]],
+                    "normal_concat": [2],
+                    "reduce": [["max_pool_3x3", 0], ["max_pool_3x3", 1]],
+                    "reduce_concat": [2],
+                },
+            }
+        )
+    )
     out = tmp_path / "never"
     code, _, err = _run(capsys, "train", gfile, "--space-opt", "widht=3", *TRAIN, "--out", str(out))
     assert code == 2 and "unknown option 'widht'" in err

@@ -14,6 +14,7 @@ from pathlib import Path
 
 import pytest
 import torch
+from test_registry import fake_dist
 from torch import nn
 
 from nasplug import cli
@@ -21,10 +22,22 @@ from nasplug.credentials import mask, resolve_storage
 from nasplug.rundir import LOCK, RunDir, RunError
 from nasplug.trainer import NonFiniteLoss, Trainer
 from nasplug.types import Data, Task
-from test_registry import fake_dist
 
-TINY = ["--space-opt", "channels=2", "--space-opt", "layers=1", "--data-opt", "train_per_class=4",
-        "--data-opt", "test_per_class=2", "--batch-size", "16", "--device", "cpu", "--quiet"]
+TINY = [
+    "--space-opt",
+    "channels=2",
+    "--space-opt",
+    "layers=1",
+    "--data-opt",
+    "train_per_class=4",
+    "--data-opt",
+    "test_per_class=2",
+    "--batch-size",
+    "16",
+    "--device",
+    "cpu",
+    "--quiet",
+]
 
 
 def run_cli(*args) -> tuple[int, str, str]:
@@ -47,7 +60,10 @@ def test_debug_flag_and_environment_add_the_traceback(tmp_path, monkeypatch):
     monkeypatch.delenv("NASPLUG_DEBUG", raising=False)
     code, _, err = run_cli("show", tmp_path / "missing")
     assert code == 2 and "Traceback" not in err and len(err.strip().splitlines()) == 1
-    for args in (["--debug", "show", tmp_path / "missing"], ["show", tmp_path / "missing", "--debug"]):
+    for args in (
+        ["--debug", "show", tmp_path / "missing"],
+        ["show", tmp_path / "missing", "--debug"],
+    ):
         code, _, err = run_cli(*args)
         assert code == 2 and "Traceback" in err and "RunError" in err
         assert err.strip().splitlines()[-1].startswith("nasplug: error: run directory")
@@ -81,18 +97,30 @@ NOT_A_CLASS = "def factory():\n    return None\n"
 EXITS = "import sys\nsys.exit('refusing to import')\n"
 
 
-@pytest.mark.parametrize("source,needle", [
-    (NOT_A_SUBCLASS, "is class Loose, not a subclass of nasplug.Relaxation"),
-    (NOT_A_CLASS, "is a function, not a subclass of nasplug.Relaxation"),
-    (EXITS, "failed to load from entry point 'nasplug_fake_bad:Thing' of nasplug-fake-bad 0.3: "
-            "SystemExit: refusing to import"),
-])
-def test_a_broken_plugin_is_reported_by_list_and_refused_before_writing(site, tmp_path, source,
-                                                                       needle):
+@pytest.mark.parametrize(
+    "source,needle",
+    [
+        (NOT_A_SUBCLASS, "is class Loose, not a subclass of nasplug.Relaxation"),
+        (NOT_A_CLASS, "is a function, not a subclass of nasplug.Relaxation"),
+        (
+            EXITS,
+            "failed to load from entry point 'nasplug_fake_bad:Thing' of nasplug-fake-bad 0.3: "
+            "SystemExit: refusing to import",
+        ),
+    ],
+)
+def test_a_broken_plugin_is_reported_by_list_and_refused_before_writing(
+    site, tmp_path, source, needle
+):
     source = source.replace("Loose", "Thing").replace("factory", "Thing")
     needle = needle.replace("Loose", "Thing")
-    fake_dist(site, "nasplug-fake-bad", "0.3", {"nasplug.relaxations": {"bad": "nasplug_fake_bad:Thing"}},
-              {"nasplug_fake_bad": source})
+    fake_dist(
+        site,
+        "nasplug-fake-bad",
+        "0.3",
+        {"nasplug.relaxations": {"bad": "nasplug_fake_bad:Thing"}},
+        {"nasplug_fake_bad": source},
+    )
     code, out, _ = run_cli("list")
     assert code == 0
     line = next(line for line in out.splitlines() if line.split()[:1] == ["bad"])
@@ -138,23 +166,30 @@ def test_a_failure_while_creating_the_run_leaves_nothing(tmp_path, monkeypatch):
 
     monkeypatch.setattr(Path, "mkdir", denied)
     code, _, err = run_cli("run", *TINY, "--epochs", "1", "--out", tmp_path / "a" / "run")
-    assert code == 2 and err.strip() == f"nasplug: error: {tmp_path / 'a' / 'run'}: Permission denied"
+    assert (
+        code == 2 and err.strip() == f"nasplug: error: {tmp_path / 'a' / 'run'}: Permission denied"
+    )
     assert not (tmp_path / "a").exists()
 
 
 # ---- the lock and leftovers ----------------------------------------------------------------
-HOLD = ("import sys, time; from nasplug.rundir import RunDir; "
-        "RunDir.open(sys.argv[1]).lock(); print('held', flush=True); time.sleep(120)")
+HOLD = (
+    "import sys, time; from nasplug.rundir import RunDir; "
+    "RunDir.open(sys.argv[1]).lock(); print('held', flush=True); time.sleep(120)"
+)
 
 
 def test_a_second_process_is_refused_and_a_stale_lock_is_taken_over(finished):
-    holder = subprocess.Popen([sys.executable, "-c", HOLD, str(finished)], stdout=subprocess.PIPE,
-                              text=True)
+    holder = subprocess.Popen(
+        [sys.executable, "-c", HOLD, str(finished)], stdout=subprocess.PIPE, text=True
+    )
     try:
         assert holder.stdout.readline().strip() == "held"
         code, _, err = run_cli("run", "--resume", finished)
-        assert code == 2 and err.strip() == (f"nasplug: error: {finished} is in use by process "
-                                              f"{holder.pid}; wait for it to finish or stop it")
+        assert code == 2 and err.strip() == (
+            f"nasplug: error: {finished} is in use by process "
+            f"{holder.pid}; wait for it to finish or stop it"
+        )
     finally:
         holder.kill()
         holder.wait()
@@ -166,7 +201,10 @@ def test_a_second_process_is_refused_and_a_stale_lock_is_taken_over(finished):
 
 
 def test_temporary_files_of_a_killed_write_are_removed_on_the_next_open(finished):
-    leftovers = [finished / ".metrics.json.k1ll3d.tmp", finished / "checkpoints" / ".search.pt.x.tmp"]
+    leftovers = [
+        finished / ".metrics.json.k1ll3d.tmp",
+        finished / "checkpoints" / ".search.pt.x.tmp",
+    ]
     for p in leftovers:
         p.write_bytes(b"torn")
     RunDir.open(finished)
@@ -183,7 +221,9 @@ def test_a_checkpoint_without_the_expected_keys_is_one_line(tmp_path):
     run.checkpoint_path("p").parent.mkdir()
     torch.save({"weights": torch.ones(2)}, run.checkpoint_path("p"))
     trainer = Trainer(Data(task, (x, y), (x, y)), run=run, device="cpu", quiet=True)
-    with pytest.raises(RunError, match="is not a nasplug checkpoint .it lacks 'epoch', 'state', 'rng'"):
+    with pytest.raises(
+        RunError, match="is not a nasplug checkpoint .it lacks 'epoch', 'state', 'rng'"
+    ):
         list(trainer.epochs(2, {"model": WithStats()}, "p"))
     run.close()
 
@@ -218,8 +258,9 @@ def test_passwords_are_masked_in_messages_and_files(tmp_path):
     assert mask(url) == "postgresql://user:***@db.example:5432/nas"
     assert mask("sqlite:///runs/a.db") == "sqlite:///runs/a.db"
     run = tmp_path / "run"
-    code, _, err = run_cli("run", *TINY, "--epochs", "1", "--strategy", "tpe", "--storage", url,
-                           "--out", run)
+    code, _, err = run_cli(
+        "run", *TINY, "--epochs", "1", "--strategy", "tpe", "--storage", url, "--out", run
+    )
     assert code == 2 and "secret" not in err and "postgresql://user:***@db.example:5432/nas" in err
     assert not run.exists()  # the storage failed before anything worth keeping was written
     with RunDir.create(tmp_path / "kept", {"storage": url}) as kept:
@@ -237,9 +278,22 @@ def test_a_storage_url_from_the_environment_is_stored_by_name_only(tmp_path, mon
     (tmp_path / "url.txt").write_text(url + "\n")
     assert resolve_storage(f"file:{tmp_path / 'url.txt'}") == url
     run = tmp_path / "run"
-    code, _, err = run_cli("run", *TINY, "--epochs", "1", "--strategy", "random", "--strategy-opt",
-                           "candidates=1", "--strategy-opt", "train_epochs=1", "--storage",
-                           "env:NASPLUG_TEST_STORAGE", "--out", run)
+    code, _, err = run_cli(
+        "run",
+        *TINY,
+        "--epochs",
+        "1",
+        "--strategy",
+        "random",
+        "--strategy-opt",
+        "candidates=1",
+        "--strategy-opt",
+        "train_epochs=1",
+        "--storage",
+        "env:NASPLUG_TEST_STORAGE",
+        "--out",
+        run,
+    )
     assert code == 0, err
     assert json.loads((run / "config.json").read_text())["storage"] == "env:NASPLUG_TEST_STORAGE"
     monkeypatch.delenv("NASPLUG_TEST_STORAGE")

@@ -4,20 +4,31 @@ from nasplug.options import OptionError, instantiate, parse_pairs, read_toml
 
 
 class Plugin:
-    def __init__(self, tau: float = 1.0, steps: int = 3, hard: bool = False, name: str = "x",
-                 limit: float | None = None) -> None:
+    def __init__(
+        self,
+        tau: float = 1.0,
+        steps: int = 3,
+        hard: bool = False,
+        name: str = "x",
+        limit: float | None = None,
+    ) -> None:
         self.kw = dict(tau=tau, steps=steps, hard=hard, name=name, limit=limit)
 
 
 def test_options_are_typed_from_the_signature():
-    p = instantiate(Plugin, {"tau": "0.5", "steps": "7", "hard": "true", "name": "n", "limit": "none"},
-                    "relaxation 'p'")
+    p = instantiate(
+        Plugin,
+        {"tau": "0.5", "steps": "7", "hard": "true", "name": "n", "limit": "none"},
+        "relaxation 'p'",
+    )
     assert p.kw == dict(tau=0.5, steps=7, hard=True, name="n", limit=None)
     assert instantiate(Plugin, {"limit": "2"}, "x").kw["limit"] == 2.0
 
 
 def test_unknown_key_lists_accepted_names():
-    with pytest.raises(OptionError, match=r"unknown option 'tua' for relaxation 'p'; accepted: tau, steps"):
+    with pytest.raises(
+        OptionError, match=r"unknown option 'tua' for relaxation 'p'; accepted: tau, steps"
+    ):
         instantiate(Plugin, {"tua": "1"}, "relaxation 'p'")
 
 

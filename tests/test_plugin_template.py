@@ -19,8 +19,12 @@ import pytest
 
 from nasplug import registry
 from nasplug.cli import main
-from nasplug.testing import (DatasetConformance, RelaxationConformance, SpaceConformance,
-                             StrategyConformance)
+from nasplug.testing import (
+    DatasetConformance,
+    RelaxationConformance,
+    SpaceConformance,
+    StrategyConformance,
+)
 
 EXAMPLE = Path(__file__).resolve().parents[1] / "examples" / "nasplug-example-plugin"
 DIST = "nasplug-example-plugin"
@@ -46,7 +50,8 @@ def plugin_path(tmp_path_factory) -> list[str]:
     info = site / f"{DIST.replace('-', '_')}-{PYPROJECT['project']['version']}.dist-info"
     info.mkdir()
     info.joinpath("METADATA").write_text(
-        f"Metadata-Version: 2.1\nName: {DIST}\nVersion: {PYPROJECT['project']['version']}\n")
+        f"Metadata-Version: 2.1\nName: {DIST}\nVersion: {PYPROJECT['project']['version']}\n"
+    )
     lines = []
     for group, eps in ENTRY_POINTS.items():
         lines += [f"[{group}]", *(f"{name} = {value}" for name, value in eps.items()), ""]
@@ -60,16 +65,25 @@ def on_path(plugin_path, monkeypatch):
     for p in reversed(plugin_path):
         monkeypatch.syspath_prepend(p)
     yield
-    for name in [m for m in sys.modules if m == "nasplug_example" or m.startswith("nasplug_example.")]:
+    for name in [
+        m for m in sys.modules if m == "nasplug_example" or m.startswith("nasplug_example.")
+    ]:
         del sys.modules[name]
 
 
-def nasplug(plugin_path: list[str], *args: object, timeout: int = 300) -> subprocess.CompletedProcess:
+def nasplug(
+    plugin_path: list[str], *args: object, timeout: int = 300
+) -> subprocess.CompletedProcess:
     path = os.pathsep.join([*plugin_path, os.environ.get("PYTHONPATH", "")]).strip(os.pathsep)
     env = {**os.environ, "PYTHONPATH": path, "OMP_NUM_THREADS": "1", "NASPLUG_QUIET": "1"}
     env.pop("NASPLUG_DISABLE_PLUGIN_AUTOLOAD", None)
-    p = subprocess.run([sys.executable, "-m", "nasplug", *map(str, args)], capture_output=True,
-                       text=True, env=env, timeout=timeout)
+    p = subprocess.run(
+        [sys.executable, "-m", "nasplug", *map(str, args)],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=timeout,
+    )
     assert p.returncode == 0, f"exit {p.returncode}\n{p.stdout}\n{p.stderr}"
     return p
 
@@ -105,17 +119,45 @@ def test_registry_finds_loads_and_lists_the_example(on_path, capsys):
             assert "BROKEN" not in line
 
 
-TINY_CELL = ["--space-opt", "channels=4", "--space-opt", "layers=2", "--data-opt", "train_per_class=8",
-             "--data-opt", "test_per_class=4", "--batch-size", "40"]
+TINY_CELL = [
+    "--space-opt",
+    "channels=4",
+    "--space-opt",
+    "layers=2",
+    "--data-opt",
+    "train_per_class=8",
+    "--data-opt",
+    "test_per_class=4",
+    "--batch-size",
+    "40",
+]
 
 
 def test_its_relaxation_searches_the_builtin_cell_space_with_darts(plugin_path, tmp_path):
     out = tmp_path / "run"
-    p = nasplug(plugin_path, "run", "--space", "cell", "--relax", "fair-sigmoid", "--strategy", "darts",
-                *TINY_CELL, "--epochs", "2", "--device", "cpu", "--quiet", "--out", out)
+    p = nasplug(
+        plugin_path,
+        "run",
+        "--space",
+        "cell",
+        "--relax",
+        "fair-sigmoid",
+        "--strategy",
+        "darts",
+        *TINY_CELL,
+        "--epochs",
+        "2",
+        "--device",
+        "cpu",
+        "--quiet",
+        "--out",
+        out,
+    )
     assert "genotype: normal:" in p.stdout
     config = json.loads((out / "config.json").read_text())
-    assert config["versions"]["relaxation:fair-sigmoid"] == f"{DIST} {PYPROJECT['project']['version']}"
+    assert (
+        config["versions"]["relaxation:fair-sigmoid"] == f"{DIST} {PYPROJECT['project']['version']}"
+    )
     metrics = json.loads((out / "metrics.json").read_text())
     assert 0 <= metrics["val_accuracy"] <= 1 and "discretisation_gap" in metrics
     assert (out / "report.md").exists() and (out / "figures" / "genotype.png").exists()
@@ -128,15 +170,40 @@ def show(run_dir: Path, capsys) -> str:
 
 def test_its_space_searches_with_builtin_sparsemax(plugin_path, on_path, tmp_path, capsys):
     out = tmp_path / "run"
-    p = nasplug(plugin_path, "run", "--space", "mlp", "--relax", "sparsemax", "--strategy", "darts",
-                "--data", "diabetes", "--epochs", "3", "--batch-size", "64", "--device", "cpu",
-                "--quiet", "--out", out)
+    p = nasplug(
+        plugin_path,
+        "run",
+        "--space",
+        "mlp",
+        "--relax",
+        "sparsemax",
+        "--strategy",
+        "darts",
+        "--data",
+        "diabetes",
+        "--epochs",
+        "3",
+        "--batch-size",
+        "64",
+        "--device",
+        "cpu",
+        "--quiet",
+        "--out",
+        out,
+    )
     assert "genotype: mlp:" in p.stdout
     genotype = json.loads((out / "genotype.json").read_text())
-    assert set(genotype["spec"]["choices"]) == {"width:layer1", "activation:layer1",
-                                                "width:layer2", "activation:layer2"}
-    last = [json.loads(line) for line in (out / "events.jsonl").read_text().splitlines()
-            if '"search_epoch"' in line][-1]
+    assert set(genotype["spec"]["choices"]) == {
+        "width:layer1",
+        "activation:layer1",
+        "width:layer2",
+        "activation:layer2",
+    }
+    last = [
+        json.loads(line)
+        for line in (out / "events.jsonl").read_text().splitlines()
+        if '"search_epoch"' in line
+    ][-1]
     assert last["summary"]["mean_support"] < 4  # sparsemax's annealing left exact zeros
     shown = show(out, capsys)
     assert "genotype: mlp:" in shown and "width:layer1" in shown
@@ -144,10 +211,35 @@ def test_its_space_searches_with_builtin_sparsemax(plugin_path, on_path, tmp_pat
 
 def test_its_strategy_searches_the_builtin_dense_space(plugin_path, on_path, tmp_path, capsys):
     out = tmp_path / "run"
-    nasplug(plugin_path, "run", "--space", "dense", "--space-opt", "blocks=2", "--space-opt", "layers=2",
-            "--space-opt", "width=8", "--strategy", "evolution", "--strategy-opt", "population=2",
-            "--strategy-opt", "cycles=2", "--data", "diabetes", "--epochs", "1", "--batch-size", "64",
-            "--device", "cpu", "--quiet", "--out", out)
+    nasplug(
+        plugin_path,
+        "run",
+        "--space",
+        "dense",
+        "--space-opt",
+        "blocks=2",
+        "--space-opt",
+        "layers=2",
+        "--space-opt",
+        "width=8",
+        "--strategy",
+        "evolution",
+        "--strategy-opt",
+        "population=2",
+        "--strategy-opt",
+        "cycles=2",
+        "--data",
+        "diabetes",
+        "--epochs",
+        "1",
+        "--batch-size",
+        "64",
+        "--device",
+        "cpu",
+        "--quiet",
+        "--out",
+        out,
+    )
     candidates = json.loads((out / "candidates.json").read_text())
     assert [c["candidate"] for c in candidates] == [0, 1, 2, 3]
     shown = show(out, capsys)
@@ -157,9 +249,14 @@ def test_its_strategy_searches_the_builtin_dense_space(plugin_path, on_path, tmp
 @pytest.mark.slow
 def test_the_example_passes_its_own_tests(plugin_path):
     path = os.pathsep.join([*plugin_path, str(EXAMPLE / "src"), os.environ.get("PYTHONPATH", "")])
-    p = subprocess.run([sys.executable, "-m", "pytest", "-q", str(EXAMPLE / "tests")], cwd=EXAMPLE,
-                       capture_output=True, text=True, timeout=600,
-                       env={**os.environ, "PYTHONPATH": path.strip(os.pathsep), "OMP_NUM_THREADS": "1"})
+    p = subprocess.run(
+        [sys.executable, "-m", "pytest", "-q", str(EXAMPLE / "tests")],
+        cwd=EXAMPLE,
+        capture_output=True,
+        text=True,
+        timeout=600,
+        env={**os.environ, "PYTHONPATH": path.strip(os.pathsep), "OMP_NUM_THREADS": "1"},
+    )
     assert p.returncode == 0, p.stdout[-3000:] + p.stderr[-3000:]
 
 

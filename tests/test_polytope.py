@@ -11,9 +11,9 @@ from entmax import sparsemax
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from nasplug.logits import ArchLogits
 from nasplug.polytope import group_projection, is_vertex, nearest_vertex, vertex_distance
 from nasplug.registry import load
-from nasplug.logits import ArchLogits
 
 
 def _brute_force(rows: list[np.ndarray], k: int) -> np.ndarray:
@@ -44,8 +44,10 @@ def _brute_force(rows: list[np.ndarray], k: int) -> np.ndarray:
     return best[1]
 
 
-_entries = st.one_of(st.integers(-3, 3).map(float),  # ties
-                     st.floats(-3, 3, allow_nan=False, allow_infinity=False))
+_entries = st.one_of(
+    st.integers(-3, 3).map(float),  # ties
+    st.floats(-3, 3, allow_nan=False, allow_infinity=False),
+)
 
 
 @st.composite
@@ -106,8 +108,10 @@ def test_vertices_are_the_darts_rule_genotypes():
         # The nearest vertex of the raw logits is the same network.
         for g in groups:
             rows = [logits.as_dict()[n].detach()[1:] for n in g.choices]
-            assert all(torch.equal(a, b[1:]) for a, b in
-                       zip(nearest_vertex(rows, g.k), (w[n] for n in g.choices)))
+            assert all(
+                torch.equal(a, b[1:])
+                for a, b in zip(nearest_vertex(rows, g.k), (w[n] for n in g.choices))
+            )
 
 
 def _jacobian(f, z: torch.Tensor) -> torch.Tensor:
@@ -157,8 +161,9 @@ def test_jacobian_at_the_boundary_of_the_active_set_is_a_one_sided_derivative():
         e = torch.zeros_like(base)
         e[i] = h
         right, left = (f(at_kink + e) - f(at_kink)) / h, (f(at_kink) - f(at_kink - e)) / h
-        assert (torch.allclose(jac[:, i], right, atol=1e-5)
-                or torch.allclose(jac[:, i], left, atol=1e-5)), i
+        assert torch.allclose(jac[:, i], right, atol=1e-5) or torch.allclose(
+            jac[:, i], left, atol=1e-5
+        ), i
 
 
 def test_jacobian_is_zero_outside_the_support():

@@ -22,8 +22,13 @@ class Uniform(Relaxation):
 BROKEN = "import nasplug_missing_dependency  # not installed anywhere\n"
 
 
-def fake_dist(root: Path, dist: str, version: str, entry_points: dict[str, dict[str, str]],
-              modules: dict[str, str] | None = None) -> Path:
+def fake_dist(
+    root: Path,
+    dist: str,
+    version: str,
+    entry_points: dict[str, dict[str, str]],
+    modules: dict[str, str] | None = None,
+) -> Path:
     """A distribution as pip would leave it: METADATA and entry_points.txt, plus its modules."""
     info = root / f"{dist.replace('-', '_')}-{version}.dist-info"
     info.mkdir(parents=True)
@@ -51,8 +56,13 @@ def line_of(text: str, name: str) -> str:
 
 
 def test_third_party_plugin_is_discovered_and_loaded(site, capsys):
-    fake_dist(site, "nasplug-fake", "1.2.3", {RELAX: {"uniform": "nasplug_fake_good:Uniform"}},
-              {"nasplug_fake_good": GOOD})
+    fake_dist(
+        site,
+        "nasplug-fake",
+        "1.2.3",
+        {RELAX: {"uniform": "nasplug_fake_good:Uniform"}},
+        {"nasplug_fake_good": GOOD},
+    )
     assert "uniform" in registry.names("relaxation")
     info = registry.info("relaxation", "uniform")
     assert (info.dist, info.version, info.builtin) == ("nasplug-fake", "1.2.3", False)
@@ -64,8 +74,13 @@ def test_third_party_plugin_is_discovered_and_loaded(site, capsys):
 
 
 def test_names_do_not_import_plugins(site):
-    fake_dist(site, "nasplug-fake", "1.0", {RELAX: {"lazy": "nasplug_fake_lazy:Uniform"}},
-              {"nasplug_fake_lazy": GOOD})
+    fake_dist(
+        site,
+        "nasplug-fake",
+        "1.0",
+        {RELAX: {"lazy": "nasplug_fake_lazy:Uniform"}},
+        {"nasplug_fake_lazy": GOOD},
+    )
     registry.names("relaxation")
     registry.info("relaxation", "lazy")
     assert "nasplug_fake_lazy" not in sys.modules
@@ -81,7 +96,9 @@ def test_unknown_name_is_one_line_listing_the_available_names():
     assert msg.startswith("unknown relaxation 'sparsmax'; available: ")
     for name in registry.names("relaxation"):
         assert name in msg
-    with pytest.raises(registry.PluginError, match="unknown plugin axis 'optimizer'; accepted: space"):
+    with pytest.raises(
+        registry.PluginError, match="unknown plugin axis 'optimizer'; accepted: space"
+    ):
         registry.names("optimizer")
 
 
@@ -92,10 +109,20 @@ def test_unknown_name_on_the_command_line_exits_2_with_one_line(capsys):
 
 
 def test_broken_plugin_names_its_entry_point_and_distribution(site, capsys):
-    fake_dist(site, "nasplug-broken", "0.1", {RELAX: {"shaky": "nasplug_fake_broken:Thing"}},
-              {"nasplug_fake_broken": BROKEN})
-    fake_dist(site, "nasplug-fake", "1.0", {RELAX: {"uniform": "nasplug_fake_fine:Uniform"}},
-              {"nasplug_fake_fine": GOOD})
+    fake_dist(
+        site,
+        "nasplug-broken",
+        "0.1",
+        {RELAX: {"shaky": "nasplug_fake_broken:Thing"}},
+        {"nasplug_fake_broken": BROKEN},
+    )
+    fake_dist(
+        site,
+        "nasplug-fake",
+        "1.0",
+        {RELAX: {"uniform": "nasplug_fake_fine:Uniform"}},
+        {"nasplug_fake_fine": GOOD},
+    )
     with pytest.raises(registry.PluginError) as e:
         registry.load("relaxation", "shaky")
     msg = str(e.value)
@@ -106,17 +133,29 @@ def test_broken_plugin_names_its_entry_point_and_distribution(site, capsys):
     # The others still load, and `nasplug list` still lists everything.
     assert registry.load("relaxation", "uniform").__name__ == "Uniform"
     out = listing(capsys)
-    assert "BROKEN" in line_of(out, "shaky") and "nasplug_missing_dependency" in line_of(out, "shaky")
+    assert "BROKEN" in line_of(out, "shaky") and "nasplug_missing_dependency" in line_of(
+        out, "shaky"
+    )
     assert "BROKEN" not in line_of(out, "uniform") and "BROKEN" not in line_of(out, "softmax")
     for heading in ("spaces:", "relaxations:", "strategies:", "datasets:"):
         assert heading in out
 
 
 def test_a_name_registered_by_two_distributions_is_an_error_naming_both(site, capsys):
-    fake_dist(site / "a", "nasplug-alpha", "1.0", {RELAX: {"twin": "nasplug_fake_a:Uniform"}},
-              {"nasplug_fake_a": GOOD})
-    fake_dist(site / "b", "nasplug-beta", "2.0", {RELAX: {"twin": "nasplug_fake_b:Uniform"}},
-              {"nasplug_fake_b": GOOD})
+    fake_dist(
+        site / "a",
+        "nasplug-alpha",
+        "1.0",
+        {RELAX: {"twin": "nasplug_fake_a:Uniform"}},
+        {"nasplug_fake_a": GOOD},
+    )
+    fake_dist(
+        site / "b",
+        "nasplug-beta",
+        "2.0",
+        {RELAX: {"twin": "nasplug_fake_b:Uniform"}},
+        {"nasplug_fake_b": GOOD},
+    )
     sys.path[:0] = [str(site / "a"), str(site / "b")]
     try:
         with pytest.raises(registry.PluginError) as e:
@@ -133,8 +172,13 @@ def test_a_name_registered_by_two_distributions_is_an_error_naming_both(site, ca
 
 
 def test_shadowing_a_builtin_name_is_an_error_too(site):
-    fake_dist(site, "nasplug-shadow", "0.3", {RELAX: {"softmax": "nasplug_fake_shadow:Uniform"}},
-              {"nasplug_fake_shadow": GOOD})
+    fake_dist(
+        site,
+        "nasplug-shadow",
+        "0.3",
+        {RELAX: {"softmax": "nasplug_fake_shadow:Uniform"}},
+        {"nasplug_fake_shadow": GOOD},
+    )
     with pytest.raises(registry.PluginError, match="relaxation 'softmax' is registered twice") as e:
         registry.load("relaxation", "softmax")
     builtin = registry.available("relaxation")["softmax"]
@@ -143,14 +187,25 @@ def test_shadowing_a_builtin_name_is_an_error_too(site):
 
 
 def test_disabling_autoload_keeps_only_the_builtins(site, monkeypatch, capsys):
-    fake_dist(site, "nasplug-fake", "1.0", {RELAX: {"uniform": "nasplug_fake_off:Uniform"},
-                                            "nasplug.spaces": {"tiny": "nasplug_fake_off:Nothing"}},
-              {"nasplug_fake_off": GOOD})
+    fake_dist(
+        site,
+        "nasplug-fake",
+        "1.0",
+        {
+            RELAX: {"uniform": "nasplug_fake_off:Uniform"},
+            "nasplug.spaces": {"tiny": "nasplug_fake_off:Nothing"},
+        },
+        {"nasplug_fake_off": GOOD},
+    )
     assert "uniform" in registry.names("relaxation")
     monkeypatch.setenv("NASPLUG_DISABLE_PLUGIN_AUTOLOAD", "1")
     assert "uniform" not in registry.names("relaxation") and "tiny" not in registry.names("space")
-    assert all(p.builtin for axis in registry.AXES for regs in registry.available(axis).values()
-               for p in regs)
+    assert all(
+        p.builtin
+        for axis in registry.AXES
+        for regs in registry.available(axis).values()
+        for p in regs
+    )
     with pytest.raises(registry.PluginError, match="unknown relaxation 'uniform'"):
         registry.load("relaxation", "uniform")
     out = listing(capsys)

@@ -16,9 +16,23 @@ from PIL import Image
 from nasplug import plotting, report
 from nasplug.cli import main
 
-TINY = ["--space-opt", "channels=4", "--space-opt", "layers=2", "--space-opt", "nodes=2",
-        "--data-opt", "train_per_class=8",
-        "--data-opt", "test_per_class=4", "--batch-size", "40", "--device", "cpu", "--quiet"]
+TINY = [
+    "--space-opt",
+    "channels=4",
+    "--space-opt",
+    "layers=2",
+    "--space-opt",
+    "nodes=2",
+    "--data-opt",
+    "train_per_class=8",
+    "--data-opt",
+    "test_per_class=4",
+    "--batch-size",
+    "40",
+    "--device",
+    "cpu",
+    "--quiet",
+]
 
 
 @pytest.fixture(scope="module")
@@ -54,13 +68,25 @@ def error_line(capsys) -> str:
 # ---- a finished run -------------------------------------------------------------------------
 def test_a_run_writes_its_report_and_pictures(finished):
     text = (finished / "report.md").read_text()
-    for needle in ("# nasplug run: cell · sparsemax · darts · fashion-mnist-small", "## Final metrics",
-                   "## Discretisation gap", "## Genotype", "normal: 2 <-", "## Mixing weights",
-                   "## Configuration", "val_accuracy"):
+    for needle in (
+        "# nasplug run: cell · sparsemax · darts · fashion-mnist-small",
+        "## Final metrics",
+        "## Discretisation gap",
+        "## Genotype",
+        "normal: 2 <-",
+        "## Mixing weights",
+        "## Configuration",
+        "val_accuracy",
+    ):
         assert needle in text, needle
     linked = re.findall(r"!\[[^\]]*\]\(([^)]+)\)", text)
-    assert {"figures/genotype.png", "figures/search-curves.png", "figures/sparsity.png",
-            "figures/weights-normal.png", "figures/weights-reduce.png"} <= set(linked)
+    assert {
+        "figures/genotype.png",
+        "figures/search-curves.png",
+        "figures/sparsity.png",
+        "figures/weights-normal.png",
+        "figures/weights-reduce.png",
+    } <= set(linked)
     for name in linked:
         assert_picture(finished / name)
     shown = json.loads(re.search(r"```json\n(.*?)```", text, flags=re.S).group(1))
@@ -71,8 +97,11 @@ def test_the_cell_is_drawn_with_op_names_on_its_edges(finished):
     genotype = json.loads((finished / "genotype.json").read_text())
     ops = {op for kind in ("normal", "reduce") for op, _ in genotype["spec"][kind]}
     svg = (finished / "figures" / "genotype.svg").read_text()
-    texts = {"".join(el.itertext()).strip() for el in ET.fromstring(svg).iter()
-             if el.tag.endswith("text")}
+    texts = {
+        "".join(el.itertext()).strip()
+        for el in ET.fromstring(svg).iter()
+        if el.tag.endswith("text")
+    }
     assert ops <= texts, f"op names missing from the drawing: {ops - texts}"
     assert {"normal cell", "reduce cell"} <= texts
 
@@ -91,11 +120,21 @@ def test_report_command_writes_the_files_again(finished, tmp_path, capsys):
 def test_show_prints_config_metrics_genotype_edges_and_gap(finished, capsys):
     assert main(["show", str(finished)]) == 0
     out = capsys.readouterr().out
-    for needle in ("config: space=cell, relax=sparsemax, strategy=darts", "space options: channels=4",
-                   "metrics:", "val_accuracy:", "genotype: normal:", "reduce:",
-                   "discretisation gap (accuracy on the architecture half): continuous",
-                   "discrete with BatchNorm re-estimated on its path",
-                   "final mixing weights per choice:", "choice", "support", "entropy", "dominant"):
+    for needle in (
+        "config: space=cell, relax=sparsemax, strategy=darts",
+        "space options: channels=4",
+        "metrics:",
+        "val_accuracy:",
+        "genotype: normal:",
+        "reduce:",
+        "discretisation gap (accuracy on the architecture half): continuous",
+        "discrete with BatchNorm re-estimated on its path",
+        "final mixing weights per choice:",
+        "choice",
+        "support",
+        "entropy",
+        "dominant",
+    ):
         assert needle in out, needle
     edges = [line for line in out.splitlines() if re.match(r"\s+(normal|reduce):\d<-\d\s", line)]
     assert len(edges) == 2 * 5  # two cells of two nodes: 2 + 3 edges each
@@ -126,18 +165,29 @@ def test_an_interrupted_run_gets_what_it_has(finished, tmp_path, capsys):
 def test_a_run_killed_before_its_first_epoch_gets_a_report_without_pictures(tmp_path):
     run = tmp_path / "run"
     run.mkdir()
-    (run / "config.json").write_text(json.dumps({"space": "cell", "relax": "softmax",
-                                                 "strategy": "darts", "data": "fashion-mnist-small"}))
+    (run / "config.json").write_text(
+        json.dumps(
+            {
+                "space": "cell",
+                "relax": "softmax",
+                "strategy": "darts",
+                "data": "fashion-mnist-small",
+            }
+        )
+    )
     assert main(["report", str(run)]) == 0
     assert "**Unfinished**: 0 search epochs" in (run / "report.md").read_text()
     assert not (run / "figures").exists()
 
 
-@pytest.mark.parametrize("case,needle", [
-    ("missing", "does not exist"),
-    ("not a run", "is not a nasplug run directory (no config.json)"),
-    ("damaged metrics", "metrics.json is damaged"),
-])
+@pytest.mark.parametrize(
+    "case,needle",
+    [
+        ("missing", "does not exist"),
+        ("not a run", "is not a nasplug run directory (no config.json)"),
+        ("damaged metrics", "metrics.json is damaged"),
+    ],
+)
 def test_report_on_a_bad_directory_is_one_line_and_exit_2(finished, tmp_path, capsys, case, needle):
     target = tmp_path / "x"
     if case == "not a run":
@@ -158,8 +208,9 @@ def test_report_on_a_bad_directory_is_one_line_and_exit_2(finished, tmp_path, ca
 def synthetic_run(root: Path) -> Path:
     """A run as a progressive search with two phases, pruned candidates, training and candidates."""
     root.mkdir()
-    (root / "config.json").write_text(json.dumps({"space": "made-up", "relax": "sparsemax",
-                                                  "strategy": "pdarts", "data": "tiny"}))
+    (root / "config.json").write_text(
+        json.dumps({"space": "made-up", "relax": "sparsemax", "strategy": "pdarts", "data": "tiny"})
+    )
     events = [{"event": "start"}]
     ops = ["none", "max_pool_3x3", "skip_connect", "sep_conv_3x3"]
     for phase, cands, epochs in (("stage1", ops, 3), ("stage2", ops[1:3], 2)):
@@ -168,25 +219,68 @@ def synthetic_run(root: Path) -> Path:
             for c in ("normal:2<-0", "normal:2<-1", "reduce:2<-0", "reduce:2<-1"):
                 w = np.random.default_rng(e).dirichlet(np.ones(len(cands)))
                 w[-1] = 0.0 if e else w[-1]
-                rows.append({"choice": c, "candidates": cands, "weights": list(w / w.sum()),
-                             "entropy": 1.0, "support": int((w > 0).sum()), "dominant": cands[0]})
-            events.append({"event": "search_epoch", "phase": phase, "epoch": e + 1,
-                           "train": {"loss": 2.0 - e / 5, "accuracy": 0.3 + e / 10},
-                           "val": {"loss": 2.1 - e / 6, "accuracy": 0.25 + e / 10},
-                           "edges": rows, "summary": {"mean_support": 3.0 - e, "max_support": 4.0,
-                                                      "mean_entropy": 1.2 - e / 5, "max_entropy": 1.39},
-                           "seconds": 2.0, "step_seconds": 0.1 - e / 50,
-                           "genotype": {"space": "cell", "spec": {
-                               "normal": [["skip_connect", 0], ["sep_conv_3x3", 1]], "normal_concat": [2],
-                               "reduce": [["max_pool_3x3", 0], ["max_pool_3x3", 1]], "reduce_concat": [2]}}})
+                rows.append(
+                    {
+                        "choice": c,
+                        "candidates": cands,
+                        "weights": list(w / w.sum()),
+                        "entropy": 1.0,
+                        "support": int((w > 0).sum()),
+                        "dominant": cands[0],
+                    }
+                )
+            events.append(
+                {
+                    "event": "search_epoch",
+                    "phase": phase,
+                    "epoch": e + 1,
+                    "train": {"loss": 2.0 - e / 5, "accuracy": 0.3 + e / 10},
+                    "val": {"loss": 2.1 - e / 6, "accuracy": 0.25 + e / 10},
+                    "edges": rows,
+                    "summary": {
+                        "mean_support": 3.0 - e,
+                        "max_support": 4.0,
+                        "mean_entropy": 1.2 - e / 5,
+                        "max_entropy": 1.39,
+                    },
+                    "seconds": 2.0,
+                    "step_seconds": 0.1 - e / 50,
+                    "genotype": {
+                        "space": "cell",
+                        "spec": {
+                            "normal": [["skip_connect", 0], ["sep_conv_3x3", 1]],
+                            "normal_concat": [2],
+                            "reduce": [["max_pool_3x3", 0], ["max_pool_3x3", 1]],
+                            "reduce_concat": [2],
+                        },
+                    },
+                }
+            )
     for e in range(4):
-        events.append({"event": "train_epoch", "phase": "train", "epoch": e + 1,
-                       "train": {"loss": 1.5 - e / 5, "accuracy": 0.5 + e / 20},
-                       "test": {"loss": 1.6 - e / 6, "accuracy": 0.45 + e / 20}, "seconds": 1.0})
+        events.append(
+            {
+                "event": "train_epoch",
+                "phase": "train",
+                "epoch": e + 1,
+                "train": {"loss": 1.5 - e / 5, "accuracy": 0.5 + e / 20},
+                "test": {"loss": 1.6 - e / 6, "accuracy": 0.45 + e / 20},
+                "seconds": 1.0,
+            }
+        )
     (root / "events.jsonl").write_text("\n".join(json.dumps(e) for e in events) + "\n")
     rng = np.random.default_rng(0)
-    rows = [{"index": i, "params": 100 * (i + 1), "depth": 3, "noise": float(rng.normal()),
-             "metric": 0.5 + 0.01 * i, "status": "ok", "genotype": {"space": "x"}} for i in range(6)]
+    rows = [
+        {
+            "index": i,
+            "params": 100 * (i + 1),
+            "depth": 3,
+            "noise": float(rng.normal()),
+            "metric": 0.5 + 0.01 * i,
+            "status": "ok",
+            "genotype": {"space": "x"},
+        }
+        for i in range(6)
+    ]
     (root / "candidates.json").write_text(json.dumps(rows))
     return root
 
@@ -196,8 +290,15 @@ def test_phases_pruned_candidates_training_and_candidates_are_reported(tmp_path,
     assert main(["report", str(run)]) == 0
     text = (run / "report.md").read_text()
     assert "## Training" in text and "## Candidates" in text
-    for name in ("weights-normal.png", "weights-reduce.png", "search-curves.png", "sparsity.png",
-                 "training-curves.png", "genotype.png", "candidates.png"):
+    for name in (
+        "weights-normal.png",
+        "weights-reduce.png",
+        "search-curves.png",
+        "sparsity.png",
+        "training-curves.png",
+        "genotype.png",
+        "candidates.png",
+    ):
         assert_picture(run / "figures" / name)
     capsys.readouterr()
     assert main(["show", str(run)]) == 0
@@ -212,8 +313,12 @@ def test_weights_heatmap_names_every_candidate_over_the_phases():
     figures = dict(plotting.weights_figures(records))
     assert set(figures) == {"normal", "reduce"}
     ax = figures["normal"].axes[0]
-    assert [t.get_text() for t in ax.get_yticklabels()] == ["none", "max_pool_3x3", "skip_connect",
-                                                            "sep_conv_3x3"]
+    assert [t.get_text() for t in ax.get_yticklabels()] == [
+        "none",
+        "max_pool_3x3",
+        "skip_connect",
+        "sep_conv_3x3",
+    ]
     assert len(ax.lines) == 1  # the boundary between the two phases
 
 
@@ -222,14 +327,25 @@ def synthetic_run_lines() -> list[str]:
 
     with tempfile.TemporaryDirectory() as d:
         run = synthetic_run(Path(d) / "run")
-        return [line for line in (run / "events.jsonl").read_text().splitlines()
-                if '"search_epoch"' in line]
+        return [
+            line
+            for line in (run / "events.jsonl").read_text().splitlines()
+            if '"search_epoch"' in line
+        ]
 
 
-@pytest.mark.parametrize("spec", [
-    {"edges": [[0, 1], [1, 2], [0, 2], [2, 3], [1, 3]], "layers": 2, "width": 8, "activation": "relu"},
-    {"choices": {"width:layer1": "32", "activation:layer1": "relu", "width:layer2": "16"}},
-])
+@pytest.mark.parametrize(
+    "spec",
+    [
+        {
+            "edges": [[0, 1], [1, 2], [0, 2], [2, 3], [1, 3]],
+            "layers": 2,
+            "width": 8,
+            "activation": "relu",
+        },
+        {"choices": {"width:layer1": "32", "activation:layer1": "relu", "width:layer2": "16"}},
+    ],
+)
 def test_dag_and_per_choice_genotypes_are_drawn(spec, tmp_path):
     fig = plotting.genotype_figure({"space": "x", "spec": spec}, "derived")
     (png,) = plotting.save(fig, tmp_path / "g")
@@ -251,12 +367,16 @@ def test_spearman_matches_scipy_with_ties_and_gaps():
 
 
 # ---- TensorBoard ------------------------------------------------------------------------------
-def test_tensorboard_without_the_package_is_one_line_and_writes_nothing(tmp_path, monkeypatch, capsys):
+def test_tensorboard_without_the_package_is_one_line_and_writes_nothing(
+    tmp_path, monkeypatch, capsys
+):
     monkeypatch.setitem(sys.modules, "torch.utils.tensorboard", None)  # import now fails
     out = tmp_path / "run"
     assert main(["run", *TINY, "--epochs", "1", "--tensorboard", "--out", str(out)]) == 2
     line = error_line(capsys)
-    assert "--tensorboard needs the tensorboard package" in line and "pip install tensorboard" in line
+    assert (
+        "--tensorboard needs the tensorboard package" in line and "pip install tensorboard" in line
+    )
     assert not out.exists()
 
 
@@ -280,14 +400,45 @@ def test_tensorboard_gets_the_scalars_of_every_epoch(tmp_path, monkeypatch):
     monkeypatch.setattr(report, "_summary_writer", lambda: FakeWriter)
     FakeWriter.scalars = []
     out = tmp_path / "run"
-    assert main(["run", "--space", "dense", "--space-opt", "blocks=2", "--space-opt", "layers=2",
-                 "--space-opt", "width=8", "--data", "diabetes", "--relax", "sparsemax", "--epochs", "2",
-                 "--batch-size", "64", "--device", "cpu", "--quiet", "--tensorboard",
-                 "--out", str(out)]) == 0
+    assert (
+        main(
+            [
+                "run",
+                "--space",
+                "dense",
+                "--space-opt",
+                "blocks=2",
+                "--space-opt",
+                "layers=2",
+                "--space-opt",
+                "width=8",
+                "--data",
+                "diabetes",
+                "--relax",
+                "sparsemax",
+                "--epochs",
+                "2",
+                "--batch-size",
+                "64",
+                "--device",
+                "cpu",
+                "--quiet",
+                "--tensorboard",
+                "--out",
+                str(out),
+            ]
+        )
+        == 0
+    )
     tags = {(tag, step) for tag, _, step in FakeWriter.scalars}
     for step in (1, 2):
-        for tag in ("search/train/loss", "search/val/r2", "search/support/mean",
-                    "search/entropy/mean", "search/time/step_seconds"):
+        for tag in (
+            "search/train/loss",
+            "search/val/r2",
+            "search/support/mean",
+            "search/entropy/mean",
+            "search/time/step_seconds",
+        ):
             assert (tag, step) in tags, (tag, step)
     assert ("discretisation/r2/gap", 2) in tags
     assert (out / "tensorboard").is_dir()
@@ -298,18 +449,40 @@ def test_a_training_run_reports_its_curves_and_test_metrics(finished, tmp_path, 
     run = tmp_path / "train"
     run.mkdir()
     genotype = json.loads((finished / "genotype.json").read_text())
-    config = {"command": "train", "space": "cell", "baseline": None, "data": "fashion-mnist-small",
-              "genotype": genotype, "epochs": 3, "opts": {"space": {"nodes": 2}, "data": {}}}
+    config = {
+        "command": "train",
+        "space": "cell",
+        "baseline": None,
+        "data": "fashion-mnist-small",
+        "genotype": genotype,
+        "epochs": 3,
+        "opts": {"space": {"nodes": 2}, "data": {}},
+    }
     (run / "config.json").write_text(json.dumps(config))
-    events = [{"event": "train_epoch", "phase": "train", "epoch": e + 1,
-               "train": {"loss": 2.0 - e / 4, "accuracy": 0.3 + e / 10},
-               "test": {"loss": 2.1 - e / 5, "accuracy": 0.25 + e / 10}} for e in range(3)]
+    events = [
+        {
+            "event": "train_epoch",
+            "phase": "train",
+            "epoch": e + 1,
+            "train": {"loss": 2.0 - e / 4, "accuracy": 0.3 + e / 10},
+            "test": {"loss": 2.1 - e / 5, "accuracy": 0.25 + e / 10},
+        }
+        for e in range(3)
+    ]
     (run / "events.jsonl").write_text("\n".join(json.dumps(e) for e in events) + "\n")
     assert main(["report", str(run)]) == 0
     text = (run / "report.md").read_text()
     assert "**Unfinished**: 3 training epochs" in text and "nasplug train --resume" in text
-    (run / "train.json").write_text(json.dumps({"metric": "accuracy", "test_accuracy": 0.45,
-                                                "test": {"loss": 1.6, "accuracy": 0.45}, "params": 999}))
+    (run / "train.json").write_text(
+        json.dumps(
+            {
+                "metric": "accuracy",
+                "test_accuracy": 0.45,
+                "test": {"loss": 1.6, "accuracy": 0.45},
+                "params": 999,
+            }
+        )
+    )
     assert main(["report", str(run)]) == 0
     text = (run / "report.md").read_text()
     assert text.startswith("# nasplug training run: cell genotype on fashion-mnist-small")
@@ -319,10 +492,14 @@ def test_a_training_run_reports_its_curves_and_test_metrics(finished, tmp_path, 
     capsys.readouterr()
     assert main(["show", str(run)]) == 0
     out = capsys.readouterr().out
-    assert "test_accuracy: 0.4500" in out and "test_loss: 1.6000" in out and "genotype: normal:" in out
+    assert (
+        "test_accuracy: 0.4500" in out and "test_loss: 1.6000" in out and "genotype: normal:" in out
+    )
 
 
-def test_a_picture_that_cannot_be_drawn_does_not_cost_the_report(finished, tmp_path, monkeypatch, capsys):
+def test_a_picture_that_cannot_be_drawn_does_not_cost_the_report(
+    finished, tmp_path, monkeypatch, capsys
+):
     run = copy_run(finished, tmp_path / "run")
     shutil.rmtree(run / "figures")
 
@@ -331,7 +508,10 @@ def test_a_picture_that_cannot_be_drawn_does_not_cost_the_report(finished, tmp_p
 
     monkeypatch.setattr(plotting, "sparsity_figure", broken)
     assert main(["report", str(run)]) == 0
-    assert "support size, entropy and step time not drawn: RuntimeError: no ink" in capsys.readouterr().err
+    assert (
+        "support size, entropy and step time not drawn: RuntimeError: no ink"
+        in capsys.readouterr().err
+    )
     text = (run / "report.md").read_text()
     assert "## Pictures not drawn" in text and "figures/sparsity.png" not in text
     assert_picture(run / "figures" / "genotype.png")

@@ -16,11 +16,13 @@ def test_regression_metrics_in_original_units_match_sklearn():
     obj = Objective(Task("regression", (5,), 2), y[:120])
     m = obj.metrics()
     for i in range(0, 200, 64):  # batches, accumulated without host syncs
-        t = obj.targets(y[i:i + 64])
-        m.update((pred[i:i + 64] - obj.y_mean) / obj.y_std, t)
+        t = obj.targets(y[i : i + 64])
+        m.update((pred[i : i + 64] - obj.y_mean) / obj.y_std, t)
     res = m.compute()
     assert res["r2"] == pytest.approx(sk.r2_score(y.numpy(), pred.numpy()), rel=1e-5)
-    assert res["rmse"] == pytest.approx(math.sqrt(sk.mean_squared_error(y.numpy(), pred.numpy())), rel=1e-5)
+    assert res["rmse"] == pytest.approx(
+        math.sqrt(sk.mean_squared_error(y.numpy(), pred.numpy())), rel=1e-5
+    )
 
 
 def test_multilabel_metrics_match_sklearn():
@@ -32,14 +34,21 @@ def test_multilabel_metrics_match_sklearn():
     m.update(scores[:150], obj.targets(y[:150]))
     m.update(scores[150:], obj.targets(y[150:]))
     res = m.compute()
-    assert res["auroc"] == pytest.approx(sk.roc_auc_score(y.numpy(), scores.numpy(), average="macro"), rel=1e-6)
+    assert res["auroc"] == pytest.approx(
+        sk.roc_auc_score(y.numpy(), scores.numpy(), average="macro"), rel=1e-6
+    )
     bce = torch.nn.functional.binary_cross_entropy_with_logits(scores, y).item()
     assert res["bce"] == pytest.approx(bce, rel=1e-5)
-    assert res["exact_match"] == pytest.approx(((scores > 0) == (y > 0.5)).all(1).float().mean().item())
+    assert res["exact_match"] == pytest.approx(
+        ((scores > 0) == (y > 0.5)).all(1).float().mean().item()
+    )
 
 
 def test_classification_accuracy():
     obj = Objective(Task("classification", (3,), 3), torch.tensor([0, 1, 2]))
     m = obj.metrics()
-    m.update(torch.tensor([[5.0, 0, 0], [0, 5.0, 0], [5.0, 0, 0], [0, 0, 5.0]]), torch.tensor([0, 1, 2, 2]))
+    m.update(
+        torch.tensor([[5.0, 0, 0], [0, 5.0, 0], [5.0, 0, 0], [0, 0, 5.0]]),
+        torch.tensor([0, 1, 2, 2]),
+    )
     assert m.compute()["accuracy"] == 0.75

@@ -14,9 +14,9 @@ import torch
 from torch import nn
 
 from nasplug import ddp
-from nasplug.rundir import RunDir, RunError
 from nasplug.compiling import check_compile
 from nasplug.memo import Memo
+from nasplug.rundir import RunDir, RunError
 from nasplug.trainer import NonFiniteLoss, Trainer
 from nasplug.types import Data, Task
 
@@ -207,8 +207,13 @@ def test_batches_depend_only_on_seed_epoch_and_stream_across_processes():
     here = Trainer(Data(TASK, (x, y), (x, y)), device="cpu", seed=3, quiet=True)
     mine = [xb[:, 0].tolist() for xb, _ in here.batches("weight", 8, epoch=1, stream=0)]
     keys = [(3, 1, 0), (3, 2, 0), (3, 1, 1), (4, 1, 0)]
-    out = subprocess.run([sys.executable, "-c", _ORDER_SCRIPT.format(keys=keys)], check=True,
-                         capture_output=True, text=True, env={"OMP_NUM_THREADS": "1"})
+    out = subprocess.run(
+        [sys.executable, "-c", _ORDER_SCRIPT.format(keys=keys)],
+        check=True,
+        capture_output=True,
+        text=True,
+        env={"OMP_NUM_THREADS": "1"},
+    )
     same, other_epoch, other_stream, other_seed = json.loads(out.stdout)
     assert same == mine
     assert sorted(v for b in mine for v in b) == sorted(here.splits["weight"][0][:, 0].tolist())
@@ -254,8 +259,11 @@ def test_compile_reports_a_broken_toolchain_before_the_search(monkeypatch):
 
     monkeypatch.setattr(torch, "compile", broken)
     check_compile.cache_clear()  # a probe that passed earlier in this process is remembered
-    with pytest.raises(ValueError, match="torch.compile does not work on cpu here .*no C\\+\\+ "
-                                         "compiler.*run without --compile"):
+    with pytest.raises(
+        ValueError,
+        match="torch.compile does not work on cpu here .*no C\\+\\+ "
+        "compiler.*run without --compile",
+    ):
         check_compile("inductor", torch.device("cpu"))
 
 

@@ -37,13 +37,16 @@ def test_genotype_spec_is_read_only():
         g.spec["choices"] = {}
 
 
-@pytest.mark.parametrize("text", [
-    "Genotype(normal=__import__('os').system('true'), normal_concat=[2], reduce=[], reduce_concat=[2])",
-    "os.system('echo hi')",
-    "Genotype(normal=[('a', 0)], bogus=[1], reduce=[], reduce_concat=[], normal_concat=[])",
-    "Genotype(normal=[('a', 0)])",
-    "{not json",
-])
+@pytest.mark.parametrize(
+    "text",
+    [
+        "Genotype(normal=__import__('os').system('true'), normal_concat=[2], reduce=[], reduce_concat=[2])",
+        "os.system('echo hi')",
+        "Genotype(normal=[('a', 0)], bogus=[1], reduce=[], reduce_concat=[], normal_concat=[])",
+        "Genotype(normal=[('a', 0)])",
+        "{not json",
+    ],
+)
 def test_bad_genotype_text_is_rejected_without_evaluating(text):
     with pytest.raises(ValueError):
         Genotype.parse(text)

@@ -11,12 +11,11 @@ from torch import nn
 from torch.func import functional_call
 
 from nasplug.logits import ArchLogits
-
+from nasplug.supernet import SupernetRun, SupernetStepper
 from nasplug.trainer import Trainer
 from nasplug.types import Choice, Data, Task
-from nasplug.supernet import SupernetRun, SupernetStepper
-from nasplug_plugins.relaxations import Softmax
 from nasplug.unrolled import second_order_step
+from nasplug_plugins.relaxations import Softmax
 
 LR, MOMENTUM, WD = 0.1, 0.9, 3e-4
 
@@ -26,8 +25,9 @@ class TinySupernet(nn.Module):
 
     def __init__(self, d: int = 6, outputs: int = 3) -> None:
         super().__init__()
-        self.a = nn.ModuleList([nn.Linear(d, d), nn.Sequential(nn.Linear(d, d), nn.Tanh()),
-                                nn.Identity()])
+        self.a = nn.ModuleList(
+            [nn.Linear(d, d), nn.Sequential(nn.Linear(d, d), nn.Tanh()), nn.Identity()]
+        )
         self.b = nn.ModuleList([nn.Sequential(nn.Linear(d, d), nn.Softplus()), nn.Linear(d, d)])
         self.head = nn.Linear(d, outputs)
         self.skip_zeros = True
@@ -51,8 +51,9 @@ def _trainer(task: Task) -> Trainer:
     return Float64Trainer(Data(task, (x, y), (x, y)), device="cpu")
 
 
-def _exact(net, logits, relax, val, train, w_opt, clip: float = 0.0
-           ) -> tuple[list[torch.Tensor], list[torch.Tensor]]:
+def _exact(
+    net, logits, relax, val, train, w_opt, clip: float = 0.0
+) -> tuple[list[torch.Tensor], list[torch.Tensor]]:
     """d L_val(w - lr * (momentum * buf + c * g(w) + wd * w)) / d logits through autograd, and
     the weights it is taken at; ``c`` is the clipping factor, held constant as the step holds it."""
     (xa, ta), (xw, tw) = val, train
@@ -69,13 +70,20 @@ def _exact(net, logits, relax, val, train, w_opt, clip: float = 0.0
         buf = w_opt.state[p]["momentum_buffer"]
         virtual[name] = p - LR * (MOMENTUM * buf + c * g + WD * p)
     loss = F.cross_entropy(functional_call(net, virtual, (xa, weights)), ta)
-    grads = torch.autograd.grad(loss, list(logits.parameters()), materialize_grads=True,
-                                allow_unused=True)
+    grads = torch.autograd.grad(
+        loss, list(logits.parameters()), materialize_grads=True, allow_unused=True
+    )
     return list(grads), [w.detach() for w in virtual.values()]
 
 
-def _check(net: nn.Module, choices: tuple[Choice, ...], task: Task, batch: int,
-           rtol: float, difference: str = "central") -> float:
+def _check(
+    net: nn.Module,
+    choices: tuple[Choice, ...],
+    task: Task,
+    batch: int,
+    rtol: float,
+    difference: str = "central",
+) -> float:
     torch.manual_seed(0)
     net = net.double()
     trainer = _trainer(task)
@@ -85,10 +93,12 @@ def _check(net: nn.Module, choices: tuple[Choice, ...], task: Task, batch: int,
     w_opt = torch.optim.SGD(w_params, lr=LR, momentum=MOMENTUM, weight_decay=WD)
     x = torch.randn(4 * batch, *task.input_shape, dtype=torch.float64)
     t = torch.randint(0, task.outputs, (4 * batch,))
-    batches = [(x[i:i + batch], t[i:i + batch]) for i in range(0, 4 * batch, batch)]
+    batches = [(x[i : i + batch], t[i : i + batch]) for i in range(0, 4 * batch, batch)]
     # One real weight step first, so that the momentum buffers are not empty.
-    F.cross_entropy(net(*batches[0][:1], {k: w.detach() for k, w in logits.weights(relax).items()}),
-                    batches[0][1]).backward()
+    F.cross_entropy(
+        net(*batches[0][:1], {k: w.detach() for k, w in logits.weights(relax).items()}),
+        batches[0][1],
+    ).backward()
     w_opt.step()
     w_opt.zero_grad(set_to_none=True)
 
@@ -104,8 +114,12 @@ def _check(net: nn.Module, choices: tuple[Choice, ...], task: Task, batch: int,
     second_order_step(a_opt, difference)(run, trainer, relax, val, train, w_opt)
     approx = [p.grad for p in logits.parameters()]
 
-    first = torch.autograd.grad(F.cross_entropy(net(val[0], logits.weights(relax)), val[1]),
-                                list(logits.parameters()), materialize_grads=True, allow_unused=True)
+    first = torch.autograd.grad(
+        F.cross_entropy(net(val[0], logits.weights(relax)), val[1]),
+        list(logits.parameters()),
+        materialize_grads=True,
+        allow_unused=True,
+    )
     flat = torch.cat([g.flatten() for g in exact])
     err = (torch.cat([g.flatten() for g in approx]) - flat).norm() / flat.norm()
     assert err < rtol, f"relative error {float(err):.2e} of the finite-difference gradient"
@@ -137,8 +151,12 @@ def test_second_order_matches_exact_unrolled_gradient_on_the_cell_supernet() -> 
     from nasplug_spaces.cell import CellSpace
 
     task = Task("classification", (3, 8, 8), 4)
-    space = CellSpace(ops="none,avg_pool_3x3,skip_connect,sep_conv_3x3,dil_conv_3x3", channels=4,
-                      layers=3, nodes=2)  # one normal and two reduction cells
+    space = CellSpace(
+        ops="none,avg_pool_3x3,skip_connect,sep_conv_3x3,dil_conv_3x3",
+        channels=4,
+        layers=3,
+        nodes=2,
+    )  # one normal and two reduction cells
     net = space.supernet(task)
     for module in list(net.modules()):
         for name, child in module.named_children():
@@ -146,7 +164,9 @@ def test_second_order_matches_exact_unrolled_gradient_on_the_cell_supernet() -> 
                 setattr(module, name, nn.Softplus())
     # Measured: 2.1e-5 (central) and 2.2e-3 (forward).
     _check(net, space.choices(), task, batch=8, rtol=2e-4)
-    _check(net.requires_grad_(True), space.choices(), task, batch=8, rtol=1e-2, difference="forward")
+    _check(
+        net.requires_grad_(True), space.choices(), task, batch=8, rtol=1e-2, difference="forward"
+    )
 
 
 @pytest.mark.parametrize("clip", [0.0, 0.05])
@@ -165,17 +185,29 @@ def test_real_lookahead_matches_exact_unrolled_gradient(clip: float) -> None:
     trainer.grad_clip = clip
     logits = ArchLogits(choices, init_scale=0.5).double()
     relax = Softmax()
-    stepper = SupernetStepper(trainer, relax, net, logits, w_lr=LR, w_momentum=MOMENTUM,
-                              w_weight_decay=WD, a_weight_decay=0.0,
-                              arch_step=partial(second_order_step, lookahead="real"))
+    stepper = SupernetStepper(
+        trainer,
+        relax,
+        net,
+        logits,
+        w_lr=LR,
+        w_momentum=MOMENTUM,
+        w_weight_decay=WD,
+        a_weight_decay=0.0,
+        arch_step=partial(second_order_step, lookahead="real"),
+    )
     x = torch.randn(48, *task.input_shape, dtype=torch.float64)
     t = torch.randint(0, task.outputs, (48,))
-    batches = [(x[i:i + 16], t[i:i + 16]) for i in range(0, 48, 16)]
+    batches = [(x[i : i + 16], t[i : i + 16]) for i in range(0, 48, 16)]
     stepper.step(batches[0], batches[1])  # fills the momentum buffers
     val, train = batches[1], batches[2]
     exact, landed = _exact(net, logits, relax, val, train, stepper.w_opt, clip)
-    first = torch.autograd.grad(F.cross_entropy(net(val[0], logits.weights(relax)), val[1]),
-                                list(logits.parameters()), materialize_grads=True, allow_unused=True)
+    first = torch.autograd.grad(
+        F.cross_entropy(net(val[0], logits.weights(relax)), val[1]),
+        list(logits.parameters()),
+        materialize_grads=True,
+        allow_unused=True,
+    )
     stepper.step(train, val)
 
     flat = torch.cat([g.flatten() for g in exact])
@@ -204,15 +236,22 @@ def test_second_order_darts_search_returns_a_buildable_genotype(lookahead: str) 
     assert result.history and "val" in result.history[-1]
 
 
-@pytest.mark.parametrize("opts, message", [
-    ({"order": 0}, "order must be 1 or 2"),
-    ({"order": 3}, "order must be 1 or 2"),
-    ({"order": 2, "difference": "backward"},
-     "unknown finite difference 'backward'; accepted: central, forward"),
-    ({"order": 2, "lookahead": "ahead"}, "unknown lookahead 'ahead'; accepted: virtual, real"),
-    ({"order": 2, "lookahead": "real", "difference": "forward"},
-     "lookahead=real takes the central difference only, got difference=forward"),
-])
+@pytest.mark.parametrize(
+    "opts, message",
+    [
+        ({"order": 0}, "order must be 1 or 2"),
+        ({"order": 3}, "order must be 1 or 2"),
+        (
+            {"order": 2, "difference": "backward"},
+            "unknown finite difference 'backward'; accepted: central, forward",
+        ),
+        ({"order": 2, "lookahead": "ahead"}, "unknown lookahead 'ahead'; accepted: virtual, real"),
+        (
+            {"order": 2, "lookahead": "real", "difference": "forward"},
+            "lookahead=real takes the central difference only, got difference=forward",
+        ),
+    ],
+)
 def test_bad_options_are_one_line_errors(opts, message) -> None:
     from nasplug_plugins.darts import Darts
 

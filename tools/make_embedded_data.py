@@ -27,8 +27,13 @@ from pathlib import Path
 
 import numpy as np
 
-from nasplug_plugins.datasets import (DEBIAN_FASHION_MNIST, EMBEDDED, SHIPPED_TEST_PER_CLASS,
-                                      SHIPPED_TRAIN_PER_CLASS, read_idx)
+from nasplug_plugins.datasets import (
+    DEBIAN_FASHION_MNIST,
+    EMBEDDED,
+    SHIPPED_TEST_PER_CLASS,
+    SHIPPED_TRAIN_PER_CLASS,
+    read_idx,
+)
 
 
 def balanced_sample(labels: np.ndarray, per_class: int, rng: np.random.Generator) -> np.ndarray:
@@ -53,17 +58,26 @@ def main(argv: list[str] | None = None) -> None:
 
     rng = np.random.default_rng(args.seed)
     arrays = {}
-    for split, prefix, per_class in (("train", "train", SHIPPED_TRAIN_PER_CLASS),
-                                     ("test", "t10k", SHIPPED_TEST_PER_CLASS)):
+    for split, prefix, per_class in (
+        ("train", "train", SHIPPED_TRAIN_PER_CLASS),
+        ("test", "t10k", SHIPPED_TEST_PER_CLASS),
+    ):
         x = read_idx(find(args.folder, f"{prefix}-images-idx3-ubyte"))
         y = read_idx(find(args.folder, f"{prefix}-labels-idx1-ubyte"))
         index = balanced_sample(y, per_class, rng)
-        arrays.update({f"x_{split}": x[index], f"y_{split}": y[index],
-                       f"{split}_index": index.astype(np.uint16)})
+        arrays.update(
+            {
+                f"x_{split}": x[index],
+                f"y_{split}": y[index],
+                f"{split}_index": index.astype(np.uint16),
+            }
+        )
     args.out.parent.mkdir(parents=True, exist_ok=True)
     np.savez_compressed(args.out, **arrays)
-    print(f"wrote {args.out} ({args.out.stat().st_size / 1e6:.2f} MB): "
-          + ", ".join(f"{k} {v.shape}" for k, v in arrays.items()))
+    print(
+        f"wrote {args.out} ({args.out.stat().st_size / 1e6:.2f} MB): "
+        + ", ".join(f"{k} {v.shape}" for k, v in arrays.items())
+    )
 
 
 if __name__ == "__main__":

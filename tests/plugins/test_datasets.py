@@ -15,10 +15,21 @@ from nasplug.interfaces import Dataset
 from nasplug.types import Data
 from nasplug_plugins import datasets as ds
 
-BUILTIN = ("cifar10", "diabetes", "fashion-mnist", "fashion-mnist-multilabel", "fashion-mnist-small",
-           "imagefolder", "mnist", "npz")
-REAL_FASHION_MNIST = [p for p in (ds.DEBIAN_FASHION_MNIST, Path("/tmp/fm/usr/share/datasets/fashion-mnist"))
-                      if (p / "t10k-labels-idx1-ubyte.gz").is_file()]
+BUILTIN = (
+    "cifar10",
+    "diabetes",
+    "fashion-mnist",
+    "fashion-mnist-multilabel",
+    "fashion-mnist-small",
+    "imagefolder",
+    "mnist",
+    "npz",
+)
+REAL_FASHION_MNIST = [
+    p
+    for p in (ds.DEBIAN_FASHION_MNIST, Path("/tmp/fm/usr/share/datasets/fashion-mnist"))
+    if (p / "t10k-labels-idx1-ubyte.gz").is_file()
+]
 
 
 # ---- helpers -----------------------------------------------------------------------------------
@@ -120,7 +131,9 @@ def test_embedded_subsets_are_balanced_deterministic_and_nested():
     assert small.train[0].shape == (50, 1, 28, 28) and small.test[0].shape == (30, 1, 28, 28)
     assert torch.bincount(small.train[1]).tolist() == [5] * 10
     assert torch.bincount(small.test[1]).tolist() == [3] * 10
-    assert torch.equal(small.train[0], again.train[0]) and torch.equal(small.train[1], again.train[1])
+    assert torch.equal(small.train[0], again.train[0]) and torch.equal(
+        small.train[1], again.train[1]
+    )
     check_normalised(small)
     # A larger subset holds the smaller one: the same raw images, in the same order.
     with np.load(ds.EMBEDDED) as f:
@@ -129,8 +142,15 @@ def test_embedded_subsets_are_balanced_deterministic_and_nested():
         assert np.array_equal(y[first5], small.train[1].numpy())
 
 
-@pytest.mark.parametrize("kwargs", [{"train_per_class": 0}, {"train_per_class": 1001},
-                                    {"test_per_class": 201}, {"test_per_class": -1}])
+@pytest.mark.parametrize(
+    "kwargs",
+    [
+        {"train_per_class": 0},
+        {"train_per_class": 1001},
+        {"test_per_class": 201},
+        {"test_per_class": -1},
+    ],
+)
 def test_embedded_subset_sizes_out_of_range(kwargs):
     assert_one_line_error(lambda: ds.FashionMnistSmall(**kwargs), "out of range")
 
@@ -171,7 +191,9 @@ def test_multilabel_is_deterministic_given_seed():
 # ---- diabetes ----------------------------------------------------------------------------------
 def test_diabetes_is_regression_in_raw_units():
     data = ds.Diabetes().load()
-    assert data.task.kind == "regression" and data.task.input_shape == (10,) and data.task.outputs == 1
+    assert (
+        data.task.kind == "regression" and data.task.input_shape == (10,) and data.task.outputs == 1
+    )
     assert len(data.train[0]) + len(data.test[0]) == 442 and len(data.test[0]) == 88
     assert data.train[1].shape == (354, 1) and data.train[1].dtype == torch.float32
     assert 100 < data.train[1].mean() < 200  # disease progression, not standardised
@@ -190,7 +212,11 @@ def test_diabetes_without_scikit_learn_says_what_to_install(monkeypatch):
 def test_npz_vectors_classification_with_held_out_split(tmp_path):
     x, y = classes_data(n=60, k=3)
     data = ds.Npz(path=save_npz(tmp_path / "d.npz", X=x, y=y), test_fraction=0.25).load()
-    assert data.task.kind == "classification" and data.task.input_shape == (4,) and data.task.outputs == 3
+    assert (
+        data.task.kind == "classification"
+        and data.task.input_shape == (4,)
+        and data.task.outputs == 3
+    )
     assert data.train[0].shape == (45, 4) and data.test[0].shape == (15, 4)
     assert data.train[1].dtype == torch.int64
     # Stratified: every class keeps its share in both splits.
@@ -211,8 +237,11 @@ def test_npz_normalises_with_train_statistics_only(tmp_path):
     x_train[:, 1] *= 10.0  # channels of very different scales
     x_test = x_train[:20] + 3.0
     y_train, y_test = np.arange(40) % 2, np.arange(20) % 2
-    data = ds.Npz(path=save_npz(tmp_path / "d.npz", X_train=x_train, y_train=y_train,
-                                X_test=x_test, y_test=y_test)).load()
+    data = ds.Npz(
+        path=save_npz(
+            tmp_path / "d.npz", X_train=x_train, y_train=y_train, X_test=x_test, y_test=y_test
+        )
+    ).load()
     check_normalised(data)
     mean = x_train.mean(axis=(0, 2, 3), keepdims=True)
     std = x_train.std(axis=(0, 2, 3), keepdims=True)
@@ -225,12 +254,15 @@ def test_npz_images_channels_last_are_read_as_nchw(tmp_path):
     x[..., 2] = 7  # a constant channel stays finite
     y = np.arange(20) % 2
     for layout in ("auto", "nhwc"):
-        data = ds.Npz(path=save_npz(tmp_path / "d.npz", X_train=x, y_train=y, X_test=x, y_test=y),
-                      layout=layout).load()
+        data = ds.Npz(
+            path=save_npz(tmp_path / "d.npz", X_train=x, y_train=y, X_test=x, y_test=y),
+            layout=layout,
+        ).load()
         assert data.task.input_shape == (3, 6, 5)
         expected = x.transpose(0, 3, 1, 2).astype(np.float32)
         expected = (expected - expected.mean((0, 2, 3), keepdims=True)) / np.where(
-            expected.std((0, 2, 3), keepdims=True) > 0, expected.std((0, 2, 3), keepdims=True), 1.0)
+            expected.std((0, 2, 3), keepdims=True) > 0, expected.std((0, 2, 3), keepdims=True), 1.0
+        )
         assert np.allclose(data.train[0].numpy(), expected, atol=1e-4)
     data = ds.Npz(path=save_npz(tmp_path / "d.npz", X=rng.normal(size=(20, 3, 6, 5)), y=y)).load()
     assert data.task.input_shape == (3, 6, 5)
@@ -242,10 +274,14 @@ def test_npz_regression_keeps_raw_targets(tmp_path):
     rng = np.random.default_rng(0)
     x = rng.normal(size=(30, 3))
     y = 100.0 + rng.normal(size=(30, 2))
-    data = ds.Npz(path=save_npz(tmp_path / "d.npz", X_train=x, y_train=y, X_test=x[:5], y_test=y[:5]),
-                  task="regression").load()
+    data = ds.Npz(
+        path=save_npz(tmp_path / "d.npz", X_train=x, y_train=y, X_test=x[:5], y_test=y[:5]),
+        task="regression",
+    ).load()
     assert data.task.kind == "regression" and data.task.outputs == 2
-    assert data.train[1].dtype == torch.float32 and torch.allclose(data.train[1], torch.tensor(y).float())
+    assert data.train[1].dtype == torch.float32 and torch.allclose(
+        data.train[1], torch.tensor(y).float()
+    )
     one = ds.Npz(path=save_npz(tmp_path / "e.npz", X=x, y=y[:, 0]), task="regression").load()
     assert one.task.outputs == 1 and one.train[1].shape == (24, 1)
 
@@ -254,10 +290,24 @@ def test_npz_multilabel_with_validation_split_and_names(tmp_path):
     rng = np.random.default_rng(0)
     x = rng.normal(size=(30, 4)).astype(np.float32)
     y = rng.integers(0, 2, size=(30, 3))
-    data = ds.Npz(path=save_npz(tmp_path / "d.npz", X_train=x[:20], y_train=y[:20], X_val=x[20:25] + 1,
-                                y_val=y[20:25], X_test=x[25:], y_test=y[25:], labels=np.array(["a", "b", "c"])),
-                  task="multilabel").load()
-    assert data.task.kind == "multilabel" and data.task.outputs == 3 and data.task.labels == ("a", "b", "c")
+    data = ds.Npz(
+        path=save_npz(
+            tmp_path / "d.npz",
+            X_train=x[:20],
+            y_train=y[:20],
+            X_val=x[20:25] + 1,
+            y_val=y[20:25],
+            X_test=x[25:],
+            y_test=y[25:],
+            labels=np.array(["a", "b", "c"]),
+        ),
+        task="multilabel",
+    ).load()
+    assert (
+        data.task.kind == "multilabel"
+        and data.task.outputs == 3
+        and data.task.labels == ("a", "b", "c")
+    )
     assert data.train[1].dtype == torch.float32 and data.train[1].shape == (20, 3)
     assert data.val is not None and data.val[0].shape == (5, 4) and data.val[0].mean() > 0.3
     check_normalised(data)
@@ -319,27 +369,30 @@ def _bad_npz(tmp_path: Path, case: str) -> ds.Npz:
     return ds.Npz(path=save_npz(tmp_path / "bad.npz", **arrays), **kw)
 
 
-@pytest.mark.parametrize("case, match", [
-    ("length", "40 inputs but 39 targets"),
-    ("split shapes", "differ in shape"),
-    ("negative label", "label -1 .*out of range"),
-    ("label above classes", "label 2 is out of range; accepted: class indices 0..1"),
-    ("fractional label", "not integers"),
-    ("nan in X", "NaN or inf"),
-    ("inf in y", "NaN or inf"),
-    ("missing class", "class 1 has no examples in the test split"),
-    ("names", "unknown arrays features, target"),
-    ("X without y", "has X but no y"),
-    ("X and X_train", "both X and X_train"),
-    ("multilabel not 0/1", "0/1"),
-    ("one class", "at least 2 classes"),
-    ("1-D inputs", "accepted: vectors"),
-    ("label names", "3 label names for 2 outputs"),
-    ("named class missing", "class 2 \\('c'\\) has no examples in the train split"),
-    ("object array", "cannot read"),
-    ("single array", "single unnamed array"),
-    ("not numpy", "cannot read"),
-])
+@pytest.mark.parametrize(
+    "case, match",
+    [
+        ("length", "40 inputs but 39 targets"),
+        ("split shapes", "differ in shape"),
+        ("negative label", "label -1 .*out of range"),
+        ("label above classes", "label 2 is out of range; accepted: class indices 0..1"),
+        ("fractional label", "not integers"),
+        ("nan in X", "NaN or inf"),
+        ("inf in y", "NaN or inf"),
+        ("missing class", "class 1 has no examples in the test split"),
+        ("names", "unknown arrays features, target"),
+        ("X without y", "has X but no y"),
+        ("X and X_train", "both X and X_train"),
+        ("multilabel not 0/1", "0/1"),
+        ("one class", "at least 2 classes"),
+        ("1-D inputs", "accepted: vectors"),
+        ("label names", "3 label names for 2 outputs"),
+        ("named class missing", "class 2 \\('c'\\) has no examples in the train split"),
+        ("object array", "cannot read"),
+        ("single array", "single unnamed array"),
+        ("not numpy", "cannot read"),
+    ],
+)
 def test_npz_bad_data_is_a_one_line_error(tmp_path, case, match):
     assert_one_line_error(lambda: _bad_npz(tmp_path, case).load(), match)
 
@@ -348,8 +401,10 @@ def test_npz_bad_options_and_missing_file(tmp_path):
     # A missing file is reported when the options are read, before any run directory exists.
     assert_one_line_error(lambda: ds.Npz(path=str(tmp_path / "none.npz")), "no file")
     assert_one_line_error(lambda: ds.Npz(), "path=FILE.npz")
-    assert_one_line_error(lambda: ds.Npz(path="d.npz", task="ranking"),
-                          "unknown task 'ranking'; accepted: classification, regression, multilabel")
+    assert_one_line_error(
+        lambda: ds.Npz(path="d.npz", task="ranking"),
+        "unknown task 'ranking'; accepted: classification, regression, multilabel",
+    )
     assert_one_line_error(lambda: ds.Npz(path="d.npz", layout="chw"), "unknown layout")
     assert_one_line_error(lambda: ds.Npz(path="d.npz", test_fraction=1.0), "test_fraction")
 
@@ -357,8 +412,10 @@ def test_npz_bad_options_and_missing_file(tmp_path):
 def test_npz_class_too_small_to_split(tmp_path):
     x, y = classes_data(n=21, k=2)
     y[-1] = 2  # class 2 has a single example, so one split must lack it
-    assert_one_line_error(lambda: ds.Npz(path=save_npz(tmp_path / "d.npz", X=x, y=y)).load(),
-                          "class 2 has no examples in the (train|test) split")
+    assert_one_line_error(
+        lambda: ds.Npz(path=save_npz(tmp_path / "d.npz", X=x, y=y)).load(),
+        "class 2 has no examples in the (train|test) split",
+    )
 
 
 # ---- image folders -----------------------------------------------------------------------------
@@ -374,13 +431,16 @@ def test_imagefolder_loads_resized_images(tmp_path):
     assert grey.task.input_shape == (1, 6, 6) and grey.train[0].shape == (8, 1, 6, 6)
 
 
-@pytest.mark.parametrize("case, match", [
-    ("missing", "no folder"),
-    ("no subfolders", "no class subfolders"),
-    ("empty class", "class folder 'dog' has no images"),
-    ("unreadable", "cannot read image"),
-    ("single image", "class 1 \\('dog'\\) has no examples in the (train|test) split"),
-])
+@pytest.mark.parametrize(
+    "case, match",
+    [
+        ("missing", "no folder"),
+        ("no subfolders", "no class subfolders"),
+        ("empty class", "class folder 'dog' has no images"),
+        ("unreadable", "cannot read image"),
+        ("single image", "class 1 \\('dog'\\) has no examples in the (train|test) split"),
+    ],
+)
 def test_imagefolder_bad_folders(tmp_path, case, match):
     root = tmp_path / "imgs"
     if case == "no subfolders":
@@ -400,9 +460,14 @@ def test_imagefolder_bad_folders(tmp_path, case, match):
 
 
 # ---- torchvision sets and IDX files ------------------------------------------------------------
-@pytest.mark.parametrize("cls, fetch", [(ds.Mnist, "train-images-idx3-ubyte.gz"),
-                                        (ds.FashionMnist, "fashion-mnist"),
-                                        (ds.Cifar10, "cifar-10-python.tar.gz")])
+@pytest.mark.parametrize(
+    "cls, fetch",
+    [
+        (ds.Mnist, "train-images-idx3-ubyte.gz"),
+        (ds.FashionMnist, "fashion-mnist"),
+        (ds.Cifar10, "cifar-10-python.tar.gz"),
+    ],
+)
 def test_offline_sets_say_what_to_fetch_and_where(tmp_path, cls, fetch):
     folder = tmp_path / "empty"
     folder.mkdir()
@@ -420,16 +485,24 @@ def test_failed_download_says_what_to_fetch(tmp_path, monkeypatch):
             raise OSError("[Errno -3] Temporary failure in name resolution")
 
     monkeypatch.setattr(torchvision.datasets, "MNIST", Offline)
-    assert_one_line_error(lambda: ds.Mnist(data_dir=str(tmp_path)).load(),
-                          "download failed .*fetch train-images-idx3-ubyte.gz")
+    assert_one_line_error(
+        lambda: ds.Mnist(data_dir=str(tmp_path)).load(),
+        "download failed .*fetch train-images-idx3-ubyte.gz",
+    )
 
 
 def test_missing_torchvision_says_what_to_install(tmp_path, monkeypatch):
     monkeypatch.setitem(sys.modules, "torchvision", None)
-    assert_one_line_error(lambda: ds.Cifar10(data_dir=str(tmp_path)).load(), "pip install torchvision")
-    assert_one_line_error(lambda: ds.Mnist(data_dir=str(tmp_path)).load(), "pip install torchvision, or fetch")
+    assert_one_line_error(
+        lambda: ds.Cifar10(data_dir=str(tmp_path)).load(), "pip install torchvision"
+    )
+    assert_one_line_error(
+        lambda: ds.Mnist(data_dir=str(tmp_path)).load(), "pip install torchvision, or fetch"
+    )
     (tmp_path / "a").mkdir()
-    assert_one_line_error(lambda: ds.ImageFolder(path=str(tmp_path)).load(), "pip install torchvision")
+    assert_one_line_error(
+        lambda: ds.ImageFolder(path=str(tmp_path)).load(), "pip install torchvision"
+    )
 
 
 def test_fashion_mnist_reads_the_debian_folder(tmp_path, monkeypatch):
@@ -439,11 +512,15 @@ def test_fashion_mnist_reads_the_debian_folder(tmp_path, monkeypatch):
     data = ds.FashionMnist().load()
     assert data.task.input_shape == (1, 28, 28) and data.task.outputs == 10
     assert data.train[0].shape == (30, 1, 28, 28) and data.test[0].shape == (20, 1, 28, 28)
-    assert np.array_equal(data.train[1].numpy(), y_train) and np.array_equal(data.test[1].numpy(), y_test)
+    assert np.array_equal(data.train[1].numpy(), y_train) and np.array_equal(
+        data.test[1].numpy(), y_test
+    )
     check_normalised(data)
     subset = ds.FashionMnist(train_per_class=2, test_per_class=1).load()
     assert torch.bincount(subset.train[1]).tolist() == [2] * 10 and len(subset.test[1]) == 10
-    assert_one_line_error(lambda: ds.FashionMnist(train_per_class=4).load(), "train_per_class=4 .*at most 3")
+    assert_one_line_error(
+        lambda: ds.FashionMnist(train_per_class=4).load(), "train_per_class=4 .*at most 3"
+    )
 
 
 def test_idx_files_in_torchvision_layout_are_read_directly(tmp_path, monkeypatch):
@@ -453,8 +530,13 @@ def test_idx_files_in_torchvision_layout_are_read_directly(tmp_path, monkeypatch
     assert data.train[0].shape == (30, 1, 28, 28) and data.task.labels[3] == "3"
 
 
-@pytest.mark.parametrize("raw, match", [(b"\x00\x00\x09\x01" + bytes(8), "not an IDX file"),
-                                        (b"\x00\x00\x08\x01\x00\x00\x00\x05abc", "truncated")])
+@pytest.mark.parametrize(
+    "raw, match",
+    [
+        (b"\x00\x00\x09\x01" + bytes(8), "not an IDX file"),
+        (b"\x00\x00\x08\x01\x00\x00\x00\x05abc", "truncated"),
+    ],
+)
 def test_read_idx_rejects_bad_files(tmp_path, raw, match):
     (tmp_path / "f").write_bytes(raw)
     assert_one_line_error(lambda: ds.read_idx(tmp_path / "f"), match)

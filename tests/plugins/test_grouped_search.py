@@ -32,25 +32,41 @@ def _data(n: int = 48) -> Data:
     return Data(TASK, (x, y), (x[:12], y[:12]))
 
 
-def _ctx(run_dir: Path | None, relaxation, space=None, epochs: int = 4, data: Data | None = None
-         ) -> SearchContext:
+def _ctx(
+    run_dir: Path | None, relaxation, space=None, epochs: int = 4, data: Data | None = None
+) -> SearchContext:
     data = data or _data()
     run = None
     if run_dir is not None:
-        run = (RunDir.open(run_dir) if (run_dir / "config.json").exists()
-               else RunDir.create(run_dir, {"test": True}))
+        run = (
+            RunDir.open(run_dir)
+            if (run_dir / "config.json").exists()
+            else RunDir.create(run_dir, {"test": True})
+        )
     trainer = Trainer(data, run=run, device="cpu", seed=0, quiet=True)
-    return SearchContext(space or CellSpace(channels=4, layers=3, nodes=3), relaxation, trainer,
-                         data, epochs=epochs, batch_size=16, seed=0,
-                         options={"storage": None, "study": None,
-                                  "run_dir": str(run_dir) if run_dir else None})
+    return SearchContext(
+        space or CellSpace(channels=4, layers=3, nodes=3),
+        relaxation,
+        trainer,
+        data,
+        epochs=epochs,
+        batch_size=16,
+        seed=0,
+        options={"storage": None, "study": None, "run_dir": str(run_dir) if run_dir else None},
+    )
 
 
 def test_cell_space_declares_one_group_per_node():
     space = CellSpace(channels=4, layers=2, nodes=3, node_inputs=2)
     groups = space.groups()
-    assert [g.name for g in groups] == ["normal:2", "normal:3", "normal:4",
-                                        "reduce:2", "reduce:3", "reduce:4"]
+    assert [g.name for g in groups] == [
+        "normal:2",
+        "normal:3",
+        "normal:4",
+        "reduce:2",
+        "reduce:3",
+        "reduce:4",
+    ]
     assert groups[1] == Group("normal:3", ("normal:3<-0", "normal:3<-1", "normal:3<-2"), 2, "none")
     with pytest.raises(ValueError, match="node_inputs must be 1 or 2"):
         CellSpace(node_inputs=3)
@@ -149,7 +165,8 @@ def test_kill_and_resume_is_bit_exact_through_the_hard_phase(tmp_path, monkeypat
     resumed = Darts().search(_ctx(killed_dir, relax, epochs=5))
     assert relax.frozen(), "the killed epoch was in the hard phase"
     assert resumed.genotype == whole.genotype and resumed.metrics == pytest.approx(
-        {**whole.metrics, "search_seconds": resumed.metrics["search_seconds"]})
+        {**whole.metrics, "search_seconds": resumed.metrics["search_seconds"]}
+    )
     a = torch.load(whole_dir / "checkpoints/search.pt", weights_only=True)["state"]
     b = torch.load(killed_dir / "checkpoints/search.pt", weights_only=True)["state"]
     for part in ("net", "logits"):
@@ -157,10 +174,13 @@ def test_kill_and_resume_is_bit_exact_through_the_hard_phase(tmp_path, monkeypat
         assert all(torch.equal(a[part][k], b[part][k]) for k in a[part]), part
 
 
-@pytest.mark.parametrize("strategy", [
-    lambda: ProgressiveDarts(stages=2, depths="2,2", keep="4", skip_dropout="0.0,0.3"),
-    lambda: RandomSearch(method="supernet", candidates=3, supernet_epochs=1),
-])
+@pytest.mark.parametrize(
+    "strategy",
+    [
+        lambda: ProgressiveDarts(stages=2, depths="2,2", keep="4", skip_dropout="0.0,0.3"),
+        lambda: RandomSearch(method="supernet", candidates=3, supernet_epochs=1),
+    ],
+)
 def test_other_strategies_run_on_grouped_spaces_with_grouped_relaxations(tmp_path, strategy):
     for relax in (Sparsemax(), GumbelHard()):
         result = strategy().search(_ctx(tmp_path / type(relax).__name__, relax, epochs=2))
@@ -169,8 +189,11 @@ def test_other_strategies_run_on_grouped_spaces_with_grouped_relaxations(tmp_pat
 
 
 def test_dense_supernet_search_scores_every_block_alone(tmp_path):
-    data = Data(Task("classification", (6,), 2),
-                (torch.randn(64, 6), torch.arange(64) % 2), (torch.randn(8, 6), torch.arange(8) % 2))
+    data = Data(
+        Task("classification", (6,), 2),
+        (torch.randn(64, 6), torch.arange(64) % 2),
+        (torch.randn(8, 6), torch.arange(8) % 2),
+    )
     space = DenseSpace(blocks=3, layers=2, width=8)
     result = Darts().search(_ctx(tmp_path / "run", Softmax(), space=space, epochs=2, data=data))
     rows = [r for r in result.candidates if r["status"] == "current"]
@@ -182,10 +205,30 @@ def test_dense_supernet_search_scores_every_block_alone(tmp_path):
 
 def test_cli_sparsemax_summary_shows_continuous_and_discrete_side_by_side(tmp_path, capsys):
     out = tmp_path / "run"
-    rc = main(["run", "--space-opt", "channels=4", "--space-opt", "layers=2", "--data-opt",
-               "train_per_class=16", "--data-opt", "test_per_class=8", "--batch-size", "32",
-               "--device", "cpu", "--quiet", "--relax", "sparsemax", "--epochs", "3",
-               "--out", str(out)])
+    rc = main(
+        [
+            "run",
+            "--space-opt",
+            "channels=4",
+            "--space-opt",
+            "layers=2",
+            "--data-opt",
+            "train_per_class=16",
+            "--data-opt",
+            "test_per_class=8",
+            "--batch-size",
+            "32",
+            "--device",
+            "cpu",
+            "--quiet",
+            "--relax",
+            "sparsemax",
+            "--epochs",
+            "3",
+            "--out",
+            str(out),
+        ]
+    )
     assert rc == 0
     text = capsys.readouterr().out
     assert "continuous" in text and "derived" in text

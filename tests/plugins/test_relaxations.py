@@ -20,8 +20,9 @@ SKIP_EXACT = [n for n in NAMES if registry.load("relaxation", n).skip_is_exact]
 #: Built-ins whose default schedule ends with exact zeros on moderately separated logits.
 SPARSE = ["sparsemax", "entmax15", "entmax"]
 #: Per-choice sparsemax (`grouped=false`): these tests call `weights` directly.
-SPARSE_SETTINGS = ([(name, {"grouped": False} if name == "sparsemax" else {}) for name in SPARSE]
-                   + [("entmax", {"anneal": True})])
+SPARSE_SETTINGS = [(name, {"grouped": False} if name == "sparsemax" else {}) for name in SPARSE] + [
+    ("entmax", {"anneal": True})
+]
 #: Logits as DARTS's architecture optimiser leaves them after a short search: hundredths apart.
 SEPARATED = torch.tensor([0.10, 0.06, 0.03, 0.02, 0.0, -0.01, -0.03, -0.05])
 #: Three leaders close together: sparse relaxations keep several candidates, with gradients.
@@ -132,7 +133,7 @@ def _supernet_gradients(space, relax, skip_zeros: bool):
     logits = {}
     for i, c in enumerate(choices):
         # Each edge favours other ops, so different ops survive on different edges.
-        pattern = LEADERS[:len(c.candidates)].roll(i % len(c.candidates)).double()
+        pattern = LEADERS[: len(c.candidates)].roll(i % len(c.candidates)).double()
         logits[c.name] = pattern.clone().requires_grad_()
     torch.manual_seed(1)
     weights = {name: relax.weights(l) for name, l in logits.items()}
@@ -294,15 +295,18 @@ def test_temperature_reaches_its_end_value_at_the_last_step(name):
     assert relax.state_dict()["tau"] == pytest.approx(0.02)
 
 
-@pytest.mark.parametrize("name, options, message", [
-    ("sparsemax", {"schedule": "cubic"}, "accepted: constant, linear, exp, cosine"),
-    ("gumbel", {"schedule": "step"}, "accepted: constant, linear, exp, cosine"),
-    ("entmax15", {"tau_end": 0.0}, "> 0"),
-    ("gumbel-hard", {"tau_start": -1.0}, "> 0"),
-    ("softmax", {"temperature": 0.0}, "> 0"),
-    ("entmax", {"alpha": 0.5}, ">= 1"),
-    ("entmax", {"alpha": 1.8, "anneal": True}, "not both"),
-])
+@pytest.mark.parametrize(
+    "name, options, message",
+    [
+        ("sparsemax", {"schedule": "cubic"}, "accepted: constant, linear, exp, cosine"),
+        ("gumbel", {"schedule": "step"}, "accepted: constant, linear, exp, cosine"),
+        ("entmax15", {"tau_end": 0.0}, "> 0"),
+        ("gumbel-hard", {"tau_start": -1.0}, "> 0"),
+        ("softmax", {"temperature": 0.0}, "> 0"),
+        ("entmax", {"alpha": 0.5}, ">= 1"),
+        ("entmax", {"alpha": 1.8, "anneal": True}, "not both"),
+    ],
+)
 def test_bad_options_are_one_line_value_errors(name, options, message):
     with pytest.raises(ValueError, match=message) as info:
         make(name, **options)
@@ -320,10 +324,15 @@ def test_bad_clock_values_are_value_errors():
 def test_entmax_alpha_one_is_softmax_and_two_is_sparsemax():
     logits = torch.randn(4, 8)
     constant = {"tau_start": 0.5, "tau_end": 0.5, "schedule": "constant"}
-    torch.testing.assert_close(make("entmax", alpha=1.0, **constant).weights(logits),
-                               torch.softmax(logits / 0.5, -1))
-    torch.testing.assert_close(make("entmax", alpha=2.0, **constant).weights(logits),
-                               make("sparsemax", **constant).weights(logits), rtol=1e-4, atol=1e-5)
+    torch.testing.assert_close(
+        make("entmax", alpha=1.0, **constant).weights(logits), torch.softmax(logits / 0.5, -1)
+    )
+    torch.testing.assert_close(
+        make("entmax", alpha=2.0, **constant).weights(logits),
+        make("sparsemax", **constant).weights(logits),
+        rtol=1e-4,
+        atol=1e-5,
+    )
     assert not math.isnan(float(make("entmax", alpha=1.0001).weights(logits).sum()))
 
 
@@ -340,7 +349,7 @@ def _grouped_gradients(space, relax, skip_zeros: bool):
     logits = ArchLogits(space.choices(), groups=space.groups()).double()
     with torch.no_grad():
         for i, p in enumerate(logits.parameters()):
-            p.copy_(LEADERS[:len(p)].roll(i % len(p)).double() * (1 + 0.1 * i))
+            p.copy_(LEADERS[: len(p)].roll(i % len(p)).double() * (1 + 0.1 * i))
     weights = logits.weights(relax)
     F.cross_entropy(net(x, weights), y).backward()
     tensors = {f"logits {n}": l for n, l in logits.items()} | dict(net.named_parameters())
@@ -363,8 +372,11 @@ def test_skipping_is_exact_for_the_grouped_projection_on_the_cell_supernet():
 
 def test_grouped_sparsemax_anneals_then_trains_on_the_vertex_with_the_logits_frozen():
     relax = make("sparsemax", tau_end=0.005, hard=0.3)  # tau_end is reached at progress 0.7
-    rows = [torch.tensor([0.02, 0.01, 0.0]), torch.tensor([0.015, -0.01, 0.0]),
-            torch.tensor([0.0, 0.005, 0.001])]
+    rows = [
+        torch.tensor([0.02, 0.01, 0.0]),
+        torch.tensor([0.015, -0.01, 0.0]),
+        torch.tensor([0.0, 0.005, 0.001]),
+    ]
     relax.on_epoch(0, 10)
     relax.on_step(0, 10)
     assert not relax.frozen() and relax.tau == 1.0

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 import json
 import math
 import os
@@ -10,8 +11,6 @@ import subprocess
 import sys
 import time
 from pathlib import Path
-
-import copy
 
 import optuna
 import pytest
@@ -30,8 +29,21 @@ from nasplug_plugins.tpe import TPE, open_storage
 from nasplug_spaces.cell import CellSpace
 
 TASK = Task("classification", (1, 8, 8), 3)
-TINY = ["--space-opt", "channels=4", "--space-opt", "layers=2", "--data-opt", "train_per_class=20",
-        "--data-opt", "test_per_class=10", "--batch-size", "32", "--device", "cpu", "--quiet"]
+TINY = [
+    "--space-opt",
+    "channels=4",
+    "--space-opt",
+    "layers=2",
+    "--data-opt",
+    "train_per_class=20",
+    "--data-opt",
+    "test_per_class=10",
+    "--batch-size",
+    "32",
+    "--device",
+    "cpu",
+    "--quiet",
+]
 
 
 def _data(n: int = 48) -> Data:
@@ -50,9 +62,22 @@ def _ctx(tmp_path: Path | None, space=None, epochs: int = 1, **options) -> Searc
     else:
         run = RunDir.create(tmp_path, {"test": True})
     trainer = Trainer(data, run=run, device="cpu", seed=0, quiet=True)
-    opts = {"storage": None, "study": None, "run_dir": str(tmp_path) if tmp_path else None, **options}
-    return SearchContext(space or CellSpace(channels=4, layers=2, nodes=2), Softmax(), trainer, data,
-                         epochs=epochs, batch_size=16, seed=0, options=opts)
+    opts = {
+        "storage": None,
+        "study": None,
+        "run_dir": str(tmp_path) if tmp_path else None,
+        **options,
+    }
+    return SearchContext(
+        space or CellSpace(channels=4, layers=2, nodes=2),
+        Softmax(),
+        trainer,
+        data,
+        epochs=epochs,
+        batch_size=16,
+        seed=0,
+        options=opts,
+    )
 
 
 def _events(run_dir: Path, event: str) -> list[dict]:
@@ -90,8 +115,9 @@ class RecordingCellSpace(CellSpace):
 
 def test_pdarts_deepens_restricts_and_drops_out_skips(tmp_path):
     RecordingCellSpace.nets = []
-    strategy = ProgressiveDarts(stages=2, depths="2,3", keep="3", skip_dropout="0.2,0.5",
-                                dropout_decay=0.5)
+    strategy = ProgressiveDarts(
+        stages=2, depths="2,3", keep="3", skip_dropout="0.2,0.5", dropout_decay=0.5
+    )
     ctx = _ctx(tmp_path / "run", RecordingCellSpace(channels=4, layers=2, nodes=2), epochs=4)
     result = strategy.search(ctx)
 
@@ -154,28 +180,35 @@ def test_skip_cap_replaces_the_weakest_skips():
     normal = [op for op, _ in genotype.spec["normal"]]
     assert normal.count("skip_connect") == 2 and replaced >= 6
     # The two strongest skips (on node 5's edges) are kept; the reduction cell is outside the scope.
-    kept = {f"normal:{2 + i // 2}<-{s}" for i, (op, s) in enumerate(genotype.spec["normal"])
-            if op == "skip_connect"}
+    kept = {
+        f"normal:{2 + i // 2}<-{s}"
+        for i, (op, s) in enumerate(genotype.spec["normal"])
+        if op == "skip_connect"
+    }
     assert kept == {"normal:5<-4", "normal:5<-3"}
     assert all(op == "skip_connect" for op, _ in genotype.spec["reduce"])
 
 
 def test_pdarts_second_order_with_the_real_lookahead(tmp_path):
-    strategy = ProgressiveDarts(stages=2, depths="2,2", keep="4", skip_dropout="0.0,0.3", order=2,
-                                lookahead="real")
+    strategy = ProgressiveDarts(
+        stages=2, depths="2,2", keep="4", skip_dropout="0.0,0.3", order=2, lookahead="real"
+    )
     ctx = _ctx(tmp_path / "run", epochs=2)
     result = strategy.search(ctx)
     assert ctx.space.build(result.genotype, TASK)(torch.randn(2, *TASK.input_shape)).shape == (2, 3)
     assert [h["stage"] for h in result.history] == [1, 2]
 
 
-@pytest.mark.parametrize("opts, message", [
-    ({"keep": "5,3,2"}, "keep needs 2"),
-    ({"depths": "3,x,8"}, "depths must be comma-separated ints"),
-    ({"skip_dropout": "0.1,1.0,0.2"}, "below 1"),
-    ({"order": 3}, "order must be 1 or 2"),
-    ({"order": 2, "lookahead": "later"}, "unknown lookahead 'later'; accepted: virtual, real"),
-])
+@pytest.mark.parametrize(
+    "opts, message",
+    [
+        ({"keep": "5,3,2"}, "keep needs 2"),
+        ({"depths": "3,x,8"}, "depths must be comma-separated ints"),
+        ({"skip_dropout": "0.1,1.0,0.2"}, "below 1"),
+        ({"order": 3}, "order must be 1 or 2"),
+        ({"order": 2, "lookahead": "later"}, "unknown lookahead 'later'; accepted: virtual, real"),
+    ],
+)
 def test_pdarts_bad_options(opts, message):
     with pytest.raises(ValueError, match=message):
         ProgressiveDarts(**opts)
@@ -208,7 +241,9 @@ def test_random_search_by_time(tmp_path):
     took = time.time() - t0
     per = max(r["seconds"] for r in result.candidates)
     assert len(result.candidates) >= 1
-    assert result.metrics["search_seconds"] < 0.5 + per + 0.5  # stops after the candidate that crossed it
+    assert (
+        result.metrics["search_seconds"] < 0.5 + per + 0.5
+    )  # stops after the candidate that crossed it
     assert took < 0.5 + 3 * per + 5
 
 
@@ -236,7 +271,9 @@ def test_random_search_does_not_redo_finished_candidates(tmp_path, monkeypatch):
 
 
 def test_random_search_bad_options():
-    with pytest.raises(ValueError, match="unknown random search method 'grid'; accepted: train, supernet"):
+    with pytest.raises(
+        ValueError, match="unknown random search method 'grid'; accepted: train, supernet"
+    ):
         RandomSearch(method="grid")
     with pytest.raises(ValueError, match="needs a budget"):
         RandomSearch(candidates=0, time_budget=0)
@@ -244,8 +281,23 @@ def test_random_search_bad_options():
 
 def test_random_search_through_the_cli(tmp_path, capsys):
     out = tmp_path / "rs"
-    assert main(["run", "--strategy", "random", "--strategy-opt", "candidates=2",
-                 "--strategy-opt", "train_epochs=1", *TINY, "--out", str(out)]) == 0
+    assert (
+        main(
+            [
+                "run",
+                "--strategy",
+                "random",
+                "--strategy-opt",
+                "candidates=2",
+                "--strategy-opt",
+                "train_epochs=1",
+                *TINY,
+                "--out",
+                str(out),
+            ]
+        )
+        == 0
+    )
     rows = json.loads((out / "candidates.json").read_text())
     assert len(rows) == 2 and json.loads((out / "genotype.json").read_text())["space"] == "cell"
     assert "validation accuracy" in capsys.readouterr().out
@@ -273,7 +325,9 @@ def test_tpe_prunes_with_hyperband_and_keeps_the_study_in_the_run(tmp_path):
 
 
 def test_tpe_bad_pruner():
-    with pytest.raises(ValueError, match="unknown pruner 'asha'; accepted: median, hyperband, none"):
+    with pytest.raises(
+        ValueError, match="unknown pruner 'asha'; accepted: median, hyperband, none"
+    ):
         TPE(pruner="asha")
     with pytest.raises(ValueError, match="tpe needs a budget"):
         TPE(trials=0, time_budget=0)
@@ -291,8 +345,14 @@ def test_tpe_by_time_stops_starting_trials_once_the_budget_is_spent():
 
 def _nasplug(*args, **kw) -> subprocess.Popen:
     env = {**os.environ, "OMP_NUM_THREADS": "1", "NASPLUG_QUIET": "1"}
-    return subprocess.Popen([sys.executable, "-m", "nasplug", *map(str, args)], env=env,
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, **kw)
+    return subprocess.Popen(
+        [sys.executable, "-m", "nasplug", *map(str, args)],
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        **kw,
+    )
 
 
 TPE_RUN = ["run", "--strategy", "tpe", "--strategy-opt", "train_epochs=1", *TINY]
@@ -301,8 +361,22 @@ TPE_RUN = ["run", "--strategy", "tpe", "--strategy-opt", "train_epochs=1", *TINY
 @pytest.mark.slow
 def test_two_processes_share_one_study(tmp_path):
     storage = f"sqlite:///{tmp_path / 'shared.db'}"
-    procs = [_nasplug(*TPE_RUN, "--strategy-opt", "trials=4", "--storage", storage, "--study", "s",
-                      "--seed", str(i), "--out", tmp_path / f"w{i}") for i in range(2)]
+    procs = [
+        _nasplug(
+            *TPE_RUN,
+            "--strategy-opt",
+            "trials=4",
+            "--storage",
+            storage,
+            "--study",
+            "s",
+            "--seed",
+            str(i),
+            "--out",
+            tmp_path / f"w{i}",
+        )
+        for i in range(2)
+    ]
     for p in procs:
         out, err = p.communicate(timeout=600)
         assert p.returncode == 0, err
@@ -330,7 +404,9 @@ def test_a_killed_tpe_run_continues_its_study(tmp_path):
             continue
         try:
             # Through open_storage, which retries while the worker is still creating the tables.
-            study = optuna.load_study(study_name="run", storage=open_storage(f"sqlite:///{db}", None))
+            study = optuna.load_study(
+                study_name="run", storage=open_storage(f"sqlite:///{db}", None)
+            )
         except KeyError:  # the worker has not created the study yet
             continue
         if any(t.state.name == "RUNNING" for t in study.trials):
@@ -340,21 +416,33 @@ def test_a_killed_tpe_run_continues_its_study(tmp_path):
     study = optuna.load_study(study_name="run", storage=f"sqlite:///{db}")
     assert "RUNNING" in [t.state.name for t in study.trials]
 
-    r = subprocess.run([sys.executable, "-m", "nasplug", "run", "--resume", str(out), "--quiet"],
-                       capture_output=True, text=True, timeout=600,
-                       env={**os.environ, "OMP_NUM_THREADS": "1", "NASPLUG_QUIET": "1"})
+    r = subprocess.run(
+        [sys.executable, "-m", "nasplug", "run", "--resume", str(out), "--quiet"],
+        capture_output=True,
+        text=True,
+        timeout=600,
+        env={**os.environ, "OMP_NUM_THREADS": "1", "NASPLUG_QUIET": "1"},
+    )
     assert r.returncode == 0, r.stderr
-    states = [t.state.name for t in optuna.load_study(study_name="run", storage=f"sqlite:///{db}").trials]
+    states = [
+        t.state.name for t in optuna.load_study(study_name="run", storage=f"sqlite:///{db}").trials
+    ]
     assert states.count("FAIL") == 1 and "RUNNING" not in states
     assert states.count("COMPLETE") + states.count("PRUNED") == 3
 
 
-@pytest.mark.parametrize("args, message", [
-    (["--strategy", "random", "--strategy-opt", "method=grid"], "unknown random search method 'grid'"),
-    (["--strategy", "tpe", "--strategy-opt", "pruner=asha"], "unknown pruner 'asha'"),
-    (["--strategy", "tpe", "--storage", "not-a-url"], "not an Optuna storage URL"),
-    (["--strategy", "tpe", "--storage", "nosuchdb://x/y"], "cannot open Optuna storage"),
-])
+@pytest.mark.parametrize(
+    "args, message",
+    [
+        (
+            ["--strategy", "random", "--strategy-opt", "method=grid"],
+            "unknown random search method 'grid'",
+        ),
+        (["--strategy", "tpe", "--strategy-opt", "pruner=asha"], "unknown pruner 'asha'"),
+        (["--strategy", "tpe", "--storage", "not-a-url"], "not an Optuna storage URL"),
+        (["--strategy", "tpe", "--storage", "nosuchdb://x/y"], "cannot open Optuna storage"),
+    ],
+)
 def test_bad_strategy_input_is_one_line_exit_2(tmp_path, capsys, args, message):
     code = main(["run", *args, *TINY, "--epochs", "1", "--out", str(tmp_path / "bad")])
     err = capsys.readouterr().err.strip()
@@ -365,8 +453,10 @@ def test_bad_strategy_input_is_one_line_exit_2(tmp_path, capsys, args, message):
 def test_cell_supernet_drops_out_the_named_candidate_in_training_only():
     space = CellSpace(channels=4, layers=2, nodes=2)
     net = space.supernet(TASK)
-    skip = {c.name: torch.tensor([float(k == "skip_connect") for k in c.candidates])
-            for c in space.choices()}
+    skip = {
+        c.name: torch.tensor([float(k == "skip_connect") for k in c.candidates])
+        for c in space.choices()
+    }
     x = torch.randn(4, *TASK.input_shape)
     torch.manual_seed(0)
     plain = net(x, skip)

@@ -35,8 +35,9 @@ def uniform_logits(space: CellSpace) -> dict[str, torch.Tensor]:
     return {c.name: torch.zeros(len(c.candidates), requires_grad=True) for c in space.choices()}
 
 
-def sparse_weights(space: CellSpace, logits: dict[str, torch.Tensor],
-                   seed: int = 1) -> dict[str, torch.Tensor]:
+def sparse_weights(
+    space: CellSpace, logits: dict[str, torch.Tensor], seed: int = 1
+) -> dict[str, torch.Tensor]:
     """Softmax over a random support per edge (exact zeros elsewhere); some edges all zero.
 
     Both edges into normal node 2 are all zero, so that node has no computed input.
@@ -58,8 +59,9 @@ def sparse_weights(space: CellSpace, logits: dict[str, torch.Tensor],
 def count_op_calls(net, monkeypatch) -> Counter:
     """Count the candidates each mixed op computes, keyed by (edge name, op name)."""
     calls: Counter = Counter()
-    names = {id(mixed): name for cell in net.cells
-             for name, mixed in zip(cell.edge_names, cell.edges)}
+    names = {
+        id(mixed): name for cell in net.cells for name, mixed in zip(cell.edge_names, cell.edges)
+    }
     candidate = MixedOp.candidate
 
     def counted(self, k, *args):
@@ -73,8 +75,9 @@ def count_op_calls(net, monkeypatch) -> Counter:
 # --- the supernet -------------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("task", [MNIST, CIFAR, Task("regression", (2, 9, 11), 3)],
-                         ids=["1x28x28", "3x32x32", "2x9x11"])
+@pytest.mark.parametrize(
+    "task", [MNIST, CIFAR, Task("regression", (2, 9, 11), 3)], ids=["1x28x28", "3x32x32", "2x9x11"]
+)
 def test_supernet_forward_backward(task: Task) -> None:
     space = tiny()
     net = space.supernet(task)
@@ -83,18 +86,37 @@ def test_supernet_forward_backward(task: Task) -> None:
     out = net(torch.randn(2, *task.input_shape), weights)
     assert out.shape == (2, task.outputs)
     out.square().sum().backward()
-    assert all(v.grad is not None and torch.isfinite(v.grad).all() and v.grad.abs().sum() > 0
-               for v in logits.values())
+    assert all(
+        v.grad is not None and torch.isfinite(v.grad).all() and v.grad.abs().sum() > 0
+        for v in logits.values()
+    )
     assert all(p.grad is not None for p in net.parameters())
 
 
 def test_choices_name_every_edge_normal_then_reduce() -> None:
     names = [c.name for c in tiny(nodes=2).choices()]
-    assert names == ["normal:2<-0", "normal:2<-1", "normal:3<-0", "normal:3<-1", "normal:3<-2",
-                     "reduce:2<-0", "reduce:2<-1", "reduce:3<-0", "reduce:3<-1", "reduce:3<-2"]
+    assert names == [
+        "normal:2<-0",
+        "normal:2<-1",
+        "normal:3<-0",
+        "normal:3<-1",
+        "normal:3<-2",
+        "reduce:2<-0",
+        "reduce:2<-1",
+        "reduce:3<-0",
+        "reduce:3<-1",
+        "reduce:3<-2",
+    ]
     assert tiny().choices()[0].candidates == (
-        "none", "max_pool_3x3", "avg_pool_3x3", "skip_connect", "sep_conv_3x3", "sep_conv_5x5",
-        "dil_conv_3x3", "dil_conv_5x5")
+        "none",
+        "max_pool_3x3",
+        "avg_pool_3x3",
+        "skip_connect",
+        "sep_conv_3x3",
+        "sep_conv_5x5",
+        "dil_conv_3x3",
+        "dil_conv_5x5",
+    )
 
 
 def test_zero_weight_ops_and_none_are_never_run(monkeypatch) -> None:
@@ -109,8 +131,12 @@ def test_zero_weight_ops_and_none_are_never_run(monkeypatch) -> None:
     weights = sparse_weights(space, uniform_logits(space))
     net(torch.randn(2, 3, 32, 32), weights).sum().backward()
 
-    nonzero = {(name, op) for name, w in weights.items()
-               for op, v in zip(space.choices()[0].candidates, w.tolist()) if v != 0.0}
+    nonzero = {
+        (name, op)
+        for name, w in weights.items()
+        for op, v in zip(space.choices()[0].candidates, w.tolist())
+        if v != 0.0
+    }
     assert set(calls) == nonzero - {(name, "none") for name in weights}
     # Every cell of a type runs the same ops: one normal cell, two reduction cells.
     assert all(n == (1 if name.startswith("normal") else 2) for (name, _), n in calls.items())
@@ -130,8 +156,12 @@ def test_skipping_zeros_matches_the_dense_computation() -> None:
         net.skip_zeros = skip
         net.zero_grad(set_to_none=True)
         gen = torch.Generator().manual_seed(0)
-        logits = {c.name: torch.randn(len(c.candidates), dtype=torch.float64,
-                                      generator=gen).requires_grad_() for c in space.choices()}
+        logits = {
+            c.name: torch.randn(
+                len(c.candidates), dtype=torch.float64, generator=gen
+            ).requires_grad_()
+            for c in space.choices()
+        }
         out = net(x, sparse_weights(space, logits))
         F.cross_entropy(out, torch.tensor([1, 7])).backward()
         grads = [torch.zeros_like(p) if p.grad is None else p.grad for p in net.parameters()]
@@ -174,16 +204,26 @@ def test_supernet_equals_its_modules_called_one_by_one() -> None:
                 setattr(module, name, torch.nn.MaxPool2d(3, child.stride, 1))
     x = torch.randn(3, 3, 32, 32, dtype=torch.float64)
     gen = torch.Generator().manual_seed(0)
-    logits = {c.name: torch.randn(len(c.candidates), dtype=torch.float64, generator=gen)
-              for c in space.choices()}
+    logits = {
+        c.name: torch.randn(len(c.candidates), dtype=torch.float64, generator=gen)
+        for c in space.choices()
+    }
     results = []
-    for net, forward in ((fast, lambda w: fast(x, w)), (reference,
-                                                        lambda w: _one_by_one(reference, x, w))):
+    for net, forward in (
+        (fast, lambda w: fast(x, w)),
+        (reference, lambda w: _one_by_one(reference, x, w)),
+    ):
         ls = {k: v.clone().requires_grad_() for k, v in logits.items()}
         out = forward({k: torch.softmax(v, 0) for k, v in ls.items()})
         F.cross_entropy(out, torch.tensor([1, 7, 3])).backward()
-        results.append([out.detach(), *(p.grad for p in net.parameters()),
-                        *(v.grad for v in ls.values()), *net.buffers()])
+        results.append(
+            [
+                out.detach(),
+                *(p.grad for p in net.parameters()),
+                *(v.grad for v in ls.values()),
+                *net.buffers(),
+            ]
+        )
     for a, b in zip(*results):
         torch.testing.assert_close(a, b, rtol=1e-10, atol=1e-12)
 
@@ -196,14 +236,16 @@ def test_max_pool_keeps_window_offsets_and_equals_nn_max_pool_with_ties(stride, 
     backward, and a double backward works."""
     x0 = torch.randint(0, 3, (2, 3, *size), dtype=torch.float64)  # many ties in every window
     x0 = x0.contiguous(memory_format=torch.channels_last)
-    g = torch.randn(torch.nn.MaxPool2d(3, stride, 1)(x0).shape, dtype=torch.float64,
-                    requires_grad=True)
+    g = torch.randn(
+        torch.nn.MaxPool2d(3, stride, 1)(x0).shape, dtype=torch.float64, requires_grad=True
+    )
     results = []
     for pool in (cell_ops.MaxPool2d(3, stride, 1), torch.nn.MaxPool2d(3, stride, 1)):
         x = x0.clone().requires_grad_()
         saved = []
-        with torch.autograd.graph.saved_tensors_hooks(lambda t: saved.append(t.dtype) or t,
-                                                      lambda t: t):
+        with torch.autograd.graph.saved_tensors_hooks(
+            lambda t: saved.append(t.dtype) or t, lambda t: t
+        ):
             y = pool(x)
         (dx,) = torch.autograd.grad(y, x, g, create_graph=True)
         (ddg,) = torch.autograd.grad(dx, g, torch.ones_like(dx))
@@ -229,8 +271,9 @@ def test_one_host_transfer_per_forward(monkeypatch) -> None:
     weights = {k: torch.softmax(v, 0) for k, v in uniform_logits(space).items()}
     transfers = Counter()
     tolist, item = torch.Tensor.tolist, torch.Tensor.item
-    monkeypatch.setattr(torch.Tensor, "tolist",
-                        lambda self: transfers.update(["tolist"]) or tolist(self))
+    monkeypatch.setattr(
+        torch.Tensor, "tolist", lambda self: transfers.update(["tolist"]) or tolist(self)
+    )
     monkeypatch.setattr(torch.Tensor, "item", lambda self: transfers.update(["item"]) or item(self))
     net(torch.randn(2, 1, 28, 28), weights)
     assert transfers == Counter(tolist=1)
@@ -289,11 +332,17 @@ def test_prefixes_are_computed_once_per_state(monkeypatch) -> None:
     weights = {k: torch.softmax(v, 0) for k, v in uniform_logits(space).items()}
     splits = Counter()
     phases = cell_ops.PolyphaseConv2d.phases
-    monkeypatch.setattr(cell_ops.PolyphaseConv2d, "phases",
-                        lambda self, x: splits.update(["split"]) or phases(self, x))
+    monkeypatch.setattr(
+        cell_ops.PolyphaseConv2d,
+        "phases",
+        lambda self, x: splits.update(["split"]) or phases(self, x),
+    )
     _, calls = count_module_calls(net, lambda: net(torch.randn(2, 3, 32, 32), weights))
-    pools = sum(n for name, n in calls.items() if name.endswith(".0")
-                and isinstance(net.get_submodule(name), torch.nn.MaxPool2d))
+    pools = sum(
+        n
+        for name, n in calls.items()
+        if name.endswith(".0") and isinstance(net.get_submodule(name), torch.nn.MaxPool2d)
+    )
     # 3 cells of 4 nodes: states 0-4 feed later nodes, so 5 pools per cell, not one per edge (14).
     assert pools == 3 * 5
     # Both dilated convolutions (dilation 2) share a split, at stride 1 only: the normal cell's
@@ -304,7 +353,9 @@ def test_prefixes_are_computed_once_per_state(monkeypatch) -> None:
 @pytest.mark.parametrize("kernel, stride", [(3, 1), (5, 1), (3, 2), (5, 2)])
 @pytest.mark.parametrize("size", [(8, 8), (7, 9)])
 @pytest.mark.parametrize("channels_last", [True, False])
-def test_polyphase_dilated_conv_equals_the_dilated_conv(kernel, stride, size, channels_last) -> None:
+def test_polyphase_dilated_conv_equals_the_dilated_conv(
+    kernel, stride, size, channels_last
+) -> None:
     fast = cell_ops.PolyphaseConv2d(4, 4, kernel, stride, kernel - 1, 2, groups=4).double()
     plain = torch.nn.Conv2d(4, 4, kernel, stride, kernel - 1, 2, groups=4, bias=False).double()
     plain.weight = fast.weight
@@ -315,17 +366,29 @@ def test_polyphase_dilated_conv_equals_the_dilated_conv(kernel, stride, size, ch
     if channels_last and size == (8, 8):
         assert y.is_contiguous(memory_format=torch.channels_last)
     g = torch.randn_like(y)
-    for a, b in zip(torch.autograd.grad(y, (x, fast.weight), g),
-                    torch.autograd.grad(plain(x), (x, plain.weight), g)):
+    for a, b in zip(
+        torch.autograd.grad(y, (x, fast.weight), g),
+        torch.autograd.grad(plain(x), (x, plain.weight), g),
+    ):
         torch.testing.assert_close(a, b, rtol=1e-12, atol=1e-12)
     torch.testing.assert_close(y, plain(x), rtol=1e-12, atol=1e-12)
 
 
-@pytest.mark.parametrize("size, kernel, stride", [((4, 4), 5, 1), ((4, 4), 5, 2), ((3, 9), 5, 1),
-                                                  ((5, 3), 5, 2), ((4, 6), 7, 1), ((2, 2), 3, 1)])
+@pytest.mark.parametrize(
+    "size, kernel, stride",
+    [
+        ((4, 4), 5, 1),
+        ((4, 4), 5, 2),
+        ((3, 9), 5, 1),
+        ((5, 3), 5, 2),
+        ((4, 6), 7, 1),
+        ((2, 2), 3, 1),
+    ],
+)
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
-def test_depthwise_conv_on_maps_smaller_than_its_kernel_equals_nn_conv2d(size, kernel, stride,
-                                                                          dtype) -> None:
+def test_depthwise_conv_on_maps_smaller_than_its_kernel_equals_nn_conv2d(
+    size, kernel, stride, dtype
+) -> None:
     """The weight gradient from 3-column windows: outputs, gradients and a double backward equal
     nn.Conv2d's; maps as large as the kernel go through nn.Conv2d's own path."""
     fast = cell_ops.DepthwiseConv2d(6, 6, kernel, stride, kernel // 2, groups=6, bias=False)
@@ -379,9 +442,13 @@ def test_derive_keeps_two_strongest_edges_by_their_best_op_other_than_none() -> 
     genotype = space.derive(weights)
     assert genotype.space == "cell"
     assert genotype.spec["normal"] == (
-        ("skip_connect", 1), ("sep_conv_3x3", 0),
-        ("dil_conv_5x5", 0), ("avg_pool_3x3", 2),
-        ("sep_conv_5x5", 2), ("max_pool_3x3", 3))
+        ("skip_connect", 1),
+        ("sep_conv_3x3", 0),
+        ("dil_conv_5x5", 0),
+        ("avg_pool_3x3", 2),
+        ("sep_conv_5x5", 2),
+        ("max_pool_3x3", 3),
+    )
     assert genotype.spec["reduce"] == (("max_pool_3x3", 0), ("max_pool_3x3", 1)) * 3
     assert genotype.spec["normal_concat"] == genotype.spec["reduce_concat"] == (2, 3, 4)
 
@@ -460,7 +527,7 @@ def test_sample_with_optuna_suggest_categorical() -> None:
             pairs = genotype.spec[kind]
             assert len(pairs) == 8
             for i in range(0, 8, 2):
-                (_, a), (_, b) = pairs[i:i + 2]
+                (_, a), (_, b) = pairs[i : i + 2]
                 assert a != b and max(a, b) < 2 + i // 2
             assert all(op != "none" for op, _ in pairs)
         assert ("sep_conv_5x5", 0) in genotype.spec["normal"][:2]  # the edge's only op
@@ -484,8 +551,11 @@ def test_one_hot_selects_exactly_the_genotype(monkeypatch) -> None:
     net = space.supernet(CIFAR)
     calls = count_op_calls(net, monkeypatch)
     net(torch.randn(2, 3, 32, 32), weights)
-    expected = {(f"{kind}:{2 + i // 2}<-{s}", op) for kind in ("normal", "reduce")
-                for i, (op, s) in enumerate(genotype.spec[kind])}
+    expected = {
+        (f"{kind}:{2 + i // 2}<-{s}", op)
+        for kind in ("normal", "reduce")
+        for i, (op, s) in enumerate(genotype.spec[kind])
+    }
     assert set(calls) == expected
 
 
@@ -543,7 +613,9 @@ def test_restrict_rejects_unknown_names_and_ops() -> None:
 
 
 def test_bad_ops_list_names_the_known_ops() -> None:
-    with pytest.raises(ValueError, match=r"unknown op 'sep_conv_7x7'.*known ops: none, max_pool_3x3"):
+    with pytest.raises(
+        ValueError, match=r"unknown op 'sep_conv_7x7'.*known ops: none, max_pool_3x3"
+    ):
         CellSpace(ops="none,sep_conv_7x7")
     with pytest.raises(ValueError, match="at least one op other than 'none'"):
         CellSpace(ops="none")
@@ -553,15 +625,24 @@ def test_bad_ops_list_names_the_known_ops() -> None:
         CellSpace(channels=5)
 
 
-@pytest.mark.parametrize("edit, message", [
-    (lambda s: {**s, "normal": [["conv_9x9", 0]] + s["normal"][1:]}, "unknown op 'conv_9x9'"),
-    (lambda s: {**s, "normal": [["none", 0]] + s["normal"][1:]}, "unknown op 'none'"),
-    (lambda s: {**s, "reduce": s["reduce"][:-1] + [["skip_connect", 5]]}, "node 5 .* takes input 5"),
-    (lambda s: {**s, "reduce": s["reduce"][:-1]}, "two .* pairs per node"),
-    (lambda s: {k: v for k, v in s.items() if k != "reduce_concat"}, "lacks 'reduce_concat'"),
-    (lambda s: {**s, "normal_concat": [2, 9]}, "normal_concat"),
-    (lambda s: {**s, "normal": [["skip_connect", "0"]] + s["normal"][1:]}, "not an \\(op, input\\)"),
-])
+@pytest.mark.parametrize(
+    "edit, message",
+    [
+        (lambda s: {**s, "normal": [["conv_9x9", 0]] + s["normal"][1:]}, "unknown op 'conv_9x9'"),
+        (lambda s: {**s, "normal": [["none", 0]] + s["normal"][1:]}, "unknown op 'none'"),
+        (
+            lambda s: {**s, "reduce": s["reduce"][:-1] + [["skip_connect", 5]]},
+            "node 5 .* takes input 5",
+        ),
+        (lambda s: {**s, "reduce": s["reduce"][:-1]}, "two .* pairs per node"),
+        (lambda s: {k: v for k, v in s.items() if k != "reduce_concat"}, "lacks 'reduce_concat'"),
+        (lambda s: {**s, "normal_concat": [2, 9]}, "normal_concat"),
+        (
+            lambda s: {**s, "normal": [["skip_connect", "0"]] + s["normal"][1:]},
+            "not an \\(op, input\\)",
+        ),
+    ],
+)
 def test_bad_genotypes_are_rejected_in_one_line(edit, message: str) -> None:
     spec = Genotype.parse(DARTS_V2).to_dict()["spec"]
     bad = Genotype("cell", edit(spec))

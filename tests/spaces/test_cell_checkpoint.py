@@ -65,8 +65,10 @@ def test_gradients_and_running_statistics_equal_with_and_without_the_saver(spars
 def test_evaluation_is_unchanged_and_not_checkpointed():
     plain, saver = _pair()
     x = torch.randn(4, *TASK.input_shape)
-    weights = {k: torch.softmax(v.detach(), 0) for k, v in _weights(CellSpace(channels=4, layers=3),
-                                                                   False).items()}
+    weights = {
+        k: torch.softmax(v.detach(), 0)
+        for k, v in _weights(CellSpace(channels=4, layers=3), False).items()
+    }
     plain.eval(), saver.eval()
     with torch.no_grad():
         assert torch.equal(plain(x, weights), saver(x, weights))

@@ -8,8 +8,15 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from nasplug.types import Genotype, Task
-from nasplug_spaces.dense import (PROPERTIES, DenseNet, DenseSpace, DenseSupernet, band_edges,
-                                  property_correlations, spearman)
+from nasplug_spaces.dense import (
+    PROPERTIES,
+    DenseNet,
+    DenseSpace,
+    DenseSupernet,
+    band_edges,
+    property_correlations,
+    spearman,
+)
 
 IMAGES = Task("classification", (1, 28, 28), 10)
 VECTORS = Task("regression", (10,), 3)
@@ -54,7 +61,9 @@ def test_supernet_forward_and_backward(task):
 
 
 def test_blocks_share_one_set_of_weights():
-    sizes = {k: sum(p.numel() for p in small(blocks=k).supernet(VECTORS).parameters()) for k in (1, 16)}
+    sizes = {
+        k: sum(p.numel() for p in small(blocks=k).supernet(VECTORS).parameters()) for k in (1, 16)
+    }
     assert sizes[1] == sizes[16]
 
 
@@ -62,8 +71,11 @@ def test_a_shared_weight_changes_exactly_the_blocks_that_use_its_edge():
     space = small(blocks=6)
     net = space.supernet(VECTORS)
     dags = space.block_dags()
-    edge = next(e for e in band_edges(3, 2) if e[1] <= 3
-                and 0 < sum(list(e) in d for d in dags.values()) < len(dags))
+    edge = next(
+        e
+        for e in band_edges(3, 2)
+        if e[1] <= 3 and 0 < sum(list(e) in d for d in dags.values()) < len(dags)
+    )
     x = torch.randn(7, 10)
     before = alone(space, net, x)
     with torch.no_grad():
@@ -105,8 +117,10 @@ def test_skipping_zeros_gives_the_dense_outputs_and_gradients():
         logits = raw.clone().requires_grad_(True)
         out = net(x, {"block": torch.relu(logits)})
         out.logsumexp(1).sum().backward()
-        params = {k: (p.grad if p.grad is not None else torch.zeros_like(p)).clone()
-                  for k, p in net.named_parameters()}
+        params = {
+            k: (p.grad if p.grad is not None else torch.zeros_like(p)).clone()
+            for k, p in net.named_parameters()
+        }
         return out.detach(), params, logits.grad.clone()
 
     out_s, par_s, log_s = grads(True)
@@ -118,11 +132,24 @@ def test_skipping_zeros_gives_the_dense_outputs_and_gradients():
 
 
 @settings(max_examples=40, deadline=None, database=None)
-@given(seed=st.integers(0, 2**31 - 1), layers=st.integers(1, 6), max_skip=st.integers(1, 4),
-       edge_prob=st.floats(0.0, 1.0), replace=st.integers(0, 3))
+@given(
+    seed=st.integers(0, 2**31 - 1),
+    layers=st.integers(1, 6),
+    max_skip=st.integers(1, 4),
+    edge_prob=st.floats(0.0, 1.0),
+    replace=st.integers(0, 3),
+)
 def test_every_drawn_dag_keeps_the_constraints(seed, layers, max_skip, edge_prob, replace):
-    space = DenseSpace(blocks=3, layers=layers, width=2, max_skip=max_skip, edge_prob=edge_prob,
-                       mode="sampling", replace=replace, seed=seed)
+    space = DenseSpace(
+        blocks=3,
+        layers=layers,
+        width=2,
+        max_skip=max_skip,
+        edge_prob=edge_prob,
+        mode="sampling",
+        replace=replace,
+        seed=seed,
+    )
     net = space.supernet(Task("regression", (2,), 1))
     rng = random.Random(seed)
     for _ in range(4):
@@ -146,7 +173,9 @@ def test_sampling_moves_edge_probabilities_toward_strong_blocks():
     for key, p in after.items():
         edge = [int(v) for v in key.split("-")]
         assert (p > before[key]) == (edge in strong), key
-    assert after[next(k for k in after if [int(v) for v in k.split("-")] in strong)] == pytest.approx(0.75)
+    assert after[
+        next(k for k in after if [int(v) for v in k.split("-")] in strong)
+    ] == pytest.approx(0.75)
     assert [p.data_ptr() for p in net.parameters()] == params
     for b, dag in enumerate(space.block_dags().values()):
         assert [list(e) for e in net.block_dag(b)] == dag
@@ -216,7 +245,9 @@ def test_sample_takes_every_edge_decision_from_suggest():
     asked = []
     g = space.sample(lambda name, options: asked.append((name, list(options))) or 0)
     assert asked == [(f"edge:{i}-{j}", [0, 1]) for i, j in band_edges(4, 2)]
-    assert [list(e) for e in g.spec["edges"]] == [[k, k + 1] for k in range(5)]  # repaired to a chain
+    assert [list(e) for e in g.spec["edges"]] == [
+        [k, k + 1] for k in range(5)
+    ]  # repaired to a chain
     everything = space.sample(lambda name, options: 1)
     assert len(everything.spec["edges"]) == len(band_edges(4, 2))
 
@@ -247,8 +278,12 @@ def test_restrict_keeps_named_blocks_and_with_depth_changes_layers():
     assert kept.block_dags() == {"b1": dags["b1"], "b3": dags["b3"]}
     assert space.blocks == 4
     table = kept.candidate_table()
-    assert {r["block"]: r["status"] for r in table} == {"b0": "dropped", "b1": "current",
-                                                        "b2": "dropped", "b3": "current"}
+    assert {r["block"]: r["status"] for r in table} == {
+        "b0": "dropped",
+        "b1": "current",
+        "b2": "dropped",
+        "b3": "current",
+    }
     net = kept.supernet(VECTORS)
     assert net(torch.randn(2, 10), {"block": torch.tensor([0.5, 0.5])}).shape == (2, 3)
     deeper = kept.with_depth(6)
@@ -269,7 +304,9 @@ def test_candidate_table_lists_current_and_replaced_blocks():
     assert len(table) == 6
     replaced = [r for r in table if r["status"] == "replaced"]
     assert [(r["block"], r["weight"], r["metric"]) for r in replaced] == [
-        ("b1", pytest.approx(0.05), 0.6), ("b3", pytest.approx(0.1), 0.8)]
+        ("b1", pytest.approx(0.05), 0.6),
+        ("b3", pytest.approx(0.1), 0.8),
+    ]
     current = {r["block"]: r for r in table if r["status"] == "current"}
     assert current["b2"]["metric"] == 0.9 and current["b0"]["metric"] == 0.5
     assert current["b1"]["metric"] is None and all(r["weight"] == 0.25 for r in current.values())
@@ -278,7 +315,9 @@ def test_candidate_table_lists_current_and_replaced_blocks():
         assert r["depth"] <= r["edges"] and 1 <= r["longest_skip"] <= 2
     json.dumps(table)
     corr = space.candidate_correlations()
-    assert set(corr) == set(PROPERTIES) and all(set(v) == {"weight", "metric"} for v in corr.values())
+    assert set(corr) == set(PROPERTIES) and all(
+        set(v) == {"weight", "metric"} for v in corr.values()
+    )
     rows = [{"depth": d, "weight": w, "metric": None} for d, w in [(1, 0.1), (2, 0.2), (3, 0.5)]]
     assert property_correlations(rows, ["depth"]) == {"depth": {"weight": 1.0, "metric": None}}
 
@@ -293,24 +332,38 @@ def test_spearman_matches_scipy_with_ties():
     assert spearman([1, 2], [1, 2]) is None
 
 
-@pytest.mark.parametrize("kw, word", [
-    ({"blocks": 0}, "blocks"), ({"layers": 0}, "layers"), ({"width": 2.5}, "width"),
-    ({"max_skip": 0}, "max_skip"), ({"edge_prob": 1.5}, "edge_prob"), ({"mode": "evolve"}, "mode"),
-    ({"replace": -1}, "replace"), ({"learning_rate": -0.1}, "learning_rate"),
-    ({"activation": "swish"}, "activation"), ({"layers": True}, "layers")])
+@pytest.mark.parametrize(
+    "kw, word",
+    [
+        ({"blocks": 0}, "blocks"),
+        ({"layers": 0}, "layers"),
+        ({"width": 2.5}, "width"),
+        ({"max_skip": 0}, "max_skip"),
+        ({"edge_prob": 1.5}, "edge_prob"),
+        ({"mode": "evolve"}, "mode"),
+        ({"replace": -1}, "replace"),
+        ({"learning_rate": -0.1}, "learning_rate"),
+        ({"activation": "swish"}, "activation"),
+        ({"layers": True}, "layers"),
+    ],
+)
 def test_bad_options_give_one_line_errors(kw, word):
     with pytest.raises(ValueError, match=word) as e:
         small(**kw)
     assert "\n" not in str(e.value)
 
 
-@pytest.mark.parametrize("spec, word", [
-    ({"edges": [[0, 1], [1, 4]], "layers": 3, "width": 8, "max_skip": 2}, "skips 3"),
-    ({"edges": [[0, 1], [1, 2], [2, 4]], "layers": 3, "width": 8}, r"\[3\]"),
-    ({"edges": [[0, 5]], "layers": 3, "width": 8}, "out of range"),
-    ({"edges": [[0, 1, 2]], "layers": 3, "width": 8}, "pair"),
-    ({"layers": 3, "width": 8}, "lacks edges"),
-    ({"edges": [[0, 1], [1, 2]], "layers": 1, "width": 8, "activation": "swish"}, "activation")])
+@pytest.mark.parametrize(
+    "spec, word",
+    [
+        ({"edges": [[0, 1], [1, 4]], "layers": 3, "width": 8, "max_skip": 2}, "skips 3"),
+        ({"edges": [[0, 1], [1, 2], [2, 4]], "layers": 3, "width": 8}, r"\[3\]"),
+        ({"edges": [[0, 5]], "layers": 3, "width": 8}, "out of range"),
+        ({"edges": [[0, 1, 2]], "layers": 3, "width": 8}, "pair"),
+        ({"layers": 3, "width": 8}, "lacks edges"),
+        ({"edges": [[0, 1], [1, 2]], "layers": 1, "width": 8, "activation": "swish"}, "activation"),
+    ],
+)
 def test_bad_genotypes_give_one_line_errors(spec, word):
     with pytest.raises(ValueError, match=word) as e:
         small().build(Genotype("dense", spec), VECTORS)

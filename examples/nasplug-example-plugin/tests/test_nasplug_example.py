@@ -5,8 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from nasplug.testing import (RelaxationConformance, SpaceConformance, StrategyConformance,
-                             tiny_data)
+from nasplug.testing import RelaxationConformance, SpaceConformance, StrategyConformance, tiny_data
 from nasplug.types import Task
 from nasplug_example.relaxation import FairSigmoid
 from nasplug_example.space import MlpSpace
@@ -68,14 +67,21 @@ def test_threshold_zeroes_weak_candidates_but_keeps_the_strongest():
 
 
 def test_evolution_mutates_one_decision_of_a_parent(tmp_path):
-    from nasplug.rundir import RunDir
     from nasplug.interfaces import SearchContext
+    from nasplug.rundir import RunDir
     from nasplug.trainer import Trainer
 
     data = tiny_data(VECTORS)
     trainer = Trainer(data, run=RunDir.create(tmp_path / "run", {}), device="cpu", quiet=True)
-    ctx = SearchContext(MlpSpace(layers=2, widths="4,8"), FairSigmoid(), trainer, data, epochs=1,
-                        batch_size=16, seed=0)
+    ctx = SearchContext(
+        MlpSpace(layers=2, widths="4,8"),
+        FairSigmoid(),
+        trainer,
+        data,
+        epochs=1,
+        batch_size=16,
+        seed=0,
+    )
     result = RegularisedEvolution(population=2, cycles=2, sample_size=2).search(ctx)
     rows = {r["candidate"]: r for r in result.candidates}
     assert len(rows) == 4 and rows[0]["parent"] == rows[1]["parent"] == -1

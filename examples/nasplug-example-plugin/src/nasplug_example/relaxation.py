@@ -8,7 +8,8 @@ that the final weights say clearly which candidates to keep.
 
 from __future__ import annotations
 
-from typing import Any, Mapping
+from collections.abc import Mapping
+from typing import Any
 
 import torch
 

@@ -13,7 +13,7 @@ Example:
 from __future__ import annotations
 
 import math
-from typing import Callable, Sequence
+from collections.abc import Callable, Sequence
 
 import torch
 import torch.nn.functional as F
@@ -26,7 +26,12 @@ __all__ = ["ACTIVATIONS", "MlpSpace"]
 
 #: Activation constructors by candidate name.
 ACTIVATIONS: dict[str, Callable[[], nn.Module]] = {
-    "relu": nn.ReLU, "gelu": nn.GELU, "tanh": nn.Tanh, "silu": nn.SiLU, "identity": nn.Identity}
+    "relu": nn.ReLU,
+    "gelu": nn.GELU,
+    "tanh": nn.Tanh,
+    "silu": nn.SiLU,
+    "identity": nn.Identity,
+}
 
 
 def _names(text: str, what: str) -> tuple[str, ...]:
@@ -49,8 +54,12 @@ class MlpSpace(SearchSpace):
         activations: comma-separated candidate activations (relu, gelu, tanh, silu, identity).
     """
 
-    def __init__(self, layers: int = 2, widths: str = "16,32,64",
-                 activations: str = "relu,tanh,gelu,identity") -> None:
+    def __init__(
+        self,
+        layers: int = 2,
+        widths: str = "16,32,64",
+        activations: str = "relu,tanh,gelu,identity",
+    ) -> None:
         if layers < 1:
             raise ValueError(f"layers must be at least 1, got {layers}")
         self.layers = layers
@@ -60,24 +69,35 @@ class MlpSpace(SearchSpace):
         self.activations = _names(activations, "activations")
         unknown = [a for a in self.activations if a not in ACTIVATIONS]
         if unknown:
-            raise ValueError(f"unknown activation {unknown[0]!r}; accepted: {', '.join(ACTIVATIONS)}")
+            raise ValueError(
+                f"unknown activation {unknown[0]!r}; accepted: {', '.join(ACTIVATIONS)}"
+            )
 
     def choices(self) -> tuple[Choice, ...]:
         out = []
         for i in range(1, self.layers + 1):
-            out += [Choice(f"width:layer{i}", self.widths), Choice(f"activation:layer{i}", self.activations)]
+            out += [
+                Choice(f"width:layer{i}", self.widths),
+                Choice(f"activation:layer{i}", self.activations),
+            ]
         return tuple(out)
 
     def supernet(self, task: Task) -> nn.Module:
-        return MlpSupernet(math.prod(task.input_shape), task.outputs, self.layers,
-                           [int(w) for w in self.widths], self.activations)
+        return MlpSupernet(
+            math.prod(task.input_shape),
+            task.outputs,
+            self.layers,
+            [int(w) for w in self.widths],
+            self.activations,
+        )
 
     def build(self, genotype: Genotype, task: Task) -> nn.Module:
         chosen = genotype.spec.get("choices")
         names = [c.name for c in self.choices()]
         if not isinstance(chosen, dict) or sorted(chosen) != sorted(names):
-            raise ValueError(f"not an mlp genotype of {self.layers} layers: it needs choices "
-                             f"{', '.join(names)}")
+            raise ValueError(
+                f"not an mlp genotype of {self.layers} layers: it needs choices {', '.join(names)}"
+            )
         modules: list[nn.Module] = [nn.Flatten()]
         features = math.prod(task.input_shape)
         for i in range(1, self.layers + 1):
@@ -91,25 +111,35 @@ class MlpSpace(SearchSpace):
 
     def describe(self, genotype: Genotype) -> str:
         chosen = genotype.spec.get("choices", {})
-        layers = [f"{chosen.get(f'width:layer{i}')} {chosen.get(f'activation:layer{i}')}"
-                  for i in range(1, self.layers + 1)]
+        layers = [
+            f"{chosen.get(f'width:layer{i}')} {chosen.get(f'activation:layer{i}')}"
+            for i in range(1, self.layers + 1)
+        ]
         return "mlp: " + " -> ".join(layers)
 
 
 class MlpSupernet(nn.Module):
     """Every layer mixes its width candidates, then its activation candidates."""
 
-    def __init__(self, features: int, outputs: int, layers: int, widths: Sequence[int],
-                 activations: Sequence[str]) -> None:
+    def __init__(
+        self,
+        features: int,
+        outputs: int,
+        layers: int,
+        widths: Sequence[int],
+        activations: Sequence[str],
+    ) -> None:
         super().__init__()
         self.skip_zeros = True
         self.hidden = max(widths)
         self.names = [(f"width:layer{i}", f"activation:layer{i}") for i in range(1, layers + 1)]
         self.linears = nn.ModuleList(
             nn.ModuleList(nn.Linear(features if i == 0 else self.hidden, w) for w in widths)
-            for i in range(layers))
+            for i in range(layers)
+        )
         self.acts = nn.ModuleList(
-            nn.ModuleList(ACTIVATIONS[a]() for a in activations) for _ in range(layers))
+            nn.ModuleList(ACTIVATIONS[a]() for a in activations) for _ in range(layers)
+        )
         self.head = nn.Linear(self.hidden, outputs)
 
     def forward(self, x: torch.Tensor, weights: Weights) -> torch.Tensor:
@@ -119,13 +149,17 @@ class MlpSupernet(nn.Module):
         zero = (torch.cat([weights[n] for n in order]) == 0).tolist() if self.skip_zeros else None
         at = 0
         for (wn, an), linears, acts in zip(self.names, self.linears, self.acts):
-            skip_w = zero[at:at + len(linears)] if zero else None
+            skip_w = zero[at : at + len(linears)] if zero else None
             at += len(linears)
-            skip_a = zero[at:at + len(acts)] if zero else None
+            skip_a = zero[at : at + len(acts)] if zero else None
             at += len(acts)
             inp = h
-            h = _mix(linears, weights[wn], skip_w,
-                     lambda lin: F.pad(lin(inp), (0, self.hidden - lin.out_features)))
+            h = _mix(
+                linears,
+                weights[wn],
+                skip_w,
+                lambda lin: F.pad(lin(inp), (0, self.hidden - lin.out_features)),
+            )
             h = inp.new_zeros(len(inp), self.hidden) if h is None else h
             mid = h
             h = _mix(acts, weights[an], skip_a, lambda act: act(mid))
@@ -133,8 +167,12 @@ class MlpSupernet(nn.Module):
         return self.head(h)
 
 
-def _mix(ops: nn.ModuleList, w: torch.Tensor, skip: Sequence[bool] | None,
-         apply: Callable[[nn.Module], torch.Tensor]) -> torch.Tensor | None:
+def _mix(
+    ops: nn.ModuleList,
+    w: torch.Tensor,
+    skip: Sequence[bool] | None,
+    apply: Callable[[nn.Module], torch.Tensor],
+) -> torch.Tensor | None:
     out = None
     for k, op in enumerate(ops):
         if skip is not None and skip[k]:

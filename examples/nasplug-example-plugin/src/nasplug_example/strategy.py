@@ -10,7 +10,8 @@ from __future__ import annotations
 
 import math
 import random
-from typing import Any, Sequence
+from collections.abc import Sequence
+from typing import Any
 
 from nasplug.interfaces import SearchContext, Strategy
 from nasplug.memo import Memo
@@ -35,11 +36,19 @@ class RegularisedEvolution(Strategy):
         lr: SGD learning rate of each candidate's training.
     """
 
-    def __init__(self, population: int = 6, cycles: int = 10, sample_size: int = 3,
-                 train_epochs: int = 0, lr: float = 0.025) -> None:
+    def __init__(
+        self,
+        population: int = 6,
+        cycles: int = 10,
+        sample_size: int = 3,
+        train_epochs: int = 0,
+        lr: float = 0.025,
+    ) -> None:
         if population < 1 or cycles < 0 or sample_size < 1 or train_epochs < 0:
-            raise ValueError("evolution needs population >= 1, cycles >= 0, sample_size >= 1 and "
-                             "train_epochs >= 0")
+            raise ValueError(
+                "evolution needs population >= 1, cycles >= 0, sample_size >= 1 and "
+                "train_epochs >= 0"
+            )
         self.population = population
         self.cycles = cycles
         self.sample_size = sample_size
@@ -52,7 +61,7 @@ class RegularisedEvolution(Strategy):
         for i in trainer.epochs(self.population + self.cycles, {"memo": memo}, "evolution"):
             rng = random.Random(f"{ctx.seed}/{i}")
             members = memo["members"]
-            alive = members[-self.population:]
+            alive = members[-self.population :]
             if i < self.population:
                 parent, decisions = None, {}
                 genotype = ctx.space.sample(_recorder(rng, decisions))
@@ -61,17 +70,26 @@ class RegularisedEvolution(Strategy):
                 parent = _best(pool, task.better)
                 decisions = {}
                 genotype = ctx.space.sample(_mutant(rng, parent["decisions"], decisions))
-            record = {"candidate": i, "parent": -1 if parent is None else parent["candidate"],
-                      "decisions": decisions, "genotype": genotype.to_dict(),
-                      **self._score(ctx, genotype, f"evolution/candidate{i:04d}")}
+            record = {
+                "candidate": i,
+                "parent": -1 if parent is None else parent["candidate"],
+                "decisions": decisions,
+                "genotype": genotype.to_dict(),
+                **self._score(ctx, genotype, f"evolution/candidate{i:04d}"),
+            }
             members.append(record)
             trainer.log("candidate", **{k: v for k, v in record.items() if k != "decisions"})
-            trainer.say(f"evolution candidate {i + 1}/{self.population + self.cycles}: "
-                        f"{task.metric} {record['metric']:.4f} ({record['params']} parameters)")
+            trainer.say(
+                f"evolution candidate {i + 1}/{self.population + self.cycles}: "
+                f"{task.metric} {record['metric']:.4f} ({record['params']} parameters)"
+            )
         rows = [{k: v for k, v in m.items() if k != "decisions"} for m in memo["members"]]
         best = _best(rows, task.better)
-        metrics = {f"val_{task.metric}": best["metric"], "params": float(best["params"]),
-                   "candidates": float(len(rows))}
+        metrics = {
+            f"val_{task.metric}": best["metric"],
+            "params": float(best["params"]),
+            "candidates": float(len(rows)),
+        }
         return SearchResult(Genotype.from_dict(best["genotype"]), metrics, rows, rows)
 
     def _score(self, ctx: SearchContext, genotype: Genotype, phase: str) -> dict[str, Any]:
@@ -79,8 +97,15 @@ class RegularisedEvolution(Strategy):
         model = ctx.space.build(genotype, ctx.task)
         params = sum(p.numel() for p in model.parameters())
         try:
-            hist = trainer.fit(model, epochs=self.train_epochs or ctx.epochs, batch_size=ctx.batch_size,
-                               phase=phase, train_split="weight", eval_split="arch", lr=self.lr)
+            hist = trainer.fit(
+                model,
+                epochs=self.train_epochs or ctx.epochs,
+                batch_size=ctx.batch_size,
+                phase=phase,
+                train_split="weight",
+                eval_split="arch",
+                lr=self.lr,
+            )
             metric = float(hist[-1]["arch"].get(ctx.task.metric, math.nan))
         except NonFiniteLoss:
             metric = math.nan
@@ -122,7 +147,8 @@ def _best(rows: Sequence[dict[str, Any]], better: Any) -> dict[str, Any]:
     """The row with the best finite metric (the first if none is finite)."""
     best = rows[0]
     for row in rows[1:]:
-        if math.isfinite(row["metric"]) and (not math.isfinite(best["metric"])
-                                             or better(row["metric"], best["metric"])):
+        if math.isfinite(row["metric"]) and (
+            not math.isfinite(best["metric"]) or better(row["metric"], best["metric"])
+        ):
             best = row
     return best
