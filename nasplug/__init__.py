@@ -1,5 +1,8 @@
 """nasplug: neural architecture search where every axis is a plugin.
 
+``nasplug.search``, ``nasplug.train`` and ``nasplug.compare`` are the Python API (see
+:mod:`nasplug.api`); the ``nasplug`` command runs the same functions.
+
 The public names are imported on first use, so that ``nasplug.cli`` starts without importing
 torch: an interrupt or a failure while torch loads then reaches the command line's handler.
 """
@@ -17,6 +20,7 @@ _WHERE = {
     **dict.fromkeys(
         ["Choice", "Data", "Genotype", "Group", "SearchResult", "Task"], "nasplug.types"
     ),
+    **dict.fromkeys(["SearchRun", "TrainRun", "compare", "search", "train"], "nasplug.api"),
 }
 
 __all__ = [
@@ -28,12 +32,17 @@ __all__ = [
     "Relaxation",
     "SearchContext",
     "SearchResult",
+    "SearchRun",
     "SearchSpace",
     "Strategy",
     "Suggest",
     "Task",
+    "TrainRun",
     "Weights",
     "__version__",
+    "compare",
+    "search",
+    "train",
 ]
 
 

@@ -8,7 +8,7 @@ from typing import Any
 
 from torch import nn
 
-from nasplug.evaluate import count_params
+from nasplug.training import count_params
 from nasplug.interfaces import SearchContext
 from nasplug.trainer import NonFiniteLoss, Trainer
 from nasplug.types import Genotype

@@ -13,39 +13,17 @@ import os
 import sys
 import time
 import traceback
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-__all__ = ["main"]
+from nasplug.api import DEFAULTS, PLUGIN_KEYS, RunFailed, check_config
 
-DEFAULTS: dict[str, Any] = {
-    "space": "cell",
-    "relax": "softmax",
-    "strategy": "darts",
-    "data": "fashion-mnist-small",
-    "epochs": 8,
-    "batch_size": 64,
-    "seed": 0,
-    "device": "auto",
-    "deterministic": False,
-    "out": None,
-    "storage": None,
-    "study": None,
-    "tensorboard": False,
-    "compile": None,
-}
-#: config key -> (plugin axis, option table in TOML and config.json)
-PLUGIN_KEYS = {"space": "space", "relax": "relaxation", "strategy": "strategy", "data": "dataset"}
+__all__ = ["main"]
 
 
 class UsageError(Exception):
     """Bad input from the user: printed as one line, exit status 2."""
-
-
-class RunFailed(Exception):
-    """A run failed after it had kept something (a checkpoint, a result); its cause is printed
-    as one line, exit status 1."""
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -62,7 +40,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         return code
     except SystemExit:
         raise
-    except BaseException as e:  # the one place that turns any failure into one line
+    except BaseException as e:  # noqa: BLE001 - the one place that turns any failure into one line
         return _fail(e, debug)
 
 
@@ -184,6 +162,7 @@ def _parser() -> argparse.ArgumentParser:
         default=None,
         help="deterministic kernels (slower on CUDA)",
     )
+    _add_data_flags(r)
     r.add_argument("--out", help="run directory (default runs/TIME-SPACE-RELAX-STRATEGY)")
     r.add_argument(
         "--storage",
@@ -230,10 +209,112 @@ def _parser() -> argparse.ArgumentParser:
 
 def _add_extra_commands(sub: argparse._SubParsersAction) -> None:
     """Commands implemented in their own modules, imported only when called."""
-    from nasplug import evaluate, report
+    from nasplug import report
 
-    evaluate.add_commands(sub)
+    _add_train_and_compare(sub)
     report.add_commands(sub)
+
+
+def _add_data_flags(p: argparse.ArgumentParser) -> None:
+    """How batches are made: augmentation, streaming and loader workers."""
+    from nasplug.api import AUGMENT, STREAM
+
+    p.add_argument(
+        "--augment",
+        choices=AUGMENT,
+        help="image augmentation: random crop and flip, and cutout in training (standard, the "
+        "default), the same without flips (no-flip: digits, text, oriented images), or none",
+    )
+    p.add_argument(
+        "--stream",
+        choices=STREAM,
+        help="load batches through a DataLoader (on), hold the data on the device (off), or "
+        "choose by size (auto, the default)",
+    )
+    p.add_argument(
+        "--workers", type=int, help="DataLoader worker processes when streaming (default 2)"
+    )
+
+
+def _add_train_and_compare(sub: argparse._SubParsersAction) -> None:
+    t = sub.add_parser(
+        "train",
+        help="train a searched genotype (or a baseline) from scratch",
+        description="Train the discrete network of a search's genotype on the whole "
+        "search data and report its test metric, parameters and time.",
+    )
+    t.add_argument(
+        "source",
+        nargs="?",
+        metavar="RUN_DIR|GENOTYPE_FILE",
+        help="a search run directory, or a file holding a genotype as JSON or as a "
+        "DARTS 'Genotype(normal=[...], ...)' string",
+    )
+    t.add_argument("--baseline", help="train a hand-designed network instead: resnet")
+    t.add_argument("--epochs", type=int, default=10, help="training epochs (default 10)")
+    t.add_argument("--channels", type=int, help="space option 'channels' (baseline: width)")
+    t.add_argument("--layers", type=int, help="space option 'layers' (baseline: blocks per stage)")
+    t.add_argument(
+        "--cutout",
+        type=int,
+        help="cutout square size in pixels (default: half the image side with --augment on; 0: off)",
+    )
+    t.add_argument(
+        "--drop-path",
+        type=float,
+        default=0.0,
+        dest="drop_path",
+        help="final drop-path probability, ramped from 0 (default 0)",
+    )
+    t.add_argument("--auxiliary", action="store_true", help="auxiliary head, loss weight 0.4")
+    t.add_argument("--batch-size", type=int, default=64, dest="batch_size")
+    t.add_argument("--lr", type=float, default=0.025, help="SGD learning rate, cosine schedule")
+    t.add_argument("--seed", type=int, default=0)
+    t.add_argument(
+        "--device",
+        help="auto, cpu, cuda, cuda:N or mps (default auto); with "
+        "--resume, moves the run to this device",
+    )
+    _add_data_flags(t)
+    t.add_argument("--out", help="training run directory (default runs/TIME-train-NAME)")
+    t.add_argument("--space", help="space of a genotype file (default: the genotype's own)")
+    t.add_argument(
+        "--space-opt",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        dest="space_opt",
+        help="space option (repeatable)",
+    )
+    t.add_argument(
+        "--data", help=f"dataset of a genotype file or baseline (default {DEFAULTS['data']})"
+    )
+    t.add_argument(
+        "--data-opt",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        dest="data_opt",
+        help="dataset option (repeatable)",
+    )
+    t.add_argument("--resume", metavar="TRAIN_DIR", help="continue an interrupted training run")
+    t.add_argument("--quiet", action="store_true", help="no progress bars")
+    t.set_defaults(func=cmd_train)
+
+    c = sub.add_parser(
+        "compare",
+        help="a Markdown table of runs on one dataset",
+        description="Compare search and training runs on the same dataset: metric, "
+        "parameters and search/training cost.",
+    )
+    c.add_argument("runs", nargs="+", metavar="RUN_DIR")
+    c.add_argument("--out", help="also write the table to this file")
+    c.add_argument(
+        "--mean",
+        action="store_true",
+        help="one row per method: the mean and sample sd over its runs (e.g. seeds)",
+    )
+    c.set_defaults(func=cmd_compare)
 
 
 # ---- run -------------------------------------------------------------------------------------
@@ -278,70 +359,6 @@ def resolve_config(args: argparse.Namespace) -> dict[str, Any]:
     return cfg
 
 
-def _is_int(v: Any) -> bool:
-    return isinstance(v, int) and not isinstance(v, bool)
-
-
-def check_config(cfg: dict[str, Any]) -> None:
-    """Raise OptionError unless every setting of ``cfg`` has an accepted type and value.
-
-    Also checks that the device exists here, so that nothing is written for a run that
-    cannot start.
-    """
-    from nasplug.options import OptionError
-    from nasplug.trainer import pick_device
-
-    for key in PLUGIN_KEYS:
-        if not isinstance(cfg.get(key), str) or not cfg[key]:
-            raise OptionError(f"{key} must be a plugin name (text), got {cfg.get(key)!r}")
-    for key in ("epochs", "batch_size"):
-        if not _is_int(cfg.get(key)) or cfg[key] < 1:
-            raise OptionError(f"{key} must be a positive integer, got {cfg.get(key)!r}")
-    if not _is_int(cfg.get("seed")) or not 0 <= cfg["seed"] < 2**63:
-        raise OptionError(f"seed must be an integer from 0 to 2**63-1, got {cfg.get('seed')!r}")
-    for key in ("deterministic", "tensorboard"):
-        if not isinstance(cfg.get(key), bool):
-            raise OptionError(f"{key} must be true or false, got {cfg.get(key)!r}")
-    for key in ("out", "storage", "study"):
-        if cfg.get(key) is not None and (not isinstance(cfg[key], str) or not cfg[key]):
-            raise OptionError(f"{key} must be text, got {cfg[key]!r}")
-    if not isinstance(cfg.get("device"), str):
-        raise OptionError(
-            f"device must be text (auto, cpu, cuda, cuda:N or mps), got {cfg.get('device')!r}"
-        )
-    if not isinstance(cfg.get("opts"), dict) or not all(
-        isinstance(cfg["opts"].get(k, {}), dict) for k in PLUGIN_KEYS
-    ):
-        raise OptionError(f"opts must map {', '.join(PLUGIN_KEYS)} to tables of options")
-    try:
-        pick_device(cfg["device"])
-    except (ValueError, RuntimeError) as e:
-        raise OptionError(_one_line(e)) from e
-    _compile_backend(cfg.get("compile"))
-
-
-def build_plugins(cfg: dict[str, Any]) -> dict[str, Any]:
-    """Instantiate the four plugins of a config (only the ones named are imported)."""
-    from nasplug import registry
-    from nasplug.options import instantiate
-
-    out = {}
-    for key, axis in PLUGIN_KEYS.items():
-        name = cfg[key]
-        cls = registry.load(axis, name)
-        out[key] = instantiate(cls, cfg["opts"][key], f"{axis} {name!r}")
-    return out
-
-
-def plugin_versions(cfg: dict[str, Any]) -> dict[str, str]:
-    from nasplug import registry
-
-    return {
-        f"{axis}:{cfg[key]}": f"{(i := registry.info(axis, cfg[key])).dist} {i.version}"
-        for key, axis in PLUGIN_KEYS.items()
-    }
-
-
 def cmd_run(args: argparse.Namespace) -> int:
     from nasplug import ddp
 
@@ -356,151 +373,31 @@ def cmd_run(args: argparse.Namespace) -> int:
 
 
 def _run(args: argparse.Namespace, *, writer: bool) -> int:
-    from nasplug.rundir import RunDir
+    """``nasplug run``: the flags and TOML as :func:`nasplug.search`'s arguments; print the result."""
+    from nasplug import api, ddp
 
-    run = None
-    try:
-        if args.resume:
-            run = RunDir.open(args.resume, writer=writer).lock()
-            cfg = _resumed_config(run, args)
-        else:
-            cfg = resolve_config(args)
-        storage, plugins, data = _prepare(cfg, args, writer=writer)
-        if args.resume:
-            run.log("resumed", device=cfg["device"])
-        else:
-            from nasplug import ddp
-
-            cfg["versions"] = plugin_versions(cfg)
-            out = ddp.broadcast_object(cfg["out"] or _default_out(cfg))
-            cfg["out"] = str(out)
-            run = RunDir.create(out, cfg, writer=writer)
-        return noting_outcome(
-            lambda: execute(
-                cfg, run, plugins, data, quiet=args.quiet or not writer, storage=storage
-            ),
-            run,
-            "run",
-            created=not args.resume,
+    if args.resume:
+        found = api.search(
+            resume=args.resume, device=args.device, storage=args.storage, quiet=args.quiet
         )
-    finally:
-        if run is not None:
-            run.close()
-
-
-def _resumed_config(run: Any, args: argparse.Namespace) -> dict[str, Any]:
-    """The stored config of ``run``, checked, with the settings a resume may change."""
-    from nasplug.credentials import mask
-    from nasplug.options import OptionError
-
-    cfg = run.config()
-    if not isinstance(cfg, dict) or cfg.get("command") == "train":
-        raise OptionError(
-            f"{run.path} is not a search run; continue training runs with "
-            f"`nasplug train --resume {run.path}`"
+    else:
+        cfg = resolve_config(args)
+        out = ddp.broadcast_object(cfg["out"] or _default_out(cfg))
+        settings = {k: v for k, v in cfg.items() if k in DEFAULTS and k not in PLUGIN_KEYS}
+        found = api.search(
+            **{k: cfg[k] for k in PLUGIN_KEYS},
+            **{f"{k}_opts": cfg["opts"][k] for k in PLUGIN_KEYS},
+            **{**settings, "out": str(out)},
+            quiet=args.quiet,
         )
-    for key in (
-        "space",
-        "relax",
-        "strategy",
-        "data",
-        "epochs",
-        "batch_size",
-        "seed",
-        "device",
-        "opts",
-    ):
-        if key not in cfg:
-            raise OptionError(
-                f"{run.path}/config.json lacks {key!r}; it was not written by `nasplug run`"
-            )
-    cfg = {**DEFAULTS, **cfg}
-    if args.device is not None:
-        cfg["device"] = args.device
-    if args.storage is not None:
-        if cfg.get("storage") is None or mask(args.storage) != mask(cfg["storage"]):
-            raise OptionError(
-                f"--storage with --resume must give the run's own storage again "
-                f"({mask(str(cfg.get('storage')))}), got {mask(args.storage)}"
-            )
-        cfg["storage"] = args.storage
-    check_config(cfg)
-    return cfg
-
-
-def _prepare(
-    cfg: dict[str, Any], args: argparse.Namespace, *, writer: bool
-) -> tuple[str | None, dict[str, Any], Any]:
-    """Every check that can fail before anything is written: the output path, the storage,
-    the device and compiler, the plugins, the data, and whether the space takes the data."""
-    from nasplug import ddp
-    from nasplug.credentials import has_secret, resolve_storage
-    from nasplug.rundir import check_new_run_path
-
-    ddp.check_batch_size(cfg["batch_size"])
-    if writer and not args.resume and cfg["out"]:
-        check_new_run_path(cfg["out"])
-    storage = resolve_storage(cfg.get("storage"))
-    backend = _compile_backend(cfg.get("compile"))
-    if backend is not None:
-        from nasplug.compiling import check_compile
-        from nasplug.trainer import pick_device
-
-        check_compile(backend, pick_device(cfg["device"]))
-    if cfg.get("tensorboard"):
-        from nasplug import report
-
-        report.check_tensorboard()
-    plugins = build_plugins(cfg)
-    data = plugins["data"].load()
-    _check_space_takes(plugins["space"], data, cfg)
-    if writer and not args.resume and cfg.get("storage") and has_secret(cfg["storage"]):
-        print(
-            "nasplug: warning: the storage password is not stored (config.json shows ***); "
-            "to resume, give --storage again, or pass the URL as env:NAME or file:PATH",
-            file=sys.stderr,
-        )
-    return storage, plugins, data
-
-
-def _check_space_takes(space: Any, data: Any, cfg: dict[str, Any]) -> None:
-    """Build the supernet once on the data's task: a space that cannot take this data fails
-    here, before a run directory exists."""
-    try:
-        space.choices()
-        space.supernet(data.task)
-    except Exception as e:  # a plugin's own error, whatever its type
-        raise UsageError(
-            f"space {cfg['space']!r} cannot take the data of {cfg['data']!r} "
-            f"({data.task.kind}, input shape {tuple(data.task.input_shape)}): "
-            f"{type(e).__name__}: {_one_line(e)}"
-        ) from e
-
-
-def noting_outcome(work: Callable[[], Any], run: Any, command: str, *, created: bool) -> Any:
-    """``work()``; a failure says what became of ``run`` (see :func:`note_outcome`) and, where
-    the run had kept something, becomes a :class:`RunFailed` (exit status 1)."""
-    try:
-        return work()
-    except Exception as e:
-        if note_outcome(e, run, command, created=created):
-            raise  # nothing ran that could be kept: an input error stays exit status 2
-        raise RunFailed(str(e)) from e
-    except BaseException as e:
-        note_outcome(e, run, command, created=created)
-        raise
-
-
-def note_outcome(e: BaseException, run: Any, command: str, *, created: bool) -> bool:
-    """Say on ``e`` what became of the run directory: removed when it held nothing to resume
-    (so that it does not block the next try), otherwise how to resume it. Returns whether it
-    was removed."""
-    if created and run.abandon():
-        e.add_note(f"run directory {run.path} removed: it held nothing to resume")
-        return True
-    if isinstance(e, (KeyboardInterrupt, OSError)):
-        e.add_note(f"resume with `nasplug {command} --resume {run.path}`")
-    return False
+    if writer:
+        m = found.data.task.metric
+        shown = {k: v for k, v in found.metrics.items() if isinstance(v, float)}
+        print(f"genotype: {found.describe()}")
+        print("metrics: " + ", ".join(f"{k} {v:.4f}" for k, v in shown.items()))
+        print(_validation_line(found.metrics, m))
+        print(f"run directory: {found.run_dir}")
+    return 0
 
 
 def _default_out(cfg: dict[str, Any]) -> str:
@@ -510,86 +407,6 @@ def _default_out(cfg: dict[str, Any]) -> str:
     while path.exists():
         path, i = Path(f"{base}-{i}"), i + 1
     return str(path)
-
-
-def execute(
-    cfg: dict[str, Any],
-    run: Any,
-    plugins: dict[str, Any],
-    data: Any,
-    *,
-    quiet: bool = False,
-    storage: str | None = None,
-) -> int:
-    """Build the trainer, run the strategy and write the results into ``run``.
-
-    ``storage`` is the storage URL itself (``cfg`` holds it masked or as ``env:``/``file:``).
-    """
-    from nasplug.credentials import resolve_storage
-    from nasplug.interfaces import SearchContext
-    from nasplug.trainer import Trainer
-
-    sink = None
-    if cfg.get("tensorboard") and run.writer:
-        from nasplug import report
-
-        sink = report.tensorboard_sink(run.path)
-    trainer = Trainer(
-        data,
-        run=run,
-        device=cfg["device"],
-        seed=cfg["seed"],
-        deterministic=bool(cfg["deterministic"]),
-        quiet=quiet,
-        sink=sink,
-        compile=_compile_backend(cfg.get("compile")),
-    )
-    options = {
-        "storage": storage or resolve_storage(cfg.get("storage")),
-        "study": cfg.get("study"),
-        "run_dir": str(run.path),
-        "tensorboard": cfg.get("tensorboard"),
-    }
-    ctx = SearchContext(
-        space=plugins["space"],
-        relaxation=plugins["relax"],
-        trainer=trainer,
-        data=data,
-        epochs=cfg["epochs"],
-        batch_size=cfg["batch_size"],
-        seed=cfg["seed"],
-        options=options,
-    )
-    trainer.say(
-        f"nasplug: {cfg['strategy']} search of {cfg['space']} with {cfg['relax']} on "
-        f"{cfg['data']} ({data.task.kind}, {trainer.size('train')} train / "
-        f"{trainer.size('test')} test) on {trainer.device}; run directory {run.path}"
-    )
-    run.log("start", config=cfg, device=str(trainer.device))
-    t0 = time.time()
-    result = plugins["strategy"].search(ctx)
-    metrics = {
-        **result.metrics,
-        "wall_seconds": time.time() - t0,
-        "metric": data.task.metric,
-        "higher_is_better": data.task.higher_is_better,
-    }
-    if not _ranks_agree(result, metrics):
-        return 1
-    run.write_json("genotype.json", result.genotype.to_dict())
-    run.write_json("metrics.json", metrics)
-    if result.candidates:
-        run.write_json("candidates.json", list(result.candidates))
-    run.log("end", metrics=metrics, genotype=result.genotype.to_dict())
-    if run.writer:
-        _write_report(run)
-        print(f"genotype: {plugins['space'].describe(result.genotype)}")
-        m = data.task.metric
-        shown = {k: v for k, v in metrics.items() if isinstance(v, float)}
-        print("metrics: " + ", ".join(f"{k} {v:.4f}" for k, v in shown.items()))
-        print(_validation_line(metrics, m))
-        print(f"run directory: {run.path}")
-    return 0
 
 
 def _validation_line(metrics: dict[str, Any], m: str) -> str:
@@ -604,62 +421,60 @@ def _validation_line(metrics: dict[str, Any], m: str) -> str:
     )
 
 
-def _compile_backend(value: Any) -> str | None:
-    """The ``compile`` setting as a backend name: true means inductor, false or none eager."""
-    if value is None or value is False or value == "":
-        return None
-    if value is True:
-        return "inductor"
-    if isinstance(value, str):
-        return value
-    raise UsageError(f"compile must be true, false or a backend name, got {value!r}")
+# ---- train and compare -----------------------------------------------------------------------
+def cmd_train(args: argparse.Namespace) -> int:
+    """``nasplug train``: the flags as :func:`nasplug.train`'s arguments; print the result."""
+    from nasplug import api
+    from nasplug.options import parse_pairs
 
-
-def _ranks_agree(result: Any, metrics: dict[str, Any]) -> bool:
-    """Under ``torchrun``: print one line per rank and check that all ranks found the same.
-
-    The genotype must agree; the search history (mixing weights and metrics of every epoch,
-    timings left out) should, and a difference is reported.
-    """
-    from nasplug import ddp
-
-    if not ddp.is_distributed():
-        return True
-    timeless = [{k: v for k, v in rec.items() if "seconds" not in k} for rec in result.history]
-    mine = (
-        ddp.fingerprint(result.genotype.to_dict()),
-        ddp.fingerprint([timeless, {k: v for k, v in metrics.items() if "seconds" not in k}]),
-    )
-    # One write per line: the ranks share the terminal.
-    sys.stderr.write(
-        f"nasplug: rank {ddp.rank()}/{ddp.world_size()}: genotype {mine[0]}, search {mine[1]}\n"
-    )
-    sys.stderr.flush()
-    everyone = ddp.gather_object(mine)
-    if len({g for g, _ in everyone}) > 1:
-        print(
-            f"nasplug: error: the {len(everyone)} processes derived different genotypes "
-            f"({', '.join(g for g, _ in everyone)}); results not written",
-            file=sys.stderr,
+    if args.resume:
+        trained = api.train(resume=args.resume, device=args.device, quiet=args.quiet)
+    else:
+        label = args.baseline or (Path(args.source).stem if args.source else "genotype")
+        out = args.out or Path("runs") / f"{time.strftime('%Y%m%d-%H%M%S')}-train-{label}"
+        trained = api.train(
+            args.source,
+            baseline=args.baseline,
+            data=args.data,
+            data_opts=parse_pairs(args.data_opt, "--data-opt"),
+            space=args.space,
+            space_opts=parse_pairs(args.space_opt, "--space-opt"),
+            epochs=args.epochs,
+            batch_size=args.batch_size,
+            lr=args.lr,
+            cutout=args.cutout,
+            drop_path=args.drop_path,
+            auxiliary=args.auxiliary,
+            channels=args.channels,
+            layers=args.layers,
+            seed=args.seed,
+            device=args.device,
+            augment=args.augment or DEFAULTS["augment"],
+            stream=args.stream or DEFAULTS["stream"],
+            workers=DEFAULTS["workers"] if args.workers is None else args.workers,
+            out=out,
+            quiet=args.quiet,
         )
-        return False
-    if len({h for _, h in everyone}) > 1 and ddp.rank() == 0:
-        print(
-            "nasplug: warning: the processes agree on the genotype but their search histories "
-            "differ (non-deterministic kernels?)",
-            file=sys.stderr,
-        )
-    return True
+    res = trained.result
+    m = res["metric"]
+    print(
+        f"test {m}: {res[f'test_{m}']:.4f}, {res['params']} parameters, "
+        f"{res['seconds']:.1f}s training"
+    )
+    print(f"run directory: {trained.run_dir}")
+    return 0
 
 
-def _write_report(run: Any) -> None:
-    """Pictures and report.md; a failure here never loses the search results."""
-    from nasplug import report
+def cmd_compare(args: argparse.Namespace) -> int:
+    from nasplug import api
 
-    try:
-        report.write_report(run.path)
-    except Exception as e:  # reports are a convenience on top of the saved results
-        print(f"nasplug: warning: report not written: {_one_line(e)}", file=sys.stderr)
+    table = api.compare(args.runs, mean=args.mean)
+    sys.stdout.write(table)
+    if args.out:
+        from nasplug.rundir import atomic_write
+
+        atomic_write(Path(args.out), table.encode())
+    return 0
 
 
 # ---- list ------------------------------------------------------------------------------------

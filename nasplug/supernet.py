@@ -26,7 +26,7 @@ from torch import nn
 from nasplug import ddp
 from nasplug.batchnorm import running_stats_kept
 from nasplug.diagnostics import at_vertex, edge_stats, group_stats, summarize, summarize_groups
-from nasplug.evaluate import count_params
+from nasplug.training import count_params
 from nasplug.interfaces import SearchContext, SearchSpace
 from nasplug.logits import ArchLogits
 from nasplug.memo import Memo
@@ -441,7 +441,14 @@ def supernet_result(
             m, float("nan")
         )
 
-    return SearchResult(genotype, metrics, run.history, run.space.score_candidates(eval_w, score))
+    return SearchResult(
+        genotype,
+        metrics,
+        run.history,
+        run.space.score_candidates(eval_w, score),
+        supernet=run.net,
+        weights={k: v.detach() for k, v in eval_w.items()},
+    )
 
 
 def _evaluate_with_path_statistics(

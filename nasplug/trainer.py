@@ -117,6 +117,9 @@ class Trainer:
         eval_batch_size: int = 512,
         sink: Callable[[str, Mapping[str, Any]], None] | None = None,
         compile: str | None = None,
+        augment: str = "off",
+        stream: str = "off",
+        workers: int = 0,
     ) -> None:
         self.device = pick_device(device)
         if self.device.type == "cuda" and self.device.index is not None:

@@ -291,9 +291,15 @@ def _literal(node: ast.expr, name: str) -> Any:
 
 @dataclass(frozen=True)
 class SearchResult:
-    """What a strategy returns: the chosen genotype, final metrics and per-epoch history."""
+    """What a strategy returns: the chosen genotype, final metrics and per-epoch history.
+
+    A strategy that trained a supernet also returns it (``supernet(x, weights)``) with its final
+    evaluation ``weights``, for users who look inside it.
+    """
 
     genotype: Genotype
     metrics: Mapping[str, float] = field(default_factory=dict)
     history: Sequence[Mapping[str, Any]] = ()
     candidates: Sequence[Mapping[str, Any]] = ()
+    supernet: Any = None
+    weights: Mapping[str, Any] | None = None

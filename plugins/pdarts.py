@@ -12,6 +12,7 @@ The strategy sees the space only through its interface (``with_depth``, ``restri
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from collections.abc import Callable
 from typing import Any
@@ -153,7 +154,7 @@ class ProgressiveDarts(Strategy):
             "stages": float(self.stages),
             "skips_replaced": float(replaced),
         }
-        return SearchResult(genotype, metrics, history)
+        return dataclasses.replace(result, metrics=metrics, history=history, candidates=())
 
     def _dropout_schedule(
         self, ctx: SearchContext, space: SearchSpace, stage: int

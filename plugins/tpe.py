@@ -18,7 +18,7 @@ from typing import Any
 import torch
 
 from nasplug.candidates import best_candidate, forget_checkpoint, train_candidate
-from nasplug.evaluate import count_params
+from nasplug.training import count_params
 from nasplug.interfaces import SearchContext, Strategy
 from nasplug.types import Genotype, SearchResult
 

@@ -16,7 +16,7 @@ from unittest import mock
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from nasplug import cli, registry
+from nasplug import api, cli, registry
 from nasplug.options import accepted
 from nasplug.types import Genotype
 
@@ -30,8 +30,8 @@ def run_cli(args: list[str]) -> tuple[int, str]:
     """``nasplug ARGS`` in process with the search and training stubbed out."""
     err = io.StringIO()
     with (
-        mock.patch.object(cli, "execute", return_value=0),
-        mock.patch("nasplug.evaluate.train", side_effect=_stub_train),
+        mock.patch("nasplug.api._execute", side_effect=_stub_search),
+        mock.patch("nasplug.training.fit", side_effect=_stub_train),
         contextlib.redirect_stdout(io.StringIO()),
         contextlib.redirect_stderr(err),
     ):
@@ -39,8 +39,22 @@ def run_cli(args: list[str]) -> tuple[int, str]:
     return code, err.getvalue()
 
 
-def _stub_train(cfg, run, **kw):
-    return {"metric": "accuracy", "test_accuracy": 0.0, "params": 0, "seconds": 0.0}
+def _stub_search(cfg, run, plugins, data, **kw):
+    return api.SearchRun(
+        plugins["space"].sample(lambda name, options: options[0]),
+        {},
+        [],
+        [],
+        plugins["space"],
+        data,
+        cfg,
+        run_dir=run.path,
+    )
+
+
+def _stub_train(cfg, run, prepared, **kw):
+    result = {"metric": "accuracy", "test_accuracy": 0.0, "params": 0, "seconds": 0.0}
+    return result, [], None
 
 
 def assert_result_or_one_line(code: int, err: str, out: Path) -> None:
@@ -186,7 +200,7 @@ def test_plugin_options_give_a_run_or_one_line(tmp_path_factory, axis, data, rel
     opts = {"space": ["channels=2", "layers=1"], "data": ["train_per_class=2", "test_per_class=2"]}
     opts.setdefault(axis, []).append(f"{key}={value}")
     flags = [x for ax, pairs in opts.items() for pair in pairs for x in (f"--{ax}-opt", pair)]
-    with mock.patch.object(cli, "_check_space_takes"):  # a huge supernet is the user's to ask for
+    with mock.patch("nasplug.api._check_space_takes"):  # a huge supernet is the user's to ask for
         code, err = run_cli(
             [
                 "run",

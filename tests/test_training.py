@@ -10,7 +10,7 @@ import torch
 
 from nasplug.baselines import ResidualMLP, ResNet, baseline
 from nasplug.cli import main
-from nasplug.evaluate import count_params
+from nasplug.training import count_params
 from nasplug.types import Task
 
 DATA = ["--data-opt", "train_per_class=20", "--data-opt", "test_per_class=10"]
@@ -282,7 +282,7 @@ def test_train_resumes_a_killed_training(tmp_path, capsys, monkeypatch):
         (["train", "--baseline", "vgg"], "unknown baseline 'vgg'; accepted: resnet"),
         (["train", "no/such/run"], "neither a run directory nor a genotype file"),
         (["train", "--baseline", "resnet", "--auxiliary"], "baselines have no auxiliary head"),
-        (["train", "--baseline", "resnet", "--epochs", "0"], "--epochs must be a positive integer"),
+        (["train", "--baseline", "resnet", "--epochs", "0"], "epochs must be a positive integer, got 0"),
         (["compare", "no/such/run"], "does not exist"),
     ],
 )

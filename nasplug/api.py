@@ -1,0 +1,846 @@
+"""The Python API: :func:`search`, :func:`train` and :func:`compare`.
+
+The ``nasplug`` command line is a thin layer over these three functions: it turns flags and
+TOML tables into their arguments and prints what they return. So a search started from a
+notebook and one started from the shell run the same code and, for the same seed, give the
+same result.
+
+Example:
+    >>> import nasplug
+    >>> found = nasplug.search("cell", "sparsemax", epochs=1,
+    ...                        space_opts={"channels": 4, "layers": 2})  # doctest: +SKIP
+    >>> found.genotype, found.metrics["val_accuracy"]                  # doctest: +SKIP
+    >>> trained = found.train(epochs=10)                               # doctest: +SKIP
+
+Errors are exceptions whose message is the one line the command line prints: ``ValueError``
+(an :class:`~nasplug.options.OptionError` for bad settings) for bad input,
+:class:`~nasplug.registry.PluginError` for a plugin that cannot be found or loaded,
+:class:`~nasplug.rundir.RunError` for a damaged or mismatched run directory, and
+:class:`RunFailed` for a run that failed after it had kept a checkpoint (its cause is chained).
+Nothing here calls ``sys.exit``.
+
+Nothing in this module imports torch at import time: the command line imports it first.
+"""
+
+from __future__ import annotations
+
+import sys
+import time
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    import torch
+    from torch import nn
+
+    from nasplug.interfaces import SearchSpace
+    from nasplug.rundir import RunDir
+    from nasplug.types import Data, Genotype, Task
+
+__all__ = [
+    "AUGMENT",
+    "DEFAULTS",
+    "PLUGIN_KEYS",
+    "STREAM",
+    "RunFailed",
+    "SearchRun",
+    "TrainRun",
+    "compare",
+    "search",
+    "train",
+]
+
+#: Settings of a search and their defaults (the ``[run]`` table of a config file).
+DEFAULTS: dict[str, Any] = {
+    "space": "cell",
+    "relax": "softmax",
+    "strategy": "darts",
+    "data": "fashion-mnist-small",
+    "epochs": 8,
+    "batch_size": 64,
+    "seed": 0,
+    "device": "auto",
+    "deterministic": False,
+    "augment": "standard",
+    "stream": "auto",
+    "workers": 2,
+    "out": None,
+    "storage": None,
+    "study": None,
+    "tensorboard": False,
+    "compile": None,
+}
+#: config key -> plugin axis (the option tables of a config file and of config.json)
+PLUGIN_KEYS = {"space": "space", "relax": "relaxation", "strategy": "strategy", "data": "dataset"}
+#: Accepted ``augment`` settings: DARTS's crop and flip (and cutout in training), crops only, none.
+AUGMENT = ("standard", "no-flip", "off")
+#: Accepted ``stream`` settings: by the data's size, always through a DataLoader, always resident.
+STREAM = ("auto", "on", "off")
+_DEFAULT_DATA = DEFAULTS["data"]
+TRAIN_JSON = "train.json"
+
+
+class RunFailed(Exception):
+    """A run failed after it had kept something (a checkpoint, a result); the cause is chained
+    (``__cause__``) and the run directory can be resumed."""
+
+
+# ---- results -----------------------------------------------------------------------------------
+@dataclass
+class SearchRun:
+    """What :func:`search` found.
+
+    Attributes:
+        genotype: the derived (or best) architecture.
+        metrics: final metrics (``val_<metric>``; for a supernet also the continuous and the
+            derived network's metric inside it, and the discretisation gap).
+        history: one record per search epoch (or per candidate of a black-box search).
+        candidates: per-candidate records, where the strategy or space has them.
+        space: the search space instance; ``data``: the data searched on.
+        supernet: the trained supernet (gradient-based strategies; None otherwise), called as
+            ``supernet(x, weights)``.
+        weights: the final mixing weights of every choice (evaluation weights), where a
+            supernet was trained.
+        config: the run's settings, as stored in ``config.json``.
+        run_dir: the run directory, or None for a run kept in memory only.
+    """
+
+    genotype: Genotype
+    metrics: dict[str, Any]
+    history: list[dict[str, Any]]
+    candidates: list[dict[str, Any]]
+    space: SearchSpace
+    data: Data
+    config: dict[str, Any]
+    supernet: nn.Module | None = None
+    weights: dict[str, torch.Tensor] | None = None
+    run_dir: Path | None = None
+
+    @property
+    def task(self) -> Task:
+        return self.data.task
+
+    def build(self) -> nn.Module:
+        """The discrete network of :attr:`genotype`, untrained."""
+        return self.space.build(self.genotype, self.data.task)
+
+    def describe(self) -> str:
+        """The genotype in the space's own words."""
+        return self.space.describe(self.genotype)
+
+    def train(self, **kwargs: Any) -> TrainRun:
+        """Train :attr:`genotype` from scratch on this search's data: :func:`train` ``(self, ...)``."""
+        return train(self, **kwargs)
+
+    def __repr__(self) -> str:
+        m = self.data.task.metric
+        where = f", run_dir={str(self.run_dir)!r}" if self.run_dir else ""
+        return (
+            f"SearchRun({self.config['strategy']} / {self.config['relax']} on "
+            f"{self.config['space']}, val_{m}={self.metrics.get(f'val_{m}', float('nan')):.4f}"
+            f"{where})"
+        )
+
+
+@dataclass
+class TrainRun:
+    """What :func:`train` gives: the trained network, its test metrics and history.
+
+    ``result`` is what ``train.json`` holds (``test_<metric>``, ``params``, ``seconds``, ...).
+    """
+
+    result: dict[str, Any]
+    history: list[dict[str, Any]]
+    model: nn.Module
+    config: dict[str, Any]
+    run_dir: Path | None = None
+
+    @property
+    def metric(self) -> float:
+        """The test value of the task's headline metric."""
+        return float(self.result[f"test_{self.result['metric']}"])
+
+    def __repr__(self) -> str:
+        where = f", run_dir={str(self.run_dir)!r}" if self.run_dir else ""
+        return (
+            f"TrainRun({self.result['method']}, test_{self.result['metric']}={self.metric:.4f}, "
+            f"params={self.result['params']}{where})"
+        )
+
+
+# ---- search ------------------------------------------------------------------------------------
+def search(
+    space: Any = None,
+    relax: Any = None,
+    strategy: Any = None,
+    data: Any = None,
+    *,
+    space_opts: Mapping[str, Any] | None = None,
+    relax_opts: Mapping[str, Any] | None = None,
+    strategy_opts: Mapping[str, Any] | None = None,
+    data_opts: Mapping[str, Any] | None = None,
+    task: Any = None,
+    test: Any = None,
+    epochs: int | None = None,
+    batch_size: int | None = None,
+    seed: int | None = None,
+    device: str | None = None,
+    deterministic: bool | None = None,
+    augment: str | None = None,
+    stream: str | None = None,
+    workers: int | None = None,
+    compile: str | bool | None = None,
+    out: str | Path | None = None,
+    storage: str | None = None,
+    study: str | None = None,
+    tensorboard: bool | None = None,
+    resume: str | Path | None = None,
+    quiet: bool = False,
+) -> SearchRun:
+    """Run a search and return what it found.
+
+    Args:
+        space, relax, strategy: a registered name (``nasplug list``) or an instance of
+            :class:`~nasplug.SearchSpace`, :class:`~nasplug.Relaxation`,
+            :class:`~nasplug.Strategy`. Defaults: ``cell``, ``softmax``, ``darts``.
+        data: a registered dataset name (default ``fashion-mnist-small``), a
+            :class:`~nasplug.Dataset` plugin instance, a loaded :class:`~nasplug.Data`, an
+            ``(x, y)`` pair of arrays or tensors (give ``task``), or a
+            ``torch.utils.data.Dataset`` of ``(x, y)`` items (streamed when large).
+        space_opts, relax_opts, strategy_opts, data_opts: options of a plugin given by name,
+            as the CLI's ``--space-opt`` etc. (strings are converted by the constructor's
+            annotations).
+        task: for arrays and torch datasets: the task kind (``classification``,
+            ``regression``, ``multilabel``) or a :class:`~nasplug.Task`.
+        test: for arrays and torch datasets: the test split, in the same form as ``data``
+            (default: a share of ``data`` held out).
+        epochs, batch_size, seed, device, deterministic, compile: as the CLI's flags.
+        augment: ``standard`` (random crop and flip on image data), ``no-flip`` or ``off``.
+        stream: ``auto`` (by size), ``on`` (a DataLoader with ``workers`` processes) or ``off``.
+        out: a run directory to create, for checkpoints, events and a report; None keeps the
+            run in memory (no resume).
+        storage, study: Optuna storage URL (or ``env:NAME``, ``file:PATH``) and study name of
+            black-box strategies.
+        tensorboard: also log scalars for TensorBoard into ``out/tensorboard``.
+        resume: a run directory to continue; its stored settings are used (``device`` and
+            ``storage`` may be given again). A run started with plugin instances or in-memory
+            data needs them passed again.
+        quiet: no progress bars or per-epoch lines.
+    """
+    from nasplug import ddp
+    from nasplug.options import OptionError
+    from nasplug.rundir import RunDir
+
+    given = {"space": space, "relax": relax, "strategy": strategy, "data": data}
+    opts_given = {
+        "space": space_opts,
+        "relax": relax_opts,
+        "strategy": strategy_opts,
+        "data": data_opts,
+    }
+    instances = {k: v for k, v in given.items() if v is not None and not isinstance(v, str)}
+    for key, opts in opts_given.items():
+        if opts and key in instances:
+            raise OptionError(
+                f"{key}_opts apply to a {key} given by name; an instance already has its options"
+            )
+    writer = ddp.setup() == 0
+    run: RunDir | None = None
+    try:
+        if resume is not None:
+            run = RunDir.open(resume, writer=writer).lock()
+            cfg = _resumed_config(run, device=device, storage=storage)
+            _check_resumed_instances(cfg, instances)
+        else:
+            cfg = dict(DEFAULTS)
+            for key, value in given.items():
+                if isinstance(value, str):
+                    cfg[key] = value
+                elif value is not None:
+                    cfg[key] = _name_of(PLUGIN_KEYS[key], value)
+            settings = {
+                "epochs": epochs,
+                "batch_size": batch_size,
+                "seed": seed,
+                "device": device,
+                "deterministic": deterministic,
+                "augment": augment,
+                "stream": stream,
+                "workers": workers,
+                "compile": compile,
+                "out": None if out is None else str(out),
+                "storage": storage,
+                "study": study,
+                "tensorboard": tensorboard,
+            }
+            cfg.update({k: v for k, v in settings.items() if v is not None})
+            cfg["opts"] = {k: dict(v or {}) for k, v in opts_given.items()}
+            check_config(cfg)
+            if cfg.get("tensorboard") and cfg["out"] is None:
+                raise OptionError("tensorboard logs go into the run directory: give out=DIR")
+        resolved_storage, plugins, loaded = _prepare(
+            cfg, instances, task=task, test=test, writer=writer, resume=resume is not None
+        )
+        if run is not None:
+            run.log("resumed", device=cfg["device"])
+        elif cfg["out"] is not None:
+            cfg["versions"] = plugin_versions(cfg, instances)
+            run = RunDir.create(cfg["out"], cfg, writer=writer)
+        quiet = quiet or not writer
+
+        def work() -> SearchRun:
+            return _execute(cfg, run, plugins, loaded, quiet=quiet, storage=resolved_storage)
+
+        if run is None:
+            return work()
+        return noting_outcome(work, run, "run", created=resume is None)
+    finally:
+        if run is not None:
+            run.close()
+
+
+def _is_int(v: Any) -> bool:
+    return isinstance(v, int) and not isinstance(v, bool)
+
+
+def check_config(cfg: dict[str, Any]) -> None:
+    """Raise OptionError unless every setting of ``cfg`` has an accepted type and value.
+
+    Also checks that the device exists here, so that nothing is written for a run that
+    cannot start.
+    """
+    from nasplug.options import OptionError
+    from nasplug.trainer import pick_device
+
+    for key in PLUGIN_KEYS:
+        if not isinstance(cfg.get(key), str) or not cfg[key]:
+            raise OptionError(f"{key} must be a plugin name (text), got {cfg.get(key)!r}")
+    for key in ("epochs", "batch_size"):
+        if not _is_int(cfg.get(key)) or cfg[key] < 1:
+            raise OptionError(f"{key} must be a positive integer, got {cfg.get(key)!r}")
+    if not _is_int(cfg.get("seed")) or not 0 <= cfg["seed"] < 2**63:
+        raise OptionError(f"seed must be an integer from 0 to 2**63-1, got {cfg.get('seed')!r}")
+    for key in ("deterministic", "tensorboard"):
+        if not isinstance(cfg.get(key), bool):
+            raise OptionError(f"{key} must be true or false, got {cfg.get(key)!r}")
+    check_data_settings(cfg)
+    for key in ("out", "storage", "study"):
+        if cfg.get(key) is not None and (not isinstance(cfg[key], str) or not cfg[key]):
+            raise OptionError(f"{key} must be text, got {cfg[key]!r}")
+    if not isinstance(cfg.get("device"), str):
+        raise OptionError(
+            f"device must be text (auto, cpu, cuda, cuda:N or mps), got {cfg.get('device')!r}"
+        )
+    if not isinstance(cfg.get("opts"), dict) or not all(
+        isinstance(cfg["opts"].get(k, {}), dict) for k in PLUGIN_KEYS
+    ):
+        raise OptionError(f"opts must map {', '.join(PLUGIN_KEYS)} to tables of options")
+    try:
+        pick_device(cfg["device"])
+    except (ValueError, RuntimeError) as e:
+        raise OptionError(_one_line(e)) from e
+    compile_backend(cfg.get("compile"))
+
+
+def check_data_settings(cfg: Mapping[str, Any]) -> None:
+    """``augment``, ``stream`` and ``workers``: how batches are made, in search and training."""
+    from nasplug.options import OptionError
+
+    if cfg.get("augment") not in AUGMENT:
+        raise OptionError(
+            f"augment must be one of {', '.join(AUGMENT)}, got {cfg.get('augment')!r}"
+        )
+    if cfg.get("stream") not in STREAM:
+        raise OptionError(f"stream must be one of {', '.join(STREAM)}, got {cfg.get('stream')!r}")
+    if not _is_int(cfg.get("workers")) or cfg["workers"] < 0:
+        raise OptionError(
+            f"workers must be an integer >= 0 (0: load in the main process), "
+            f"got {cfg.get('workers')!r}"
+        )
+
+
+def compile_backend(value: Any) -> str | None:
+    """The ``compile`` setting as a backend name: true means inductor, false or none eager."""
+    from nasplug.options import OptionError
+
+    if value is None or value is False or value == "":
+        return None
+    if value is True:
+        return "inductor"
+    if isinstance(value, str):
+        return value
+    raise OptionError(f"compile must be true, false or a backend name, got {value!r}")
+
+
+def _name_of(axis: str, obj: Any) -> str:
+    """The registered name of a plugin instance's class, else ``module.Class``."""
+    from nasplug import registry
+
+    cls = type(obj)
+    value = f"{cls.__module__}:{cls.__qualname__}"
+    for name, regs in registry.available(axis).items():
+        if any(p.value == value for p in regs):
+            return name
+    return f"{cls.__module__}.{cls.__qualname__}"
+
+
+def _check_resumed_instances(cfg: Mapping[str, Any], instances: Mapping[str, Any]) -> None:
+    """A resumed run takes instances only of the plugins it was started with."""
+    from nasplug.options import OptionError
+
+    for key, obj in instances.items():
+        if key == "data":
+            continue  # in-memory data has no name to compare; the trainer checks its split sizes
+        if _name_of(PLUGIN_KEYS[key], obj) != cfg[key]:
+            raise OptionError(
+                f"{key} given to resume is a {type(obj).__name__}, but the run was started with "
+                f"{cfg[key]!r}"
+            )
+
+
+def _resumed_config(run: Any, *, device: str | None, storage: str | None) -> dict[str, Any]:
+    """The stored config of ``run``, checked, with the settings a resume may change."""
+    from nasplug.credentials import mask
+    from nasplug.options import OptionError
+
+    cfg = run.config()
+    if not isinstance(cfg, dict) or cfg.get("command") == "train":
+        raise OptionError(
+            f"{run.path} is not a search run; continue training runs with "
+            f"`nasplug train --resume {run.path}`"
+        )
+    for key in ("space", "relax", "strategy", "data", "epochs", "batch_size", "seed", "device"):
+        if key not in cfg:
+            raise OptionError(
+                f"{run.path}/config.json lacks {key!r}; it was not written by `nasplug run`"
+            )
+    if "opts" not in cfg:
+        raise OptionError(
+            f"{run.path}/config.json lacks 'opts'; it was not written by `nasplug run`"
+        )
+    cfg = {**DEFAULTS, **cfg}
+    if device is not None:
+        cfg["device"] = device
+    if storage is not None:
+        if cfg.get("storage") is None or mask(storage) != mask(cfg["storage"]):
+            raise OptionError(
+                f"--storage with --resume must give the run's own storage again "
+                f"({mask(str(cfg.get('storage')))}), got {mask(storage)}"
+            )
+        cfg["storage"] = storage
+    check_config(cfg)
+    return cfg
+
+
+def build_plugins(
+    cfg: Mapping[str, Any],
+    instances: Mapping[str, Any] | None = None,
+    keys: Sequence[str] = ("space", "relax", "strategy"),
+) -> dict[str, Any]:
+    """The plugins of a config: the instances given, the others built from their registered
+    names and options (only the ones named are imported). Data comes from :func:`load_data`."""
+    from nasplug import registry
+    from nasplug.options import instantiate
+
+    out = {}
+    for key in keys:
+        axis = PLUGIN_KEYS[key]
+        if instances and key in instances:
+            out[key] = instances[key]
+            continue
+        name = cfg[key]
+        cls = registry.load(axis, name)
+        out[key] = instantiate(cls, cfg["opts"][key], f"{axis} {name!r}")
+    return out
+
+
+def plugin_versions(
+    cfg: Mapping[str, Any], instances: Mapping[str, Any] | None = None
+) -> dict[str, str]:
+    """``axis:name -> distribution version`` of every registered plugin of the run."""
+    from nasplug import registry
+    from nasplug.registry import PluginError
+
+    out = {}
+    for key, axis in PLUGIN_KEYS.items():
+        try:
+            i = registry.info(axis, cfg[key])
+        except PluginError:  # an unregistered instance or in-memory data
+            obj = (instances or {}).get(key)
+            out[f"{axis}:{cfg[key]}"] = type(obj).__module__ if obj is not None else "?"
+            continue
+        out[f"{axis}:{cfg[key]}"] = f"{i.dist} {i.version}"
+    return out
+
+
+def load_data(
+    name: str,
+    opts: Mapping[str, Any],
+    given: Any = None,
+    *,
+    task: Any = None,
+    test: Any = None,
+) -> Data:
+    """The data of a run: ``given`` (see :func:`search`'s ``data``) or the dataset plugin
+    registered as ``name`` with options ``opts``."""
+    from nasplug import registry
+    from nasplug.interfaces import Dataset
+    from nasplug.options import OptionError, instantiate
+    from nasplug.types import Data
+
+    if (task is not None or test is not None) and (
+        given is None or isinstance(given, (Data, Dataset))
+    ):
+        raise OptionError("task= and test= go with arrays or a torch Dataset given as data")
+    if given is None:
+        cls = registry.load("dataset", name)
+        return instantiate(cls, opts, f"dataset {name!r}").load()
+    if isinstance(given, Data):
+        return given
+    if isinstance(given, Dataset):
+        return given.load()
+    from nasplug.userdata import to_data
+
+    return to_data(given, task=task, test=test, name=name)
+
+
+def _data_name(data: Any) -> str:
+    """The config's name for data given in memory."""
+    import torch.utils.data
+
+    if isinstance(data, torch.utils.data.Dataset):
+        return f"torch-dataset:{type(data).__name__}"
+    return "arrays"
+
+
+def _prepare(
+    cfg: dict[str, Any],
+    instances: Mapping[str, Any],
+    *,
+    task: Any,
+    test: Any,
+    writer: bool,
+    resume: bool,
+) -> tuple[str | None, dict[str, Any], Any]:
+    """Every check that can fail before anything is written: the output path, the storage,
+    the device and compiler, the plugins, the data, and whether the space takes the data."""
+    from nasplug import ddp
+    from nasplug.credentials import has_secret, resolve_storage
+    from nasplug.interfaces import Dataset
+    from nasplug.rundir import check_new_run_path
+    from nasplug.types import Data
+
+    ddp.check_batch_size(cfg["batch_size"])
+    if writer and not resume and cfg["out"]:
+        check_new_run_path(cfg["out"])
+    storage = resolve_storage(cfg.get("storage"))
+    backend = compile_backend(cfg.get("compile"))
+    if backend is not None:
+        from nasplug.compiling import check_compile
+        from nasplug.trainer import pick_device
+
+        check_compile(backend, pick_device(cfg["device"]))
+    if cfg.get("tensorboard"):
+        from nasplug import report
+
+        report.check_tensorboard()
+    given_data = instances.get("data")
+    if given_data is not None and not isinstance(given_data, (Data, Dataset)):
+        if not resume:
+            cfg["data"] = _data_name(given_data)
+    elif isinstance(given_data, Data) and given_data.name and not resume:
+        cfg["data"] = given_data.name
+    plugins = build_plugins(cfg, instances)
+    data = load_data(cfg["data"], cfg["opts"]["data"], given_data, task=task, test=test)
+    _check_space_takes(plugins["space"], data, cfg)
+    if writer and not resume and cfg.get("storage") and has_secret(cfg["storage"]):
+        print(
+            "nasplug: warning: the storage password is not stored (config.json shows ***); "
+            "to resume, give --storage again, or pass the URL as env:NAME or file:PATH",
+            file=sys.stderr,
+        )
+    return storage, plugins, data
+
+
+def _check_space_takes(space: Any, data: Any, cfg: Mapping[str, Any]) -> None:
+    """Build the supernet once on the data's task: a space that cannot take this data fails
+    here, before a run directory exists."""
+    from nasplug.options import OptionError
+
+    try:
+        space.choices()
+        space.supernet(data.task)
+    except Exception as e:  # noqa: BLE001 - a plugin's own error, whatever its type
+        raise OptionError(
+            f"space {cfg['space']!r} cannot take the data of {cfg['data']!r} "
+            f"({data.task.kind}, input shape {tuple(data.task.input_shape)}): "
+            f"{type(e).__name__}: {_one_line(e)}"
+        ) from e
+
+
+def noting_outcome(work: Callable[[], Any], run: Any, command: str, *, created: bool) -> Any:
+    """``work()``; a failure says what became of ``run`` (see :func:`note_outcome`) and, where
+    the run had kept something, becomes a :class:`RunFailed`."""
+    try:
+        return work()
+    except Exception as e:
+        if note_outcome(e, run, command, created=created):
+            raise  # nothing ran that could be kept: an input error stays an input error
+        raise RunFailed(str(e)) from e
+    except BaseException as e:
+        note_outcome(e, run, command, created=created)
+        raise
+
+
+def note_outcome(e: BaseException, run: Any, command: str, *, created: bool) -> bool:
+    """Say on ``e`` what became of the run directory: removed when it held nothing to resume
+    (so that it does not block the next try), otherwise how to resume it. Returns whether it
+    was removed."""
+    if created and run.abandon():
+        e.add_note(f"run directory {run.path} removed: it held nothing to resume")
+        return True
+    if isinstance(e, (KeyboardInterrupt, OSError)):
+        e.add_note(f"resume with `nasplug {command} --resume {run.path}`")
+    return False
+
+
+def _execute(
+    cfg: dict[str, Any],
+    run: RunDir | None,
+    plugins: dict[str, Any],
+    data: Data,
+    *,
+    quiet: bool = False,
+    storage: str | None = None,
+) -> SearchRun:
+    """Build the trainer, run the strategy and write the results into ``run`` (if any).
+
+    ``storage`` is the storage URL itself (``cfg`` holds it masked or as ``env:``/``file:``).
+    """
+    from nasplug.credentials import resolve_storage
+    from nasplug.interfaces import SearchContext
+    from nasplug.trainer import Trainer
+
+    sink = None
+    if cfg.get("tensorboard") and run is not None and run.writer:
+        from nasplug import report
+
+        sink = report.tensorboard_sink(run.path)
+    trainer = Trainer(
+        data,
+        run=run,
+        device=cfg["device"],
+        seed=cfg["seed"],
+        deterministic=bool(cfg["deterministic"]),
+        quiet=quiet,
+        sink=sink,
+        compile=compile_backend(cfg.get("compile")),
+        augment=cfg["augment"],
+        stream=cfg["stream"],
+        workers=cfg["workers"],
+    )
+    options = {
+        "storage": storage or resolve_storage(cfg.get("storage")),
+        "study": cfg.get("study"),
+        "run_dir": str(run.path) if run is not None else None,
+        "tensorboard": cfg.get("tensorboard"),
+    }
+    ctx = SearchContext(
+        space=plugins["space"],
+        relaxation=plugins["relax"],
+        trainer=trainer,
+        data=data,
+        epochs=cfg["epochs"],
+        batch_size=cfg["batch_size"],
+        seed=cfg["seed"],
+        options=options,
+    )
+    where = f"; run directory {run.path}" if run is not None else ""
+    trainer.say(
+        f"nasplug: {cfg['strategy']} search of {cfg['space']} with {cfg['relax']} on "
+        f"{cfg['data']} ({data.task.kind}, {trainer.size('train')} train / "
+        f"{trainer.size('test')} test) on {trainer.device}{where}"
+    )
+    trainer.log("start", config=cfg, device=str(trainer.device))
+    t0 = time.time()
+    result = plugins["strategy"].search(ctx)
+    metrics = {
+        **result.metrics,
+        "wall_seconds": time.time() - t0,
+        "metric": data.task.metric,
+        "higher_is_better": data.task.higher_is_better,
+    }
+    _check_ranks_agree(result, metrics)
+    if run is not None:
+        run.write_json("genotype.json", result.genotype.to_dict())
+        run.write_json("metrics.json", metrics)
+        if result.candidates:
+            run.write_json("candidates.json", list(result.candidates))
+        run.log("end", metrics=metrics, genotype=result.genotype.to_dict())
+        if run.writer:
+            _write_report(run)
+    return SearchRun(
+        genotype=result.genotype,
+        metrics=metrics,
+        history=[dict(r) for r in result.history],
+        candidates=[dict(c) for c in result.candidates],
+        space=plugins["space"],
+        data=data,
+        config=cfg,
+        supernet=result.supernet,
+        weights=dict(result.weights) if result.weights is not None else None,
+        run_dir=run.path if run is not None else None,
+    )
+
+
+def _check_ranks_agree(result: Any, metrics: Mapping[str, Any]) -> None:
+    """Under ``torchrun``: print one line per rank and check that all ranks found the same.
+
+    The genotype must agree; the search history (mixing weights and metrics of every epoch,
+    timings left out) should, and a difference is reported.
+    """
+    from nasplug import ddp
+
+    if not ddp.is_distributed():
+        return
+    timeless = [{k: v for k, v in rec.items() if "seconds" not in k} for rec in result.history]
+    mine = (
+        ddp.fingerprint(result.genotype.to_dict()),
+        ddp.fingerprint([timeless, {k: v for k, v in metrics.items() if "seconds" not in k}]),
+    )
+    # One write per line: the ranks share the terminal.
+    sys.stderr.write(
+        f"nasplug: rank {ddp.rank()}/{ddp.world_size()}: genotype {mine[0]}, search {mine[1]}\n"
+    )
+    sys.stderr.flush()
+    everyone = ddp.gather_object(mine)
+    if len({g for g, _ in everyone}) > 1:
+        raise RuntimeError(
+            f"the {len(everyone)} processes derived different genotypes "
+            f"({', '.join(g for g, _ in everyone)}); results not written"
+        )
+    if len({h for _, h in everyone}) > 1 and ddp.rank() == 0:
+        print(
+            "nasplug: warning: the processes agree on the genotype but their search histories "
+            "differ (non-deterministic kernels?)",
+            file=sys.stderr,
+        )
+
+
+def _write_report(run: Any) -> None:
+    """Pictures and report.md; a failure here never loses the search results."""
+    from nasplug import report
+
+    try:
+        report.write_report(run.path)
+    except Exception as e:  # noqa: BLE001 - a report is a convenience on top of the results
+        print(f"nasplug: warning: report not written: {_one_line(e)}", file=sys.stderr)
+
+
+def _one_line(e: BaseException) -> str:
+    text = " ".join(str(e).split()) or type(e).__name__
+    return text if len(text) <= 1000 else text[:1000] + " ..."
+
+
+# ---- train -------------------------------------------------------------------------------------
+def train(
+    source: Any = None,
+    *,
+    baseline: str | None = None,
+    data: Any = None,
+    data_opts: Mapping[str, Any] | None = None,
+    space: Any = None,
+    space_opts: Mapping[str, Any] | None = None,
+    task: Any = None,
+    test: Any = None,
+    epochs: int = 10,
+    batch_size: int = 64,
+    lr: float = 0.025,
+    cutout: int | None = None,
+    drop_path: float = 0.0,
+    auxiliary: bool = False,
+    channels: int | None = None,
+    layers: int | None = None,
+    seed: int = 0,
+    device: str | None = None,
+    augment: str = "standard",
+    stream: str = "auto",
+    workers: int = 2,
+    out: str | Path | None = None,
+    resume: str | Path | None = None,
+    quiet: bool = False,
+) -> TrainRun:
+    """Train a searched network (or a baseline) from scratch and report its test metric.
+
+    Args:
+        source: what to train: a :class:`SearchRun`, a search run directory, a genotype file
+            (JSON or a DARTS ``Genotype(...)`` string) or a :class:`~nasplug.Genotype`; None with
+            ``baseline``.
+        baseline: train a hand-designed network instead (``resnet``), on ``source``'s data.
+        data, data_opts, task, test: the data, as in :func:`search` (default: the search's).
+        space, space_opts: the space of a genotype (default: the genotype's own); a name or
+            an instance.
+        epochs, batch_size, lr, drop_path, auxiliary, seed, device: as ``nasplug train``.
+        cutout: cutout square in pixels; None: half the image side while ``augment`` is on,
+            0: off.
+        channels, layers: width and depth (space options ``channels``, ``layers``; a
+            baseline's width and blocks per stage).
+        augment, stream, workers: as in :func:`search`.
+        out: a training run directory to create (``train.json``, checkpoints); None: in memory.
+        resume: a training run directory to continue.
+    """
+    from nasplug import training
+
+    return training.run_training(
+        source,
+        resume=resume,
+        out=out,
+        quiet=quiet,
+        settings={
+            "baseline": baseline,
+            "data": data,
+            "data_opts": data_opts,
+            "space": space,
+            "space_opts": space_opts,
+            "task": task,
+            "test": test,
+            "epochs": epochs,
+            "batch_size": batch_size,
+            "lr": lr,
+            "cutout": cutout,
+            "drop_path": drop_path,
+            "auxiliary": auxiliary,
+            "channels": channels,
+            "layers": layers,
+            "seed": seed,
+            "device": device,
+            "augment": augment,
+            "stream": stream,
+            "workers": workers,
+        },
+    )
+
+
+# ---- compare -----------------------------------------------------------------------------------
+def compare(runs: Sequence[Any], *, mean: bool = False) -> str:
+    """A Markdown table of search and training runs on one dataset.
+
+    ``runs`` are run directories, or :class:`SearchRun` / :class:`TrainRun` results that have
+    one. With ``mean``, runs of the same method (e.g. seeds) share a row with mean ± sd.
+    """
+    from nasplug.comparison import compare_table
+    from nasplug.options import OptionError
+
+    paths: list[str | Path] = []
+    for r in runs:
+        if isinstance(r, (SearchRun, TrainRun)):
+            if r.run_dir is None:
+                raise OptionError("compare reads run directories: run with out=DIR to keep one")
+            paths.append(r.run_dir)
+        else:
+            paths.append(r)
+    if not paths:
+        raise OptionError("compare needs at least one run")
+    return compare_table(paths, mean=mean)
