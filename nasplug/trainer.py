@@ -20,7 +20,8 @@ from typing import Any
 import torch
 from torch import nn
 
-from nasplug import augment, ddp
+from nasplug import augment as augment_mod
+from nasplug import ddp, streaming
 from nasplug.compiling import check_compile, has_forward
 from nasplug.memo import Memo
 from nasplug.rng import get_rng_state, rng_digest, seed_everything, set_rng_state
@@ -31,6 +32,8 @@ from nasplug.types import Data
 __all__ = ["NonFiniteLoss", "Trainer", "pick_device"]
 
 _SPLIT_SEED = 20190401  # the weight/architecture halves depend on the data only, not on --seed
+#: Accepted values of the trainer's ``stream`` option.
+STREAM_MODES = ("auto", "on", "off")
 
 
 #: Names this module held in earlier versions, and where they live now.
@@ -95,6 +98,18 @@ class Trainer:
         sink: also receives every event logged, as ``sink(event, fields)`` (e.g. TensorBoard).
         compile: a ``torch.compile`` backend (e.g. ``inductor``) for the modules passed to
             :meth:`place`; None: run eagerly.
+        augment: augmentation of shuffled training batches of images (input shape of 3 dims):
+            ``standard`` (DARTS's random crop with 4 px padding and horizontal flip, plus
+            cutout in :meth:`fit`), ``no-flip`` (the same without flips: digits, text, many
+            scientific images) or ``off``. Evaluation batches are never augmented; other
+            tasks ignore it.
+        stream: ``auto`` streams when the inputs of all splits would take more than
+            :data:`nasplug.streaming.STREAM_BYTES` as float32, and keeps them resident on the
+            device otherwise; ``on`` and ``off`` force either. Streaming reads batches through
+            a DataLoader (``workers`` processes, pinned memory on CUDA, each batch copied to
+            the device one batch ahead); both paths give identical batches.
+        workers: loader processes of the streaming path, and of loading a Dataset into memory
+            (0: read in this process).
 
     Under ``torchrun`` training batches are this rank's shard of each global batch and
     :meth:`update` averages gradients over the ranks (see :mod:`nasplug.ddp`).
@@ -117,6 +132,9 @@ class Trainer:
         eval_batch_size: int = 512,
         sink: Callable[[str, Mapping[str, Any]], None] | None = None,
         compile: str | None = None,
+        augment: str = "standard",
+        stream: str = "auto",
+        workers: int = 2,
     ) -> None:
         self.device = pick_device(device)
         if self.device.type == "cuda" and self.device.index is not None:
@@ -141,29 +159,93 @@ class Trainer:
         if deterministic:
             os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
             torch.use_deterministic_algorithms(True)
-        x, y = data.train
-        self.objective = Objective(data.task, y).to(self.device)
-        if data.val is not None:
-            halves = {"weight": (x, y), "arch": data.val}
-        else:
-            perm = torch.randperm(len(x), generator=torch.Generator().manual_seed(_SPLIT_SEED))
-            w, a = perm[: len(x) // 2], perm[len(x) // 2 :]
-            halves = {"weight": (x[w], y[w]), "arch": (x[a], y[a])}
-        full = (
-            torch.cat([halves["weight"][0], halves["arch"][0]]),
-            torch.cat([halves["weight"][1], halves["arch"][1]]),
+        self.augment = _one_of("augment", augment, augment_mod.MODES)
+        self.stream = _one_of("stream", stream, STREAM_MODES)
+        if not isinstance(workers, int) or isinstance(workers, bool) or workers < 0:
+            raise ValueError(f"workers={workers!r} is not accepted; accepted: an integer >= 0")
+        self.workers = workers
+        sources, y_train = self._sources(data)
+        self.objective = Objective(data.task, y_train).to(self.device)
+        n = sum(len(sources[k]) for k in ("train", "test"))
+        size = streaming.estimated_bytes(n, data.task.input_shape)
+        self.streaming = self.stream == "on" or (
+            self.stream == "auto" and size > streaming.STREAM_BYTES
         )
-        self.splits = {
-            name: self._place(*xy)
-            for name, xy in {**halves, "train": full, "test": data.test}.items()
-        }
+        self._sizes = {name: len(src) for name, src in sources.items()}
+        if self.streaming:
+            self._streams = sources
+            self._splits: dict[str, tuple[torch.Tensor, torch.Tensor]] = {}
+        else:
+            self._streams = {}
+            self._splits = {
+                name: self._place(*src.materialise(self.workers)) for name, src in sources.items()
+            }
+
+    def _sources(self, data: Data) -> tuple[dict[str, streaming.Source], torch.Tensor]:
+        """The weight, arch, train and test splits as sources, and the train targets that fit
+        the objective (regression standardises with them)."""
+        stores: dict[str, Any] = {}
+        raw = {"train": data.train, "test": data.test, "val": data.val}
+        needs_stats = any(streaming.is_streamed(v) for v in raw.values())
+        mean = std = y_train = None
+        if needs_stats:
+            mean, std = _given_stats(data)
+            if streaming.is_streamed(data.train) and (
+                mean is None or data.task.kind == "regression"
+            ):
+                m, s, y_train = streaming.statistics(
+                    streaming.Items(data.train), self.workers, targets=True
+                )
+                if mean is None:
+                    mean, std = m, s
+        for name, split in raw.items():
+            if split is None:
+                continue
+            if streaming.is_streamed(split):
+                stores[name] = streaming.Items(split, mean, std)
+            else:
+                stores[name] = streaming.Pairs(*_pair(name, split))
+        if y_train is None:
+            y_train = stores["train"].y if isinstance(stores["train"], streaming.Pairs) else None
+        if y_train is None:  # targets matter to regression only, read in the pass above
+            y_train = torch.zeros(0, dtype=torch.int64)
+        train = stores["train"]
+        if "val" in stores:
+            joined = streaming.Joined(train, stores["val"])
+            halves = {
+                "weight": streaming.Source(train, torch.arange(len(train))),
+                "arch": streaming.Source(stores["val"], torch.arange(len(stores["val"]))),
+                "train": streaming.Source(joined, torch.arange(len(joined))),
+            }
+        else:
+            n = len(train)
+            perm = torch.randperm(n, generator=torch.Generator().manual_seed(_SPLIT_SEED))
+            w, a = perm[: n // 2], perm[n // 2 :]
+            halves = {
+                "weight": streaming.Source(train, w),
+                "arch": streaming.Source(train, a),
+                "train": streaming.Source(train, torch.cat([w, a])),
+            }
+        test = streaming.Source(stores["test"], torch.arange(len(stores["test"])))
+        return {**halves, "test": test}, y_train
 
     def _place(self, x: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         return x.to(self.device, torch.float32), self.objective.targets(y.to(self.device))
 
     # ---- data --------------------------------------------------------------------------------
+    @property
+    def splits(self) -> dict[str, tuple[torch.Tensor, torch.Tensor]]:
+        """The resident splits as (inputs, prepared targets) on the device, by name (weight,
+        arch, train, test); streamed splits are not in memory: read them with :meth:`batches`."""
+        if self.streaming:
+            raise AttributeError(
+                "Trainer.splits holds resident data only and this trainer streams; "
+                "read batches with Trainer.batches, or pass stream='off'"
+            )
+        return self._splits
+
     def size(self, split: str) -> int:
-        return len(self.splits[split][0])
+        return self._sizes[split]
 
     def steps(self, split: str, batch_size: int) -> int:
         """How many shuffled batches :meth:`batches` yields per epoch."""
@@ -173,31 +255,102 @@ class Trainer:
             return full + (tail >= world)
         return math.ceil(self.size(split) / batch_size)
 
+    def cutout_size(self, cutout: int | None = None) -> int:
+        """The cutout square of training batches: ``cutout`` when given (0: none), otherwise
+        half the image side (DARTS's 16 of 32) unless augmentation is off; 0 for non-images."""
+        if len(self.task.input_shape) != 3:
+            return 0
+        if cutout is None:
+            return 0 if self.augment == "off" else min(self.task.input_shape[1:]) // 2
+        if not isinstance(cutout, int) or isinstance(cutout, bool) or cutout < 0:
+            raise ValueError(f"cutout={cutout!r} is not accepted; accepted: an integer >= 0")
+        return cutout
+
     def batches(
-        self, split: str, batch_size: int, *, epoch: int = 0, stream: int = 0, shuffle: bool = True
+        self,
+        split: str,
+        batch_size: int,
+        *,
+        epoch: int = 0,
+        stream: int = 0,
+        shuffle: bool = True,
+        cutout: int = 0,
     ) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
         """Batches of ``split``; the order depends only on (seed, epoch, stream), so resume is exact.
+
+        Shuffled (training) batches of images are augmented as ``augment`` says (random crop
+        and flip), plus cutout of a ``cutout`` square when it is above 0; each batch's
+        parameters are drawn from a generator seeded by (seed, epoch, stream, split, batch
+        index). Unshuffled batches (evaluation, calibration) are never augmented. The resident
+        and streaming paths give identical batches.
 
         Under ``torchrun`` a shuffled (training) batch is this rank's equal shard of the global
         batch of ``batch_size``, cut from the same permutation on every rank; unshuffled passes
         (evaluation, calibration) give every rank the whole split.
         """
-        x, t = self.splits[split]
-        n = len(x)
+        n = self.size(split)
         if shuffle:
             ddp.check_batch_size(batch_size)
             g = torch.Generator().manual_seed(
                 zlib.crc32(f"{self.seed}/{epoch}/{stream}/{split}".encode())
             )
-            order = torch.randperm(n, generator=g).to(self.device)
-            for i in range(0, n, batch_size):
-                idx = ddp.shard(order[i : i + batch_size])
-                if len(idx) == 0:  # a last partial batch smaller than the number of ranks
+            order = torch.randperm(n, generator=g)
+            keys = []
+            for b, i in enumerate(range(0, n, batch_size)):
+                rows = ddp.shard(torch.arange(min(batch_size, n - i)))
+                if len(rows) == 0:  # a last partial batch smaller than the number of ranks
                     break
-                yield x[idx], t[idx]
+                params = self._augmentation(split, epoch, stream, b, min(batch_size, n - i), cutout)
+                keys.append((order[i + rows], None if params is None else params.rows(rows)))
         else:
-            for i in range(0, n, batch_size):
-                yield x[i : i + batch_size], t[i : i + batch_size]
+            keys = [
+                (torch.arange(i, min(i + batch_size, n)), None) for i in range(0, n, batch_size)
+            ]
+        if not self.streaming:
+            yield from self._resident(split, keys, contiguous=not shuffle)
+            return
+        source = self._streams[split]
+        pin = self.device.type == "cuda"
+        batches = streaming.loader(source, keys, self.workers, pin=pin)
+        for x, y in streaming.prefetch(batches, self.device):
+            yield x, self.objective.targets(y)
+
+    def _resident(
+        self, split: str, keys: list[tuple[torch.Tensor, Any]], *, contiguous: bool
+    ) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+        x, t = self._splits[split]
+        # Indices and parameters go to the device in pinned, non-blocking copies: no sync.
+        for idx, params in keys:
+            if contiguous:
+                lo = int(idx[0])
+                xb, tb = x[lo : lo + len(idx)], t[lo : lo + len(idx)]
+            else:
+                idx = _to_device(idx, self.device)
+                xb, tb = x[idx], t[idx]
+            if params is not None:
+                xb = augment_mod.apply(xb, params.to(self.device))
+            yield xb, tb
+
+    def _augmentation(
+        self, split: str, epoch: int, stream: int, batch: int, n: int, cutout: int
+    ) -> augment_mod.Params | None:
+        """The augmentation of a global training batch of ``n`` images, or None for none."""
+        shape = self.task.input_shape
+        crop = self.augment != "off"
+        if len(shape) != 3 or not (crop or cutout > 0):
+            return None
+        g = torch.Generator().manual_seed(
+            zlib.crc32(f"{self.seed}/{epoch}/{stream}/{split}/{batch}/augment".encode())
+        )
+        return augment_mod.draw(
+            n,
+            shape[1],
+            shape[2],
+            flip=self.augment == "standard",
+            cutout=cutout,
+            generator=g,
+            pad=augment_mod.PAD if crop else 0,
+        )
 
     # ---- computing ---------------------------------------------------------------------------
     def autocast(self) -> contextlib.AbstractContextManager:
@@ -422,7 +575,7 @@ class Trainer:
         weight_decay: float = 3e-4,
         aux_weight: float = 0.4,
         drop_path: float = 0.0,
-        cutout: int = 0,
+        cutout: int | None = None,
         report: Callable[[int, dict[str, float]], None] | None = None,
     ) -> list[dict[str, Any]]:
         """Train a discrete network from scratch with SGD + cosine; evaluate after every epoch.
@@ -430,8 +583,11 @@ class Trainer:
         ``report(epoch, metrics)`` is called after each epoch (Optuna pruning raises from it).
         Models with a ``drop_path_prob`` attribute get it ramped linearly to ``drop_path``; models
         that set ``aux_logits`` during training get the auxiliary loss weighted by ``aux_weight``.
+        Training batches of images are augmented as the trainer's ``augment`` says, plus cutout
+        of a ``cutout`` square (None: half the image side unless ``augment`` is off; 0: none).
         Returns the per-epoch history.
         """
+        cut = self.cutout_size(cutout)
         model = self.place(model)
         params = [p for p in model.parameters() if p.requires_grad]
         opt = torch.optim.SGD(params, lr=lr, momentum=momentum, weight_decay=weight_decay)
@@ -446,10 +602,8 @@ class Trainer:
                 model.drop_path_prob = drop_path * epoch / max(epochs, 1)
             model.train()
             train_m = self.metrics()
-            batches = self.batches(train_split, batch_size, epoch=epoch)
+            batches = self.batches(train_split, batch_size, epoch=epoch, cutout=cut)
             for x, t in self.progress(batches, steps, f"{phase} {epoch + 1}/{epochs}"):
-                if cutout > 0:
-                    x = augment.cutout(x, cutout)
                 with self.autocast():
                     out = model(x)
                     loss = self.loss(out, t)
@@ -472,6 +626,57 @@ class Trainer:
             if report is not None:
                 report(epoch, rec[eval_split])
         return list(memo["history"])
+
+
+def _to_device(t: torch.Tensor, device: torch.device) -> torch.Tensor:
+    if device.type == "cuda":
+        return t.pin_memory().to(device, non_blocking=True)
+    return t.to(device)
+
+
+def _one_of(option: str, value: Any, accepted: tuple[str, ...]) -> str:
+    if value not in accepted:
+        raise ValueError(f"{option}={value!r} is not accepted; accepted: {', '.join(accepted)}")
+    return value
+
+
+def _pair(name: str, split: Any) -> tuple[torch.Tensor, torch.Tensor]:
+    """A resident split as an (inputs, targets) pair of tensors, or one line of ValueError."""
+    if (
+        not isinstance(split, (tuple, list))
+        or len(split) != 2
+        or not all(isinstance(v, torch.Tensor) for v in split)
+    ):
+        raise ValueError(
+            f"data.{name} is a {type(split).__name__}; accepted: an (x, y) pair of tensors "
+            "or a torch.utils.data.Dataset"
+        )
+    return split[0], split[1]
+
+
+def _given_stats(data: Data) -> tuple[torch.Tensor | None, torch.Tensor | None]:
+    """``data.mean`` and ``data.std`` shaped to broadcast against a batch, or (None, None)."""
+    if data.mean is None and data.std is None:
+        return None, None
+    if data.mean is None or data.std is None:
+        raise ValueError("data gives only one of mean and std; accepted: both or neither")
+    shape = tuple(data.task.input_shape)
+    per = (1, shape[0], 1, 1) if len(shape) == 3 else (1, *shape)
+    out = []
+    for what, v in (("mean", data.mean), ("std", data.std)):
+        t = torch.as_tensor(v, dtype=torch.float32).flatten()
+        if t.numel() == 1:
+            t = t.expand(math.prod(per[1:2]) if len(shape) == 3 else math.prod(shape))
+        if t.numel() != math.prod(per):
+            raise ValueError(
+                f"data.{what} has {t.numel()} values for input shape {shape}; accepted: one "
+                f"value, or one per {'channel' if len(shape) == 3 else 'input element'}"
+            )
+        out.append(t.reshape(per))
+    mean, std = out
+    if not bool((std > 0).all()) or not bool(torch.isfinite(mean).all()):
+        raise ValueError("data.std must be positive and data.mean finite; accepted: real numbers")
+    return mean, std
 
 
 class _AllRanksMetrics(Metrics):
