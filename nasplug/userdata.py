@@ -27,7 +27,15 @@ from torch.utils.data import Subset
 from nasplug import streaming
 from nasplug.types import TASK_KINDS, Data, Task
 
-__all__ = ["Split", "build", "check_pair", "split_indices", "target_rows", "to_data"]
+__all__ = [
+    "Split",
+    "build",
+    "check_classes",
+    "check_pair",
+    "split_indices",
+    "target_rows",
+    "to_data",
+]
 
 Split = tuple[np.ndarray, np.ndarray]
 
@@ -412,7 +420,7 @@ def build(
             f"{name}: inputs differ in shape between splits ({listing}); accepted: one shape"
         )
     if kind == "classification":
-        outputs = _check_classes(name, ys, classes or len(labels), labels)
+        outputs = check_classes(name, ys, classes or len(labels), labels)
     else:
         widths = {split: y.shape[1] for split, y in ys.items()}
         if len(set(widths.values())) > 1:
@@ -432,9 +440,7 @@ def build(
     return Data(task, tensors["train"], tensors["test"], tensors.get("val"), name=name)
 
 
-def _check_classes(
-    name: str, ys: dict[str, np.ndarray], classes: int, labels: Sequence[str]
-) -> int:
+def check_classes(name: str, ys: dict[str, np.ndarray], classes: int, labels: Sequence[str]) -> int:
     """The number of classes; every class must have examples in every split."""
     top = max(int(y.max()) for y in ys.values())
     k = classes or top + 1

@@ -17,16 +17,19 @@ import gzip
 import math
 import zipfile
 from abc import abstractmethod
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
+import torch.utils.data
 
 from nasplug.interfaces import Dataset
-from nasplug.types import TASK_KINDS, Data
+from nasplug.types import TASK_KINDS, Data, Task
 from nasplug.userdata import Split
 from nasplug.userdata import build as _build
+from nasplug.userdata import check_classes as _check_classes
 from nasplug.userdata import check_pair as _check_pair
 from nasplug.userdata import split_indices as _split
 from nasplug.userdata import target_rows as _targets
@@ -396,7 +399,13 @@ class Npz(Dataset):
 class ImageFolder(Dataset):
     """A folder with one subfolder of images per class (torchvision's ImageFolder layout).
 
-    Images are resized to ``size`` x ``size``; the class names are the subfolder names.
+    Images are resized to ``size`` x ``size``; the class names are the subfolder names. The
+    images are not decoded up front: ``load`` lists the files, checks that each one is an image
+    (its header only) and returns the splits as torch Datasets, which the trainer streams from
+    disk, or decodes once into memory when they are small (its ``stream`` option). The inputs
+    are normalised with ``mean`` and ``std`` when given (pixel values 0..255, one value or one
+    per channel, comma-separated), otherwise with statistics of the train split that the trainer
+    computes in one pass.
 
     Args:
         path: the folder.
@@ -404,6 +413,8 @@ class ImageFolder(Dataset):
         grayscale: one channel instead of three.
         test_fraction: share of every class held out as the test split.
         seed: seed of that split.
+        mean: per-channel means of the pixel values, e.g. ``125.3,123.0,113.9``; empty: computed.
+        std: per-channel standard deviations, e.g. ``63.0,62.1,66.7``; empty: computed.
     """
 
     def __init__(
@@ -413,6 +424,8 @@ class ImageFolder(Dataset):
         grayscale: bool = False,
         test_fraction: float = 0.2,
         seed: int = 0,
+        mean: str = "",
+        std: str = "",
     ) -> None:
         if not path:
             raise ValueError(
@@ -426,6 +439,10 @@ class ImageFolder(Dataset):
         self.grayscale = grayscale
         self.test_fraction = test_fraction
         self.seed = seed
+        self.mean = _numbers("mean", mean)
+        self.std = _numbers("std", std)
+        if (self.mean is None) != (self.std is None):
+            raise ValueError("imagefolder: give both mean and std, or neither")
 
     def load(self) -> Data:
         root = Path(self.path).expanduser()
@@ -448,17 +465,69 @@ class ImageFolder(Dataset):
                 f"imagefolder: class folder {empty[0]!r} has no images; accepted image files: "
                 f"{', '.join(tv.datasets.folder.IMG_EXTENSIONS)}"
             )
-        images = []
-        for i, (file, _) in enumerate(folder.samples):
-            try:
-                images.append(folder[i][0])
-            except (OSError, ValueError) as e:  # PIL's UnidentifiedImageError is an OSError
-                raise ValueError(f"imagefolder: cannot read image {file}: {_one_line(e)}") from e
-        x = torch.stack(images).numpy()
+        _check_headers(folder.samples)
         y = np.asarray(folder.targets, dtype=np.int64)
         train, test = _split(y, "classification", self.test_fraction, self.seed)
-        splits = {"train": (x[train], y[train]), "test": (x[test], y[test])}
-        return _build("imagefolder", "classification", splits, labels=tuple(folder.classes))
+        _check_classes(
+            "imagefolder", {"train": y[train], "test": y[test]}, len(folder.classes), folder.classes
+        )
+        channels = 1 if self.grayscale else 3
+        images = _Images(folder)
+        return Data(
+            Task(
+                "classification",
+                (channels, self.size, self.size),
+                len(folder.classes),
+                tuple(folder.classes),
+            ),
+            torch.utils.data.Subset(images, train.tolist()),
+            torch.utils.data.Subset(images, test.tolist()),
+            name="imagefolder",
+            mean=self.mean,
+            std=self.std,
+        )
+
+
+class _Images(torch.utils.data.Dataset):
+    """A torchvision ImageFolder whose unreadable images raise one line of ValueError."""
+
+    def __init__(self, folder: Any) -> None:
+        self.folder = folder
+
+    def __len__(self) -> int:
+        return len(self.folder)
+
+    def __getitem__(self, i: int) -> tuple[torch.Tensor, int]:
+        try:
+            return self.folder[i]
+        except (OSError, ValueError) as e:  # PIL's UnidentifiedImageError is an OSError
+            file = self.folder.samples[i][0]
+            raise ValueError(f"imagefolder: cannot read image {file}: {_one_line(e)}") from e
+
+
+def _check_headers(samples: Sequence[tuple[str, int]]) -> None:
+    """Open every image's header (no decoding), so that a non-image fails before the search."""
+    from PIL import Image
+
+    for file, _ in samples:
+        try:
+            with Image.open(file) as im:
+                _ = im.size  # reading the header is the check
+        except (OSError, ValueError) as e:
+            raise ValueError(f"imagefolder: cannot read image {file}: {_one_line(e)}") from e
+
+
+def _numbers(option: str, text: str) -> list[float] | None:
+    """Comma-separated numbers of an option, or None when empty."""
+    if not str(text).strip():
+        return None
+    try:
+        return [float(v) for v in str(text).split(",")]
+    except ValueError:
+        raise ValueError(
+            f"imagefolder: {option}={text!r} is not numbers; accepted: one number, or one per "
+            "channel separated by commas"
+        ) from None
 
 
 # ---- reading -----------------------------------------------------------------------------------
