@@ -24,6 +24,7 @@ from torch.utils.data import DataLoader
 from torch.utils.data import Dataset as TorchDataset
 
 from nasplug import augment
+from nasplug.types import Data
 
 __all__ = [
     "STREAM_BYTES",
@@ -35,7 +36,9 @@ __all__ = [
     "is_streamed",
     "loader",
     "normaliser",
+    "stores",
     "prefetch",
+    "resident",
     "statistics",
 ]
 
@@ -256,3 +259,85 @@ def normaliser(mean: torch.Tensor, std: torch.Tensor) -> tuple[torch.Tensor, tor
 
 def _starts(source: Source) -> range:
     return range(0, len(source), PASS_BATCH)
+
+
+def stores(data: Data, workers: int) -> tuple[dict[str, Any], torch.Tensor]:
+    """The splits of ``data`` (train, test, val) as stores, Datasets normalised with the given
+    or the computed train statistics; and the train targets where regression needs them to
+    fit its objective (an empty tensor otherwise: a Dataset's targets are read only then)."""
+    raw = {"train": data.train, "test": data.test, "val": data.val}
+    mean = std = y_train = None
+    if any(is_streamed(v) for v in raw.values()):
+        mean, std = _given_stats(data)
+        if is_streamed(data.train) and (mean is None or data.task.kind == "regression"):
+            m, s, y_train = statistics(Items(data.train), workers, targets=True)
+            if mean is None:
+                mean, std = m, s
+    out: dict[str, Any] = {}
+    for name, split in raw.items():
+        if split is None:
+            continue
+        if is_streamed(split):
+            out[name] = Items(split, mean, std)
+        else:
+            out[name] = Pairs(*_pair(name, split))
+    if y_train is None and isinstance(out["train"], Pairs):
+        y_train = out["train"].y
+    if y_train is None:
+        y_train = torch.zeros(0, dtype=torch.int64)
+    return out, y_train
+
+
+def resident(data: Data, workers: int = 0) -> Data:
+    """``data`` with every Dataset split read into normalised tensors (the resident form).
+
+    For tests and for small data; the trainer does the same itself where it keeps data
+    resident.
+    """
+    if not data.streams:
+        return data
+    parts, _ = stores(data, workers)
+    pairs = {
+        name: Source(store, torch.arange(len(store))).materialise(workers)
+        for name, store in parts.items()
+    }
+    return Data(data.task, pairs["train"], pairs["test"], pairs.get("val"), name=data.name)
+
+
+def _pair(name: str, split: Any) -> tuple[torch.Tensor, torch.Tensor]:
+    """A resident split as an (inputs, targets) pair of tensors, or one line of ValueError."""
+    if (
+        not isinstance(split, (tuple, list))
+        or len(split) != 2
+        or not all(isinstance(v, torch.Tensor) for v in split)
+    ):
+        raise ValueError(
+            f"data.{name} is a {type(split).__name__}; accepted: an (x, y) pair of tensors "
+            "or a torch.utils.data.Dataset"
+        )
+    return split[0], split[1]
+
+
+def _given_stats(data: Data) -> tuple[torch.Tensor | None, torch.Tensor | None]:
+    """``data.mean`` and ``data.std`` shaped to broadcast against a batch, or (None, None)."""
+    if data.mean is None and data.std is None:
+        return None, None
+    if data.mean is None or data.std is None:
+        raise ValueError("data gives only one of mean and std; accepted: both or neither")
+    shape = tuple(data.task.input_shape)
+    per = (1, shape[0], 1, 1) if len(shape) == 3 else (1, *shape)
+    out = []
+    for what, v in (("mean", data.mean), ("std", data.std)):
+        t = torch.as_tensor(v, dtype=torch.float32).flatten()
+        if t.numel() == 1:
+            t = t.expand(math.prod(per))
+        if t.numel() != math.prod(per):
+            raise ValueError(
+                f"data.{what} has {t.numel()} values for input shape {shape}; accepted: one "
+                f"value, or one per {'channel' if len(shape) == 3 else 'input element'}"
+            )
+        out.append(t.reshape(per))
+    mean, std = out
+    if not bool((std > 0).all()) or not bool(torch.isfinite(mean).all()):
+        raise ValueError("data.std must be positive and data.mean finite; accepted: real numbers")
+    return mean, std

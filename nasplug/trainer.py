@@ -184,31 +184,7 @@ class Trainer:
     def _sources(self, data: Data) -> tuple[dict[str, streaming.Source], torch.Tensor]:
         """The weight, arch, train and test splits as sources, and the train targets that fit
         the objective (regression standardises with them)."""
-        stores: dict[str, Any] = {}
-        raw = {"train": data.train, "test": data.test, "val": data.val}
-        needs_stats = any(streaming.is_streamed(v) for v in raw.values())
-        mean = std = y_train = None
-        if needs_stats:
-            mean, std = _given_stats(data)
-            if streaming.is_streamed(data.train) and (
-                mean is None or data.task.kind == "regression"
-            ):
-                m, s, y_train = streaming.statistics(
-                    streaming.Items(data.train), self.workers, targets=True
-                )
-                if mean is None:
-                    mean, std = m, s
-        for name, split in raw.items():
-            if split is None:
-                continue
-            if streaming.is_streamed(split):
-                stores[name] = streaming.Items(split, mean, std)
-            else:
-                stores[name] = streaming.Pairs(*_pair(name, split))
-        if y_train is None:
-            y_train = stores["train"].y if isinstance(stores["train"], streaming.Pairs) else None
-        if y_train is None:  # targets matter to regression only, read in the pass above
-            y_train = torch.zeros(0, dtype=torch.int64)
+        stores, y_train = streaming.stores(data, self.workers)
         train = stores["train"]
         if "val" in stores:
             joined = streaming.Joined(train, stores["val"])
@@ -638,45 +614,6 @@ def _one_of(option: str, value: Any, accepted: tuple[str, ...]) -> str:
     if value not in accepted:
         raise ValueError(f"{option}={value!r} is not accepted; accepted: {', '.join(accepted)}")
     return value
-
-
-def _pair(name: str, split: Any) -> tuple[torch.Tensor, torch.Tensor]:
-    """A resident split as an (inputs, targets) pair of tensors, or one line of ValueError."""
-    if (
-        not isinstance(split, (tuple, list))
-        or len(split) != 2
-        or not all(isinstance(v, torch.Tensor) for v in split)
-    ):
-        raise ValueError(
-            f"data.{name} is a {type(split).__name__}; accepted: an (x, y) pair of tensors "
-            "or a torch.utils.data.Dataset"
-        )
-    return split[0], split[1]
-
-
-def _given_stats(data: Data) -> tuple[torch.Tensor | None, torch.Tensor | None]:
-    """``data.mean`` and ``data.std`` shaped to broadcast against a batch, or (None, None)."""
-    if data.mean is None and data.std is None:
-        return None, None
-    if data.mean is None or data.std is None:
-        raise ValueError("data gives only one of mean and std; accepted: both or neither")
-    shape = tuple(data.task.input_shape)
-    per = (1, shape[0], 1, 1) if len(shape) == 3 else (1, *shape)
-    out = []
-    for what, v in (("mean", data.mean), ("std", data.std)):
-        t = torch.as_tensor(v, dtype=torch.float32).flatten()
-        if t.numel() == 1:
-            t = t.expand(math.prod(per[1:2]) if len(shape) == 3 else math.prod(shape))
-        if t.numel() != math.prod(per):
-            raise ValueError(
-                f"data.{what} has {t.numel()} values for input shape {shape}; accepted: one "
-                f"value, or one per {'channel' if len(shape) == 3 else 'input element'}"
-            )
-        out.append(t.reshape(per))
-    mean, std = out
-    if not bool((std > 0).all()) or not bool(torch.isfinite(mean).all()):
-        raise ValueError("data.std must be positive and data.mean finite; accepted: real numbers")
-    return mean, std
 
 
 class _AllRanksMetrics(Metrics):
