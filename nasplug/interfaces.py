@@ -240,8 +240,24 @@ class Strategy(ABC):
 
 
 class Dataset(ABC):
-    """A source of data. The constructor's keyword arguments are the ``--data-opt`` options."""
+    """A source of data. The constructor's keyword arguments are the ``--data-opt`` options.
+
+    ``load`` returns each split in one of two forms (see :class:`nasplug.types.Data`):
+
+    - resident: an ``(x, y)`` pair of tensors, inputs normalised with statistics of the train
+      split only. Right for data that fits in memory; the trainer keeps it on the device.
+    - streaming: a ``torch.utils.data.Dataset`` whose items are raw ``(x, y)`` pairs of arrays
+      or tensors, one example each. A plugin declares that it streams by returning Datasets;
+      it decodes nothing up front. The trainer normalises the inputs with ``Data.mean`` and
+      ``Data.std`` when the plugin gives them, otherwise with statistics it computes in one
+      pass over the train split; it reads batches through loader worker processes, or loads
+      the Datasets into memory once when they are small (``Trainer(stream="auto")``). Items
+      are read in worker processes, so a Dataset must be picklable and must not hold open
+      handles that break across ``fork``.
+
+    All splits of one ``Data`` use the same form.
+    """
 
     @abstractmethod
     def load(self) -> Data:
-        """Tensors for train and test, normalised with statistics of the train split only."""
+        """The task and its splits: normalised tensors, or torch Datasets to stream."""

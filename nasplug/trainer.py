@@ -20,7 +20,8 @@ from typing import Any
 import torch
 from torch import nn
 
-from nasplug import augment, ddp
+from nasplug import augment as augment_mod
+from nasplug import ddp, streaming
 from nasplug.compiling import check_compile, has_forward
 from nasplug.memo import Memo
 from nasplug.rng import get_rng_state, rng_digest, seed_everything, set_rng_state
@@ -31,6 +32,8 @@ from nasplug.types import Data
 __all__ = ["NonFiniteLoss", "Trainer", "pick_device"]
 
 _SPLIT_SEED = 20190401  # the weight/architecture halves depend on the data only, not on --seed
+#: Accepted values of the trainer's ``stream`` option.
+STREAM_MODES = ("auto", "on", "off")
 
 
 #: Names this module held in earlier versions, and where they live now.
@@ -95,6 +98,18 @@ class Trainer:
         sink: also receives every event logged, as ``sink(event, fields)`` (e.g. TensorBoard).
         compile: a ``torch.compile`` backend (e.g. ``inductor``) for the modules passed to
             :meth:`place`; None: run eagerly.
+        augment: augmentation of shuffled training batches of images (input shape of 3 dims):
+            ``standard`` (DARTS's random crop with 4 px padding and horizontal flip, plus
+            cutout in :meth:`fit`), ``no-flip`` (the same without flips: digits, text, many
+            scientific images) or ``off``. Evaluation batches are never augmented; other
+            tasks ignore it.
+        stream: ``auto`` streams when the inputs of all splits would take more than
+            :data:`nasplug.streaming.STREAM_BYTES` as float32, and keeps them resident on the
+            device otherwise; ``on`` and ``off`` force either. Streaming reads batches through
+            a DataLoader (``workers`` processes, pinned memory on CUDA, each batch copied to
+            the device one batch ahead); both paths give identical batches.
+        workers: loader processes of the streaming path, and of loading a Dataset into memory
+            (0: read in this process).
 
     Under ``torchrun`` training batches are this rank's shard of each global batch and
     :meth:`update` averages gradients over the ranks (see :mod:`nasplug.ddp`).
@@ -117,9 +132,9 @@ class Trainer:
         eval_batch_size: int = 512,
         sink: Callable[[str, Mapping[str, Any]], None] | None = None,
         compile: str | None = None,
-        augment: str = "off",
-        stream: str = "off",
-        workers: int = 0,
+        augment: str = "standard",
+        stream: str = "auto",
+        workers: int = 2,
     ) -> None:
         self.device = pick_device(device)
         if self.device.type == "cuda" and self.device.index is not None:
@@ -144,29 +159,69 @@ class Trainer:
         if deterministic:
             os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
             torch.use_deterministic_algorithms(True)
-        x, y = data.train
-        self.objective = Objective(data.task, y).to(self.device)
-        if data.val is not None:
-            halves = {"weight": (x, y), "arch": data.val}
-        else:
-            perm = torch.randperm(len(x), generator=torch.Generator().manual_seed(_SPLIT_SEED))
-            w, a = perm[: len(x) // 2], perm[len(x) // 2 :]
-            halves = {"weight": (x[w], y[w]), "arch": (x[a], y[a])}
-        full = (
-            torch.cat([halves["weight"][0], halves["arch"][0]]),
-            torch.cat([halves["weight"][1], halves["arch"][1]]),
+        self.augment = _one_of("augment", augment, augment_mod.MODES)
+        self.stream = _one_of("stream", stream, STREAM_MODES)
+        if not isinstance(workers, int) or isinstance(workers, bool) or workers < 0:
+            raise ValueError(f"workers={workers!r} is not accepted; accepted: an integer >= 0")
+        self.workers = workers
+        sources, y_train = self._sources(data)
+        self.objective = Objective(data.task, y_train).to(self.device)
+        n = sum(len(sources[k]) for k in ("train", "test"))
+        size = streaming.estimated_bytes(n, data.task.input_shape)
+        self.streaming = self.stream == "on" or (
+            self.stream == "auto" and size > streaming.STREAM_BYTES
         )
-        self.splits = {
-            name: self._place(*xy)
-            for name, xy in {**halves, "train": full, "test": data.test}.items()
-        }
+        self._sizes = {name: len(src) for name, src in sources.items()}
+        if self.streaming:
+            self._streams = sources
+            self._splits: dict[str, tuple[torch.Tensor, torch.Tensor]] = {}
+        else:
+            self._streams = {}
+            self._splits = {
+                name: self._place(*src.materialise(self.workers)) for name, src in sources.items()
+            }
+
+    def _sources(self, data: Data) -> tuple[dict[str, streaming.Source], torch.Tensor]:
+        """The weight, arch, train and test splits as sources, and the train targets that fit
+        the objective (regression standardises with them)."""
+        stores, y_train = streaming.stores(data, self.workers)
+        train = stores["train"]
+        if "val" in stores:
+            joined = streaming.Joined(train, stores["val"])
+            halves = {
+                "weight": streaming.Source(train, torch.arange(len(train))),
+                "arch": streaming.Source(stores["val"], torch.arange(len(stores["val"]))),
+                "train": streaming.Source(joined, torch.arange(len(joined))),
+            }
+        else:
+            n = len(train)
+            perm = torch.randperm(n, generator=torch.Generator().manual_seed(_SPLIT_SEED))
+            w, a = perm[: n // 2], perm[n // 2 :]
+            halves = {
+                "weight": streaming.Source(train, w),
+                "arch": streaming.Source(train, a),
+                "train": streaming.Source(train, torch.cat([w, a])),
+            }
+        test = streaming.Source(stores["test"], torch.arange(len(stores["test"])))
+        return {**halves, "test": test}, y_train
 
     def _place(self, x: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         return x.to(self.device, torch.float32), self.objective.targets(y.to(self.device))
 
     # ---- data --------------------------------------------------------------------------------
+    @property
+    def splits(self) -> dict[str, tuple[torch.Tensor, torch.Tensor]]:
+        """The resident splits as (inputs, prepared targets) on the device, by name (weight,
+        arch, train, test); streamed splits are not in memory: read them with :meth:`batches`."""
+        if self.streaming:
+            raise AttributeError(
+                "Trainer.splits holds resident data only and this trainer streams; "
+                "read batches with Trainer.batches, or pass stream='off'"
+            )
+        return self._splits
+
     def size(self, split: str) -> int:
-        return len(self.splits[split][0])
+        return self._sizes[split]
 
     def steps(self, split: str, batch_size: int) -> int:
         """How many shuffled batches :meth:`batches` yields per epoch."""
@@ -176,31 +231,102 @@ class Trainer:
             return full + (tail >= world)
         return math.ceil(self.size(split) / batch_size)
 
+    def cutout_size(self, cutout: int | None = None) -> int:
+        """The cutout square of training batches: ``cutout`` when given (0: none), otherwise
+        half the image side (DARTS's 16 of 32) unless augmentation is off; 0 for non-images."""
+        if len(self.task.input_shape) != 3:
+            return 0
+        if cutout is None:
+            return 0 if self.augment == "off" else min(self.task.input_shape[1:]) // 2
+        if not isinstance(cutout, int) or isinstance(cutout, bool) or cutout < 0:
+            raise ValueError(f"cutout={cutout!r} is not accepted; accepted: an integer >= 0")
+        return cutout
+
     def batches(
-        self, split: str, batch_size: int, *, epoch: int = 0, stream: int = 0, shuffle: bool = True
+        self,
+        split: str,
+        batch_size: int,
+        *,
+        epoch: int = 0,
+        stream: int = 0,
+        shuffle: bool = True,
+        cutout: int = 0,
     ) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
         """Batches of ``split``; the order depends only on (seed, epoch, stream), so resume is exact.
+
+        Shuffled (training) batches of images are augmented as ``augment`` says (random crop
+        and flip), plus cutout of a ``cutout`` square when it is above 0; each batch's
+        parameters are drawn from a generator seeded by (seed, epoch, stream, split, batch
+        index). Unshuffled batches (evaluation, calibration) are never augmented. The resident
+        and streaming paths give identical batches.
 
         Under ``torchrun`` a shuffled (training) batch is this rank's equal shard of the global
         batch of ``batch_size``, cut from the same permutation on every rank; unshuffled passes
         (evaluation, calibration) give every rank the whole split.
         """
-        x, t = self.splits[split]
-        n = len(x)
+        n = self.size(split)
         if shuffle:
             ddp.check_batch_size(batch_size)
             g = torch.Generator().manual_seed(
                 zlib.crc32(f"{self.seed}/{epoch}/{stream}/{split}".encode())
             )
-            order = torch.randperm(n, generator=g).to(self.device)
-            for i in range(0, n, batch_size):
-                idx = ddp.shard(order[i : i + batch_size])
-                if len(idx) == 0:  # a last partial batch smaller than the number of ranks
+            order = torch.randperm(n, generator=g)
+            keys = []
+            for b, i in enumerate(range(0, n, batch_size)):
+                rows = ddp.shard(torch.arange(min(batch_size, n - i)))
+                if len(rows) == 0:  # a last partial batch smaller than the number of ranks
                     break
-                yield x[idx], t[idx]
+                params = self._augmentation(split, epoch, stream, b, min(batch_size, n - i), cutout)
+                keys.append((order[i + rows], None if params is None else params.rows(rows)))
         else:
-            for i in range(0, n, batch_size):
-                yield x[i : i + batch_size], t[i : i + batch_size]
+            keys = [
+                (torch.arange(i, min(i + batch_size, n)), None) for i in range(0, n, batch_size)
+            ]
+        if not self.streaming:
+            yield from self._resident(split, keys, contiguous=not shuffle)
+            return
+        source = self._streams[split]
+        pin = self.device.type == "cuda"
+        batches = streaming.loader(source, keys, self.workers, pin=pin)
+        for x, y in streaming.prefetch(batches, self.device):
+            yield x, self.objective.targets(y)
+
+    def _resident(
+        self, split: str, keys: list[tuple[torch.Tensor, Any]], *, contiguous: bool
+    ) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+        x, t = self._splits[split]
+        # Indices and parameters go to the device in pinned, non-blocking copies: no sync.
+        for idx, params in keys:
+            if contiguous:
+                lo = int(idx[0])
+                xb, tb = x[lo : lo + len(idx)], t[lo : lo + len(idx)]
+            else:
+                idx = _to_device(idx, self.device)
+                xb, tb = x[idx], t[idx]
+            if params is not None:
+                xb = augment_mod.apply(xb, params.to(self.device))
+            yield xb, tb
+
+    def _augmentation(
+        self, split: str, epoch: int, stream: int, batch: int, n: int, cutout: int
+    ) -> augment_mod.Params | None:
+        """The augmentation of a global training batch of ``n`` images, or None for none."""
+        shape = self.task.input_shape
+        crop = self.augment != "off"
+        if len(shape) != 3 or not (crop or cutout > 0):
+            return None
+        g = torch.Generator().manual_seed(
+            zlib.crc32(f"{self.seed}/{epoch}/{stream}/{split}/{batch}/augment".encode())
+        )
+        return augment_mod.draw(
+            n,
+            shape[1],
+            shape[2],
+            flip=self.augment == "standard",
+            cutout=cutout,
+            generator=g,
+            pad=augment_mod.PAD if crop else 0,
+        )
 
     # ---- computing ---------------------------------------------------------------------------
     def autocast(self) -> contextlib.AbstractContextManager:
@@ -425,7 +551,7 @@ class Trainer:
         weight_decay: float = 3e-4,
         aux_weight: float = 0.4,
         drop_path: float = 0.0,
-        cutout: int = 0,
+        cutout: int | None = None,
         report: Callable[[int, dict[str, float]], None] | None = None,
     ) -> list[dict[str, Any]]:
         """Train a discrete network from scratch with SGD + cosine; evaluate after every epoch.
@@ -433,8 +559,11 @@ class Trainer:
         ``report(epoch, metrics)`` is called after each epoch (Optuna pruning raises from it).
         Models with a ``drop_path_prob`` attribute get it ramped linearly to ``drop_path``; models
         that set ``aux_logits`` during training get the auxiliary loss weighted by ``aux_weight``.
+        Training batches of images are augmented as the trainer's ``augment`` says, plus cutout
+        of a ``cutout`` square (None: half the image side unless ``augment`` is off; 0: none).
         Returns the per-epoch history.
         """
+        cut = self.cutout_size(cutout)
         model = self.place(model)
         params = [p for p in model.parameters() if p.requires_grad]
         opt = torch.optim.SGD(params, lr=lr, momentum=momentum, weight_decay=weight_decay)
@@ -449,10 +578,8 @@ class Trainer:
                 model.drop_path_prob = drop_path * epoch / max(epochs, 1)
             model.train()
             train_m = self.metrics()
-            batches = self.batches(train_split, batch_size, epoch=epoch)
+            batches = self.batches(train_split, batch_size, epoch=epoch, cutout=cut)
             for x, t in self.progress(batches, steps, f"{phase} {epoch + 1}/{epochs}"):
-                if cutout > 0:
-                    x = augment.cutout(x, cutout)
                 with self.autocast():
                     out = model(x)
                     loss = self.loss(out, t)
@@ -475,6 +602,18 @@ class Trainer:
             if report is not None:
                 report(epoch, rec[eval_split])
         return list(memo["history"])
+
+
+def _to_device(t: torch.Tensor, device: torch.device) -> torch.Tensor:
+    if device.type == "cuda":
+        return t.pin_memory().to(device, non_blocking=True)
+    return t.to(device)
+
+
+def _one_of(option: str, value: Any, accepted: tuple[str, ...]) -> str:
+    if value not in accepted:
+        raise ValueError(f"{option}={value!r} is not accepted; accepted: {', '.join(accepted)}")
+    return value
 
 
 class _AllRanksMetrics(Metrics):

@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 from typing import Any, Literal
 
 import torch
+import torch.utils.data
 
 __all__ = ["Choice", "Data", "Genotype", "Group", "SearchResult", "Task", "TaskKind"]
 
@@ -115,19 +116,36 @@ class Task:
 
 @dataclass(frozen=True)
 class Data:
-    """What a dataset plugin returns: tensors already normalised with train statistics.
+    """What a dataset plugin returns: the task and its splits.
 
     ``train`` is the search data (the trainer halves it into weight and architecture halves
     unless ``val`` gives an explicit architecture split); ``test`` is never used in search.
+
+    A split is either an ``(x, y)`` pair of tensors, with inputs already normalised with train
+    statistics (the resident form), or a ``torch.utils.data.Dataset`` whose items are raw
+    ``(x, y)`` pairs of arrays or tensors (the streaming form, for data larger than memory).
+    The trainer normalises a Dataset's inputs with ``mean`` and ``std`` (per channel for images,
+    per input element otherwise), or, when they are None, with statistics it computes in one
+    pass over ``train``; it streams Datasets from disk, or loads them into memory when they are
+    small (see :class:`nasplug.trainer.Trainer`'s ``stream``).
+
     Targets: int64 class indices (classification), float (regression, shape [N, outputs]),
-    float 0/1 (multi-label, shape [N, outputs]).
+    float 0/1 (multi-label, shape [N, outputs]); a Dataset's items hold one such row each.
     """
 
     task: Task
-    train: tuple[torch.Tensor, torch.Tensor]
-    test: tuple[torch.Tensor, torch.Tensor]
-    val: tuple[torch.Tensor, torch.Tensor] | None = None
+    train: tuple[torch.Tensor, torch.Tensor] | torch.utils.data.Dataset
+    test: tuple[torch.Tensor, torch.Tensor] | torch.utils.data.Dataset
+    val: tuple[torch.Tensor, torch.Tensor] | torch.utils.data.Dataset | None = None
     name: str = ""
+    mean: Sequence[float] | torch.Tensor | None = None
+    std: Sequence[float] | torch.Tensor | None = None
+
+    @property
+    def streams(self) -> bool:
+        """Whether any split is a Dataset read item by item (rather than resident tensors)."""
+        splits = (self.train, self.test, self.val)
+        return any(isinstance(s, torch.utils.data.Dataset) for s in splits)
 
 
 @dataclass(frozen=True)
@@ -241,7 +259,7 @@ def _parse_darts(text: str) -> dict[str, Any]:
                 f"unknown genotype field {kw.arg!r}; accepted: {', '.join(_DARTS_FIELDS)}"
             )
         spec[kw.arg] = _literal(kw.value, kw.arg)
-    for name, node in zip(_DARTS_FIELDS, call.args):
+    for name, node in zip(_DARTS_FIELDS, call.args, strict=False):  # positional fields first
         spec[name] = _literal(node, name)
     missing = [f for f in _DARTS_FIELDS if f not in spec]
     if missing:

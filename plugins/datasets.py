@@ -23,9 +23,16 @@ from typing import Any
 
 import numpy as np
 import torch
+import torch.utils.data
 
 from nasplug.interfaces import Dataset
 from nasplug.types import TASK_KINDS, Data, Task
+from nasplug.userdata import Split
+from nasplug.userdata import build as _build
+from nasplug.userdata import check_classes as _check_classes
+from nasplug.userdata import check_pair as _check_pair
+from nasplug.userdata import split_indices as _split
+from nasplug.userdata import target_rows as _targets
 
 __all__ = [
     "Cifar10",
@@ -89,8 +96,6 @@ _NPZ_ACCEPTED = (
 )
 _LAYOUTS = ("auto", "nchw", "nhwc")
 _FOLDER_ACCEPTED = "accepted: a folder with one subfolder of images per class"
-
-Split = tuple[np.ndarray, np.ndarray]
 
 
 # ---- datasets ----------------------------------------------------------------------------------
@@ -394,7 +399,13 @@ class Npz(Dataset):
 class ImageFolder(Dataset):
     """A folder with one subfolder of images per class (torchvision's ImageFolder layout).
 
-    Images are resized to ``size`` x ``size``; the class names are the subfolder names.
+    Images are resized to ``size`` x ``size``; the class names are the subfolder names. The
+    images are not decoded up front: ``load`` lists the files, checks that each one is an image
+    (its header only) and returns the splits as torch Datasets, which the trainer streams from
+    disk, or decodes once into memory when they are small (its ``stream`` option). The inputs
+    are normalised with ``mean`` and ``std`` when given (pixel values 0..255, one value or one
+    per channel, comma-separated), otherwise with statistics of the train split that the trainer
+    computes in one pass.
 
     Args:
         path: the folder.
@@ -402,6 +413,8 @@ class ImageFolder(Dataset):
         grayscale: one channel instead of three.
         test_fraction: share of every class held out as the test split.
         seed: seed of that split.
+        mean: per-channel means of the pixel values, e.g. ``125.3,123.0,113.9``; empty: computed.
+        std: per-channel standard deviations, e.g. ``63.0,62.1,66.7``; empty: computed.
     """
 
     def __init__(
@@ -411,6 +424,8 @@ class ImageFolder(Dataset):
         grayscale: bool = False,
         test_fraction: float = 0.2,
         seed: int = 0,
+        mean: str = "",
+        std: str = "",
     ) -> None:
         if not path:
             raise ValueError(
@@ -424,6 +439,10 @@ class ImageFolder(Dataset):
         self.grayscale = grayscale
         self.test_fraction = test_fraction
         self.seed = seed
+        self.mean = _numbers("mean", mean)
+        self.std = _numbers("std", std)
+        if (self.mean is None) != (self.std is None):
+            raise ValueError("imagefolder: give both mean and std, or neither")
 
     def load(self) -> Data:
         root = Path(self.path).expanduser()
@@ -440,23 +459,75 @@ class ImageFolder(Dataset):
         counts = np.bincount(
             np.asarray(folder.targets, dtype=np.int64), minlength=len(folder.classes)
         )
-        empty = [c for c, n in zip(folder.classes, counts) if n == 0]
+        empty = [c for c, n in zip(folder.classes, counts, strict=True) if n == 0]
         if empty:
             raise ValueError(
                 f"imagefolder: class folder {empty[0]!r} has no images; accepted image files: "
                 f"{', '.join(tv.datasets.folder.IMG_EXTENSIONS)}"
             )
-        images = []
-        for i, (file, _) in enumerate(folder.samples):
-            try:
-                images.append(folder[i][0])
-            except (OSError, ValueError) as e:  # PIL's UnidentifiedImageError is an OSError
-                raise ValueError(f"imagefolder: cannot read image {file}: {_one_line(e)}") from e
-        x = torch.stack(images).numpy()
+        _check_headers(folder.samples)
         y = np.asarray(folder.targets, dtype=np.int64)
         train, test = _split(y, "classification", self.test_fraction, self.seed)
-        splits = {"train": (x[train], y[train]), "test": (x[test], y[test])}
-        return _build("imagefolder", "classification", splits, labels=tuple(folder.classes))
+        _check_classes(
+            "imagefolder", {"train": y[train], "test": y[test]}, len(folder.classes), folder.classes
+        )
+        channels = 1 if self.grayscale else 3
+        images = _Images(folder)
+        return Data(
+            Task(
+                "classification",
+                (channels, self.size, self.size),
+                len(folder.classes),
+                tuple(folder.classes),
+            ),
+            torch.utils.data.Subset(images, train.tolist()),
+            torch.utils.data.Subset(images, test.tolist()),
+            name="imagefolder",
+            mean=self.mean,
+            std=self.std,
+        )
+
+
+class _Images(torch.utils.data.Dataset):
+    """A torchvision ImageFolder whose unreadable images raise one line of ValueError."""
+
+    def __init__(self, folder: Any) -> None:
+        self.folder = folder
+
+    def __len__(self) -> int:
+        return len(self.folder)
+
+    def __getitem__(self, i: int) -> tuple[torch.Tensor, int]:
+        try:
+            return self.folder[i]
+        except (OSError, ValueError) as e:  # PIL's UnidentifiedImageError is an OSError
+            file = self.folder.samples[i][0]
+            raise ValueError(f"imagefolder: cannot read image {file}: {_one_line(e)}") from e
+
+
+def _check_headers(samples: Sequence[tuple[str, int]]) -> None:
+    """Open every image's header (no decoding), so that a non-image fails before the search."""
+    from PIL import Image
+
+    for file, _ in samples:
+        try:
+            with Image.open(file) as im:
+                _ = im.size  # reading the header is the check
+        except (OSError, ValueError) as e:
+            raise ValueError(f"imagefolder: cannot read image {file}: {_one_line(e)}") from e
+
+
+def _numbers(option: str, text: str) -> list[float] | None:
+    """Comma-separated numbers of an option, or None when empty."""
+    if not str(text).strip():
+        return None
+    try:
+        return [float(v) for v in str(text).split(",")]
+    except ValueError:
+        raise ValueError(
+            f"imagefolder: {option}={text!r} is not numbers; accepted: one number, or one per "
+            "channel separated by commas"
+        ) from None
 
 
 # ---- reading -----------------------------------------------------------------------------------
@@ -638,27 +709,6 @@ def _pairs(split: Split, n: int, rng: np.random.Generator) -> Split:
     return np.concatenate([x[a], x[b]], axis=2)[:, None], targets
 
 
-def _split(
-    y: np.ndarray, kind: str, test_fraction: float, seed: int
-) -> tuple[np.ndarray, np.ndarray]:
-    """Deterministic train and test indices; stratified by class for classification."""
-    rng = np.random.default_rng(seed)
-    n = len(y)
-    if kind == "classification":
-        labels = y.reshape(n, -1)[:, 0] if n else y
-        groups = [np.flatnonzero(labels == c) for c in np.unique(labels)]
-    else:
-        groups = [np.arange(n)]
-    test = []
-    for idx in groups:
-        k = round(len(idx) * test_fraction)
-        # Keep every group in both splits when it has at least two examples.
-        k = min(max(k, 1), len(idx) - 1) if len(idx) >= 2 else 0
-        test.append(rng.permutation(idx)[:k])
-    test_idx = np.sort(np.concatenate(test)).astype(np.int64) if test else np.zeros(0, np.int64)
-    return np.setdiff1d(np.arange(n), test_idx), test_idx
-
-
 # ---- checks and normalisation ------------------------------------------------------------------
 def _check_range(name: str, option: str, value: int, low: int, high: int | None = None) -> None:
     if (
@@ -685,141 +735,6 @@ def _check_folder(root: Path) -> None:
         raise ValueError(f"imagefolder: no folder {root}; {_FOLDER_ACCEPTED}")
     if not any(p.is_dir() for p in root.iterdir()):
         raise ValueError(f"imagefolder: {root} has no class subfolders; {_FOLDER_ACCEPTED}")
-
-
-def _check_pair(name: str, split: str, x: np.ndarray, y: np.ndarray) -> None:
-    """Checks that hold for one split of any task kind."""
-    if x.ndim == 0 or y.ndim == 0:
-        raise ValueError(
-            f"{name}: the {split} inputs or targets are a single number; "
-            "accepted: one row per example"
-        )
-    for what, a in (("inputs", x), ("targets", y)):
-        if a.dtype.kind not in "biuf":
-            raise ValueError(
-                f"{name}: the {split} {what} have dtype {a.dtype}; accepted: real numbers"
-            )
-        if a.dtype.kind == "f" and not np.isfinite(a).all():
-            raise ValueError(
-                f"{name}: the {split} {what} contain NaN or inf; accepted: finite numbers"
-            )
-    if len(x) == 0:
-        raise ValueError(
-            f"{name}: the {split} split is empty; accepted: at least one example per split"
-        )
-    if len(x) != len(y):
-        raise ValueError(
-            f"{name}: the {split} split has {len(x)} inputs but {len(y)} targets; "
-            "accepted: one target row per input"
-        )
-
-
-def _targets(name: str, kind: str, split: str, y: np.ndarray) -> np.ndarray:
-    """Targets of one split in the dtype and shape of ``kind`` (see :class:`nasplug.types.Data`)."""
-    if kind == "classification":
-        if y.ndim == 2 and y.shape[1] == 1:
-            y = y[:, 0]
-        if y.ndim != 1:
-            raise ValueError(
-                f"{name}: the {split} labels have shape {y.shape}; accepted for classification: "
-                "one class index per example, shape (N,)"
-            )
-        if y.dtype.kind == "f" and not (y == np.round(y)).all():
-            raise ValueError(
-                f"{name}: the {split} labels are not integers; accepted for classification: "
-                "class indices 0..K-1"
-            )
-        if (y < 0).any():
-            raise ValueError(
-                f"{name}: label {y.min():g} in the {split} split is out of range; accepted: "
-                "class indices 0..K-1"
-            )
-        return y.astype(np.int64)
-    if kind == "regression":
-        if y.ndim not in (1, 2):
-            raise ValueError(
-                f"{name}: the {split} targets have shape {y.shape}; accepted for regression: "
-                "(N,) or (N, T)"
-            )
-        return y.reshape(len(y), -1).astype(np.float32)
-    if y.ndim != 2 or not ((y == 0) | (y == 1)).all():
-        raise ValueError(
-            f"{name}: the {split} targets must be 0/1 of shape (N, L), got shape {y.shape}; "
-            "accepted for multilabel: one 0/1 column per label"
-        )
-    return y.astype(np.float32)
-
-
-def _build(
-    name: str, kind: str, splits: dict[str, Split], *, classes: int = 0, labels: Sequence[str] = ()
-) -> Data:
-    """Check every split, normalise the inputs with train statistics and wrap them as ``Data``."""
-    if kind not in TASK_KINDS:
-        raise ValueError(f"{name}: unknown task {kind!r}; accepted: {', '.join(TASK_KINDS)}")
-    ys: dict[str, np.ndarray] = {}
-    for split, (x, y) in splits.items():
-        _check_pair(name, split, x, y)
-        ys[split] = _targets(name, kind, split, y)
-    shapes = {split: x.shape[1:] for split, (x, _) in splits.items()}
-    if len(set(shapes.values())) > 1:
-        listing = ", ".join(f"{s} {tuple(v)}" for s, v in shapes.items())
-        raise ValueError(
-            f"{name}: inputs differ in shape between splits ({listing}); accepted: one shape"
-        )
-    if kind == "classification":
-        outputs = _check_classes(name, ys, classes or len(labels), labels)
-    else:
-        widths = {split: y.shape[1] for split, y in ys.items()}
-        if len(set(widths.values())) > 1:
-            listing = ", ".join(f"{s} {w}" for s, w in widths.items())
-            raise ValueError(
-                f"{name}: targets differ in width between splits ({listing}); accepted: one width"
-            )
-        outputs = widths["train"]
-    if labels and len(labels) != outputs:
-        raise ValueError(
-            f"{name}: {len(labels)} label names for {outputs} outputs; "
-            "accepted: one name per output"
-        )
-    xs = _normalise({split: x for split, (x, _) in splits.items()})
-    task = Task(kind, tuple(shapes["train"]), outputs, tuple(labels))
-    tensors = {split: (xs[split], torch.from_numpy(ys[split])) for split in splits}
-    return Data(task, tensors["train"], tensors["test"], tensors.get("val"), name=name)
-
-
-def _check_classes(
-    name: str, ys: dict[str, np.ndarray], classes: int, labels: Sequence[str]
-) -> int:
-    """The number of classes; every class must have examples in every split."""
-    top = max(int(y.max()) for y in ys.values())
-    k = classes or top + 1
-    if top >= k:
-        raise ValueError(f"{name}: label {top} is out of range; accepted: class indices 0..{k - 1}")
-    if k < 2:
-        raise ValueError(f"{name}: only one class (0); accepted: labels of at least 2 classes")
-    for split, y in ys.items():
-        missing = np.flatnonzero(np.bincount(y, minlength=k) == 0)
-        if missing.size:
-            c = int(missing[0])
-            named = f" ({labels[c]!r})" if c < len(labels) else ""
-            raise ValueError(
-                f"{name}: class {c}{named} has no examples in the {split} split; "
-                "accepted: every class in every split (add examples of that class)"
-            )
-    return k
-
-
-def _normalise(xs: dict[str, np.ndarray]) -> dict[str, torch.Tensor]:
-    """Float32 copies standardised per channel (images) or feature (vectors) with train statistics."""
-    out = {split: torch.tensor(x, dtype=torch.float32) for split, x in xs.items()}
-    train = out["train"]
-    dims = (0, 2, 3) if train.dim() == 4 else (0,)
-    std, mean = torch.std_mean(train, dim=dims, keepdim=True, correction=0)
-    # A constant channel carries no information; leave it centred rather than divide by ~0.
-    std = torch.where(std > 1e-6 * (1.0 + mean.abs()), std, torch.ones_like(std))
-    for t in out.values():
-        t.sub_(mean).div_(std)
-    return out
 
 
 def _one_line(e: BaseException) -> str:

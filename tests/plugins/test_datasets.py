@@ -419,16 +419,55 @@ def test_npz_class_too_small_to_split(tmp_path):
 
 
 # ---- image folders -----------------------------------------------------------------------------
+def _resident(data: Data) -> Data:
+    """The data as the trainer holds it in memory: normalised tensors, read by 2 workers."""
+    from nasplug.trainer import Trainer
+
+    t = Trainer(data, device="cpu", quiet=True, stream="off", augment="off")
+    x, y = t.splits["train"]
+    xt, yt = t.splits["test"]
+    return Data(data.task, (x, y), (xt, yt), name=data.name)
+
+
 def test_imagefolder_loads_resized_images(tmp_path):
     root = image_folder(tmp_path / "imgs", {"cat": 5, "dog": 5})
     data = ds.ImageFolder(path=str(root), size=8).load()
     assert data.task.kind == "classification" and data.task.labels == ("cat", "dog")
     assert data.task.input_shape == (3, 8, 8)
-    assert data.train[0].shape == (8, 3, 8, 8) and data.test[0].shape == (2, 3, 8, 8)
-    assert torch.bincount(data.test[1]).tolist() == [1, 1]
-    check_normalised(data)
+    assert data.streams and len(data.train) == 8 and len(data.test) == 2
+    resident = _resident(data)
+    assert resident.train[0].shape == (8, 3, 8, 8) and resident.test[0].shape == (2, 3, 8, 8)
+    assert torch.bincount(resident.test[1]).tolist() == [1, 1]
+    check_normalised(resident)
     grey = ds.ImageFolder(path=str(root), size=6, grayscale=True).load()
-    assert grey.task.input_shape == (1, 6, 6) and grey.train[0].shape == (8, 1, 6, 6)
+    assert grey.task.input_shape == (1, 6, 6) and len(grey.train) == 8
+    assert grey.train[0][0].shape == (1, 6, 6)
+
+
+def test_imagefolder_streams_the_same_batches_it_loads_resident(tmp_path):
+    from nasplug.trainer import Trainer
+
+    root = image_folder(tmp_path / "imgs", {"cat": 6, "dog": 6})
+    data = ds.ImageFolder(path=str(root), size=8).load()
+    on = Trainer(data, device="cpu", quiet=True, stream="on", workers=2)
+    off = Trainer(data, device="cpu", quiet=True, stream="off", workers=0)
+    assert on.streaming and not off.streaming
+    for split, shuffle in (("weight", True), ("train", True), ("test", False)):
+        a = list(on.batches(split, 4, epoch=1, shuffle=shuffle, cutout=4))
+        b = list(off.batches(split, 4, epoch=1, shuffle=shuffle, cutout=4))
+        assert len(a) == len(b) > 0
+        for (xa, ta), (xb, tb) in zip(a, b, strict=True):
+            assert torch.equal(xa, xb) and torch.equal(ta, tb)
+
+
+def test_imagefolder_uses_given_statistics(tmp_path):
+    root = image_folder(tmp_path / "imgs", {"cat": 4, "dog": 4})
+    data = ds.ImageFolder(path=str(root), size=4, mean="100", std="50").load()
+    x = _resident(data).train[0]
+    raw = data.train[0][0].float()
+    assert any(torch.equal(row, (raw - 100) / 50) for row in x)
+    assert_one_line_error(lambda: ds.ImageFolder(path=str(root), mean="a,b", std="1"), "mean=")
+    assert_one_line_error(lambda: ds.ImageFolder(path=str(root), mean="1"), "both mean and std")
 
 
 @pytest.mark.parametrize(
