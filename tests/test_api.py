@@ -1,0 +1,143 @@
+"""The Python API: search, train and compare from Python, the same code path as the CLI."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+import nasplug
+from nasplug.cli import main
+from nasplug.options import OptionError
+from nasplug.registry import PluginError
+from nasplug.rundir import RunError
+from nasplug.testing import TinySoftmax, TinySpace
+
+ROOT = Path(__file__).resolve().parents[1]
+TINY = {
+    "space_opts": {"channels": 4, "layers": 2},
+    "data_opts": {"train_per_class": 16, "test_per_class": 8},
+    "batch_size": 32,
+    "device": "cpu",
+    "epochs": 1,
+    "quiet": True,
+}
+
+
+def _timeless(metrics: dict) -> dict:
+    return {k: v for k, v in metrics.items() if "seconds" not in k}
+
+
+def test_search_by_name_in_memory() -> None:
+    found = nasplug.search("cell", "sparsemax", "darts", **TINY)
+    assert isinstance(found, nasplug.SearchRun)
+    assert found.run_dir is None and found.genotype.space == "cell"
+    assert 0.0 <= found.metrics["val_accuracy"] <= 1.0
+    assert found.history and found.config["relax"] == "sparsemax"
+    # The trained supernet and its weights, to look inside.
+    assert found.supernet is not None and found.weights is not None
+    assert set(found.weights) == {c.name for c in found.space.choices()}
+    x = found.data.test[0][:4].float()
+    with torch.no_grad():
+        assert found.supernet.eval()(x, found.weights).shape == (4, 10)
+        assert found.build()(x).shape == (4, 10)
+    trained = found.train(epochs=1, batch_size=32, device="cpu", quiet=True)
+    assert isinstance(trained, nasplug.TrainRun) and trained.run_dir is None
+    assert 0.0 <= trained.metric <= 1.0 and trained.result["params"] > 0
+    assert trained.result["method"] == "discrete" and len(trained.history) == 1
+
+
+def test_search_with_instances() -> None:
+    """Plugins as instances: a space and relaxation that are not registered at all."""
+    found = nasplug.search(
+        TinySpace(widths="4,8"),
+        TinySoftmax(),
+        "random",
+        "fashion-mnist-small",
+        strategy_opts={"candidates": 2},
+        **{k: v for k, v in TINY.items() if k != "space_opts"},
+    )
+    assert found.config["space"] == "nasplug.testing.TinySpace"
+    assert found.config["relax"] == "nasplug.testing.TinySoftmax"
+    assert found.supernet is None and found.weights is None
+    assert found.build()(found.data.test[0][:2].float()).shape == (2, 10)
+
+
+def test_cli_and_api_give_the_same_result(tmp_path: Path) -> None:
+    out = tmp_path / "cli"
+    argv = ["run", "--relax", "sparsemax", "--out", str(out), "--quiet", "--device", "cpu"]
+    argv += ["--epochs", "1", "--batch-size", "32"]
+    argv += ["--space-opt", "channels=4", "--space-opt", "layers=2"]
+    argv += ["--data-opt", "train_per_class=16", "--data-opt", "test_per_class=8"]
+    assert main(argv) == 0
+    found = nasplug.search(relax="sparsemax", out=tmp_path / "api", **TINY)
+    cli_metrics = json.loads((out / "metrics.json").read_text())
+    assert json.loads((out / "genotype.json").read_text()) == found.genotype.to_dict()
+    assert _timeless(cli_metrics) == pytest.approx(_timeless(found.metrics), abs=0, rel=0)
+    assert (found.run_dir / "report.md").is_file()
+    table = nasplug.compare([out, found])
+    assert table.count("sparsemax") >= 2
+
+
+def test_train_a_run_directory_and_a_baseline(tmp_path: Path) -> None:
+    found = nasplug.search(out=tmp_path / "s", **TINY)
+    kw = {"epochs": 1, "batch_size": 32, "device": "cpu", "quiet": True}
+    trained = nasplug.train(found.run_dir, out=tmp_path / "t", **kw)
+    assert (tmp_path / "t" / "train.json").is_file()
+    assert trained.config["source"] == str(found.run_dir)
+    base = nasplug.train(found, baseline="resnet", channels=4, layers=1, out=tmp_path / "b", **kw)
+    assert base.result["method"] == "resnet"
+    table = nasplug.compare([found.run_dir, trained, base])
+    assert "resnet baseline" in table and "derived network, trained" in table
+
+
+def test_errors_are_exceptions_with_one_line() -> None:
+    with pytest.raises(PluginError, match="unknown relaxation 'nope'; available: .*softmax"):
+        nasplug.search(relax="nope", **TINY)
+    with pytest.raises(OptionError, match="epochs must be a positive integer, got 0"):
+        nasplug.search(**{**TINY, "epochs": 0})
+    with pytest.raises(OptionError, match="augment must be one of standard, no-flip, off"):
+        nasplug.search(**{**TINY, "augment": "sideways"})
+    with pytest.raises(OptionError, match="relax_opts apply to a relax given by name"):
+        nasplug.search(relax=TinySoftmax(), relax_opts={"tau": 1}, **TINY)
+    with pytest.raises(RunError, match="does not exist"):
+        nasplug.search(resume="no/such/run")
+    with pytest.raises(OptionError, match="compare reads run directories"):
+        nasplug.compare([nasplug.search(**TINY)])
+
+
+def test_numpy_arrays_and_a_torch_dataset() -> None:
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(96, 6)).astype(np.float32)
+    y = (x[:, :2].sum(1, keepdims=True) + 0.1 * rng.normal(size=(96, 1))).astype(np.float32)
+    kw = {"epochs": 1, "batch_size": 16, "device": "cpu", "quiet": True}
+    found = nasplug.search("dense", "sparsemax", data=(x, y), task="regression", **kw)
+    assert found.config["data"] == "arrays" and found.data.task.kind == "regression"
+    assert "val_r2" in found.metrics
+
+    xt, yt = torch.from_numpy(x), torch.from_numpy(y)
+    ds = torch.utils.data.TensorDataset(xt[24:], yt[24:])
+    test = torch.utils.data.TensorDataset(xt[:24], yt[:24])
+    streamed = nasplug.search(
+        "dense", "sparsemax", data=ds, task="regression", test=test, stream="on", workers=0, **kw
+    )
+    assert streamed.config["data"].startswith("torch-dataset")
+    assert streamed.data.task == found.data.task
+
+
+@pytest.mark.slow
+def test_the_example_script_runs(tmp_path: Path) -> None:
+    p = subprocess.run(
+        [sys.executable, str(ROOT / "examples" / "search_from_python.py"), "--tiny"],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    assert p.returncode == 0, p.stderr
+    assert "genotype:" in p.stdout and "trained from scratch" in p.stdout
