@@ -420,7 +420,8 @@ def _resumed_config(run: Any, *, device: str | None, storage: str | None) -> dic
         raise OptionError(
             f"{run.path}/config.json lacks 'opts'; it was not written by `nasplug run`"
         )
-    cfg = {**DEFAULTS, **cfg}
+    # A run from before augmentation existed searched without it.
+    cfg = {**DEFAULTS, "augment": "off", **cfg}
     if device is not None:
         cfg["device"] = device
     if storage is not None:

@@ -34,8 +34,29 @@ __all__ = [
 
 REPORT = "report.md"
 FIGURES = "figures"
-_CONFIG_KEYS = ("space", "relax", "strategy", "data", "epochs", "batch_size", "seed", "device")
-_TRAIN_CONFIG_KEYS = ("space", "baseline", "data", "epochs", "batch_size", "lr", "seed", "device")
+_CONFIG_KEYS = (
+    "space",
+    "relax",
+    "strategy",
+    "data",
+    "epochs",
+    "batch_size",
+    "seed",
+    "device",
+    "augment",
+)
+_TRAIN_CONFIG_KEYS = (
+    "space",
+    "baseline",
+    "data",
+    "epochs",
+    "batch_size",
+    "lr",
+    "seed",
+    "device",
+    "augment",
+    "cutout",
+)
 #: Scalars of a candidate row that are bookkeeping, not properties worth correlating.
 _NOT_PROPERTIES = {"candidate", "trial", "number", "index", "id", "round_added", "round_removed"}
 
