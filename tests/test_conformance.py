@@ -50,7 +50,7 @@ _OFFLINE_SUBSET = {"download": False, "train_per_class": 3, "test_per_class": 2}
 #: files it writes). Plugins not named here run with their defaults.
 TINY: dict[str, dict[str, dict[str, Any] | Callable[[Path], dict[str, Any]]]] = {
     "space": {
-        "cell": {"channels": 4, "layers": 2},
+        "cell": {"channels": 4, "layers": 3, "nodes": 2},  # 3 layers: a normal cell too
         "dense": {"blocks": 3, "layers": 2, "width": 8},
     },
     "relaxation": {},
