@@ -262,10 +262,19 @@ def tiny_instance(plugin: type, **overrides: Any) -> Any:
     return instantiate(plugin, {**plugin_test_options(plugin), **overrides}, f"plugin {name!r}")
 
 
-def _instantiate(axis: str, name: str) -> Any:
-    from nasplug.options import instantiate
+def _suite_plugin(plugin: type | None, fixture: str) -> Any:
+    """The default plugin fixture of a suite: its ``plugin`` class, tiny."""
+    if plugin is None:
+        raise NotImplementedError(
+            f"set the suite's class attribute `plugin` to your {fixture} class, or override "
+            f"the `{fixture}` fixture with a tiny instance of it"
+        )
+    return tiny_instance(plugin)
 
-    return instantiate(registry.load(axis, name), {}, f"{axis} {name!r}")
+
+def _instantiate(axis: str, name: str) -> Any:
+    """The registered plugin ``name`` of ``axis``, built with its test options."""
+    return tiny_instance(registry.load(axis, name))
 
 
 # ---- a tiny space and relaxation of the suites' own ------------------------------------------
@@ -499,9 +508,13 @@ class SpaceConformance:
             )
             metafunc.parametrize("relaxation_name", list(names))
 
+    #: The space class, built with its ``test_options`` (see :func:`tiny_instance`) unless the
+    #: ``space`` fixture is overridden.
+    plugin: type[SearchSpace] | None = None
+
     @pytest.fixture
     def space(self) -> SearchSpace:
-        raise NotImplementedError("override the `space` fixture with a tiny instance of your space")
+        return _suite_plugin(self.plugin, "space")
 
     @pytest.fixture
     def task(self) -> Task:
@@ -796,11 +809,12 @@ class RelaxationConformance:
     #: Points of the search (epoch, epochs, step, steps) where the weights are checked.
     CLOCK: tuple[tuple[int, int, int, int], ...] = ((0, 4, 0, 5), (1, 4, 2, 5), (3, 4, 4, 5))
 
+    #: The relaxation class, built with its ``test_options`` unless ``relaxation`` is overridden.
+    plugin: type[Relaxation] | None = None
+
     @pytest.fixture
     def relaxation(self) -> Relaxation:
-        raise NotImplementedError(
-            "override the `relaxation` fixture with an instance of your relaxation"
-        )
+        return _suite_plugin(self.plugin, "relaxation")
 
     @pytest.fixture
     def device(self) -> torch.device:
@@ -946,11 +960,12 @@ class StrategyConformance:
     writing into a temporary run directory; override ``space``/``relaxation``/``task`` to change that.
     """
 
+    #: The strategy class, built with its ``test_options`` unless ``strategy`` is overridden.
+    plugin: type[Strategy] | None = None
+
     @pytest.fixture
     def strategy(self) -> Strategy:
-        raise NotImplementedError(
-            "override the `strategy` fixture with a tiny instance of your strategy"
-        )
+        return _suite_plugin(self.plugin, "strategy")
 
     @pytest.fixture
     def space(self) -> SearchSpace:
@@ -1043,11 +1058,12 @@ class StrategyConformance:
 class DatasetConformance:
     """The contract of a :class:`~nasplug.interfaces.Dataset`. Override ``dataset`` (small options)."""
 
+    #: The dataset class, built with its ``test_options`` unless ``dataset`` is overridden.
+    plugin: type[Dataset] | None = None
+
     @pytest.fixture
     def dataset(self) -> Dataset:
-        raise NotImplementedError(
-            "override the `dataset` fixture with a small instance of your dataset"
-        )
+        return _suite_plugin(self.plugin, "dataset")
 
     @pytest.fixture
     def data(self, dataset: Dataset) -> Data:
