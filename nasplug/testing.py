@@ -464,8 +464,8 @@ def _probe_gradients(
     """Gradients of the logits and weights of a :class:`_SkipProbe` under ``relaxation``, in
     float64 (a tensor no computed path reaches counts as a zero gradient), and the weights."""
     task = TINY_TASK
-    with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
-        torch.manual_seed(seed)
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)  # seeds every device: a random relaxation draws alike twice
         net = _SkipProbe(math.prod(task.input_shape), task.outputs).to(device, torch.float64)
         net.skip_zeros = skip_zeros
         arch = ArchLogits(_SkipProbe.choices(), groups=_SkipProbe.groups()).to(
