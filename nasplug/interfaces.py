@@ -15,6 +15,7 @@ from typing import Any, ClassVar
 import torch
 from torch import nn
 
+from nasplug import registry
 from nasplug.rundir import RunDir
 from nasplug.trainer import Trainer
 from nasplug.types import Choice, Data, Genotype, Group, SearchResult, Task
@@ -71,9 +72,12 @@ class SearchSpace(ABC):
         """The discrete network for ``genotype``, a plain ``nn.Module`` with ``forward(x)``."""
 
     def derive(self, weights: Weights) -> Genotype:
-        """The discretisation rule. Default: the strongest candidate of every choice."""
+        """The discretisation rule. Default: the strongest candidate of every choice.
+
+        The genotype carries the space's registered name (see :func:`nasplug.registry.name_of`).
+        """
         return Genotype(
-            type(self).__name__,
+            registry.name_of(self),
             {
                 "choices": {
                     c.name: c.candidates[int(torch.argmax(weights[c.name]))] for c in self.choices()
@@ -82,9 +86,12 @@ class SearchSpace(ABC):
         )
 
     def sample(self, suggest: Suggest) -> Genotype:
-        """A valid genotype, each decision taken by ``suggest``. Default: one candidate a choice."""
+        """A valid genotype, each decision taken by ``suggest``. Default: one candidate a choice.
+
+        The genotype carries the space's registered name, as :meth:`derive`'s does.
+        """
         return Genotype(
-            type(self).__name__,
+            registry.name_of(self),
             {"choices": {c.name: suggest(c.name, list(c.candidates)) for c in self.choices()}},
         )
 

@@ -11,7 +11,17 @@ from dataclasses import dataclass
 from importlib import metadata
 from typing import Any
 
-__all__ = ["AXES", "PluginError", "PluginInfo", "available", "info", "load", "names"]
+__all__ = [
+    "AXES",
+    "PluginError",
+    "PluginInfo",
+    "available",
+    "info",
+    "load",
+    "name_of",
+    "names",
+    "registered_name",
+]
 
 #: axis name -> entry-point group
 AXES: dict[str, str] = {
@@ -29,6 +39,8 @@ _BASES: dict[str, str] = {
 }
 _BUILTIN_DIST = "nasplug"
 _AUTOLOAD_OFF = "NASPLUG_DISABLE_PLUGIN_AUTOLOAD"
+#: The class attribute :func:`load` sets on the class it returns: the name it was loaded as.
+_NAME_ATTR = "__nasplug_registered_name__"
 
 
 class PluginError(Exception):
@@ -107,7 +119,27 @@ def load(axis: str, name: str) -> Any:
         raise PluginError(
             f"{axis} {name!r} from {where} is {what}, not a subclass of nasplug.{_BASES[axis]}"
         )
+    setattr(obj, _NAME_ATTR, name)
     return obj
+
+
+def registered_name(cls: type) -> str | None:
+    """The name ``cls`` was loaded as through :func:`load`; None if it was not loaded so.
+
+    Read from the class's own namespace, so a subclass never inherits its parent's name.
+    """
+    name = vars(cls).get(_NAME_ATTR)
+    return name if isinstance(name, str) else None
+
+
+def name_of(plugin: object) -> str:
+    """The name a plugin instance goes by: its registered name, else its class name.
+
+    Genotypes carry it (``Genotype.space``), so a genotype file names the space to load. The
+    class name is the fallback for a class used directly, e.g. in a test.
+    """
+    cls = type(plugin)
+    return registered_name(cls) or cls.__name__
 
 
 def _group(axis: str) -> str:

@@ -17,6 +17,12 @@ plugin; every other fixture has a default that may be overridden too:
         def space(self):
             return MySpace(width=4)  # keep it tiny: every check builds a supernet
 
+A plugin that declares its tiny test options (see :func:`tiny_instance`) needs no fixture at
+all: set the suite's class attribute ``plugin`` to the plugin class:
+
+    class TestMySpace(SpaceConformance):
+        plugin = MySpace  # built as MySpace(**MySpace.test_options)
+
 - :class:`SpaceConformance`: override ``space``; also ``task``, ``inputs``, ``device`` and the
   class attribute ``relaxations``.
 - :class:`RelaxationConformance`: override ``relaxation``; also ``device``.
@@ -25,12 +31,14 @@ plugin; every other fixture has a default that may be overridden too:
 - :class:`DatasetConformance`: override ``dataset``; also ``data``.
 
 Tests run on the CPU unless the environment variable ``NASPLUG_TEST_DEVICE`` names another
-device (``cuda``, ``mps``). The helpers :func:`tiny_data`, :func:`random_suggest` and
-:class:`TinySpace` are usable on their own.
+device (``cuda``, ``mps``). The helpers :func:`tiny_data`, :func:`random_suggest`,
+:func:`tiny_instance`, :func:`plugin_test_options` and :class:`TinySpace` are usable on their
+own.
 """
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import io
 import json
@@ -38,7 +46,7 @@ import math
 import os
 import random
 from collections import Counter
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from typing import Any
 
 import pytest
@@ -63,7 +71,9 @@ __all__ = [
     "count_module_calls",
     "default_device",
     "random_suggest",
+    "plugin_test_options",
     "tiny_data",
+    "tiny_instance",
     "zero_every_other",
 ]
 
@@ -130,19 +140,25 @@ def zero_every_other(
 
 def count_module_calls(module: nn.Module, fn: Callable[[], Any]) -> tuple[Any, Counter]:
     """Run ``fn()`` and count the forward calls of every submodule of ``module``, by name."""
-    calls: Counter = Counter()
-    handles = []
-    for name, sub in module.named_modules():
-        if name:
-            handles.append(
-                sub.register_forward_hook(lambda *_args, _name=name: calls.update([_name]))
-            )
-    try:
+    with _counting(module) as calls:
         result = fn()
+    return result, calls
+
+
+@contextlib.contextmanager
+def _counting(module: nn.Module) -> Iterator[Counter]:
+    """A counter of the forward calls of every submodule of ``module``, by name, while open."""
+    calls: Counter = Counter()
+    handles = [
+        sub.register_forward_hook(lambda *_args, _name=name: calls.update([_name]))
+        for name, sub in module.named_modules()
+        if name
+    ]
+    try:
+        yield calls
     finally:
         for h in handles:
             h.remove()
-    return result, calls
 
 
 def _softmax_weights(
@@ -153,6 +169,46 @@ def _softmax_weights(
         c.name: torch.softmax(torch.randn(len(c.candidates), generator=g), 0).to(device)
         for c in choices
     }
+
+
+def _keep_one(choice: Choice, keep: int, device: torch.device) -> torch.Tensor:
+    """Weights of ``choice`` that are exactly zero on every candidate but ``keep``."""
+    w = torch.zeros(len(choice.candidates), device=device)
+    w[keep % len(w)] = 1.0
+    return w
+
+
+def _scripted(answers: Sequence[int], calls: list[tuple[str, list[Any]]] | None = None) -> Suggest:
+    """A ``suggest`` that answers its i-th question with option ``answers[i]`` (modulo)."""
+    asked = 0
+
+    def suggest(name: str, options: Sequence[Any]) -> Any:
+        nonlocal asked
+        options = list(options)
+        if calls is not None:
+            calls.append((name, options))
+        answer = options[answers[asked % len(answers)] % len(options)]
+        asked += 1
+        return answer
+
+    return suggest
+
+
+def _network(
+    space: SearchSpace, genotype: Genotype, task: Task, inputs: torch.Tensor, device: torch.device
+) -> tuple[str, torch.Tensor]:
+    """What tells two built networks apart: their module structure, and their outputs on
+    ``inputs`` when built from the same seed (in eval mode)."""
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(0)
+        model = space.build(genotype, task).to(device).eval()
+    with torch.no_grad():
+        out = model(inputs)
+    return repr(model), out.detach().float().cpu()
+
+
+def _same_network(a: tuple[str, torch.Tensor], b: tuple[str, torch.Tensor]) -> bool:
+    return a[0] == b[0] and a[1].shape == b[1].shape and torch.allclose(a[1], b[1])
 
 
 def _check_outputs(out: Any, task: Task, n: int) -> None:
@@ -179,10 +235,47 @@ def _saved(state: Any) -> Any:
     return torch.load(buf, weights_only=True)
 
 
-def _instantiate(axis: str, name: str) -> Any:
+def plugin_test_options(plugin: type) -> dict[str, Any]:
+    """The options that make a tiny instance of ``plugin``, as the plugin declares them.
+
+    A plugin declares them as a class attribute ``test_options: ClassVar[dict[str, Any]]``
+    (constructor keyword arguments, typed like ``--*-opt`` values); none declared: ``{}``, the
+    defaults. The conformance suites and nasplug's own tests build the plugin with them.
+    """
+    opts = getattr(plugin, "test_options", {})
+    if not isinstance(opts, Mapping) or not all(isinstance(k, str) for k in opts):
+        raise TypeError(
+            f"{plugin.__name__}.test_options must be a dict of option name to value, "
+            f"got {type(opts).__name__}"
+        )
+    return dict(opts)
+
+
+def tiny_instance(plugin: type, **overrides: Any) -> Any:
+    """``plugin`` built with its :func:`plugin_test_options`, updated by ``overrides``.
+
+    Options are checked against the constructor as the CLI checks them: an unknown name or a
+    value of the wrong type is a one-line :class:`~nasplug.options.OptionError`.
+    """
     from nasplug.options import instantiate
 
-    return instantiate(registry.load(axis, name), {}, f"{axis} {name!r}")
+    name = registry.registered_name(plugin) or plugin.__name__
+    return instantiate(plugin, {**plugin_test_options(plugin), **overrides}, f"plugin {name!r}")
+
+
+def _suite_plugin(plugin: type | None, fixture: str) -> Any:
+    """The default plugin fixture of a suite: its ``plugin`` class, tiny."""
+    if plugin is None:
+        raise NotImplementedError(
+            f"set the suite's class attribute `plugin` to your {fixture} class, or override "
+            f"the `{fixture}` fixture with a tiny instance of it"
+        )
+    return tiny_instance(plugin)
+
+
+def _instantiate(axis: str, name: str) -> Any:
+    """The registered plugin ``name`` of ``axis``, built with its test options."""
+    return tiny_instance(registry.load(axis, name))
 
 
 # ---- a tiny space and relaxation of the suites' own ------------------------------------------
@@ -298,6 +391,105 @@ class TinySoftmax(Relaxation):
         return torch.softmax(logits, dim=-1)
 
 
+class _SkipProbe(nn.Module):
+    """The suites' own supernet for the exact-skip check of a relaxation.
+
+    One node sums three edges from a shared hidden layer, of which the derive rule would keep
+    two (a :class:`~nasplug.types.Group` with ``none`` unused, as in a DARTS cell), then an
+    activation is chosen. Every candidate but ``none`` is computed unless its weight is exactly
+    zero and ``skip_zeros`` is set; ``none`` is never computed. Edges have parameters, so the
+    check covers the gradients of the weights as well as those of the logits.
+    """
+
+    EDGES = ("edge:0", "edge:1", "edge:2")
+    EDGE_OPS: dict[str, Callable[[], nn.Module]] = {
+        "relu": nn.ReLU,
+        "tanh": nn.Tanh,
+        "sigmoid": nn.Sigmoid,
+        "softplus": nn.Softplus,
+    }
+    ACTS: dict[str, Callable[[], nn.Module]] = {
+        "identity": nn.Identity,
+        "relu": nn.ReLU,
+        "tanh": nn.Tanh,
+        "sigmoid": nn.Sigmoid,
+        "softplus": nn.Softplus,
+    }
+    HIDDEN = 6
+
+    def __init__(self, features: int, outputs: int) -> None:
+        super().__init__()
+        self.skip_zeros = True
+        self.stem = nn.Linear(features, self.HIDDEN)
+        self.edges = nn.ModuleList(
+            nn.ModuleList(
+                nn.Sequential(nn.Linear(self.HIDDEN, self.HIDDEN), op())
+                for op in self.EDGE_OPS.values()
+            )
+            for _ in self.EDGES
+        )
+        self.acts = nn.ModuleList(act() for act in self.ACTS.values())
+        self.head = nn.Linear(self.HIDDEN, outputs)
+
+    @classmethod
+    def choices(cls) -> tuple[Choice, ...]:
+        return (
+            *(Choice(name, ("none", *cls.EDGE_OPS)) for name in cls.EDGES),
+            Choice("activation", tuple(cls.ACTS)),
+        )
+
+    @classmethod
+    def groups(cls) -> tuple[Group, ...]:
+        return (Group("node", cls.EDGES, 2, "none"),)
+
+    def forward(self, x: torch.Tensor, weights: Weights) -> torch.Tensor:
+        h = torch.tanh(self.stem(x.flatten(1)))
+        node = h.new_zeros(h.shape)
+        for name, ops in zip(self.EDGES, self.edges, strict=True):
+            w = weights[name]  # w[0] is "none": never computed
+            node = node + self._mix(ops, w[1:], h)
+        return self.head(self._mix(self.acts, weights["activation"], node))
+
+    def _mix(self, ops: nn.ModuleList, w: torch.Tensor, h: torch.Tensor) -> torch.Tensor:
+        skip = (w == 0).tolist() if self.skip_zeros else [False] * len(w)
+        out = h.new_zeros(h.shape)
+        for k, op in enumerate(ops):
+            if not skip[k]:
+                out = out + w[k] * op(h)
+        return out
+
+
+def _probe_gradients(
+    relaxation: Relaxation, seed: int, skip_zeros: bool, device: torch.device
+) -> tuple[dict[str, torch.Tensor], dict[str, list[float]]]:
+    """Gradients of the logits and weights of a :class:`_SkipProbe` under ``relaxation``, in
+    float64 (a tensor no computed path reaches counts as a zero gradient), and the weights."""
+    task = TINY_TASK
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)  # seeds every device: a random relaxation draws alike twice
+        net = _SkipProbe(math.prod(task.input_shape), task.outputs).to(device, torch.float64)
+        net.skip_zeros = skip_zeros
+        arch = ArchLogits(_SkipProbe.choices(), groups=_SkipProbe.groups()).to(
+            device, torch.float64
+        )
+        g = torch.Generator().manual_seed(seed)
+        with torch.no_grad():
+            for i, p in enumerate(arch.parameters()):
+                # Spread logits, led by another candidate on each choice: sparse relaxations
+                # leave some exact zeros and several survivors.
+                spread = torch.linspace(1.0, -1.0, len(p), dtype=torch.float64).roll(i)
+                p.copy_(spread + 0.3 * torch.randn(len(p), generator=g, dtype=torch.float64))
+        x = torch.randn(_BATCH, *task.input_shape, generator=g, dtype=torch.float64).to(device)
+        weights = arch.weights(relaxation)
+        target = torch.arange(_BATCH, device=device) % task.outputs
+        F.cross_entropy(net(x, weights), target).backward()  # in float64, unlike _loss
+    tensors = {f"logits {n}": t for n, t in arch.items()} | {
+        f"parameter {n}": t for n, t in net.named_parameters()
+    }
+    grads = {k: torch.zeros_like(t) if t.grad is None else t.grad for k, t in tensors.items()}
+    return grads, {k: [round(v, 4) for v in w.tolist()] for k, w in weights.items()}
+
+
 # ---- suites ----------------------------------------------------------------------------------
 class SpaceConformance:
     """The contract of a :class:`~nasplug.interfaces.SearchSpace`.
@@ -317,9 +509,13 @@ class SpaceConformance:
             )
             metafunc.parametrize("relaxation_name", list(names))
 
+    #: The space class, built with its ``test_options`` (see :func:`tiny_instance`) unless the
+    #: ``space`` fixture is overridden.
+    plugin: type[SearchSpace] | None = None
+
     @pytest.fixture
     def space(self) -> SearchSpace:
-        raise NotImplementedError("override the `space` fixture with a tiny instance of your space")
+        return _suite_plugin(self.plugin, "space")
 
     @pytest.fixture
     def task(self) -> Task:
@@ -369,7 +565,7 @@ class SpaceConformance:
         if pen is not None:
             loss = loss + pen
         loss.backward()
-        grads = [l.grad for l in logits.values() if l.grad is not None]
+        grads = [t.grad for t in logits.values() if t.grad is not None]
         assert grads, "no architecture logit received a gradient"
         assert all(torch.isfinite(gr).all() for gr in grads), (
             "architecture gradients are not finite"
@@ -392,7 +588,7 @@ class SpaceConformance:
             net.skip_zeros = skip
             net.zero_grad(set_to_none=True)
             weights = zero_every_other(choices, device)
-            out, calls = count_module_calls(net, lambda: net(inputs, weights))
+            out, calls = count_module_calls(net, lambda w=weights: net(inputs, w))
             _loss(out, task).backward()
             results[skip] = (out.detach(), weights, calls, [p.grad for p in net.parameters()])
         (out_s, w_s, calls_s, g_s), (out_d, w_d, calls_d, g_d) = results[True], results[False]
@@ -411,12 +607,92 @@ class SpaceConformance:
             torch.testing.assert_close(
                 ws[used], wd[used], msg=f"{name}: skipping changed the gradient of non-zero weights"
             )
-        for a, b in zip(g_s, g_d):
+        for a, b in zip(g_s, g_d, strict=True):
             if a is None and b is None:
                 continue
             a = torch.zeros_like(b) if a is None else a
             b = torch.zeros_like(a) if b is None else b
             torch.testing.assert_close(a, b, msg="skipping changed a weight gradient")
+
+    def test_each_choice_skips_its_zero_weights(
+        self, space: SearchSpace, task: Task, inputs: torch.Tensor, device: torch.device
+    ) -> None:
+        """Per choice: with every other choice's weights positive and this one's zero but on one
+        candidate, the supernet makes fewer module calls than with ``skip_zeros = False``.
+        (Totals over all choices at once would hide a supernet that skips in some choices only;
+        outputs and gradients are compared in :meth:`test_zero_weights_are_not_computed`.)"""
+        choices = space.choices()
+        if all(len(c.candidates) < 2 for c in choices):
+            pytest.skip("no choice has two candidates, so no weight can be zero")
+        net = space.supernet(task).to(device)
+        base = _softmax_weights(choices, device, 0)
+        with _counting(net) as calls, torch.random.fork_rng(devices=[]), torch.no_grad():
+            net.skip_zeros = False
+            net(inputs, base)
+            dense = calls.total()
+            net.skip_zeros = True
+            for i, c in enumerate(choices):
+                if len(c.candidates) < 2:
+                    continue
+                calls.clear()
+                net(inputs, {**base, c.name: _keep_one(c, i, device)})
+                kept = c.candidates[i % len(c.candidates)]
+                assert calls.total() < dense, (
+                    f"choice {c.name!r}: its zero-weight candidates were computed (all but "
+                    f"{kept!r} weigh 0.0, the other choices' weights are positive, yet "
+                    f"{calls.total()} module calls, as many as {dense} with skip_zeros=False; "
+                    f"does the supernet skip zeros in this choice, and use it at all?)"
+                )
+
+    def test_every_parameter_gets_a_gradient_under_softmax(
+        self, space: SearchSpace, task: Task, inputs: torch.Tensor, device: torch.device
+    ) -> None:
+        """With every candidate weighted (softmax), every parameter of the supernet is used."""
+        net = space.supernet(task).to(device)
+        torch.manual_seed(0)
+        arch = ArchLogits(space.choices(), init_scale=0.1).to(device)
+        _loss(net(inputs, arch.weights(TinySoftmax())), task).backward()
+        params = [(n, p) for n, p in net.named_parameters() if p.requires_grad]
+        missing = [n for n, p in params if p.grad is None]
+        assert not missing, (
+            f"{len(missing)} supernet parameter(s) got no gradient with every candidate "
+            f"weighted by softmax: {', '.join(missing[:5])}{', ...' if len(missing) > 5 else ''}"
+        )
+        bad = [n for n, p in params if not torch.isfinite(p.grad).all()]
+        assert not bad, f"gradients are not finite for {', '.join(bad[:5])}"
+
+    def test_build_honours_the_genotype(
+        self, space: SearchSpace, task: Task, inputs: torch.Tensor, device: torch.device
+    ) -> None:
+        """Genotypes that differ give different networks (another module structure, or other
+        outputs from the same seed and input): for every single decision of ``sample`` that
+        changes the genotype, and for differing derived genotypes."""
+        rng = random.Random(0)
+        answers = [rng.randrange(1 << 16) for _ in range(4096)]
+        calls: list[tuple[str, list[Any]]] = []
+        base = space.sample(_scripted(answers, calls))
+        pairs = []
+        for i, (name, options) in enumerate(calls):
+            if len(options) > 1:
+                other = [*answers[:i], answers[i] + 1, *answers[i + 1 :]]
+                pairs.append((f"decision {name!r}", base, space.sample(_scripted(other))))
+        derived = [space.derive(_softmax_weights(space.choices(), device, k)) for k in range(3)]
+        pairs += [("derive", a, b) for a, b in zip(derived, derived[1:], strict=False)]
+        pairs = [(what, a, b) for what, a, b in pairs if a != b]
+        if not pairs:
+            assert not any(len(options) > 1 for _, options in calls), (
+                "sample() ignores the answers of suggest: changing one gives the same genotype"
+            )
+            pytest.skip("the space has a single genotype")
+        built = {}
+        for what, a, b in pairs:
+            for g in (a, b):
+                if g not in built:
+                    built[g] = _network(space, g, task, inputs, device)
+            assert not _same_network(built[a], built[b]), (
+                f"build() gives the same network for genotypes that differ ({what}): "
+                f"{space.describe(a)} vs {space.describe(b)}"
+            )
 
     def test_derive_gives_a_genotype_that_builds_and_runs(
         self, space: SearchSpace, task: Task, inputs: torch.Tensor, device: torch.device
@@ -487,7 +763,7 @@ class SpaceConformance:
             weights = {c.name: torch.zeros(len(c.candidates)) for c in choices}
             for _, k, members in layout:  # choices outside every group: one-hot on the argmax
                 rows = [raw[n][keep] for n, keep in members]
-                for (n, keep), v in zip(members, nearest_vertex(rows, k)):
+                for (n, keep), v in zip(members, nearest_vertex(rows, k), strict=True):
                     weights[n][keep] = v
             support = space.one_hot(space.derive(weights))
             for name, w in weights.items():
@@ -534,11 +810,12 @@ class RelaxationConformance:
     #: Points of the search (epoch, epochs, step, steps) where the weights are checked.
     CLOCK: tuple[tuple[int, int, int, int], ...] = ((0, 4, 0, 5), (1, 4, 2, 5), (3, 4, 4, 5))
 
+    #: The relaxation class, built with its ``test_options`` unless ``relaxation`` is overridden.
+    plugin: type[Relaxation] | None = None
+
     @pytest.fixture
     def relaxation(self) -> Relaxation:
-        raise NotImplementedError(
-            "override the `relaxation` fixture with an instance of your relaxation"
-        )
+        return _suite_plugin(self.plugin, "relaxation")
 
     @pytest.fixture
     def device(self) -> torch.device:
@@ -608,7 +885,7 @@ class RelaxationConformance:
             assert torch.isfinite(pen), f"the {phase} penalty is not finite"
             if pen.requires_grad:
                 pen.backward()
-                assert all(l.grad is None or torch.isfinite(l.grad).all() for l in logits.values())
+                assert all(t.grad is None or torch.isfinite(t.grad).all() for t in logits.values())
 
     def test_state_dict_round_trip(self, relaxation: Relaxation, device: torch.device) -> None:
         fresh = copy.deepcopy(relaxation)
@@ -644,11 +921,36 @@ class RelaxationConformance:
             torch.manual_seed(3)
             if again is not None:
                 assert all(
-                    torch.equal(a, b) for a, b in zip(again, relaxation.eval_group_weights(rows, 2))
+                    torch.equal(a, b)
+                    for a, b in zip(again, relaxation.eval_group_weights(rows, 2), strict=True)
                 )
 
-    def test_skip_is_exact_is_declared(self, relaxation: Relaxation) -> None:
-        assert isinstance(type(relaxation).skip_is_exact, bool)
+    def test_skipping_zero_weights_is_exact(
+        self, relaxation: Relaxation, device: torch.device
+    ) -> None:
+        """Where the relaxation claims ``skip_is_exact``: on the suite's own small supernet, in
+        float64, the gradients of the logits and of the supernet's weights are the same whether
+        zero-weight candidates are skipped or computed with their zero weight, over the schedule
+        and by group as well as per choice."""
+        if not type(relaxation).skip_is_exact:
+            pytest.skip("the relaxation declares skip_is_exact = False")
+        for clock in self.CLOCK:
+            for seed in range(2):
+                at = self._at(copy.deepcopy(relaxation), clock)
+                sparse, weights = _probe_gradients(copy.deepcopy(at), seed, True, device)
+                dense, _ = _probe_gradients(copy.deepcopy(at), seed, False, device)
+                for key, g in sparse.items():
+                    torch.testing.assert_close(
+                        g,
+                        dense[key],
+                        rtol=1e-10,
+                        atol=1e-12,
+                        msg=lambda m, key=key, clock=clock, w=weights: (
+                            f"skipping zero weights changed the gradient of {key} at (epoch, "
+                            f"epochs, step, steps) = {clock}, weights {w}: set skip_is_exact = "
+                            f"False, or give zero weights a zero Jacobian\n{m}"
+                        ),
+                    )
 
 
 class StrategyConformance:
@@ -659,11 +961,12 @@ class StrategyConformance:
     writing into a temporary run directory; override ``space``/``relaxation``/``task`` to change that.
     """
 
+    #: The strategy class, built with its ``test_options`` unless ``strategy`` is overridden.
+    plugin: type[Strategy] | None = None
+
     @pytest.fixture
     def strategy(self) -> Strategy:
-        raise NotImplementedError(
-            "override the `strategy` fixture with a tiny instance of your strategy"
-        )
+        return _suite_plugin(self.plugin, "strategy")
 
     @pytest.fixture
     def space(self) -> SearchSpace:
@@ -756,11 +1059,12 @@ class StrategyConformance:
 class DatasetConformance:
     """The contract of a :class:`~nasplug.interfaces.Dataset`. Override ``dataset`` (small options)."""
 
+    #: The dataset class, built with its ``test_options`` unless ``dataset`` is overridden.
+    plugin: type[Dataset] | None = None
+
     @pytest.fixture
     def dataset(self) -> Dataset:
-        raise NotImplementedError(
-            "override the `dataset` fixture with a small instance of your dataset"
-        )
+        return _suite_plugin(self.plugin, "dataset")
 
     @pytest.fixture
     def data(self, dataset: Dataset) -> Data:

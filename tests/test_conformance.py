@@ -1,7 +1,8 @@
 """Every registered plugin against the conformance suites of ``nasplug.testing``.
 
 Plugins are found through the registry, so an installed plugin is tested by adding nothing.
-Plugins run with their default options, except those named in ``TINY``.
+Plugins run with the options named in ``TINY``, else with the ``test_options`` they declare
+(see :func:`nasplug.testing.plugin_test_options`), else with their defaults.
 """
 
 from __future__ import annotations
@@ -23,6 +24,7 @@ from nasplug.testing import (
     RelaxationConformance,
     SpaceConformance,
     StrategyConformance,
+    plugin_test_options,
 )
 from nasplug.types import Genotype
 
@@ -47,11 +49,11 @@ def _image_folder(tmp: Path) -> dict[str, Any]:
 
 _OFFLINE_SUBSET = {"download": False, "train_per_class": 3, "test_per_class": 2}
 
-#: Options that keep a plugin tiny, by axis then name (a callable gets a temporary folder for
-#: files it writes). Plugins not named here run with their defaults.
+#: Options that keep a built-in tiny, by axis then name (a callable gets a temporary folder for
+#: files it writes). Plugins not named here run with their declared ``test_options``.
 TINY: dict[str, dict[str, dict[str, Any] | Callable[[Path], dict[str, Any]]]] = {
     "space": {
-        "cell": {"channels": 4, "layers": 2},
+        "cell": {"channels": 4, "layers": 3, "nodes": 2},  # 3 layers: a normal cell too
         "dense": {"blocks": 3, "layers": 2, "width": 8},
     },
     "relaxation": {},
@@ -81,11 +83,12 @@ DARTS_V2 = (
 
 
 def make(axis: str, name: str, tmp: Path) -> Any:
-    """The registered plugin ``name`` of ``axis`` with its ``TINY`` options."""
-    opts = TINY[axis].get(name, {})
+    """The registered plugin ``name`` of ``axis`` with its ``TINY`` or declared test options."""
+    cls = registry.load(axis, name)
+    opts = TINY[axis].get(name, plugin_test_options(cls))
     if callable(opts):
         opts = opts(tmp)
-    return instantiate(registry.load(axis, name), opts, f"{axis} {name!r}")
+    return instantiate(cls, opts, f"{axis} {name!r}")
 
 
 def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:

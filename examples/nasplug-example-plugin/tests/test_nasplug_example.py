@@ -5,7 +5,13 @@ from __future__ import annotations
 import pytest
 import torch
 
-from nasplug.testing import RelaxationConformance, SpaceConformance, StrategyConformance, tiny_data
+from nasplug.testing import (
+    RelaxationConformance,
+    SpaceConformance,
+    StrategyConformance,
+    tiny_data,
+    tiny_instance,
+)
 from nasplug.types import Task
 from nasplug_example.relaxation import FairSigmoid
 from nasplug_example.space import MlpSpace
@@ -21,9 +27,7 @@ class TestFairSigmoid(RelaxationConformance):
 
 
 class TestMlpSpace(SpaceConformance):
-    @pytest.fixture
-    def space(self):
-        return MlpSpace(layers=2, widths="4,8")
+    plugin = MlpSpace  # built with MlpSpace.test_options
 
     @pytest.fixture
     def task(self):
@@ -31,13 +35,11 @@ class TestMlpSpace(SpaceConformance):
 
 
 class TestEvolution(StrategyConformance):
-    @pytest.fixture
-    def strategy(self):
-        return RegularisedEvolution(population=3, cycles=3, sample_size=2)
+    plugin = RegularisedEvolution
 
     @pytest.fixture
     def space(self):
-        return MlpSpace(layers=2, widths="4,8")
+        return tiny_instance(MlpSpace)
 
 
 def test_zero_one_penalty_pushes_weights_away_from_one_half():

@@ -11,7 +11,7 @@ from __future__ import annotations
 import math
 import random
 from collections.abc import Sequence
-from typing import Any
+from typing import Any, ClassVar
 
 from nasplug.interfaces import SearchContext, Strategy
 from nasplug.memo import Memo
@@ -35,6 +35,9 @@ class RegularisedEvolution(Strategy):
         train_epochs: training epochs per candidate (0: the run's ``--epochs``).
         lr: SGD learning rate of each candidate's training.
     """
+
+    #: Options of a tiny search, for the conformance suites (``nasplug.testing``).
+    test_options: ClassVar[dict[str, Any]] = {"population": 3, "cycles": 3, "sample_size": 2}
 
     def __init__(
         self,
