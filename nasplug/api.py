@@ -229,7 +229,7 @@ def search(
             data needs them passed again.
         quiet: no progress bars or per-epoch lines.
     """
-    from nasplug import ddp
+    from nasplug import ddp, registry
     from nasplug.options import OptionError
     from nasplug.rundir import RunDir
 
@@ -259,7 +259,7 @@ def search(
                 if isinstance(value, str):
                     cfg[key] = value
                 elif value is not None:
-                    cfg[key] = _name_of(PLUGIN_KEYS[key], value)
+                    cfg[key] = registry.name_of(value)
             settings = {
                 "epochs": epochs,
                 "batch_size": batch_size,
@@ -374,26 +374,15 @@ def compile_backend(value: Any) -> str | None:
     raise OptionError(f"compile must be true, false or a backend name, got {value!r}")
 
 
-def _name_of(axis: str, obj: Any) -> str:
-    """The registered name of a plugin instance's class, else ``module.Class``."""
-    from nasplug import registry
-
-    cls = type(obj)
-    value = f"{cls.__module__}:{cls.__qualname__}"
-    for name, regs in registry.available(axis).items():
-        if any(p.value == value for p in regs):
-            return name
-    return f"{cls.__module__}.{cls.__qualname__}"
-
-
 def _check_resumed_instances(cfg: Mapping[str, Any], instances: Mapping[str, Any]) -> None:
     """A resumed run takes instances only of the plugins it was started with."""
+    from nasplug import registry
     from nasplug.options import OptionError
 
     for key, obj in instances.items():
         if key == "data":
-            continue  # in-memory data has no name to compare; the trainer checks its split sizes
-        if _name_of(PLUGIN_KEYS[key], obj) != cfg[key]:
+            continue  # in-memory data has no name to compare
+        if registry.name_of(obj) != cfg[key]:
             raise OptionError(
                 f"{key} given to resume is a {type(obj).__name__}, but the run was started with "
                 f"{cfg[key]!r}"

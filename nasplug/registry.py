@@ -124,12 +124,20 @@ def load(axis: str, name: str) -> Any:
 
 
 def registered_name(cls: type) -> str | None:
-    """The name ``cls`` was loaded as through :func:`load`; None if it was not loaded so.
+    """The name ``cls`` is registered as: as loaded through :func:`load`, else the entry point
+    whose value names this very class (imported directly, e.g. in a notebook); None if none.
 
     Read from the class's own namespace, so a subclass never inherits its parent's name.
     """
     name = vars(cls).get(_NAME_ATTR)
-    return name if isinstance(name, str) else None
+    if isinstance(name, str):
+        return name
+    value = f"{cls.__module__}:{cls.__qualname__}"
+    for axis in AXES:
+        for found, regs in available(axis).items():
+            if any(p.value == value for p in regs):
+                return found
+    return None
 
 
 def name_of(plugin: object) -> str:

@@ -59,7 +59,8 @@ def train_config(source: Any, s: Mapping[str, Any]) -> tuple[dict[str, Any], dic
     a :class:`~nasplug.types.Genotype` or None (with a baseline); ``s`` holds the settings of
     :func:`nasplug.train`.
     """
-    from nasplug.api import SearchRun, _name_of
+    from nasplug import registry
+    from nasplug.api import SearchRun
     from nasplug.baselines import BASELINES
     from nasplug.options import OptionError
     from nasplug.rundir import RunDir, RunError
@@ -149,7 +150,7 @@ def train_config(source: Any, s: Mapping[str, Any]) -> tuple[dict[str, Any], dic
             cfg["space"] = s["space"]
             reuse.pop("space", None)
         else:
-            cfg["space"] = _name_of("space", s["space"])
+            cfg["space"] = registry.name_of(s["space"])
             reuse["space"] = s["space"]
     if s["data"] is not None:
         reuse.pop("data", None)

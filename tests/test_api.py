@@ -62,8 +62,8 @@ def test_search_with_instances() -> None:
         strategy_opts={"candidates": 2},
         **{k: v for k, v in TINY.items() if k != "space_opts"},
     )
-    assert found.config["space"] == "nasplug.testing.TinySpace"
-    assert found.config["relax"] == "nasplug.testing.TinySoftmax"
+    assert found.config["space"] == "TinySpace"
+    assert found.config["relax"] == "TinySoftmax"
     assert found.supernet is None and found.weights is None
     assert found.build()(found.data.test[0][:2].float()).shape == (2, 10)
 
