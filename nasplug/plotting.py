@@ -273,7 +273,7 @@ def _render(panels: Sequence[_Panel], title: str) -> Figure:
     height = sum(h for _, h in sizes) + head
     fig = Figure(figsize=(width, height), dpi=_DPI)
     top = height - head
-    for panel, (w, h) in zip(panels, sizes):
+    for panel, (w, h) in zip(panels, sizes, strict=True):
         top -= h
         ax = fig.add_axes(((width - w) / 2 / width, top / height, w / width, (h - 0.35) / height))
         ax.set_xlim(*panel.xlim)
@@ -319,7 +319,9 @@ def _draw_panel(ax: Axes, panel: _Panel) -> None:
         a, b = where[e.source], where[e.target]
         if e.rad is None:
             others = [
-                box for n, box in zip(panel.nodes, boxes) if n.key not in (e.source, e.target)
+                box
+                for n, box in zip(panel.nodes, boxes, strict=True)
+                if n.key not in (e.source, e.target)
             ]
             e.rad = _clear_rad(a, b, others)
         ax.add_patch(
@@ -486,7 +488,8 @@ def weights_figures(
             for t, row in enumerate(rows_by_choice[n]):
                 if row is None:
                     continue
-                for k, w in zip(_row_names(row, labels[n]), row["weights"]):
+                # No names when they cannot be known: truncating to nothing leaves the row a gap.
+                for k, w in zip(_row_names(row, labels[n]), row["weights"], strict=False):
                     mat[labels[n].index(k), t] = w if w is not None else np.nan
             mats[n] = mat
         vmax = (
@@ -516,7 +519,7 @@ def weights_figures(
         image = None
         every = max(1, math.ceil(len(records) / 8))
         shared = all(labels[n] == labels[names[0]] for n in names)
-        for k, (n, ax) in enumerate(zip(names, axes)):
+        for k, (n, ax) in enumerate(zip(names, axes, strict=True)):
             # Zeros fall under vmin (white); gaps are NaN (grey): not a candidate then, or unnamed.
             image = ax.imshow(
                 np.ma.masked_invalid(mats[n]),
@@ -684,7 +687,11 @@ def sparsity_figure(records: Sequence[Mapping[str, Any]]) -> Figure | None:
     _epoch_panels((ax1, ax2), x, ticks, starts, legend_size=8)
     step = [r.get("step_seconds") for r in rows]
     support = [v.get("mean_support") for v in s]
-    pts = [(a, b, t) for a, b, t in zip(support, step, x) if a is not None and b is not None]
+    pts = [
+        (a, b, t)
+        for a, b, t in zip(support, step, x, strict=True)
+        if a is not None and b is not None
+    ]
     if pts:
         sc = ax3.scatter(
             [p[0] for p in pts],
@@ -971,7 +978,7 @@ def candidates_figure(
     ax.xaxis.set_major_locator(_integer_locator())
     ax.grid(alpha=0.3)
     ax.legend(fontsize=8)
-    for ax, (col, rho) in zip(axes[1:], ranked):
+    for ax, (col, rho) in zip(axes[1:], ranked, strict=True):
         pts = [(r.get(col), r.get(target)) for r in rows]
         pts = [
             (a, b)

@@ -237,6 +237,7 @@ class TPE(Strategy):
 def open_storage(url: str | None, run_dir: str | None) -> Any:
     """An Optuna storage for ``url``; None: SQLite in ``run_dir`` (in memory without one)."""
     import optuna
+    from sqlalchemy.exc import SQLAlchemyError
 
     if url is None:
         if run_dir is None:
@@ -260,7 +261,9 @@ def open_storage(url: str | None, run_dir: str | None) -> Any:
     for attempt in range(4):
         try:
             return optuna.storages.RDBStorage(url, engine_kwargs=kwargs)
-        except Exception as e:  # SQLAlchemy and driver errors have no common base we can name
+        # SQLAlchemy wraps the URL's and the driver's errors; a driver not installed is an
+        # ImportError, a database of another Optuna version a RuntimeError.
+        except (SQLAlchemyError, ImportError, RuntimeError) as e:
             last = e
             # Two workers creating the tables at once: one of them loses the race; try again.
             if type(e).__name__ not in ("IntegrityError", "OperationalError"):

@@ -148,7 +148,7 @@ class MlpSupernet(nn.Module):
         # One host transfer per forward tells which candidates to skip.
         zero = (torch.cat([weights[n] for n in order]) == 0).tolist() if self.skip_zeros else None
         at = 0
-        for (wn, an), linears, acts in zip(self.names, self.linears, self.acts):
+        for (wn, an), linears, acts in zip(self.names, self.linears, self.acts, strict=True):
             skip_w = zero[at : at + len(linears)] if zero else None
             at += len(linears)
             skip_a = zero[at : at + len(acts)] if zero else None
@@ -158,11 +158,11 @@ class MlpSupernet(nn.Module):
                 linears,
                 weights[wn],
                 skip_w,
-                lambda lin: F.pad(lin(inp), (0, self.hidden - lin.out_features)),
+                lambda lin, inp=inp: F.pad(lin(inp), (0, self.hidden - lin.out_features)),
             )
             h = inp.new_zeros(len(inp), self.hidden) if h is None else h
             mid = h
-            h = _mix(acts, weights[an], skip_a, lambda act: act(mid))
+            h = _mix(acts, weights[an], skip_a, lambda act, mid=mid: act(mid))
             h = mid.new_zeros(mid.shape) if h is None else h
         return self.head(h)
 
