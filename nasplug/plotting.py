@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING, Any
 if TYPE_CHECKING:
     from matplotlib.axes import Axes
     from matplotlib.figure import Figure
+    from matplotlib.patches import Patch
 
 __all__ = [
     "candidates_figure",
@@ -289,13 +290,14 @@ def _render(panels: Sequence[_Panel], title: str) -> Figure:
 def _draw_panel(ax: Axes, panel: _Panel) -> None:
     from matplotlib.patches import Circle, FancyArrowPatch, FancyBboxPatch
 
-    patches = {}
+    patches: dict[Any, Patch] = {}
     boxes: list[tuple[float, float, float, float]] = []  # occupied (x0, y0, x1, y1), data units
     for node in panel.nodes:
         lines = node.text.split("\n")
         w = max(0.9, _text_width(max(lines, key=len), 10) + 0.35)
         h = 0.5 + 0.3 * (len(lines) - 1)
         x, y = node.xy
+        patch: Patch
         if node.shape == "circle":
             patch = Circle(node.xy, 0.3, facecolor=node.colour, edgecolor="#444444", zorder=3)
             w = h = 0.6
@@ -314,7 +316,7 @@ def _draw_panel(ax: Axes, panel: _Panel) -> None:
         patches[node.key] = patch
         boxes.append((x - w / 2, y - h / 2, x + w / 2, y + h / 2))
     where = {n.key: n.xy for n in panel.nodes}
-    labelled = []
+    labelled: list[tuple[_Edge, tuple[float, float], tuple[float, float], float]] = []
     for e in panel.edges:
         a, b = where[e.source], where[e.target]
         if e.rad is None:
@@ -324,6 +326,7 @@ def _draw_panel(ax: Axes, panel: _Panel) -> None:
                 if n.key not in (e.source, e.target)
             ]
             e.rad = _clear_rad(a, b, others)
+        rad = e.rad
         ax.add_patch(
             FancyArrowPatch(
                 a,
@@ -334,7 +337,7 @@ def _draw_panel(ax: Axes, panel: _Panel) -> None:
                 mutation_scale=13,
                 shrinkA=1,
                 shrinkB=1,
-                connectionstyle=f"arc3,rad={e.rad}",
+                connectionstyle=f"arc3,rad={rad}",
                 color=e.colour,
                 linewidth=e.width,
                 linestyle="--" if e.dashed else "-",
@@ -342,11 +345,11 @@ def _draw_panel(ax: Axes, panel: _Panel) -> None:
             )
         )
         if e.label:
-            labelled.append((e, a, b))
+            labelled.append((e, a, b, rad))
     # Labels last, each at the first point along its curve where it covers no node or label.
-    for e, a, b in labelled:
+    for e, a, b, rad in labelled:
         w, h = _text_width(e.label, _LABEL_PT) + 0.2, 0.42
-        x, y = _free_spot(a, b, e.rad, w, h, boxes)
+        x, y = _free_spot(a, b, rad, w, h, boxes)
         boxes.append((x - w / 2, y - h / 2, x + w / 2, y + h / 2))
         ax.text(
             x,
@@ -489,8 +492,8 @@ def weights_figures(
                 if row is None:
                     continue
                 # No names when they cannot be known: truncating to nothing leaves the row a gap.
-                for k, w in zip(_row_names(row, labels[n]), row["weights"], strict=False):
-                    mat[labels[n].index(k), t] = w if w is not None else np.nan
+                for name, w in zip(_row_names(row, labels[n]), row["weights"], strict=False):
+                    mat[labels[n].index(name), t] = w if w is not None else np.nan
             mats[n] = mat
         vmax = (
             max(float(np.nanmax(m)) if np.isfinite(m).any() else 0.0 for m in mats.values()) or 1.0
@@ -890,10 +893,10 @@ def curves_figure(
     x_all = list(range(1, len(rows) + 1))
     for split in splits:
         for ax, key in ((ax_loss, "loss"), (ax_metric, metric)):
-            y_all = [(r.get(split) or {}).get(key) for r in rows]
-            if all(v is None for v in y_all):
+            raw = [(r.get(split) or {}).get(key) for r in rows]
+            if all(v is None for v in raw):
                 continue
-            y_all = [math.nan if v is None else v for v in y_all]
+            y_all = [math.nan if v is None else v for v in raw]
             if sequential:
                 _segmented(
                     ax,

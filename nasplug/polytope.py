@@ -164,11 +164,8 @@ def _simplex_threshold(z: torch.Tensor) -> torch.Tensor:
 def vertex_distance(rows: Sequence[torch.Tensor], k: int) -> float:
     """Euclidean distance from ``rows`` to their nearest vertex of P (0.0 at a vertex)."""
     vertex = nearest_vertex(rows, k)
-    return float(
-        torch.sqrt(
-            sum(((r.double() - v.double()) ** 2).sum() for r, v in zip(rows, vertex, strict=True))
-        )
-    )
+    squares = (((r.double() - v.double()) ** 2).sum() for r, v in zip(rows, vertex, strict=True))
+    return float(torch.sqrt(sum(squares, torch.zeros((), dtype=torch.float64))))
 
 
 def is_vertex(rows: Sequence[torch.Tensor], k: int) -> bool:

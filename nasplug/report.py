@@ -127,7 +127,7 @@ class RunRecord:
         return list(self.search[-1].get("groups") or []) if self.search else []
 
 
-def read_run(run_dir: str | Path) -> RunRecord:
+def read_run(run_dir: RunDir | str | Path) -> RunRecord:
     """Read a run directory; a missing or non-run directory is a :class:`RunError`."""
     run = run_dir if isinstance(run_dir, RunDir) else RunDir.open(run_dir, writer=False)
     config = run.config()
@@ -147,7 +147,7 @@ def read_run(run_dir: str | Path) -> RunRecord:
         search=_named_search_epochs(run),
         training=list(run.events("train_epoch")),
         discretisation=disc[-1] if disc else None,
-        candidates=[c for c in candidates if isinstance(c, Mapping)],
+        candidates=[c for c in candidates if isinstance(c, dict)],
     )
 
 
@@ -517,7 +517,7 @@ def _pictures(
             keep(
                 "weights",
                 f"mixing weights of the {group} choices",
-                lambda fig=fig: fig,
+                _drawn(fig),
                 f"weights-{plotting.slug(group)}",
             )
     if rec.training:
@@ -540,6 +540,11 @@ def _pictures(
             "candidates",
         )
     return out
+
+
+def _drawn(fig: Any) -> Callable[[], Any]:
+    """A draw function for a figure drawn already; it holds this figure, not the loop's last."""
+    return lambda: fig
 
 
 def _candidates_by_choice(rec: RunRecord) -> dict[str, list[str]]:

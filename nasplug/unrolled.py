@@ -97,7 +97,7 @@ def second_order_step(
         )
         a_opt.zero_grad(set_to_none=True)
         # d/da of sum(w(a) * g) is exactly J_w(a)^T g: one backward through the relaxation.
-        surrogate = sum((weights[k] * g).sum() for k, g in grads.items())
+        surrogate = torch.stack([(weights[k] * g).sum() for k, g in grads.items()]).sum()
         pen = relax.penalty(logits.as_dict(), "arch")
         if pen is not None:
             surrogate = surrogate + pen

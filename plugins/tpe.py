@@ -13,7 +13,7 @@ import os
 import socket
 import time
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import torch
 
@@ -94,7 +94,9 @@ class TPE(Strategy):
         name = ctx.options.get("study") or (Path(run_dir).name if run_dir else "nasplug")
         if trainer.quiet:
             optuna.logging.set_verbosity(optuna.logging.WARNING)
-        direction = "maximize" if task.higher_is_better else "minimize"
+        direction: Literal["maximize", "minimize"] = (
+            "maximize" if task.higher_is_better else "minimize"
+        )
         study = optuna.create_study(
             storage=storage,
             study_name=name,

@@ -185,9 +185,11 @@ def _propagate(
     out = len(incoming) - 1
     values: list[torch.Tensor | None] = [h] + [None] * out
     for j in range(1, out + 1):
-        total = None
+        total: torch.Tensor | None = None
         for i, key in incoming[j]:
-            t = values[i] if j == out else edge_ops[key](values[i])
+            v = values[i]
+            assert v is not None, "a valid DAG reaches a vertex before it leaves it (i < j)"
+            t = v if j == out else edge_ops[key](v)
             total = t if total is None else total + t
         if total is not None:
             values[j] = total if j == out else act(norms[j - 1](total))
@@ -237,6 +239,8 @@ class DenseSupernet(_Base):
     give, forward and backward, at no cost. ``skip_zeros`` (default True) skips blocks whose
     mixing weight is exactly 0.0; False computes every block (a dense reference).
     """
+
+    mask: torch.Tensor  # a registered buffer: (blocks, edges) booleans
 
     def __init__(
         self,
