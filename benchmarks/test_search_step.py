@@ -50,11 +50,11 @@ def set_sparse(logits: ArchLogits, choices, keep: int = 2) -> None:
     """Two candidates per edge (never ``none``) far above the others: sparsemax keeps exactly two."""
     g = torch.Generator().manual_seed(1)
     with torch.no_grad():
-        for c, l in zip(choices, logits.logits):
-            l.zero_()
+        for c, row in zip(choices, logits.logits, strict=True):
+            row.zero_()
             options = [i for i, name in enumerate(c.candidates) if name != "none"]
             for i in torch.randperm(len(options), generator=g)[:keep].tolist():
-                l[options[i]] = 10.0
+                row[options[i]] = 10.0
 
 
 @pytest.mark.parametrize("batch", BATCHES)

@@ -29,6 +29,6 @@ def running_stats_kept(module: nn.Module) -> Iterator[None]:
         yield
     finally:
         with torch.no_grad():
-            for m, copies in zip(norms, saved):
-                for b, c in zip(m.buffers(), copies):
+            for m, copies in zip(norms, saved, strict=True):
+                for b, c in zip(m.buffers(), copies, strict=True):
                     b.copy_(c)

@@ -66,19 +66,19 @@ def resolve_storage(value: str | None) -> str | None:
     if value.startswith("file:"):
         path = Path(value[len("file:") :]).expanduser()
         try:
-            url = path.read_text().strip().splitlines()[0:1]
+            first = path.read_text().strip().splitlines()[0:1]
         except (OSError, UnicodeDecodeError) as e:
             why = e.strerror if isinstance(e, OSError) and e.strerror else type(e).__name__
             raise ValueError(
                 f"--storage {value}: cannot read {path} ({why}); accepted: a storage "
                 f"URL, env:NAME or file:PATH"
             ) from None
-        if not url or not url[0].strip():
+        if not first or not first[0].strip():
             raise ValueError(
                 f"--storage {value}: {path} is empty; it must hold the storage URL "
                 f"on its first line"
             )
-        return url[0].strip()
+        return first[0].strip()
     if MASK in value and _URL_PASSWORD.search(value):
         raise ValueError(
             f"storage {value} has a masked password (it is never stored); give the "

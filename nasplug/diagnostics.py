@@ -67,7 +67,8 @@ def group_stats(
     """One row per declared group: each member's mass, how many carry any, the group's total
     and its distance to the nearest vertex (a genotype the derive rule can give)."""
     rows = []
-    for group, (_, k, members) in zip(groups, group_rows(choices, groups, weights)):
+    # group_rows lists the declared groups first, then each choice outside them: those are left out.
+    for group, (_, k, members) in zip(groups, group_rows(choices, groups, weights), strict=False):
         mass = [float(r.sum()) for r in members]
         rows.append(
             {

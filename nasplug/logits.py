@@ -40,7 +40,7 @@ class ArchLogits(nn.Module):
         ]
 
     def items(self) -> Iterator[tuple[str, torch.Tensor]]:
-        return zip(self.names, self.logits)
+        return zip(self.names, self.logits, strict=True)
 
     def as_dict(self) -> dict[str, torch.Tensor]:
         return dict(self.items())
@@ -55,15 +55,17 @@ class ArchLogits(nn.Module):
         for k, positions, kept in self._members:
             logits = [self.logits[p] for p in positions]
             index = [
-                None if len(keep) == len(l) else torch.tensor(keep, device=l.device)
-                for l, keep in zip(logits, kept)
+                None if len(keep) == len(row) else torch.tensor(keep, device=row.device)
+                for row, keep in zip(logits, kept, strict=True)
             ]
-            ws = group_fn([l if i is None else l[i] for l, i in zip(logits, index)], k)
+            ws = group_fn(
+                [row if i is None else row[i] for row, i in zip(logits, index, strict=True)], k
+            )
             if ws is None:
                 break  # a group-unaware relaxation: every choice on its own
-            for p, l, i, w in zip(positions, logits, index, ws):
-                out[self.names[p]] = w if i is None else w.new_zeros(l.shape).index_copy(0, i, w)
-        return {name: out[name] if name in out else fn(l) for name, l in self.items()}
+            for p, row, i, w in zip(positions, logits, index, ws, strict=True):
+                out[self.names[p]] = w if i is None else w.new_zeros(row.shape).index_copy(0, i, w)
+        return {name: out[name] if name in out else fn(row) for name, row in self.items()}
 
     @torch.no_grad()
     def eval_weights(self, relaxation: Relaxation) -> dict[str, torch.Tensor]:

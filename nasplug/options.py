@@ -66,7 +66,7 @@ def _hints(cls: Any) -> dict[str, Any]:
     target = cls.__init__ if inspect.isclass(cls) else cls
     try:
         return typing.get_type_hints(target)
-    except Exception:  # unresolvable annotations: fall back to the defaults' types
+    except Exception:  # noqa: BLE001 - evaluating a plugin's annotations runs its code; fall back to the defaults' types
         return {}
 
 

@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING, Any
 if TYPE_CHECKING:
     from matplotlib.axes import Axes
     from matplotlib.figure import Figure
+    from matplotlib.patches import Patch
 
 __all__ = [
     "candidates_figure",
@@ -273,7 +274,7 @@ def _render(panels: Sequence[_Panel], title: str) -> Figure:
     height = sum(h for _, h in sizes) + head
     fig = Figure(figsize=(width, height), dpi=_DPI)
     top = height - head
-    for panel, (w, h) in zip(panels, sizes):
+    for panel, (w, h) in zip(panels, sizes, strict=True):
         top -= h
         ax = fig.add_axes(((width - w) / 2 / width, top / height, w / width, (h - 0.35) / height))
         ax.set_xlim(*panel.xlim)
@@ -289,13 +290,14 @@ def _render(panels: Sequence[_Panel], title: str) -> Figure:
 def _draw_panel(ax: Axes, panel: _Panel) -> None:
     from matplotlib.patches import Circle, FancyArrowPatch, FancyBboxPatch
 
-    patches = {}
+    patches: dict[Any, Patch] = {}
     boxes: list[tuple[float, float, float, float]] = []  # occupied (x0, y0, x1, y1), data units
     for node in panel.nodes:
         lines = node.text.split("\n")
         w = max(0.9, _text_width(max(lines, key=len), 10) + 0.35)
         h = 0.5 + 0.3 * (len(lines) - 1)
         x, y = node.xy
+        patch: Patch
         if node.shape == "circle":
             patch = Circle(node.xy, 0.3, facecolor=node.colour, edgecolor="#444444", zorder=3)
             w = h = 0.6
@@ -314,14 +316,17 @@ def _draw_panel(ax: Axes, panel: _Panel) -> None:
         patches[node.key] = patch
         boxes.append((x - w / 2, y - h / 2, x + w / 2, y + h / 2))
     where = {n.key: n.xy for n in panel.nodes}
-    labelled = []
+    labelled: list[tuple[_Edge, tuple[float, float], tuple[float, float], float]] = []
     for e in panel.edges:
         a, b = where[e.source], where[e.target]
         if e.rad is None:
             others = [
-                box for n, box in zip(panel.nodes, boxes) if n.key not in (e.source, e.target)
+                box
+                for n, box in zip(panel.nodes, boxes, strict=True)
+                if n.key not in (e.source, e.target)
             ]
             e.rad = _clear_rad(a, b, others)
+        rad = e.rad
         ax.add_patch(
             FancyArrowPatch(
                 a,
@@ -332,7 +337,7 @@ def _draw_panel(ax: Axes, panel: _Panel) -> None:
                 mutation_scale=13,
                 shrinkA=1,
                 shrinkB=1,
-                connectionstyle=f"arc3,rad={e.rad}",
+                connectionstyle=f"arc3,rad={rad}",
                 color=e.colour,
                 linewidth=e.width,
                 linestyle="--" if e.dashed else "-",
@@ -340,11 +345,11 @@ def _draw_panel(ax: Axes, panel: _Panel) -> None:
             )
         )
         if e.label:
-            labelled.append((e, a, b))
+            labelled.append((e, a, b, rad))
     # Labels last, each at the first point along its curve where it covers no node or label.
-    for e, a, b in labelled:
+    for e, a, b, rad in labelled:
         w, h = _text_width(e.label, _LABEL_PT) + 0.2, 0.42
-        x, y = _free_spot(a, b, e.rad, w, h, boxes)
+        x, y = _free_spot(a, b, rad, w, h, boxes)
         boxes.append((x - w / 2, y - h / 2, x + w / 2, y + h / 2))
         ax.text(
             x,
@@ -486,8 +491,9 @@ def weights_figures(
             for t, row in enumerate(rows_by_choice[n]):
                 if row is None:
                     continue
-                for k, w in zip(_row_names(row, labels[n]), row["weights"]):
-                    mat[labels[n].index(k), t] = w if w is not None else np.nan
+                # No names when they cannot be known: truncating to nothing leaves the row a gap.
+                for name, w in zip(_row_names(row, labels[n]), row["weights"], strict=False):
+                    mat[labels[n].index(name), t] = w if w is not None else np.nan
             mats[n] = mat
         vmax = (
             max(float(np.nanmax(m)) if np.isfinite(m).any() else 0.0 for m in mats.values()) or 1.0
@@ -516,7 +522,7 @@ def weights_figures(
         image = None
         every = max(1, math.ceil(len(records) / 8))
         shared = all(labels[n] == labels[names[0]] for n in names)
-        for k, (n, ax) in enumerate(zip(names, axes)):
+        for k, (n, ax) in enumerate(zip(names, axes, strict=True)):
             # Zeros fall under vmin (white); gaps are NaN (grey): not a candidate then, or unnamed.
             image = ax.imshow(
                 np.ma.masked_invalid(mats[n]),
@@ -684,7 +690,11 @@ def sparsity_figure(records: Sequence[Mapping[str, Any]]) -> Figure | None:
     _epoch_panels((ax1, ax2), x, ticks, starts, legend_size=8)
     step = [r.get("step_seconds") for r in rows]
     support = [v.get("mean_support") for v in s]
-    pts = [(a, b, t) for a, b, t in zip(support, step, x) if a is not None and b is not None]
+    pts = [
+        (a, b, t)
+        for a, b, t in zip(support, step, x, strict=True)
+        if a is not None and b is not None
+    ]
     if pts:
         sc = ax3.scatter(
             [p[0] for p in pts],
@@ -883,10 +893,10 @@ def curves_figure(
     x_all = list(range(1, len(rows) + 1))
     for split in splits:
         for ax, key in ((ax_loss, "loss"), (ax_metric, metric)):
-            y_all = [(r.get(split) or {}).get(key) for r in rows]
-            if all(v is None for v in y_all):
+            raw = [(r.get(split) or {}).get(key) for r in rows]
+            if all(v is None for v in raw):
                 continue
-            y_all = [math.nan if v is None else v for v in y_all]
+            y_all = [math.nan if v is None else v for v in raw]
             if sequential:
                 _segmented(
                     ax,
@@ -971,7 +981,7 @@ def candidates_figure(
     ax.xaxis.set_major_locator(_integer_locator())
     ax.grid(alpha=0.3)
     ax.legend(fontsize=8)
-    for ax, (col, rho) in zip(axes[1:], ranked):
+    for ax, (col, rho) in zip(axes[1:], ranked, strict=True):
         pts = [(r.get(col), r.get(target)) for r in rows]
         pts = [
             (a, b)

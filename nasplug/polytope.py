@@ -164,11 +164,10 @@ def _simplex_threshold(z: torch.Tensor) -> torch.Tensor:
 def vertex_distance(rows: Sequence[torch.Tensor], k: int) -> float:
     """Euclidean distance from ``rows`` to their nearest vertex of P (0.0 at a vertex)."""
     vertex = nearest_vertex(rows, k)
-    return float(
-        torch.sqrt(sum(((r.double() - v.double()) ** 2).sum() for r, v in zip(rows, vertex)))
-    )
+    squares = (((r.double() - v.double()) ** 2).sum() for r, v in zip(rows, vertex, strict=True))
+    return float(torch.sqrt(sum(squares, torch.zeros((), dtype=torch.float64))))
 
 
 def is_vertex(rows: Sequence[torch.Tensor], k: int) -> bool:
     """Whether ``rows`` are exactly a vertex of P: ``k`` rows one-hot, the others all zero."""
-    return all(torch.equal(r, v) for r, v in zip(rows, nearest_vertex(rows, k)))
+    return all(torch.equal(r, v) for r, v in zip(rows, nearest_vertex(rows, k), strict=True))

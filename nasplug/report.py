@@ -148,7 +148,7 @@ class RunRecord:
         return list(self.search[-1].get("groups") or []) if self.search else []
 
 
-def read_run(run_dir: str | Path) -> RunRecord:
+def read_run(run_dir: RunDir | str | Path) -> RunRecord:
     """Read a run directory; a missing or non-run directory is a :class:`RunError`."""
     run = run_dir if isinstance(run_dir, RunDir) else RunDir.open(run_dir, writer=False)
     config = run.config()
@@ -168,7 +168,7 @@ def read_run(run_dir: str | Path) -> RunRecord:
         search=_named_search_epochs(run),
         training=list(run.events("train_epoch")),
         discretisation=disc[-1] if disc else None,
-        candidates=[c for c in candidates if isinstance(c, Mapping)],
+        candidates=[c for c in candidates if isinstance(c, dict)],
     )
 
 
@@ -327,7 +327,7 @@ def _num(v: Any, digits: int = 4) -> str:
 def _table(header: Sequence[str], rows: Sequence[Sequence[Any]]) -> list[str]:
     cells = [[str(h) for h in header]] + [[_cell(v) for v in row] for row in rows]
     widths = [max(len(r[i]) for r in cells) for i in range(len(header))]
-    out = ["  ".join(c.ljust(w) for c, w in zip(r, widths)).rstrip() for r in cells]
+    out = ["  ".join(c.ljust(w) for c, w in zip(r, widths, strict=True)).rstrip() for r in cells]
     out.insert(1, "  ".join("-" * w for w in widths))
     return out
 
@@ -343,7 +343,7 @@ def _genotype_text(cfg: Mapping[str, Any], genotype: Mapping[str, Any]) -> str:
     g = Genotype.from_dict(genotype)
     try:
         return _space(cfg).describe(g)
-    except Exception:  # the space's plugin may be gone or changed: the JSON says everything
+    except Exception:  # noqa: BLE001 - the space's plugin code may be gone or changed: the JSON says everything
         return g.to_json()
 
 
@@ -380,12 +380,12 @@ def spearman(x: Sequence[Any], y: Sequence[Any]) -> float | None:
 
     None with fewer than three such pairs or a constant side.
     """
-    pairs = [(a, b) for a, b in zip(x, y) if _is_number(a) and _is_number(b)]
+    pairs = [(a, b) for a, b in zip(x, y, strict=True) if _is_number(a) and _is_number(b)]
     if len(pairs) < 3:
         return None
     rx, ry = _ranks([p[0] for p in pairs]), _ranks([p[1] for p in pairs])
     mx, my = sum(rx) / len(rx), sum(ry) / len(ry)
-    sxy = sum((a - mx) * (b - my) for a, b in zip(rx, ry))
+    sxy = sum((a - mx) * (b - my) for a, b in zip(rx, ry, strict=True))
     sxx = sum((a - mx) ** 2 for a in rx)
     syy = sum((b - my) ** 2 for b in ry)
     if sxx == 0 or syy == 0:
@@ -481,7 +481,7 @@ def _pictures(
             if fig is None:
                 return
             paths = plotting.save(fig, folder / name, formats)
-        except Exception as e:  # a report is a view of saved results: show what can be shown
+        except Exception as e:  # noqa: BLE001 - a report is a view of saved results (plugins' records included): show what can be shown
             print(
                 f"nasplug: warning: {caption} not drawn: {type(e).__name__}: {e}", file=sys.stderr
             )
@@ -527,7 +527,7 @@ def _pictures(
         )
         try:
             groups = plotting.weights_figures(rec.search, _candidates_by_choice(rec))
-        except Exception as e:  # as in keep()
+        except Exception as e:  # noqa: BLE001 - as in keep()
             print(
                 f"nasplug: warning: mixing weights not drawn: {type(e).__name__}: {e}",
                 file=sys.stderr,
@@ -538,7 +538,7 @@ def _pictures(
             keep(
                 "weights",
                 f"mixing weights of the {group} choices",
-                lambda fig=fig: fig,
+                _drawn(fig),
                 f"weights-{plotting.slug(group)}",
             )
     if rec.training:
@@ -563,11 +563,16 @@ def _pictures(
     return out
 
 
+def _drawn(fig: Any) -> Callable[[], Any]:
+    """A draw function for a figure drawn already; it holds this figure, not the loop's last."""
+    return lambda: fig
+
+
 def _candidates_by_choice(rec: RunRecord) -> dict[str, list[str]]:
     """Candidate names by choice, from the space of the run's config (none if it cannot be built)."""
     try:
         return {c.name: list(c.candidates) for c in _space(rec.config).choices()}
-    except Exception:  # a report must not depend on the space's plugin being installed
+    except Exception:  # noqa: BLE001 - a report must not depend on the space's plugin code working
         return {}
 
 

@@ -21,22 +21,31 @@ class Objective:
 
     def __init__(self, task: Task, y_train: torch.Tensor) -> None:
         self.task = task
+        self.y_mean: torch.Tensor | None = None
+        self.y_std: torch.Tensor | None = None
         if task.kind == "regression":
             y = y_train.float().reshape(len(y_train), -1)
             self.y_mean = y.mean(0)
             self.y_std = y.std(0).clamp_min(1e-8)
-        else:
-            self.y_mean = self.y_std = None
 
     def to(self, device: torch.device) -> Objective:
-        if self.y_mean is not None:
+        if self.y_mean is not None and self.y_std is not None:
             self.y_mean, self.y_std = self.y_mean.to(device), self.y_std.to(device)
         return self
+
+    def target_scale(self) -> tuple[torch.Tensor, torch.Tensor]:
+        """The train split's target mean and std, by which regression targets are standardised."""
+        if self.y_mean is None or self.y_std is None:
+            raise ValueError(
+                f"a {self.task.kind} task has no target scale; only regression has one"
+            )
+        return self.y_mean, self.y_std
 
     def targets(self, y: torch.Tensor) -> torch.Tensor:
         """Targets as the loss wants them (standardised for regression)."""
         if self.task.kind == "regression":
-            return (y.float().reshape(len(y), -1) - self.y_mean) / self.y_std
+            mean, std = self.target_scale()
+            return (y.float().reshape(len(y), -1) - mean) / std
         if self.task.kind == "multilabel":
             return y.float()
         return y.long()
@@ -100,7 +109,7 @@ class Metrics:
             sst = s["syy"] - s["sy"] ** 2 / n
             r2 = 1 - s["sse"] / sst.clamp_min(1e-12)
             res["r2"] = float(r2.mean())
-            sse = s["sse"] * self.obj.y_std.double().cpu() ** 2
+            sse = s["sse"] * self.obj.target_scale()[1].double().cpu() ** 2
             res["rmse"] = math.sqrt(float(sse.sum()) / (n * len(sse)))
         else:
             res["bce"] = res["loss"]

@@ -97,7 +97,7 @@ def second_order_step(
         )
         a_opt.zero_grad(set_to_none=True)
         # d/da of sum(w(a) * g) is exactly J_w(a)^T g: one backward through the relaxation.
-        surrogate = sum((weights[k] * g).sum() for k, g in grads.items())
+        surrogate = torch.stack([(weights[k] * g).sum() for k, g in grads.items()]).sum()
         pen = relax.penalty(logits.as_dict(), "arch")
         if pen is not None:
             surrogate = surrogate + pen
@@ -178,7 +178,7 @@ def unrolled_gradients(
             g_train, g_here = out[: len(params)], out[len(params) :]
             with torch.no_grad():
                 for group, ps, gs in _by_group(groups, params, g_train):
-                    for p, g in zip(ps, gs):
+                    for p, g in zip(ps, gs, strict=True):
                         d = g + group["weight_decay"] * p
                         buf = w_opt.state.get(p, {}).get("momentum_buffer")
                         if buf is not None and group["momentum"]:
@@ -211,13 +211,19 @@ def unrolled_gradients(
                 g_minus = _mix_grad(net, trainer, mix, params, saved, u, -eps, train_batch)
     finally:
         with torch.no_grad():
-            for p, s in zip(params, restore):
+            for p, s in zip(params, restore, strict=True):
                 p.copy_(s)
-        for p, f in zip(params, flags):
+        for p, f in zip(params, flags, strict=True):
             p.requires_grad_(f)
     if forward:
-        return {k: gv - (gp - g0) / eps for k, gv, gp, g0 in zip(mix, g_val, g_plus, g_here)}
-    return {k: gv - (gp - gm) / (2 * eps) for k, gv, gp, gm in zip(mix, g_val, g_plus, g_minus)}
+        return {
+            k: gv - (gp - g0) / eps
+            for k, gv, gp, g0 in zip(mix, g_val, g_plus, g_here, strict=True)
+        }
+    return {
+        k: gv - (gp - gm) / (2 * eps)
+        for k, gv, gp, gm in zip(mix, g_val, g_plus, g_minus, strict=True)
+    }
 
 
 def _mix_grad(
@@ -233,7 +239,7 @@ def _mix_grad(
     """dL_train/d(mixing weights) at ``saved + eps * u``; the weights stay frozen."""
     x, t = batch
     with torch.no_grad():
-        for p, s, d in zip(params, saved, u):
+        for p, s, d in zip(params, saved, u, strict=True):
             torch.add(s, d * eps, out=p)
     leaves = _leaves(mix)
     loss = trainer.loss(net(x, leaves), t)
@@ -279,7 +285,7 @@ def _set_rng_state(
     state: tuple[torch.Tensor, list[torch.Tensor]], devices: list[torch.device]
 ) -> None:
     torch.set_rng_state(state[0])
-    for d, s in zip(devices, state[1]):
+    for d, s in zip(devices, state[1], strict=True):
         torch.cuda.set_rng_state(s, d)
 
 

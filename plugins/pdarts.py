@@ -15,7 +15,7 @@ from __future__ import annotations
 import dataclasses
 import math
 from collections.abc import Callable
-from typing import Any
+from typing import Any, Protocol, runtime_checkable
 
 from torch import nn
 
@@ -25,6 +25,13 @@ from nasplug.supernet_options import SupernetOptions
 from nasplug.types import Genotype, SearchResult
 
 __all__ = ["ProgressiveDarts", "cap_candidate", "strongest"]
+
+
+@runtime_checkable
+class _DropsCandidates(Protocol):
+    """A supernet that drops out candidates while training: ``{candidate name: rate}``."""
+
+    candidate_dropout: dict[str, float]
 
 
 class ProgressiveDarts(Strategy):
@@ -164,7 +171,7 @@ class ProgressiveDarts(Strategy):
             return None
 
         def before_epoch(epoch: int, net: nn.Module) -> None:
-            if not hasattr(net, "candidate_dropout"):
+            if not isinstance(net, _DropsCandidates):
                 if rate > 0 and epoch == 0:
                     ctx.trainer.say(
                         f"pdarts: the {type(net).__name__} supernet has no "

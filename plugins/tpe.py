@@ -13,7 +13,7 @@ import os
 import socket
 import time
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import torch
 
@@ -94,7 +94,9 @@ class TPE(Strategy):
         name = ctx.options.get("study") or (Path(run_dir).name if run_dir else "nasplug")
         if trainer.quiet:
             optuna.logging.set_verbosity(optuna.logging.WARNING)
-        direction = "maximize" if task.higher_is_better else "minimize"
+        direction: Literal["maximize", "minimize"] = (
+            "maximize" if task.higher_is_better else "minimize"
+        )
         study = optuna.create_study(
             storage=storage,
             study_name=name,
@@ -237,6 +239,7 @@ class TPE(Strategy):
 def open_storage(url: str | None, run_dir: str | None) -> Any:
     """An Optuna storage for ``url``; None: SQLite in ``run_dir`` (in memory without one)."""
     import optuna
+    from sqlalchemy.exc import SQLAlchemyError
 
     if url is None:
         if run_dir is None:
@@ -260,7 +263,9 @@ def open_storage(url: str | None, run_dir: str | None) -> Any:
     for attempt in range(4):
         try:
             return optuna.storages.RDBStorage(url, engine_kwargs=kwargs)
-        except Exception as e:  # SQLAlchemy and driver errors have no common base we can name
+        # SQLAlchemy wraps the URL's and the driver's errors; a driver not installed is an
+        # ImportError, a database of another Optuna version a RuntimeError.
+        except (SQLAlchemyError, ImportError, RuntimeError) as e:
             last = e
             # Two workers creating the tables at once: one of them loses the race; try again.
             if type(e).__name__ not in ("IntegrityError", "OperationalError"):

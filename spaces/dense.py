@@ -185,9 +185,11 @@ def _propagate(
     out = len(incoming) - 1
     values: list[torch.Tensor | None] = [h] + [None] * out
     for j in range(1, out + 1):
-        total = None
+        total: torch.Tensor | None = None
         for i, key in incoming[j]:
-            t = values[i] if j == out else edge_ops[key](values[i])
+            v = values[i]
+            assert v is not None, "a valid DAG reaches a vertex before it leaves it (i < j)"
+            t = v if j == out else edge_ops[key](v)
             total = t if total is None else total + t
         if total is not None:
             values[j] = total if j == out else act(norms[j - 1](total))
@@ -238,6 +240,8 @@ class DenseSupernet(_Base):
     mixing weight is exactly 0.0; False computes every block (a dense reference).
     """
 
+    mask: torch.Tensor  # a registered buffer: (blocks, edges) booleans
+
     def __init__(
         self,
         in_features: int,
@@ -270,7 +274,7 @@ class DenseSupernet(_Base):
 
     def block_dag(self, b: int) -> list[Edge]:
         """The edges block ``b`` uses, sorted."""
-        return [e for e, on in zip(self.edges, self.mask[b].tolist()) if on]
+        return [e for e, on in zip(self.edges, self.mask[b].tolist(), strict=True) if on]
 
     def block_output(self, h: torch.Tensor, row: Sequence[bool]) -> torch.Tensor:
         """One block's output for the embedded input ``h``; ``row`` is its mask row."""
@@ -286,7 +290,7 @@ class DenseSupernet(_Base):
         h = self.embed(x)
         compute = (w != 0).tolist() if self.skip_zeros else [True] * len(w)
         mixed = None
-        for b, (on, row) in enumerate(zip(compute, self.mask.tolist())):
+        for b, (on, row) in enumerate(zip(compute, self.mask.tolist(), strict=True)):
             if not on:
                 continue
             y = w[b] * self.block_output(h, row)
@@ -574,11 +578,11 @@ class DenseSpace(SearchSpace):
 
     def block_dags(self) -> dict[str, list[list[int]]]:
         """The current DAG of every block, by name."""
-        return {n: [list(e) for e in dag] for n, dag in zip(self._names, self._dags)}
+        return {n: [list(e) for e in dag] for n, dag in zip(self._names, self._dags, strict=True)}
 
     def edge_probabilities(self) -> dict[str, float]:
         """The sampling probability of every possible edge, keyed ``"i-j"``."""
-        return {_key(e): p for e, p in zip(self._edges, self._probs)}
+        return {_key(e): p for e, p in zip(self._edges, self._probs, strict=True)}
 
     def record_metrics(self, metrics_by_block: Mapping[str, float]) -> None:
         """Remember a validation metric per current block, kept once the block is replaced."""
@@ -656,7 +660,12 @@ class DenseSpace(SearchSpace):
         """A valid DAG from the edge probabilities, distinct from the current blocks if possible."""
         for _ in range(_DISTINCT_TRIES):
             dag = repair_dag(
-                [e for e, p in zip(self._edges, self._probs) if self._rng.random() < p], self.layers
+                [
+                    e
+                    for e, p in zip(self._edges, self._probs, strict=True)
+                    if self._rng.random() < p
+                ],
+                self.layers,
             )
             if dag not in self._dags:
                 break
@@ -669,7 +678,7 @@ class DenseSpace(SearchSpace):
         shares = [v / total for v in pos] if total > 0 else [1.0 / len(w)] * len(w)
         lr = self.learning_rate
         for e, edge in enumerate(self._edges):
-            used = sum(s for s, dag in zip(shares, self._dags) if edge in dag)
+            used = sum(s for s, dag in zip(shares, self._dags, strict=True) if edge in dag)
             self._probs[e] = min(_P_MAX, max(_P_MIN, (1 - lr) * self._probs[e] + lr * used))
 
     def _record(self, b: int, dag: Sequence[Edge]) -> int:
@@ -783,7 +792,7 @@ def spearman(x: Sequence[float | None], y: Sequence[float | None]) -> float | No
     """
     pairs = [
         (float(a), float(b))
-        for a, b in zip(x, y)
+        for a, b in zip(x, y, strict=True)
         if a is not None and b is not None and math.isfinite(a) and math.isfinite(b)
     ]
     if len(pairs) < 3:

@@ -77,7 +77,7 @@ def test_one_member_with_k_one_is_sparsemax():
 def test_rows_of_different_lengths_and_all_capped():
     rows = [torch.tensor([0.3, 0.1]), torch.tensor([2.0, -1.0, 0.5]), torch.tensor([0.0])]
     x = group_projection(rows, 3)  # k equals the rows: every row is its own sparsemax
-    for r, xr in zip(rows, x):
+    for r, xr in zip(rows, x, strict=True):
         torch.testing.assert_close(xr, sparsemax(r, dim=-1))
 
 
@@ -92,7 +92,7 @@ def test_vertices_are_the_darts_rule_genotypes():
         for op1, op2 in itertools.product(range(7), repeat=2):
             v = [torch.zeros(7, dtype=torch.float64) for _ in range(4)]
             v[e1][op1] = v[e2][op2] = 1.0
-            assert all(torch.equal(a, b) for a, b in zip(group_projection(v, 2), v))
+            assert all(torch.equal(a, b) for a, b in zip(group_projection(v, 2), v, strict=True))
             assert is_vertex(v, 2) and vertex_distance(v, 2) == 0.0
     gen = torch.Generator().manual_seed(0)
     for seed in range(20):
@@ -110,7 +110,7 @@ def test_vertices_are_the_darts_rule_genotypes():
             rows = [logits.as_dict()[n].detach()[1:] for n in g.choices]
             assert all(
                 torch.equal(a, b[1:])
-                for a, b in zip(nearest_vertex(rows, g.k), (w[n] for n in g.choices))
+                for a, b in zip(nearest_vertex(rows, g.k), (w[n] for n in g.choices), strict=True)
             )
 
 

@@ -33,8 +33,8 @@ class TinySupernet(nn.Module):
         self.skip_zeros = True
 
     def forward(self, x: torch.Tensor, weights: dict[str, torch.Tensor]) -> torch.Tensor:
-        h = sum(w * op(x) for w, op in zip(weights["a"], self.a))
-        h = sum(w * op(h) for w, op in zip(weights["b"], self.b))
+        h = sum(w * op(x) for w, op in zip(weights["a"], self.a, strict=True))
+        h = sum(w * op(h) for w, op in zip(weights["b"], self.b, strict=True))
         return self.head(torch.tanh(h))
 
 
@@ -66,7 +66,7 @@ def _exact(
         norm = torch.linalg.vector_norm(torch.stack([torch.linalg.vector_norm(g) for g in grads]))
         c = min(1.0, clip / (float(norm.detach()) + 1e-6))
     virtual = {}
-    for (name, p), g in zip(params.items(), grads):
+    for (name, p), g in zip(params.items(), grads, strict=True):
         buf = w_opt.state[p]["momentum_buffer"]
         virtual[name] = p - LR * (MOMENTUM * buf + c * g + WD * p)
     loss = F.cross_entropy(functional_call(net, virtual, (xa, weights)), ta)
@@ -127,7 +127,7 @@ def _check(
     gap = (torch.cat([g.flatten() for g in first]) - flat).norm() / flat.norm()
     assert gap > 20 * err
     # The step leaves the weights and their frozen flags exactly as they were.
-    assert all(torch.equal(p, b) for p, b in zip(w_params, before))
+    assert all(torch.equal(p, b) for p, b in zip(w_params, before, strict=True))
     assert not any(p.requires_grad for p in w_params)
     return float(err)
 
@@ -214,7 +214,7 @@ def test_real_lookahead_matches_exact_unrolled_gradient(clip: float) -> None:
     err = (torch.cat([p.grad.flatten() for p in logits.parameters()]) - flat).norm() / flat.norm()
     assert err < 1e-4, f"relative error {float(err):.2e} of the finite-difference gradient"
     assert (torch.cat([g.flatten() for g in first]) - flat).norm() / flat.norm() > 20 * err
-    for p, w in zip(net.parameters(), landed):
+    for p, w in zip(net.parameters(), landed, strict=True):
         torch.testing.assert_close(p.detach(), w, rtol=1e-12, atol=1e-12)
     assert all(p.requires_grad for p in net.parameters())
 

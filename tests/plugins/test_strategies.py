@@ -93,12 +93,15 @@ def test_gap_is_also_scored_with_path_statistics_and_the_supernet_keeps_its_own(
     recalibrate_batchnorm(expected_net, lambda x: expected_net(x, hot), ctx.trainer, 16, 4)
     expected = ctx.trainer.evaluate(lambda x: expected_net(x, hot), "arch", module=expected_net)
     # Re-estimating on the derived path really changes the statistics ...
-    assert any(not torch.equal(a, b) for a, b in zip(run.net.buffers(), expected_net.buffers()))
+    assert any(
+        not torch.equal(a, b)
+        for a, b in zip(run.net.buffers(), expected_net.buffers(), strict=True)
+    )
     before = [b.clone() for b in run.net.buffers()]
     metrics = supernet_result(ctx, run).metrics
     assert metrics["val_accuracy_discrete_recalibrated"] == expected["accuracy"]
     # ... but only for that score: the supernet's own statistics are back afterwards.
-    assert all(torch.equal(a, b) for a, b in zip(before, run.net.buffers()))
+    assert all(torch.equal(a, b) for a, b in zip(before, run.net.buffers(), strict=True))
 
 
 # ---- pdarts ----------------------------------------------------------------------------------
@@ -128,7 +131,7 @@ def test_pdarts_deepens_restricts_and_drops_out_skips(tmp_path):
     assert all(len(c) == 3 for c in stages[1]["candidates"].values())
     assert [len(net.cells) for net in RecordingCellSpace.nets] == [2, 3]
     # The rate decays within each stage: after the last epoch (epoch 1) it is rate * exp(-0.5).
-    for net, rate in zip(RecordingCellSpace.nets, (0.2, 0.5)):
+    for net, rate in zip(RecordingCellSpace.nets, (0.2, 0.5), strict=True):
         assert net.candidate_dropout == {"skip_connect": pytest.approx(rate * math.exp(-0.5))}
     # The final genotype uses only the candidates its edges kept, and it builds.
     kept = stages[1]["candidates"]

@@ -61,7 +61,7 @@ class FairSigmoid(Relaxation):
     def penalty(self, logits: Mapping[str, torch.Tensor], phase: str) -> torch.Tensor | None:
         if phase != "arch" or self.zero_one == 0 or not logits:
             return None
-        w = torch.cat([torch.sigmoid(l).flatten() for l in logits.values()])
+        w = torch.cat([torch.sigmoid(row).flatten() for row in logits.values()])
         return -self.zero_one * self.ramp * ((w - 0.5) ** 2).mean()
 
     @property
