@@ -8,9 +8,9 @@ from typing import Any
 
 from torch import nn
 
-from nasplug.training import count_params
 from nasplug.interfaces import SearchContext
 from nasplug.trainer import NonFiniteLoss, Trainer
+from nasplug.training import count_params
 from nasplug.types import Genotype
 
 __all__ = ["best_candidate", "forget_checkpoint", "train_candidate"]

@@ -26,11 +26,11 @@ from torch import nn
 from nasplug import ddp
 from nasplug.batchnorm import running_stats_kept
 from nasplug.diagnostics import at_vertex, edge_stats, group_stats, summarize, summarize_groups
-from nasplug.training import count_params
 from nasplug.interfaces import SearchContext, SearchSpace
 from nasplug.logits import ArchLogits
 from nasplug.memo import Memo
 from nasplug.trainer import Trainer
+from nasplug.training import count_params
 from nasplug.types import Genotype, SearchResult
 
 __all__ = [
@@ -156,6 +156,7 @@ def search_supernet(
         batches = zip(
             trainer.batches("weight", ctx.batch_size, epoch=epoch, stream=0),
             trainer.batches("arch", ctx.batch_size, epoch=epoch, stream=1),
+            strict=False,  # an odd split gives the architecture half one example more
         )
         bar = trainer.progress(batches, steps, f"{phase} {epoch + 1}/{epochs}")
         for step, ((xw, tw), (xa, ta)) in enumerate(bar):
@@ -174,7 +175,7 @@ def search_supernet(
         step_seconds = (time.time() - t0) / max(steps, 1)
         sched.step()
         eval_w = logits.eval_weights(relax)
-        val = trainer.evaluate(lambda x: net(x, eval_w), "arch", module=net)
+        val = trainer.evaluate(lambda x, w=eval_w: net(x, w), "arch", module=net)
         changed = space.on_epoch_end(net, eval_w)
         if changed:
             stepper.refresh(space.choices(), changed)
@@ -372,9 +373,9 @@ def first_order_step(a_opt: torch.optim.Optimizer) -> ArchStep:
 def _uniform_path(logits: ArchLogits) -> dict[str, torch.Tensor]:
     """One candidate per choice, uniformly at random, as one-hot weights."""
     out = {}
-    for name, l in logits.items():
-        w = torch.zeros_like(l)
-        w[torch.randint(len(l), (1,)).item()] = 1.0
+    for name, row in logits.items():
+        w = torch.zeros_like(row)
+        w[torch.randint(len(row), (1,)).item()] = 1.0
         out[name] = w
     return out
 
@@ -496,5 +497,5 @@ def recalibrate_batchnorm(
                 forward(x)
     finally:
         net.train(was_training)
-        for m, momentum in zip(norms, momenta):
+        for m, momentum in zip(norms, momenta, strict=True):
             m.momentum = momentum

@@ -15,10 +15,10 @@ from collections.abc import Callable
 from typing import Any
 
 from nasplug.candidates import best_candidate, forget_checkpoint, train_candidate
-from nasplug.training import count_params
 from nasplug.interfaces import SearchContext, SearchSpace, Strategy
 from nasplug.memo import Memo
 from nasplug.supernet import SupernetRun, recalibrate_batchnorm, search_supernet
+from nasplug.training import count_params
 from nasplug.types import Genotype, SearchResult
 
 __all__ = ["METHODS", "RandomSearch", "SamplePool"]

@@ -18,8 +18,8 @@ from typing import Any, Literal
 import torch
 
 from nasplug.candidates import best_candidate, forget_checkpoint, train_candidate
-from nasplug.training import count_params
 from nasplug.interfaces import SearchContext, Strategy
+from nasplug.training import count_params
 from nasplug.types import Genotype, SearchResult
 
 __all__ = ["PRUNERS", "TPE", "open_storage"]

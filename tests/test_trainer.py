@@ -168,7 +168,7 @@ def test_resume_restores_rng_and_yields_the_remaining_epochs(tmp_path):
     _epochs_with_draws(resumed, resumed_model, memo, 4, stop=None)
     assert memo["epochs"] == [0, 1, 2, 3]  # two restored from the memo, two run now
     assert memo["draws"] == ref["draws"]
-    for a, b in zip(straight.parameters(), resumed_model.parameters()):
+    for a, b in zip(straight.parameters(), resumed_model.parameters(), strict=True):
         assert torch.equal(a, b)
     assert any(e["event"] == "resume" and e["epoch"] == 2 for e in resumed.run.events())
 
@@ -231,7 +231,7 @@ def test_shards_split_each_global_batch_equally_among_ranks(monkeypatch):
         monkeypatch.setattr(ddp, "rank", lambda r=r: r)
         shards[r] = [t.tolist() for _, t in trainer.batches("train", 16, epoch=0)]
     assert [len(b) for b in shards[0]] == [8, 8, 4] == [len(b) for b in shards[1]]
-    assert [a + b for a, b in zip(shards[0], shards[1])] == whole
+    assert [a + b for a, b in zip(shards[0], shards[1], strict=True)] == whole
     assert trainer.steps("train", 16) == 3
     with pytest.raises(ValueError, match="batch size 15 does not split evenly over 2 processes"):
         next(trainer.batches("train", 15))

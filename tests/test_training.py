@@ -282,7 +282,10 @@ def test_train_resumes_a_killed_training(tmp_path, capsys, monkeypatch):
         (["train", "--baseline", "vgg"], "unknown baseline 'vgg'; accepted: resnet"),
         (["train", "no/such/run"], "neither a run directory nor a genotype file"),
         (["train", "--baseline", "resnet", "--auxiliary"], "baselines have no auxiliary head"),
-        (["train", "--baseline", "resnet", "--epochs", "0"], "epochs must be a positive integer, got 0"),
+        (
+            ["train", "--baseline", "resnet", "--epochs", "0"],
+            "epochs must be a positive integer, got 0",
+        ),
         (["compare", "no/such/run"], "does not exist"),
     ],
 )
