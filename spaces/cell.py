@@ -121,7 +121,7 @@ IMPLS: tuple[str, ...] = ("fast", "reference")
 
 def _check_impl(impl: str) -> None:
     if impl not in IMPLS:
-        raise ValueError(f"impl must be one of {', '.join(IMPLS)}; got {impl!r}")
+        raise ValueError(f"impl must be one of {', '.join(IMPLS)}, got {impl!r}")
 
 
 class MixedOp(nn.Module):
@@ -129,7 +129,7 @@ class MixedOp(nn.Module):
 
     ``none`` is never built nor computed, and an op whose weight is exactly zero is skipped.
     ``impl="reference"`` computes exactly that (:meth:`reference`), with torch's own modules in
-    the ops (see :func:`nasplug_spaces.fast.plain`); ``impl="fast"`` the same numbers faster
+    the ops (see :func:`nasplug_spaces.fast.plain`); ``impl="fast"`` the same results (up to rounding) faster
     (:func:`nasplug_spaces.fast.mixed_op_forward`).
     """
 

@@ -1,12 +1,13 @@
-"""Exact speed-ups of the cell space: the same numbers as the plain DARTS computation, sooner.
+"""Exact speed-ups of the cell space: the plain DARTS computation's results, sooner.
 
 :mod:`nasplug_spaces.cell` states what the supernet computes, ``sum(w[k] * op_k(x))`` on every
 edge (:meth:`~nasplug_spaces.cell.MixedOp.reference`); this module computes it faster on the
-CPU without changing a result: outputs, gradients and BatchNorm running statistics are those
-of the plain computation (``tests/spaces/test_cell.py`` checks both paths equal).
+CPU, changing nothing but floating-point rounding: outputs, gradients and BatchNorm running
+statistics are those of the plain computation (``tests/spaces/test_cell.py`` checks both
+paths equal).
 
 - :func:`mixed_op_forward` and :func:`cell_forward`: a cell's edges computed through
-  :class:`Plan`\\ s. The leading ReLU, pooling or polyphase split of a candidate is computed
+  plans (:class:`Plan`). The leading ReLU, pooling or polyphase split of a candidate is computed
   once per input state and shared by every candidate (of any edge) on it; a trailing BatchNorm
   without affine takes the mixing weight as its scale (:func:`scaled_batch_norm`); candidates
   are summed in place; the cell's concatenation hands back dense gradients (:class:`Concat`).

@@ -681,7 +681,7 @@ def test_bad_ops_list_names_the_known_ops() -> None:
         CellSpace(ops="skip_connect,skip_connect")
     with pytest.raises(ValueError, match="even"):
         CellSpace(channels=5)
-    with pytest.raises(ValueError, match=r"^impl must be one of fast, reference; got 'quick'$"):
+    with pytest.raises(ValueError, match=r"^impl must be one of fast, reference, got 'quick'$"):
         CellSpace(impl="quick")
     with pytest.raises(ValueError, match="impl must be one of fast, reference"):
         MixedOp(("skip_connect",), 4, 1, impl="Fast")
