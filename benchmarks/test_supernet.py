@@ -15,7 +15,7 @@ from torch import nn
 
 from nasplug.types import Task
 from nasplug_spaces.cell import CellSpace
-from nasplug_spaces.ops import PolyphaseConv2d
+from nasplug_spaces.fast import PolyphaseConv2d
 
 TASK = Task("classification", (3, 32, 32), 10)
 

@@ -17,10 +17,9 @@ from __future__ import annotations
 
 import contextlib
 import copy
-import functools
 import itertools
-from collections.abc import Callable, Mapping, Sequence
-from typing import Any, NamedTuple
+from collections.abc import Mapping, Sequence
+from typing import Any
 
 import torch
 import torch.nn.functional as F
@@ -31,15 +30,8 @@ from nasplug.batchnorm import running_stats_kept
 from nasplug.interfaces import SearchSpace, Suggest, Weights
 from nasplug.types import Choice, Genotype, Group, Task
 
-from .ops import (
-    NONE,
-    NORMALISED_IN_SUPERNET,
-    OPS,
-    FactorizedReduce,
-    PolyphaseConv2d,
-    ReLUConvBN,
-    drop_path,
-)
+from . import fast
+from .ops import NONE, NORMALISED_IN_SUPERNET, OPS, FactorizedReduce, ReLUConvBN, drop_path
 
 __all__ = ["CellSpace", "CellNetwork", "CellSupernet"]
 
@@ -122,107 +114,30 @@ def _as_floats(tensors: Sequence[torch.Tensor]) -> list[list[float]]:
 
 # --- the supernet ------------------------------------------------------------------------------
 
-
-#: Parameter-free, deterministic modules whose output depends on their input alone: when several
-#: candidates on the same input start with the same ones, they are computed once and shared.
-_SHAREABLE = (nn.ReLU, nn.MaxPool2d, nn.AvgPool2d, nn.Identity)
-
-
-class _Plan(NamedTuple):
-    """How a candidate is computed: ``norm(body(prefix(x)))``, scaled by its mixing weight.
-
-    ``prefix`` (callables, named by ``key``) is shared with every candidate on the same input
-    that starts the same way: a ReLU, a pooling, the polyphase split of a dilated convolution.
-    ``norm``, a trailing BatchNorm without affine, takes the mixing weight as its scale, so
-    weighting costs no kernel of its own; None: the output is multiplied.
-    """
-
-    prefix: tuple[Callable[[Any], Any], ...]
-    key: tuple[str, ...]
-    body: tuple[Callable[[Any], Any], ...]
-    norm: nn.BatchNorm2d | None
+#: The supernet's implementations: ``fast`` computes :meth:`MixedOp.reference` and
+#: :meth:`SearchCell.reference` through :mod:`nasplug_spaces.fast`, with the same results.
+IMPLS: tuple[str, ...] = ("fast", "reference")
 
 
-def _leaves(module: nn.Module) -> list[nn.Module]:
-    """``module``'s modules in call order, through plain ``nn.Sequential`` containers."""
-    if isinstance(module, nn.Sequential) and type(module).forward is nn.Sequential.forward:
-        return [leaf for child in module for leaf in _leaves(child)]
-    return [module]
-
-
-def _shareable(module: nn.Module) -> bool:
-    return (
-        isinstance(module, _SHAREABLE)
-        and not getattr(module, "inplace", False)
-        and not getattr(module, "return_indices", False)
-    )
-
-
-def _plan(leaves: Sequence[nn.Module]) -> _Plan:
-    n = 0
-    while n < len(leaves) and _shareable(leaves[n]):
-        n += 1
-    prefix: list[Callable[[Any], Any]] = list(leaves[:n])
-    key = [repr(m) for m in prefix]
-    body: list[Callable[[Any], Any]] = list(leaves[n:])
-    first = body[0] if body else None
-    if isinstance(first, PolyphaseConv2d) and first.stride[0] == 1:
-        # The split into polyphase components depends on the dilation alone: shared too.
-        prefix.append(first.phases)
-        key.append(f"polyphase({first.dilation[0]})")
-        body[0] = functools.partial(_convolve_split, first)
-    norm = None
-    if body and type(body[-1]) is nn.BatchNorm2d and not body[-1].affine:
-        norm = body.pop()
-    return _Plan(tuple(prefix), tuple(key), tuple(body), norm)
-
-
-def _convolve_split(
-    conv: PolyphaseConv2d, split: tuple[torch.Tensor, tuple[int, ...]]
-) -> torch.Tensor:
-    return conv.convolve_phases(*split)
-
-
-def _scaled_batch_norm(bn: nn.BatchNorm2d, x: torch.Tensor, scale: torch.Tensor) -> torch.Tensor:
-    """``scale * bn(x)`` for a BatchNorm without affine, in one kernel: ``scale`` is its weight.
-
-    Running statistics and ``num_batches_tracked`` are updated as ``bn(x)`` would.
-    """
-    momentum = 0.0 if bn.momentum is None else bn.momentum
-    if bn.training and bn.track_running_stats and bn.num_batches_tracked is not None:
-        bn.num_batches_tracked.add_(1)
-        if bn.momentum is None:  # cumulative average
-            momentum = 1.0 / float(bn.num_batches_tracked)
-    use_batch_stats = bn.training or bn.running_mean is None
-    keep = not bn.training or bn.track_running_stats
-    # The scale takes the statistics' dtype: float32 beside a bfloat16 input under autocast.
-    # Its per-channel copy is made contiguous: with a stride-0 weight, the CPU backward of
-    # channels_last inputs read memory it should not (non-finite gradients, torch 2.14).
-    dtype = x.dtype if bn.running_mean is None else bn.running_mean.dtype
-    weight = scale.to(dtype).expand(x.shape[1]).contiguous()
-    return F.batch_norm(
-        x,
-        bn.running_mean if keep else None,
-        bn.running_var if keep else None,
-        weight,
-        None,
-        use_batch_stats,
-        momentum,
-        bn.eps,
-    )
+def _check_impl(impl: str) -> None:
+    if impl not in IMPLS:
+        raise ValueError(f"impl must be one of {', '.join(IMPLS)}, got {impl!r}")
 
 
 class MixedOp(nn.Module):
-    """The weighted sum of an edge's candidate ops; ``none`` is never built nor computed.
+    """DARTS's mixed op: ``sum(w[k] * op_k(x))`` over an edge's candidates.
 
-    Candidates are computed through :class:`_Plan`s: the leading ReLU, pooling or polyphase
-    split of a candidate is shared with every other candidate (of any edge) on the same input,
-    and a trailing BatchNorm without affine applies the mixing weight as its scale. Both are
-    exact: outputs, gradients and running statistics are those of ``sum(w[k] * op_k(x))``.
+    ``none`` is never built nor computed, and an op whose weight is exactly zero is skipped.
+    ``impl="reference"`` computes exactly that (:meth:`reference`), with torch's own modules in
+    the ops (see :func:`nasplug_spaces.fast.plain`); ``impl="fast"`` the same results (up to rounding) faster
+    (:func:`nasplug_spaces.fast.mixed_op_forward`).
     """
 
-    def __init__(self, candidates: Sequence[str], channels: int, stride: int) -> None:
+    def __init__(
+        self, candidates: Sequence[str], channels: int, stride: int, impl: str = "fast"
+    ) -> None:
         super().__init__()
+        _check_impl(impl)
         ops, positions = [], []
         for k, name in enumerate(candidates):
             if name == NONE:
@@ -230,16 +145,12 @@ class MixedOp(nn.Module):
             op = OPS[name](channels, stride, False)
             if name in NORMALISED_IN_SUPERNET:
                 op = nn.Sequential(op, nn.BatchNorm2d(channels, affine=False))
-            ops.append(op)
+            ops.append(op if impl == "fast" else fast.plain(op))
             positions.append(k)
+        self.impl = impl
         self.candidates = tuple(candidates)
         self.ops = nn.ModuleList(ops)
         self.positions = tuple(positions)  # index in ``candidates`` of each of ``ops``
-        self._plan_cache: dict[int, tuple[tuple[int, ...], _Plan]] = {}
-
-    def plans(self) -> list[_Plan]:
-        """The plan of every op, made again for an op whose modules were replaced since."""
-        return [_cached_plan(self._plan_cache, i, op) for i, op in enumerate(self.ops)]
 
     def forward(
         self,
@@ -251,92 +162,34 @@ class MixedOp(nn.Module):
     ) -> torch.Tensor | None:
         """Mix the ops on ``x``; ``row`` (``w`` as floats) marks which ops to skip, None: none.
 
-        ``dropout`` maps candidate names to a dropout probability for their outputs.
-        ``shared`` holds the prefixes already computed on ``x`` (by other edges); it is filled
-        with the ones computed here. Returns None when no op is computed.
+        ``dropout`` maps candidate names to a dropout probability for their outputs. ``shared``
+        is the fast path's store of work shared between edges on ``x``. Returns None when no
+        op is computed.
         """
-        shared = {} if shared is None else shared
-        out = None
-        for plan, k in zip(self.plans(), self.positions):
-            if row is not None and row[k] == 0.0:
-                continue  # weight exactly zero: not computed, forward or backward
-            y = self.candidate(
-                k, plan, x, w[k], shared, dropout.get(self.candidates[k], 0.0) if dropout else 0.0
-            )
-            # In place: the sum is saved by no backward function, so this is autograd-safe.
-            out = y if out is None else out.add_(y)
-        return out
+        if self.impl == "fast":
+            return fast.mixed_op_forward(self, x, w, row, dropout, shared)
+        return self.reference(x, w, row, dropout)
 
-    def candidate(
+    def reference(
         self,
-        k: int,
-        plan: _Plan,
         x: torch.Tensor,
         w: torch.Tensor,
-        shared: dict[tuple[str, ...], Any],
-        p: float,
-    ) -> torch.Tensor:
-        """Candidate ``k``'s output on ``x`` times ``w``, its output dropped with probability ``p``."""
-        h = _body(x, plan, shared)
-        if plan.norm is not None and p == 0:
-            return _scaled_batch_norm(plan.norm, h, w)
-        if plan.norm is not None:
-            h = plan.norm(h)
-        if p > 0:
-            h = nn.functional.dropout(h, p)
-        return w * h
+        row: Sequence[float] | None,
+        dropout: Mapping[str, float] | None = None,
+    ) -> torch.Tensor | None:
+        """``sum(w[k] * op_k(x))`` over :meth:`computed` ops, each op called as a module."""
+        terms = []
+        for i in self.computed(row):
+            k = self.positions[i]
+            y = self.ops[i](x)
+            p = dropout.get(self.candidates[k], 0.0) if dropout else 0.0
+            terms.append(w[k] * (F.dropout(y, p) if p > 0 else y))
+        return sum(terms[1:], terms[0]) if terms else None
 
-
-def _cached_plan(
-    cache: dict[Any, tuple[tuple[int, ...], _Plan]], key: Any, module: nn.Module
-) -> _Plan:
-    """``module``'s plan from ``cache``, made again if its modules were replaced since."""
-    leaves = _leaves(module)
-    # The cached plan holds its modules, so their ids cannot be reused by others.
-    ids = tuple(map(id, leaves))
-    cached = cache.get(key)
-    if cached is None or cached[0] != ids:
-        cached = cache[key] = (ids, _plan(leaves))
-    return cached[1]
-
-
-def _body(x: torch.Tensor, plan: _Plan, shared: dict[tuple[str, ...], Any]) -> torch.Tensor:
-    """``plan``'s prefix (shared) and body on ``x``: everything but its trailing BatchNorm."""
-    h = _prefix(x, plan, shared)
-    for module in plan.body:
-        h = module(h)
-    return h
-
-
-def _prefix(x: torch.Tensor, plan: _Plan, shared: dict[tuple[str, ...], Any]) -> Any:
-    """``plan``'s prefix on ``x``, each step computed once per input and kept in ``shared``."""
-    h = x
-    for i, module in enumerate(plan.prefix):
-        key = plan.key[: i + 1]
-        if key not in shared:
-            shared[key] = module(h)
-        h = shared[key]
-    return h
-
-
-class _Concat(torch.autograd.Function):
-    """``torch.cat(states, dim=1)`` whose backward hands every state a dense gradient.
-
-    ``torch.cat``'s backward gives channel slices of the output's gradient; in channels_last
-    those are strided views, and BatchNorm's CPU backward ran 4-20x slower on them than on a
-    dense copy (16-64 x 16 x 32 x 32).
-    """
-
-    @staticmethod
-    def forward(ctx: Any, *states: torch.Tensor) -> torch.Tensor:
-        ctx.sizes = [s.shape[1] for s in states]
-        return torch.cat(states, dim=1)
-
-    @staticmethod
-    def backward(ctx: Any, grad: torch.Tensor) -> tuple[torch.Tensor, ...]:
-        return tuple(
-            g.clone(memory_format=torch.preserve_format) for g in grad.split(ctx.sizes, dim=1)
-        )
+    def computed(self, row: Sequence[float] | None) -> list[int]:
+        """Indices into ``ops`` of the ops to compute: those whose weight in ``row`` is not
+        exactly zero (they contribute nothing, forward or backward); all when ``row`` is None."""
+        return [i for i, k in enumerate(self.positions) if row is None or row[k] != 0.0]
 
 
 class SearchCell(nn.Module):
@@ -352,8 +205,11 @@ class SearchCell(nn.Module):
         channels: int,
         reduction: bool,
         reduction_prev: bool,
+        impl: str = "fast",
     ) -> None:
         super().__init__()
+        _check_impl(impl)
+        self.impl = impl
         self.kind = kind
         self.nodes = nodes
         self.reduction = reduction
@@ -367,10 +223,9 @@ class SearchCell(nn.Module):
         edges = _edges(kind, nodes)
         self.edge_names = tuple(name for name, _, _ in edges)
         self.edges = nn.ModuleList(
-            MixedOp(edge_ops[name], channels, 2 if reduction and source < 2 else 1)
+            MixedOp(edge_ops[name], channels, 2 if reduction and source < 2 else 1, impl)
             for name, _, source in edges
         )
-        self._plan_cache: dict[int, tuple[tuple[int, ...], _Plan]] = {}
 
     def forward(
         self,
@@ -381,30 +236,36 @@ class SearchCell(nn.Module):
         dropout: Mapping[str, float] | None = None,
         inputs_shared: tuple[dict[tuple[str, ...], Any], ...] | None = None,
     ) -> torch.Tensor:
-        """The cell's output; ``inputs_shared`` holds the prefixes (see :class:`_Plan`) already
-        computed on ``s0`` and ``s1`` and takes the ones computed here: the ReLU that starts the
-        preprocessing of a cell's output is computed once for the two cells that read it."""
-        inputs_shared = inputs_shared or ({}, {})
-        states = []
-        for i, (module, x) in enumerate(((self.pre0, s0), (self.pre1, s1))):
-            plan = _cached_plan(self._plan_cache, i, module)
-            h = _body(x, plan, inputs_shared[i])
-            states.append(h if plan.norm is None else plan.norm(h))
-        # Per state, the candidate prefixes computed on it, shared by every edge leaving it.
-        shared: list[dict[tuple[str, ...], Any]] = [{}, {}]
+        """The cell's output on the previous cells' ``s0`` and ``s1``; ``weights`` and ``rows``
+        per edge, as :meth:`MixedOp.forward` takes them. ``inputs_shared`` is the fast path's
+        store of work shared with the other cell that reads ``s0`` or ``s1``."""
+        if self.impl == "fast":
+            return fast.cell_forward(self, s0, s1, weights, rows, dropout, inputs_shared)
+        return self.reference(s0, s1, weights, rows, dropout)
+
+    def reference(
+        self,
+        s0: torch.Tensor,
+        s1: torch.Tensor,
+        weights: Sequence[torch.Tensor],
+        rows: Sequence[Sequence[float] | None],
+        dropout: Mapping[str, float] | None = None,
+    ) -> torch.Tensor:
+        """DARTS's cell: node ``i`` sums a mixed op on every earlier state; the output
+        concatenates the intermediate nodes."""
+        states = [self.pre0(s0), self.pre1(s1)]
         e = 0
         for _ in range(self.nodes):
-            node = None
-            for h, computed in zip(states, shared):
-                y = self.edges[e](h, weights[e], rows[e], dropout, computed)
+            terms = []
+            for h in list(states):
+                y = self.edges[e].reference(h, weights[e], rows[e], dropout)
                 e += 1
                 if y is not None:
-                    node = y if node is None else node.add_(y)
-            states.append(self._zeros(states[1]) if node is None else node)
-            shared.append({})
-        return _Concat.apply(*states[2:])
+                    terms.append(y)
+            states.append(sum(terms[1:], terms[0]) if terms else self.zeros(states[1]))
+        return torch.cat(states[2:], dim=1)
 
-    def _zeros(self, s1: torch.Tensor) -> torch.Tensor:
+    def zeros(self, s1: torch.Tensor) -> torch.Tensor:
         """The output of a node without any computed input."""
         n, _, h, w = s1.shape
         if self.reduction:
@@ -427,6 +288,9 @@ class CellSupernet(nn.Module):
     restored); the BatchNorm running statistics, which the recomputation updates once more, are
     put back as the first pass left them. Gradients and running statistics equal those without
     the saver.
+
+    ``impl`` picks how the cells compute (see :class:`MixedOp`): ``fast`` (the default) or
+    ``reference``, DARTS's plain computation; both give the same results.
     """
 
     def __init__(
@@ -438,8 +302,11 @@ class CellSupernet(nn.Module):
         nodes: int,
         stem_multiplier: int,
         checkpoint_cells: bool = False,
+        impl: str = "fast",
     ) -> None:
         super().__init__()
+        _check_impl(impl)
+        self.impl = impl
         self.skip_zeros = True
         self.checkpoint_cells = checkpoint_cells
         #: Candidate name -> dropout probability of its output in training (progressive search).
@@ -463,7 +330,9 @@ class CellSupernet(nn.Module):
             c = 2 * c if reduction else c
             kind = "reduce" if reduction else "normal"
             cells.append(
-                SearchCell(kind, edge_ops, nodes, c_prev_prev, c_prev, c, reduction, reduction_prev)
+                SearchCell(
+                    kind, edge_ops, nodes, c_prev_prev, c_prev, c, reduction, reduction_prev, impl
+                )
             )
             reduction_prev = reduction
             c_prev_prev, c_prev = c_prev, nodes * c
@@ -656,6 +525,9 @@ class CellSpace(SearchSpace):
             edges form a :class:`~nasplug.types.Group` with ``k = node_inputs`` and ``none``
             as the unused candidate, so a group-aware relaxation gives a node in the supernet
             the mass it has in the derived network.
+        impl: how the supernet computes: ``fast`` (exact speed-ups, the default) or
+            ``reference`` (DARTS's plain ``sum(w * op(x))`` with torch's own modules, slower;
+            the same results, for checking).
     """
 
     def __init__(
@@ -669,8 +541,10 @@ class CellSpace(SearchSpace):
         auxiliary: bool = False,
         checkpoint_cells: bool = False,
         node_inputs: int = 2,
+        impl: str = "fast",
     ) -> None:
         names = _parse_ops(ops)
+        _check_impl(impl)
         if channels < 2 or channels % 2:
             raise ValueError(f"channels must be a positive even number, got {channels}")
         if layers < 1:
@@ -694,6 +568,7 @@ class CellSpace(SearchSpace):
         self.auxiliary = auxiliary
         self.checkpoint_cells = checkpoint_cells
         self.node_inputs = node_inputs
+        self.impl = impl
         self._edge_ops: dict[str, tuple[str, ...]] = {
             name: names for kind in CELL_TYPES for name, _, _ in _edges(kind, nodes)
         }
@@ -726,6 +601,7 @@ class CellSpace(SearchSpace):
             self.nodes,
             self.stem_multiplier,
             self.checkpoint_cells,
+            self.impl,
         )
 
     def build(self, genotype: Genotype, task: Task) -> CellNetwork:
@@ -747,7 +623,7 @@ class CellSpace(SearchSpace):
         """DARTS's rule: each node keeps the ``node_inputs`` (two) incoming edges whose
         strongest op other than ``none`` weighs most, each with that op."""
         choices = self.choices()
-        rows = dict(zip(self._edge_ops, _as_floats(_gather(weights, choices))))
+        rows = dict(zip(self._edge_ops, _as_floats(_gather(weights, choices)), strict=True))
         spec: dict[str, Any] = {}
         for kind in CELL_TYPES:
             pairs: list[list[Any]] = []
@@ -756,7 +632,9 @@ class CellSpace(SearchSpace):
                 for source in range(node):
                     name = edge_name(kind, node, source)
                     ranked = [
-                        (w, op) for op, w in zip(self._edge_ops[name], rows[name]) if op != NONE
+                        (w, op)
+                        for op, w in zip(self._edge_ops[name], rows[name], strict=True)
+                        if op != NONE
                     ]
                     if ranked:
                         w, op = max(ranked, key=lambda t: t[0])  # first of equals wins

@@ -13,6 +13,7 @@ import torch.nn.functional as F
 
 from nasplug.testing import count_module_calls
 from nasplug.types import Genotype, Task
+from nasplug_spaces import fast
 from nasplug_spaces import ops as cell_ops
 from nasplug_spaces.cell import CellSpace, MixedOp
 
@@ -60,16 +61,34 @@ def count_op_calls(net, monkeypatch) -> Counter:
     """Count the candidates each mixed op computes, keyed by (edge name, op name)."""
     calls: Counter = Counter()
     names = {
-        id(mixed): name for cell in net.cells for name, mixed in zip(cell.edge_names, cell.edges)
+        id(mixed): name
+        for cell in net.cells
+        for name, mixed in zip(cell.edge_names, cell.edges, strict=True)
     }
-    candidate = MixedOp.candidate
+    computed = MixedOp.computed
 
-    def counted(self, k, *args):
-        calls.update([(names[id(self)], self.candidates[k])])
-        return candidate(self, k, *args)
+    def counted(self, row):
+        slots = computed(self, row)
+        calls.update((names[id(self)], self.candidates[self.positions[i]]) for i in slots)
+        return slots
 
-    monkeypatch.setattr(MixedOp, "candidate", counted)
+    monkeypatch.setattr(MixedOp, "computed", counted)
     return calls
+
+
+FAST_OPS = (fast.MaxPool2d, fast.DepthwiseConv2d, fast.PolyphaseConv2d)
+
+
+def fast_and_reference(space: CellSpace, task: Task):
+    """A fast supernet of ``space`` (in float64) and a reference one with the same state."""
+    net = space.supernet(task).double()
+    reference = copy.copy(space)
+    reference.impl = "reference"
+    twin = reference.supernet(task).double()
+    twin.load_state_dict(net.state_dict())
+    assert net.impl == "fast" and twin.impl == "reference"
+    assert not any(isinstance(m, FAST_OPS) for m in twin.modules())
+    return net, twin
 
 
 # --- the supernet -------------------------------------------------------------------------------
@@ -134,7 +153,7 @@ def test_zero_weight_ops_and_none_are_never_run(monkeypatch) -> None:
     nonzero = {
         (name, op)
         for name, w in weights.items()
-        for op, v in zip(space.choices()[0].candidates, w.tolist())
+        for op, v in zip(space.choices()[0].candidates, w.tolist(), strict=True)
         if v != 0.0
     }
     assert set(calls) == nonzero - {(name, "none") for name in weights}
@@ -169,63 +188,98 @@ def test_skipping_zeros_matches_the_dense_computation() -> None:
         results.append((out.detach(), grads, arch))
     (out_s, grads_s, arch_s), (out_d, grads_d, arch_d) = results
     torch.testing.assert_close(out_s, out_d, rtol=1e-12, atol=1e-12)
-    for a, b in zip(grads_s + arch_s, grads_d + arch_d):
+    for a, b in zip(grads_s + arch_s, grads_d + arch_d, strict=True):
         torch.testing.assert_close(a, b, rtol=1e-10, atol=1e-12)
     assert any(g.abs().sum() > 0 for g in arch_s)
 
 
-def _one_by_one(net, x: torch.Tensor, weights: dict[str, torch.Tensor]) -> torch.Tensor:
-    """The supernet's forward with every module called on its own, nothing shared or fused."""
-    s0 = s1 = net.stem(x.contiguous(memory_format=torch.channels_last))
-    for cell in net.cells:
-        states = [cell.pre0(s0), cell.pre1(s1)]
-        e = 0
-        for _ in range(cell.nodes):
-            node = 0
-            for h in list(states):
-                mixed, w = cell.edges[e], weights[cell.edge_names[e]]
-                node = node + sum(w[k] * op(h) for op, k in zip(mixed.ops, mixed.positions))
-                e += 1
-            states.append(node)
-        s0, s1 = s1, torch.cat(states[2:], dim=1)
-    return net.classifier(net.pool(s1).flatten(1))
-
-
-def test_supernet_equals_its_modules_called_one_by_one() -> None:
-    """Shared ReLUs (within and across cells), one-byte max-pool argmaxes, BatchNorm-scaled mixing
-    weights and the cell concatenation change nothing: outputs, gradients of every parameter
-    and logit, and running statistics are those of the plain computation with nn.MaxPool2d."""
+@pytest.mark.parametrize("variant", ["dense", "sparse-dropout"])
+def test_fast_supernet_equals_the_reference(variant, monkeypatch) -> None:
+    """Shared prefixes (within and across cells), one-byte max-pool argmaxes, polyphase and
+    depthwise convolutions, BatchNorm-scaled mixing weights and the cell concatenation change
+    nothing: outputs, gradients of every parameter and logit, and running statistics are those
+    of DARTS's plain computation with torch's own modules (``impl="reference"``)."""
     space = tiny()
-    fast = space.supernet(CIFAR).double()
-    reference = copy.deepcopy(fast)
-    for module in list(reference.modules()):
-        for name, child in module.named_children():
-            if isinstance(child, cell_ops.MaxPool2d):
-                setattr(module, name, torch.nn.MaxPool2d(3, child.stride, 1))
-    x = torch.randn(3, 3, 32, 32, dtype=torch.float64)
+    fast_net, reference = fast_and_reference(space, CIFAR)
+    x = torch.randn(2, 3, 32, 32, dtype=torch.float64)
     gen = torch.Generator().manual_seed(0)
     logits = {
         c.name: torch.randn(len(c.candidates), dtype=torch.float64, generator=gen)
         for c in space.choices()
     }
     results = []
-    for net, forward in (
-        (fast, lambda w: fast(x, w)),
-        (reference, lambda w: _one_by_one(reference, x, w)),
-    ):
+    for net in (fast_net, reference):
+        if variant == "sparse-dropout":
+            net.candidate_dropout = {"skip_connect": 0.3, "sep_conv_3x3": 0.2}
         ls = {k: v.clone().requires_grad_() for k, v in logits.items()}
-        out = forward({k: torch.softmax(v, 0) for k, v in ls.items()})
-        F.cross_entropy(out, torch.tensor([1, 7, 3])).backward()
+        w = {k: torch.softmax(v, 0) for k, v in ls.items()}
+        if variant == "sparse-dropout":
+            w = sparse_weights(space, ls)  # some edges and a whole node computed not at all
+        torch.manual_seed(3)  # the same dropout masks on both paths
+        out = net(x, w)
+        F.cross_entropy(out, torch.tensor([1, 7])).backward()
+        grads = {n: p.grad for n, p in net.named_parameters()}
         results.append(
-            [
-                out.detach(),
-                *(p.grad for p in net.parameters()),
-                *(v.grad for v in ls.values()),
-                *net.buffers(),
-            ]
+            [out.detach(), grads, {k: v.grad for k, v in ls.items()}, dict(net.named_buffers())]
         )
-    for a, b in zip(*results):
-        torch.testing.assert_close(a, b, rtol=1e-10, atol=1e-12)
+        # The reference path never enters the fast one.
+        monkeypatch.setattr(fast, "mixed_op_forward", None)
+        monkeypatch.setattr(fast, "cell_forward", None)
+    (out, grads, arch, bufs), (out_r, grads_r, arch_r, bufs_r) = results
+    torch.testing.assert_close(out, out_r, rtol=1e-10, atol=1e-12)
+    for got, want in ((grads, grads_r), (arch, arch_r), (bufs, bufs_r)):
+        assert got.keys() == want.keys()
+        for k in got:
+            assert (got[k] is None) == (want[k] is None), k
+            if got[k] is not None:
+                torch.testing.assert_close(got[k], want[k], rtol=1e-10, atol=1e-12, msg=k)
+    assert any(g is not None and g.abs().sum() > 0 for g in arch.values())
+
+
+def test_the_impl_option_reaches_every_cell_and_survives_variants() -> None:
+    space = tiny(impl="reference")
+    for variant in (space, space.with_depth(2), space.restrict({"normal:2<-0": ["skip_connect"]})):
+        net = variant.supernet(MNIST)
+        assert net.impl == "reference"
+        assert all(m.impl == "reference" for m in net.modules() if hasattr(m, "impl"))
+    net = tiny().supernet(MNIST)
+    assert {m.impl for m in net.modules() if hasattr(m, "impl")} == {"fast"}
+
+
+def test_plans_are_made_once_and_again_after_a_module_is_replaced(monkeypatch) -> None:
+    """A forward walks no module tree; assigning a module anywhere makes the plans again."""
+    space = tiny(nodes=1, layers=1)
+    net = space.supernet(MNIST)
+    weights = {k: torch.softmax(v, 0) for k, v in uniform_logits(space).items()}
+    x = torch.randn(2, 1, 28, 28)
+    net(x, weights)
+    walks = Counter()
+    leaves = fast._leaves
+    monkeypatch.setattr(fast, "_leaves", lambda m: walks.update(["walk"]) or leaves(m))
+    net(x, weights)
+    net.to(memory_format=torch.channels_last)
+    net(x, weights)
+    assert walks["walk"] == 0
+    pooled = net.cells[0].edges[0].ops[0]  # max_pool_3x3 and its BatchNorm
+    pooled[0] = torch.nn.AvgPool2d(3, pooled[0].stride, 1)
+    net(x, weights)
+    assert walks["walk"] > 0
+
+
+def test_plain_turns_fast_ops_into_torch_modules_sharing_parameters() -> None:
+    op = cell_ops.OPS["dil_conv_5x5"](4, 1, False)
+    sep = cell_ops.OPS["sep_conv_3x3"](4, 2, False)
+    pool = cell_ops.OPS["max_pool_3x3"](4, 2, False)
+    params = [p for m in (op, sep) for p in m.parameters()]
+    state = torch.random.get_rng_state()
+    plain = [fast.plain(copy.copy(m)) for m in (op, sep)] + [fast.plain(pool)]
+    assert torch.equal(state, torch.random.get_rng_state())  # no random numbers drawn
+    assert [p for m in plain[:2] for p in m.parameters()] == params
+    assert type(plain[0][1]) is torch.nn.Conv2d and plain[0][1].dilation == (2, 2)
+    assert type(plain[1][0][1]) is torch.nn.Conv2d and type(plain[2]) is torch.nn.MaxPool2d
+    x = torch.randn(2, 4, 7, 7)
+    for a, b in zip((op, sep, pool), plain, strict=True):
+        torch.testing.assert_close(a(x), b(x), rtol=1e-5, atol=1e-6)
 
 
 @pytest.mark.parametrize("stride", [1, 2])
@@ -240,11 +294,11 @@ def test_max_pool_keeps_window_offsets_and_equals_nn_max_pool_with_ties(stride, 
         torch.nn.MaxPool2d(3, stride, 1)(x0).shape, dtype=torch.float64, requires_grad=True
     )
     results = []
-    for pool in (cell_ops.MaxPool2d(3, stride, 1), torch.nn.MaxPool2d(3, stride, 1)):
+    for pool in (fast.MaxPool2d(3, stride, 1), torch.nn.MaxPool2d(3, stride, 1)):
         x = x0.clone().requires_grad_()
-        saved = []
+        saved: list[torch.dtype] = []
         with torch.autograd.graph.saved_tensors_hooks(
-            lambda t: saved.append(t.dtype) or t, lambda t: t
+            lambda t, saved=saved: saved.append(t.dtype) or t, lambda t: t
         ):
             y = pool(x)
         (dx,) = torch.autograd.grad(y, x, g, create_graph=True)
@@ -294,34 +348,37 @@ def test_missing_or_misshapen_weights_are_named() -> None:
 def test_mixed_op_equals_the_weighted_sum_of_its_ops(stride, replaced) -> None:
     """Shared prefixes and the mixing weight folded into BatchNorm change nothing.
 
-    The reference calls every op as a module on its own copy: outputs, gradients of the input,
-    the weights and every parameter, and the running statistics agree. Modules replaced after
-    the op was built (here every ReLU by a Softplus) are the ones used.
+    The reference (``impl="reference"``) calls every op as a module, with torch's own modules:
+    outputs, gradients of the input, the weights and every parameter, and the running
+    statistics agree. Modules replaced after the op was built (here every ReLU by a Softplus)
+    are the ones used.
     """
     candidates = tiny().choices()[0].candidates
-    mixed = MixedOp(candidates, 6, stride).double().to(memory_format=torch.channels_last)
     x0 = torch.randn(4, 6, 9, 9, dtype=torch.float64).contiguous(memory_format=torch.channels_last)
     w0 = torch.softmax(torch.randn(len(candidates), dtype=torch.float64), 0)
+    mixed, reference = (
+        MixedOp(candidates, 6, stride, impl).double().to(memory_format=torch.channels_last)
+        for impl in ("fast", "reference")
+    )
+    assert not any(isinstance(m, FAST_OPS) for m in reference.modules())
     if replaced:
         with torch.no_grad():
             mixed(x0, w0, w0.tolist())  # plans made (and cached) before the replacement
-        for module in list(mixed.modules()):
-            for name, child in module.named_children():
-                if isinstance(child, torch.nn.ReLU):
-                    setattr(module, name, torch.nn.Softplus())
-    reference = copy.deepcopy(mixed)
+        for net in (mixed, reference):
+            for module in list(net.modules()):
+                for name, child in module.named_children():
+                    if isinstance(child, torch.nn.ReLU):
+                        setattr(module, name, torch.nn.Softplus())
+    reference.load_state_dict(mixed.state_dict())
     results = []
-    for net, fused in ((mixed, True), (reference, False)):
+    for net in (mixed, reference):
         x, w = x0.clone().requires_grad_(), w0.clone().requires_grad_()
-        if fused:
-            out = net(x, w, w.tolist())
-        else:
-            out = sum(w[k] * op(x) for op, k in zip(net.ops, net.positions))
+        out = net(x, w, w.tolist())
         out.square().sum().backward()
         stats = [b.clone() for name, b in net.named_buffers()]
         results.append((out.detach(), x.grad, w.grad, [p.grad for p in net.parameters()], stats))
-    for a, b in zip(*results):
-        for u, v in zip(a, b) if isinstance(a, list) else [(a, b)]:
+    for a, b in zip(*results, strict=True):
+        for u, v in zip(a, b, strict=True) if isinstance(a, list) else [(a, b)]:
             torch.testing.assert_close(u, v, rtol=1e-10, atol=1e-12)
 
 
@@ -331,9 +388,9 @@ def test_prefixes_are_computed_once_per_state(monkeypatch) -> None:
     net = space.supernet(CIFAR)
     weights = {k: torch.softmax(v, 0) for k, v in uniform_logits(space).items()}
     splits = Counter()
-    phases = cell_ops.PolyphaseConv2d.phases
+    phases = fast.PolyphaseConv2d.phases
     monkeypatch.setattr(
-        cell_ops.PolyphaseConv2d,
+        fast.PolyphaseConv2d,
         "phases",
         lambda self, x: splits.update(["split"]) or phases(self, x),
     )
@@ -356,19 +413,20 @@ def test_prefixes_are_computed_once_per_state(monkeypatch) -> None:
 def test_polyphase_dilated_conv_equals_the_dilated_conv(
     kernel, stride, size, channels_last
 ) -> None:
-    fast = cell_ops.PolyphaseConv2d(4, 4, kernel, stride, kernel - 1, 2, groups=4).double()
+    layer = fast.PolyphaseConv2d(4, 4, kernel, stride, kernel - 1, 2, groups=4).double()
     plain = torch.nn.Conv2d(4, 4, kernel, stride, kernel - 1, 2, groups=4, bias=False).double()
-    plain.weight = fast.weight
+    plain.weight = layer.weight
     x = torch.randn(2, 4, *size, dtype=torch.float64, requires_grad=True)
     if channels_last:
         x = x.contiguous(memory_format=torch.channels_last)
-    y = fast(x)
+    y = layer(x)
     if channels_last and size == (8, 8):
         assert y.is_contiguous(memory_format=torch.channels_last)
     g = torch.randn_like(y)
     for a, b in zip(
-        torch.autograd.grad(y, (x, fast.weight), g),
+        torch.autograd.grad(y, (x, layer.weight), g),
         torch.autograd.grad(plain(x), (x, plain.weight), g),
+        strict=True,
     ):
         torch.testing.assert_close(a, b, rtol=1e-12, atol=1e-12)
     torch.testing.assert_close(y, plain(x), rtol=1e-12, atol=1e-12)
@@ -391,28 +449,28 @@ def test_depthwise_conv_on_maps_smaller_than_its_kernel_equals_nn_conv2d(
 ) -> None:
     """The weight gradient from 3-column windows: outputs, gradients and a double backward equal
     nn.Conv2d's; maps as large as the kernel go through nn.Conv2d's own path."""
-    fast = cell_ops.DepthwiseConv2d(6, 6, kernel, stride, kernel // 2, groups=6, bias=False)
+    layer = fast.DepthwiseConv2d(6, 6, kernel, stride, kernel // 2, groups=6, bias=False)
     plain = torch.nn.Conv2d(6, 6, kernel, stride, kernel // 2, groups=6, bias=False)
-    fast, plain = fast.to(dtype), plain.to(dtype)
-    plain.weight = fast.weight
+    layer, plain = layer.to(dtype), plain.to(dtype)
+    plain.weight = layer.weight
     x = torch.randn(3, 6, *size, dtype=dtype).contiguous(memory_format=torch.channels_last)
     x.requires_grad_()
-    y, y_ref = fast(x), plain(x)
+    y, y_ref = layer(x), plain(x)
     assert type(y.grad_fn).__name__ == "_DepthwiseConvBackward"
     g = torch.randn_like(y, requires_grad=True)
-    grads = torch.autograd.grad(y, (x, fast.weight), g, create_graph=True)
+    grads = torch.autograd.grad(y, (x, layer.weight), g, create_graph=True)
     grads_ref = torch.autograd.grad(y_ref, (x, plain.weight), g, create_graph=True)
     tol = dict(rtol=1e-12, atol=1e-12) if dtype == torch.float64 else dict(rtol=1e-5, atol=1e-5)
     torch.testing.assert_close(y, y_ref, rtol=0, atol=0)
-    for a, b in zip(grads, grads_ref):
+    for a, b in zip(grads, grads_ref, strict=True):
         torch.testing.assert_close(a, b, **tol)
     # Double backward: the gradient of the weight gradient's sum with respect to g and x.
     dd = torch.autograd.grad(grads[1].sum(), (g, x))
     dd_ref = torch.autograd.grad(grads_ref[1].sum(), (g, x))
-    for a, b in zip(dd, dd_ref):
+    for a, b in zip(dd, dd_ref, strict=True):
         torch.testing.assert_close(a, b, **tol)
     big = torch.randn(3, 6, kernel, kernel, dtype=dtype, requires_grad=True)
-    assert type(fast(big).grad_fn).__name__ == "ConvolutionBackward0"
+    assert type(layer(big).grad_fn).__name__ == "ConvolutionBackward0"
 
 
 # --- genotypes ----------------------------------------------------------------------------------
@@ -623,6 +681,10 @@ def test_bad_ops_list_names_the_known_ops() -> None:
         CellSpace(ops="skip_connect,skip_connect")
     with pytest.raises(ValueError, match="even"):
         CellSpace(channels=5)
+    with pytest.raises(ValueError, match=r"^impl must be one of fast, reference, got 'quick'$"):
+        CellSpace(impl="quick")
+    with pytest.raises(ValueError, match="impl must be one of fast, reference"):
+        MixedOp(("skip_connect",), 4, 1, impl="Fast")
 
 
 @pytest.mark.parametrize(

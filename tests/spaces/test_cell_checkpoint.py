@@ -41,9 +41,10 @@ def _step(net, logits, x, y, seed=3):
     return loss.detach()
 
 
+@pytest.mark.parametrize("impl", ["fast", "reference"])
 @pytest.mark.parametrize("sparse", [False, True])
-def test_gradients_and_running_statistics_equal_with_and_without_the_saver(sparse):
-    plain, saver = _pair()
+def test_gradients_and_running_statistics_equal_with_and_without_the_saver(sparse, impl):
+    plain, saver = _pair(impl=impl)
     space = CellSpace(channels=4, layers=3)
     x, y = torch.randn(6, *TASK.input_shape), torch.randint(0, 10, (6,))
     # Dropout on candidates makes recomputation depend on the restored RNG state.
@@ -51,14 +52,14 @@ def test_gradients_and_running_statistics_equal_with_and_without_the_saver(spars
     la, lb = _weights(space, sparse), _weights(space, sparse)
     plain.train(), saver.train()
     assert torch.equal(_step(plain, la, x, y), _step(saver, lb, x, y))
-    for (name, p), q in zip(plain.named_parameters(), saver.parameters()):
+    for (name, p), q in zip(plain.named_parameters(), saver.parameters(), strict=True):
         assert (p.grad is None) == (q.grad is None), name
         if p.grad is not None:
             torch.testing.assert_close(q.grad, p.grad, rtol=1e-6, atol=1e-7, msg=name)
     for k in la:
         torch.testing.assert_close(lb[k].grad, la[k].grad, rtol=1e-6, atol=1e-7, msg=k)
     # Recomputation must not update BatchNorm statistics a second time.
-    for (name, a), b in zip(plain.named_buffers(), saver.buffers()):
+    for (name, a), b in zip(plain.named_buffers(), saver.buffers(), strict=True):
         assert torch.equal(a, b), name
 
 
