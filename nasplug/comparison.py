@@ -28,7 +28,7 @@ def compare_table(paths: Sequence[str | Path], mean: bool = False) -> str:
     from nasplug.rundir import RunDir, RunError
 
     rows: list[dict[str, Any]] = []
-    dataset: tuple[str, str] | None = None
+    dataset: tuple[str | None, str] | None = None  # (name, options); the name may be missing
     metric: tuple[str, bool] | None = None
     for path in paths:
         run = RunDir.open(path, writer=False)
@@ -198,7 +198,7 @@ def _opts_text(opts: Mapping[str, Any]) -> str:
     return ", ".join(f"{k}={opts[k]}" for k in sorted(opts))
 
 
-def _data_text(dataset: tuple[str, str]) -> str:
+def _data_text(dataset: tuple[str | None, str]) -> str:
     name, opts = dataset
     return f"{name} ({opts})" if opts else str(name)
 

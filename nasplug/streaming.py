@@ -17,7 +17,7 @@ from __future__ import annotations
 import math
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, TypeGuard
 
 import torch
 from torch.utils.data import DataLoader
@@ -50,7 +50,7 @@ PASS_BATCH = 256
 Key = tuple[torch.Tensor, "augment.Params | None"]
 
 
-def is_streamed(split: Any) -> bool:
+def is_streamed(split: Any) -> TypeGuard[TorchDataset]:
     """Whether a split of :class:`nasplug.types.Data` is a torch Dataset (not a tensor pair)."""
     return isinstance(split, TorchDataset)
 
@@ -166,7 +166,7 @@ class Batches(TorchDataset):
     def __init__(self, source: Source) -> None:
         self.source = source
 
-    def __getitem__(self, key: Key) -> tuple[torch.Tensor, torch.Tensor]:  # type: ignore[override]
+    def __getitem__(self, key: Key) -> tuple[torch.Tensor, torch.Tensor]:
         positions, params = key
         x, y = self.source.fetch(positions)
         if params is not None:
@@ -187,15 +187,18 @@ def loader(
     return DataLoader(
         Batches(source),
         batch_size=None,
-        sampler=keys,  # type: ignore[arg-type]
+        sampler=keys,
         num_workers=min(workers, len(keys)),
         pin_memory=pin,
         generator=torch.Generator(),
     )
 
 
-def _pinned(batch: tuple[torch.Tensor, torch.Tensor], pin: bool) -> tuple[torch.Tensor, ...]:
-    return tuple(t.pin_memory() for t in batch) if pin else batch
+def _pinned(
+    batch: tuple[torch.Tensor, torch.Tensor], pin: bool
+) -> tuple[torch.Tensor, torch.Tensor]:
+    x, y = batch
+    return (x.pin_memory(), y.pin_memory()) if pin else batch
 
 
 def prefetch(

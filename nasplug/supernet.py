@@ -74,7 +74,7 @@ class SupernetRun:
 ArchStep = Callable[..., None]
 
 
-def _freeze(params: list[torch.Tensor], frozen: bool) -> None:
+def _freeze(params: Sequence[torch.Tensor], frozen: bool) -> None:
     for p in params:
         p.requires_grad_(not frozen)
 
@@ -175,21 +175,27 @@ def search_supernet(
         step_seconds = (time.time() - t0) / max(steps, 1)
         sched.step()
         eval_w = logits.eval_weights(relax)
-        val = trainer.evaluate(lambda x, w=eval_w: net(x, w), "arch", module=net)
+
+        def forward(x: torch.Tensor, w: dict[str, torch.Tensor] = eval_w) -> torch.Tensor:
+            return net(x, w)
+
+        val = trainer.evaluate(forward, "arch", module=net)
         changed = space.on_epoch_end(net, eval_w)
         if changed:
             stepper.refresh(space.choices(), changed)
         stats = edge_stats(choices, eval_w)
         nodes = group_stats(choices, groups, eval_w)
         memo["seconds"] += time.time() - t0
+        train = train_m.compute()
+        summary = {**summarize(stats), **summarize_groups(nodes)}
         rec = {
             "epoch": epoch + 1,
-            "train": train_m.compute(),
+            "train": train,
             "val": val,
             "genotype": space.derive(eval_w).to_dict(),
             "edges": stats,
             "groups": nodes,
-            "summary": {**summarize(stats), **summarize_groups(nodes)},
+            "summary": summary,
             "seconds": time.time() - t0,
             "warmup": warming,
             "step_seconds": step_seconds,
@@ -198,12 +204,12 @@ def search_supernet(
         memo["history"].append(rec)
         trainer.log("search_epoch", phase=phase, **rec)
         eta = memo["seconds"] / (epoch + 1) * (epochs - epoch - 1)
-        vertex = f" vertex distance {rec['summary']['mean_vertex_distance']:.3f}" if nodes else ""
+        vertex = f" vertex distance {summary['mean_vertex_distance']:.3f}" if nodes else ""
         trainer.say(
             f"{phase} epoch {epoch + 1}/{epochs}{' (warm-up)' if warming else ''}: "
-            f"train loss {rec['train']['loss']:.4f} "
+            f"train loss {train['loss']:.4f} "
             f"val {ctx.task.metric} {val.get(ctx.task.metric, float('nan')):.4f} "
-            f"support {rec['summary'].get('mean_support', 0):.2f}{vertex} "
+            f"support {summary.get('mean_support', 0):.2f}{vertex} "
             f"({rec['seconds']:.1f}s, ETA {eta:.0f}s)"
         )
     run.history = list(memo["history"])
@@ -375,7 +381,7 @@ def _uniform_path(logits: ArchLogits) -> dict[str, torch.Tensor]:
     out = {}
     for name, row in logits.items():
         w = torch.zeros_like(row)
-        w[torch.randint(len(row), (1,)).item()] = 1.0
+        w[int(torch.randint(len(row), (1,)).item())] = 1.0
         out[name] = w
     return out
 

@@ -40,6 +40,7 @@ from __future__ import annotations
 
 import contextlib
 import copy
+import functools
 import io
 import json
 import math
@@ -53,6 +54,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 from torch import nn
+from torch.utils.data import Dataset as TorchDataset
 
 from nasplug import registry
 from nasplug.interfaces import Dataset, Relaxation, SearchSpace, Strategy, Suggest, Weights
@@ -362,7 +364,7 @@ class _TinySupernet(nn.Module):
         h = self._mix(
             self.widths,
             weights["width"],
-            lambda lin: F.pad(lin(x), (0, self.hidden - lin.out_features)),
+            lambda lin: _pad_width(lin(x), self.hidden),
             shape,
         )
         return self.head(self._mix(self.acts, weights["activation"], lambda act: act(h), shape))
@@ -382,6 +384,11 @@ class _TinySupernet(nn.Module):
             y = w[k] * apply(op)
             out = y if out is None else out + y
         return w.new_zeros(shape) if out is None else out
+
+
+def _pad_width(y: torch.Tensor, width: int) -> torch.Tensor:
+    """``y`` zero-padded on the right to ``width`` features, so that every width can be mixed."""
+    return F.pad(y, (0, width - y.shape[-1]))
 
 
 class TinySoftmax(Relaxation):
@@ -446,6 +453,7 @@ class _SkipProbe(nn.Module):
         h = torch.tanh(self.stem(x.flatten(1)))
         node = h.new_zeros(h.shape)
         for name, ops in zip(self.EDGES, self.edges, strict=True):
+            assert isinstance(ops, nn.ModuleList)  # each edge holds the list of its candidates
             w = weights[name]  # w[0] is "none": never computed
             node = node + self._mix(ops, w[1:], h)
         return self.head(self._mix(self.acts, weights["activation"], node))
@@ -457,6 +465,22 @@ class _SkipProbe(nn.Module):
             if not skip[k]:
                 out = out + w[k] * op(h)
         return out
+
+
+def _skip_message(
+    key: str, clock: tuple[int, int, int, int], weights: Mapping[str, list[float]]
+) -> Callable[[str], str]:
+    """The failure message of the exact-skip check for gradient ``key``, given torch's own
+    message ``m`` (a function, so the arguments are bound now and formatted only on failure)."""
+
+    def message(m: str) -> str:
+        return (
+            f"skipping zero weights changed the gradient of {key} at (epoch, epochs, step, "
+            f"steps) = {clock}, weights {weights}: set skip_is_exact = False, or give zero "
+            f"weights a zero Jacobian\n{m}"
+        )
+
+    return message
 
 
 def _probe_gradients(
@@ -585,10 +609,10 @@ class SpaceConformance:
         net = space.supernet(task).to(device)
         results = {}
         for skip in (True, False):
-            net.skip_zeros = skip
+            net.skip_zeros = skip  # type: ignore[assignment]  # torch hints Tensor | Module; any value is set
             net.zero_grad(set_to_none=True)
             weights = zero_every_other(choices, device)
-            out, calls = count_module_calls(net, lambda w=weights: net(inputs, w))
+            out, calls = count_module_calls(net, functools.partial(net, inputs, weights))
             _loss(out, task).backward()
             results[skip] = (out.detach(), weights, calls, [p.grad for p in net.parameters()])
         (out_s, w_s, calls_s, g_s), (out_d, w_d, calls_d, g_d) = results[True], results[False]
@@ -599,19 +623,22 @@ class SpaceConformance:
             out_s, out_d, msg="skipping zero-weight candidates changed the outputs"
         )
         for name, w in w_s.items():
-            if w.grad is None and w_d[name].grad is None:
+            grad_d = w_d[name].grad
+            if w.grad is None and grad_d is None:
                 continue
             ws = torch.zeros_like(w) if w.grad is None else w.grad
-            wd = torch.zeros_like(w) if w_d[name].grad is None else w_d[name].grad
+            wd = torch.zeros_like(w) if grad_d is None else grad_d
             used = w.detach() != 0
             torch.testing.assert_close(
                 ws[used], wd[used], msg=f"{name}: skipping changed the gradient of non-zero weights"
             )
         for a, b in zip(g_s, g_d, strict=True):
-            if a is None and b is None:
-                continue
-            a = torch.zeros_like(b) if a is None else a
-            b = torch.zeros_like(a) if b is None else b
+            if a is None:
+                if b is None:
+                    continue
+                a = torch.zeros_like(b)
+            elif b is None:
+                b = torch.zeros_like(a)
             torch.testing.assert_close(a, b, msg="skipping changed a weight gradient")
 
     def test_each_choice_skips_its_zero_weights(
@@ -627,10 +654,10 @@ class SpaceConformance:
         net = space.supernet(task).to(device)
         base = _softmax_weights(choices, device, 0)
         with _counting(net) as calls, torch.random.fork_rng(devices=[]), torch.no_grad():
-            net.skip_zeros = False
+            net.skip_zeros = False  # type: ignore[assignment]  # torch hints Tensor | Module; any value is set
             net(inputs, base)
             dense = calls.total()
-            net.skip_zeros = True
+            net.skip_zeros = True  # type: ignore[assignment]  # torch hints Tensor | Module; any value is set
             for i, c in enumerate(choices):
                 if len(c.candidates) < 2:
                     continue
@@ -658,7 +685,8 @@ class SpaceConformance:
             f"{len(missing)} supernet parameter(s) got no gradient with every candidate "
             f"weighted by softmax: {', '.join(missing[:5])}{', ...' if len(missing) > 5 else ''}"
         )
-        bad = [n for n, p in params if not torch.isfinite(p.grad).all()]
+        # Every gradient is there (asserted above).
+        bad = [n for n, p in params if p.grad is not None and not torch.isfinite(p.grad).all()]
         assert not bad, f"gradients are not finite for {', '.join(bad[:5])}"
 
     def test_build_honours_the_genotype(
@@ -920,10 +948,9 @@ class RelaxationConformance:
             again = relaxation.eval_group_weights(rows, 2)
             torch.manual_seed(3)
             if again is not None:
-                assert all(
-                    torch.equal(a, b)
-                    for a, b in zip(again, relaxation.eval_group_weights(rows, 2), strict=True)
-                )
+                other = relaxation.eval_group_weights(rows, 2)
+                assert other is not None, "eval_group_weights gave weights once and None once"
+                assert all(torch.equal(a, b) for a, b in zip(again, other, strict=True))
 
     def test_skipping_zero_weights_is_exact(
         self, relaxation: Relaxation, device: torch.device
@@ -945,11 +972,7 @@ class RelaxationConformance:
                         dense[key],
                         rtol=1e-10,
                         atol=1e-12,
-                        msg=lambda m, key=key, clock=clock, w=weights: (
-                            f"skipping zero weights changed the gradient of {key} at (epoch, "
-                            f"epochs, step, steps) = {clock}, weights {w}: set skip_is_exact = "
-                            f"False, or give zero weights a zero Jacobian\n{m}"
-                        ),
+                        msg=_skip_message(key, clock, weights),
                     )
 
 
@@ -1076,7 +1099,9 @@ class DatasetConformance:
         splits = {"train": data.train, "test": data.test}
         if data.val is not None:
             splits["val"] = data.val
-        for split, (x, y) in splits.items():
+        for split, pair in splits.items():
+            assert not isinstance(pair, TorchDataset), f"{split}: resident() left a Dataset"
+            x, y = pair
             assert x.dtype == torch.float32, f"{split} inputs are {x.dtype}, not float32"
             assert tuple(x.shape[1:]) == tuple(task.input_shape), (
                 f"{split} inputs have shape {tuple(x.shape)}; task says {task.input_shape}"

@@ -14,8 +14,8 @@ import sys
 import time
 import warnings
 import zlib
-from collections.abc import Callable, Iterator, Mapping
-from typing import Any
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from typing import Any, TypeVar
 
 import torch
 from torch import nn
@@ -34,6 +34,8 @@ __all__ = ["NonFiniteLoss", "Trainer", "pick_device"]
 _SPLIT_SEED = 20190401  # the weight/architecture halves depend on the data only, not on --seed
 #: Accepted values of the trainer's ``stream`` option.
 STREAM_MODES = ("auto", "on", "off")
+#: A module type that :meth:`Trainer.place` hands back unchanged (it moves the module in place).
+_ModuleT = TypeVar("_ModuleT", bound=nn.Module)
 
 
 #: Names this module held in earlier versions, and where they live now.
@@ -335,7 +337,7 @@ class Trainer:
             return torch.autocast("cuda", dtype=torch.bfloat16)
         return contextlib.nullcontext()
 
-    def place(self, module: nn.Module) -> nn.Module:
+    def place(self, module: _ModuleT) -> _ModuleT:
         """Move a module to the device (channels_last where it has convolutions).
 
         Under ``torchrun`` every rank then holds rank 0's parameters and buffers. With
@@ -392,7 +394,7 @@ class Trainer:
         self,
         loss: torch.Tensor,
         optimizer: torch.optim.Optimizer,
-        params: list[torch.Tensor] | None = None,
+        params: Sequence[torch.Tensor] | None = None,
         *,
         clip: bool = True,
     ) -> torch.Tensor | None:
@@ -464,7 +466,7 @@ class Trainer:
         start = 0
         ckpt = self.run.load_checkpoint(phase) if self.run is not None else None
         self._kept = "no checkpoint was written"
-        if ckpt is not None:
+        if self.run is not None and ckpt is not None:
             _load_checkpoint(self.run.checkpoint_path(phase), ckpt, state, phase)
             start = int(ckpt["epoch"])
             self._kept = f"the last good checkpoint ({phase} epoch {start}) is kept"
@@ -575,7 +577,8 @@ class Trainer:
             epochs, {"model": model, "opt": opt, "sched": sched, "memo": memo}, phase
         ):
             if hasattr(model, "drop_path_prob"):
-                model.drop_path_prob = drop_path * epoch / max(epochs, 1)
+                prob = drop_path * epoch / max(epochs, 1)
+                model.drop_path_prob = prob  # type: ignore[assignment]  # torch hints Tensor | Module; any value is set
             model.train()
             train_m = self.metrics()
             batches = self.batches(train_split, batch_size, epoch=epoch, cutout=cut)
@@ -590,17 +593,19 @@ class Trainer:
                 self.update(loss, opt, params)
                 train_m.update(out.detach(), t)
             sched.step()
+            train = train_m.compute()
+            evaluated = self.evaluate(model, eval_split, module=model)
             rec = {
                 "epoch": epoch + 1,
-                "train": train_m.compute(),
-                eval_split: self.evaluate(model, eval_split, module=model),
+                "train": train,
+                eval_split: evaluated,
                 "seconds": time.time() - t0,
             }
             memo["history"].append(rec)
             self.log("train_epoch", phase=phase, **rec)
-            self.say(f"{phase} epoch {epoch + 1}/{epochs}: " + _fmt(rec[eval_split]))
+            self.say(f"{phase} epoch {epoch + 1}/{epochs}: " + _fmt(evaluated))
             if report is not None:
-                report(epoch, rec[eval_split])
+                report(epoch, evaluated)
         return list(memo["history"])
 
 

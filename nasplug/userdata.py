@@ -17,7 +17,7 @@ Example:
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Any
+from typing import Any, TypeGuard
 
 import numpy as np
 import torch
@@ -25,7 +25,7 @@ from torch.utils.data import Dataset as TorchDataset
 from torch.utils.data import Subset
 
 from nasplug import streaming
-from nasplug.types import TASK_KINDS, Data, Task
+from nasplug.types import TASK_KINDS, Data, Task, TaskKind
 
 __all__ = [
     "Split",
@@ -105,7 +105,7 @@ def _form(label: str, split: str, value: Any) -> str:
                 f"{label}: the {split} Dataset has no length; accepted: a map-style "
                 "torch.utils.data.Dataset with __len__ and __getitem__"
             )
-        if len(value) == 0:  # type: ignore[arg-type]
+        if len(value) == 0:
             raise ValueError(
                 f"{label}: the {split} split is empty; accepted: at least one example per split"
             )
@@ -163,7 +163,8 @@ def _from_arrays(
         splits["train"], splits["test"] = (x[tr], y[tr]), (x[te], y[te])
     shape = tuple(x.shape[1:])
     stats = _stats(label, mean, std, shape)
-    classes, labels = 0, ()
+    classes = 0
+    labels: tuple[str, ...] = ()
     if isinstance(task, Task):
         _check_shape(label, task, shape)
         labels = task.labels
@@ -407,7 +408,7 @@ def build(
 ) -> Data:
     """Check every split, normalise the inputs with train statistics (or the given
     ``stats``, mean and std shaped to broadcast against the inputs) and wrap them as ``Data``."""
-    if kind not in TASK_KINDS:
+    if not _is_kind(kind):
         raise ValueError(f"{name}: unknown task {kind!r}; accepted: {', '.join(TASK_KINDS)}")
     ys: dict[str, np.ndarray] = {}
     for split, (x, y) in splits.items():
@@ -438,6 +439,11 @@ def build(
     task = Task(kind, tuple(shapes["train"]), outputs, tuple(labels))
     tensors = {split: (xs[split], torch.from_numpy(ys[split])) for split in splits}
     return Data(task, tensors["train"], tensors["test"], tensors.get("val"), name=name)
+
+
+def _is_kind(kind: str) -> TypeGuard[TaskKind]:
+    """Whether ``kind`` names a task kind (so that it can build a :class:`Task`)."""
+    return kind in TASK_KINDS
 
 
 def check_classes(name: str, ys: dict[str, np.ndarray], classes: int, labels: Sequence[str]) -> int:
