@@ -131,7 +131,13 @@ class SepConv(nn.Sequential):
 
 
 class FactorizedReduce(nn.Module):
-    """Halves height and width with two strided 1x1 convolutions offset by one pixel."""
+    """Halves height and width with two strided 1x1 convolutions offset by one pixel.
+
+    Each strided 1x1 convolution runs as a 1x1 convolution of every other pixel: the same
+    outputs, and on the CPU it avoids oneDNN's strided 1x1 weight-gradient kernel, which with
+    channels_last inputs corrupts memory for some shapes (maps of 48 pixels and more with few
+    channels, or odd batches behind a ``torch.cat``) and kills the process.
+    """
 
     def __init__(self, c_in: int, c_out: int, affine: bool) -> None:
         super().__init__()
@@ -149,7 +155,11 @@ class FactorizedReduce(nn.Module):
         if h % 2 or w % 2:
             # Odd sizes: pad the shifted view so both paths give ceil(size / 2) pixels.
             shifted = F.pad(shifted, (0, w % 2, 0, h % 2))
-        return self.bn(torch.cat([self.conv_1(x), self.conv_2(shifted)], dim=1))
+        halves = [
+            F.conv2d(x[:, :, ::2, ::2], self.conv_1.weight),
+            F.conv2d(shifted[:, :, ::2, ::2], self.conv_2.weight),
+        ]
+        return self.bn(torch.cat(halves, dim=1))
 
 
 def _skip(c: int, stride: int, affine: bool) -> nn.Module:

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import copy
 import random
+import subprocess
+import sys
 from collections import Counter
 
 import optuna
@@ -16,6 +18,7 @@ from nasplug.types import Genotype, Task
 from nasplug_spaces import fast
 from nasplug_spaces import ops as cell_ops
 from nasplug_spaces.cell import CellSpace, MixedOp
+from nasplug_spaces.ops import FactorizedReduce
 
 DARTS_V2 = (
     "DARTS_V2 = Genotype(normal=[('sep_conv_3x3', 0), ('sep_conv_3x3', 1), ('sep_conv_3x3', 0), "
@@ -731,3 +734,42 @@ def test_vector_input_is_refused() -> None:
         tiny().supernet(task)
     with pytest.raises(ValueError, match="needs image input"):
         tiny().build(Genotype.parse(DARTS_V2), task)
+
+
+_STRIDED_1X1_CASES = """
+import torch
+from nasplug_spaces.cell import CellSpace
+from nasplug_spaces.ops import FactorizedReduce
+from nasplug.types import Task
+
+cl = torch.channels_last
+# An odd batch behind the cell's torch.cat, and a 48-pixel map with few channels: shapes on which
+# a strided 1x1 convolution's weight gradient corrupted memory on the CPU.
+space = CellSpace(channels=4, layers=3)
+net = space.supernet(Task("classification", (3, 32, 32), 10)).to(memory_format=cl)
+w = {c.name: torch.full((len(c.candidates),), 0.5, requires_grad=True) for c in space.choices()}
+net(torch.randn(3, 3, 32, 32).to(memory_format=cl), w).sum().backward()
+reduce = FactorizedReduce(12, 4, affine=True).to(memory_format=cl)
+reduce(torch.randn(64, 12, 48, 48).to(memory_format=cl)).sum().backward()
+print("ok")
+"""
+
+
+def test_factorized_reduce_survives_the_shapes_that_broke_strided_1x1_convolutions() -> None:
+    """Run in a subprocess: the failure this guards against kills the process."""
+    p = subprocess.run(
+        [sys.executable, "-c", _STRIDED_1X1_CASES], capture_output=True, text=True, timeout=300
+    )
+    assert p.returncode == 0 and p.stdout.strip() == "ok", (p.returncode, p.stderr[-500:])
+
+
+def test_factorized_reduce_equals_its_strided_convolutions() -> None:
+    """Every other pixel through a 1x1 convolution is the strided 1x1 convolution."""
+    torch.manual_seed(0)
+    fr = FactorizedReduce(8, 8, affine=False).double()
+    for side in (7, 8, 14):
+        x = torch.randn(2, 8, side, side, dtype=torch.float64)
+        h = torch.relu(x)
+        shifted = F.pad(h[:, :, 1:, 1:], (0, side % 2, 0, side % 2))
+        want = fr.bn(torch.cat([fr.conv_1(h), fr.conv_2(shifted)], dim=1))
+        assert torch.allclose(fr(x), want, rtol=0, atol=1e-12)
