@@ -206,6 +206,7 @@ def prepare_train(
     from nasplug.api import _data_name, load_data
     from nasplug.baselines import baseline
     from nasplug.options import OptionError, instantiate
+    from nasplug.rng import seed_everything
     from nasplug.trainer import pick_device
     from nasplug.types import Genotype
 
@@ -227,6 +228,8 @@ def prepare_train(
                 cfg["data"] = _data_name(given)
         data = load_data(cfg["data"], cfg["opts"]["data"], given, task=task, test=test)
     task_ = data.task
+    # The network's initial weights follow the seed too (the trainer seeds again for the rest).
+    seed_everything(cfg["seed"])
     if cfg["baseline"] is not None:
         model = baseline(cfg["baseline"], task_, channels=cfg["channels"], layers=cfg["layers"])
         name = f"{cfg['baseline']} baseline"

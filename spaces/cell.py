@@ -19,7 +19,7 @@ import contextlib
 import copy
 import itertools
 from collections.abc import Mapping, Sequence
-from typing import Any
+from typing import Any, cast
 
 import torch
 import torch.nn.functional as F
@@ -234,7 +234,7 @@ class SearchCell(nn.Module):
         weights: Sequence[torch.Tensor],
         rows: Sequence[Sequence[float] | None],
         dropout: Mapping[str, float] | None = None,
-        inputs_shared: tuple[dict[tuple[str, ...], Any], ...] | None = None,
+        inputs_shared: tuple[dict[tuple[str, ...], Any], dict[tuple[str, ...], Any]] | None = None,
     ) -> torch.Tensor:
         """The cell's output on the previous cells' ``s0`` and ``s1``; ``weights`` and ``rows``
         per edge, as :meth:`MixedOp.forward` takes them. ``inputs_shared`` is the fast path's
@@ -258,7 +258,7 @@ class SearchCell(nn.Module):
         for _ in range(self.nodes):
             terms = []
             for h in list(states):
-                y = self.edges[e].reference(h, weights[e], rows[e], dropout)
+                y = cast(MixedOp, self.edges[e]).reference(h, weights[e], rows[e], dropout)
                 e += 1
                 if y is not None:
                     terms.append(y)
@@ -356,9 +356,10 @@ class CellSupernet(nn.Module):
         s0 = s1 = self.stem(x)
         # Prefixes computed on s0 and s1 (the stem's output is both), shared by the two cells
         # that read each state; not across checkpointed cells, whose recomputation must redo them.
-        shared0 = shared1 = {}
+        shared0: dict[tuple[str, ...], Any] = {}
+        shared1 = shared0
         saver = self.checkpoint_cells and self.training and torch.is_grad_enabled()
-        for cell in self.cells:
+        for cell in cast(Sequence[SearchCell], self.cells):
             if saver:
                 s0, s1 = (
                     s1,

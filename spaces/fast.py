@@ -20,7 +20,7 @@ paths equal).
 from __future__ import annotations
 
 import functools
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import TYPE_CHECKING, Any, NamedTuple
 
 import torch
@@ -156,7 +156,7 @@ def _module_assigned(parent: nn.Module, name: str, child: nn.Module) -> None:
 nn.modules.module.register_module_module_registration_hook(_module_assigned)
 
 
-def plans(owner: nn.Module, modules: Sequence[nn.Module]) -> list[Plan]:
+def plans(owner: nn.Module, modules: Iterable[nn.Module]) -> list[Plan]:
     """The plan of each of ``modules``, kept on ``owner`` and made again only when some module
     was assigned into another since (a replaced ReLU, say), anywhere in the process.
 
@@ -200,8 +200,10 @@ def _plan(leaves: Sequence[nn.Module]) -> Plan:
         key.append(f"polyphase({first.dilation[0]})")
         body[0] = functools.partial(_convolve_split, first)
     norm = None
-    if body and type(body[-1]) is nn.BatchNorm2d and not body[-1].affine:
-        norm = body.pop()
+    last = body[-1] if body else None
+    if isinstance(last, nn.BatchNorm2d) and type(last) is nn.BatchNorm2d and not last.affine:
+        body.pop()
+        norm = last
     return Plan(tuple(prefix), tuple(key), tuple(body), norm)
 
 
@@ -303,13 +305,16 @@ def plain(module: nn.Module) -> nn.Module:
 def _plain_conv(conv: nn.Conv2d) -> nn.Conv2d:
     """An ``nn.Conv2d`` with ``conv``'s geometry and parameters (made on the meta device, so
     that building it draws no random numbers)."""
+    kh, kw = conv.kernel_size
     twin = nn.Conv2d(
         conv.in_channels,
         conv.out_channels,
-        conv.kernel_size,
-        stride=conv.stride,
-        padding=conv.padding,
-        dilation=conv.dilation,
+        (kh, kw),
+        stride=(conv.stride[0], conv.stride[1]),
+        padding=conv.padding
+        if isinstance(conv.padding, str)
+        else (conv.padding[0], conv.padding[1]),
+        dilation=(conv.dilation[0], conv.dilation[1]),
         groups=conv.groups,
         bias=conv.bias is not None,
         padding_mode=conv.padding_mode,

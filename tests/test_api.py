@@ -141,3 +141,12 @@ def test_the_example_script_runs(tmp_path: Path) -> None:
     )
     assert p.returncode == 0, p.stderr
     assert "genotype:" in p.stdout and "trained from scratch" in p.stdout
+
+
+def test_the_seed_sets_a_trained_network_s_initial_weights() -> None:
+    """With a vanishing learning rate the trained weights are the initial ones."""
+    found = nasplug.search(**{**TINY, "epochs": 1})
+    kw = {"epochs": 1, "batch_size": 32, "lr": 1e-12, "device": "cpu", "quiet": True}
+    a, b, c = (dict(found.train(seed=s, **kw).model.named_parameters()) for s in (1, 1, 2))
+    assert all(torch.equal(a[k], b[k]) for k in a)
+    assert not any(torch.allclose(a[k], c[k], atol=1e-6) for k in a if a[k].dim() > 1)
