@@ -131,7 +131,12 @@ class SearchRun:
         return self.space.describe(self.genotype)
 
     def train(self, **kwargs: Any) -> TrainRun:
-        """Train :attr:`genotype` from scratch on this search's data: :func:`train` ``(self, ...)``."""
+        """Train :attr:`genotype` from scratch on this search's data: :func:`train` ``(self, ...)``.
+
+        ``augment``, ``stream`` and ``workers`` default to the search's own settings.
+        """
+        for key in ("augment", "stream", "workers"):
+            kwargs.setdefault(key, self.config[key])
         return train(self, **kwargs)
 
     def __repr__(self) -> str:

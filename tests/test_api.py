@@ -34,7 +34,7 @@ def _timeless(metrics: dict) -> dict:
 
 
 def test_search_by_name_in_memory() -> None:
-    found = nasplug.search("cell", "sparsemax", "darts", **TINY)
+    found = nasplug.search("cell", "sparsemax", "darts", augment="no-flip", **TINY)
     assert isinstance(found, nasplug.SearchRun)
     assert found.run_dir is None and found.genotype.space == "cell"
     assert 0.0 <= found.metrics["val_accuracy"] <= 1.0
@@ -48,6 +48,8 @@ def test_search_by_name_in_memory() -> None:
         assert found.build()(x).shape == (4, 10)
     trained = found.train(epochs=1, batch_size=32, device="cpu", quiet=True)
     assert isinstance(trained, nasplug.TrainRun) and trained.run_dir is None
+    assert trained.config["augment"] == "no-flip"  # the search's own setting
+    assert found.train(epochs=1, augment="off", quiet=True).config["augment"] == "off"
     assert 0.0 <= trained.metric <= 1.0 and trained.result["params"] > 0
     assert trained.result["method"] == "discrete" and len(trained.history) == 1
 
