@@ -77,6 +77,25 @@ def compare_table(paths: Sequence[str | Path], mean: bool = False) -> str:
 
 
 def _rows(path: str, cfg: Mapping[str, Any], res: Mapping[str, Any]) -> list[dict[str, Any]]:
+    """The rows of one run, each method named with the augmentation it ran with when that is
+    not the default (so ``--mean`` never averages runs with and without it)."""
+    rows = _method_rows(path, cfg, res)
+    label = _augment_label(cfg)
+    return [{**r, "method": f"{r['method']} [{label}]"} for r in rows] if label else rows
+
+
+def _augment_label(cfg: Mapping[str, Any]) -> str:
+    """How a run's images were augmented, if not the default; a run from before augmentation
+    existed (no ``augment`` in its config) had none."""
+    augment = cfg.get("augment", "off")
+    parts = [] if augment == "standard" else [f"augment {augment}"]
+    cutout = cfg.get("cutout") if cfg.get("command") == "train" else None
+    if cutout is not None and not (augment == "off" and cutout == 0):  # off means no cutout
+        parts.append(f"cutout {cutout}")
+    return ", ".join(parts)
+
+
+def _method_rows(path: str, cfg: Mapping[str, Any], res: Mapping[str, Any]) -> list[dict[str, Any]]:
     """A supernet search gives a row for its continuous supernet and rows for its derived
     genotype one-hot in it, with the supernet's BatchNorm statistics and with re-estimated ones."""
     m = res["metric"]

@@ -326,3 +326,15 @@ def test_resnet_baseline_is_resnet20_for_images_and_an_mlp_for_vectors():
     mlp = baseline("resnet", Task("regression", (10,), 2))
     assert isinstance(mlp, ResidualMLP)
     assert mlp(torch.randn(1, 10)).shape == (1, 2)  # a single row trains too (no BatchNorm)
+
+
+def test_compare_names_the_augmentation_a_run_did_not_default() -> None:
+    """``compare --mean`` must not average runs with and without augmentation."""
+    from nasplug.comparison import _augment_label
+
+    assert _augment_label({"augment": "standard"}) == ""
+    assert _augment_label({}) == "augment off"  # from before augmentation existed
+    assert _augment_label({"command": "train", "augment": "off", "cutout": 0}) == "augment off"
+    train = {"command": "train", "augment": "no-flip", "cutout": 8}
+    assert _augment_label(train) == "augment no-flip, cutout 8"
+    assert _augment_label({"command": "train", "augment": "standard", "cutout": None}) == ""
