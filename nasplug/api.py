@@ -78,8 +78,6 @@ PLUGIN_KEYS = {"space": "space", "relax": "relaxation", "strategy": "strategy", 
 AUGMENT = ("standard", "no-flip", "off")
 #: Accepted ``stream`` settings: by the data's size, always through a DataLoader, always resident.
 STREAM = ("auto", "on", "off")
-_DEFAULT_DATA = DEFAULTS["data"]
-TRAIN_JSON = "train.json"
 
 
 class RunFailed(Exception):
@@ -345,7 +343,7 @@ def check_config(cfg: dict[str, Any]) -> None:
     try:
         pick_device(cfg["device"])
     except (ValueError, RuntimeError) as e:
-        raise OptionError(_one_line(e)) from e
+        raise OptionError(one_line(e)) from e
     compile_backend(cfg.get("compile"))
 
 
@@ -501,12 +499,18 @@ def load_data(
     return to_data(given, task=task, test=test, name=name)
 
 
-def _data_name(data: Any) -> str:
-    """The config's name for data given in memory."""
+def _data_name(given: Any) -> str | None:
+    """The config's name for data given in memory as arrays or a torch Dataset; None for a
+    dataset plugin, a loaded ``Data`` or a name."""
     import torch.utils.data
 
-    if isinstance(data, torch.utils.data.Dataset):
-        return f"torch-dataset:{type(data).__name__}"
+    from nasplug.interfaces import Dataset
+    from nasplug.types import Data
+
+    if given is None or isinstance(given, (str, Data, Dataset)):
+        return None
+    if isinstance(given, torch.utils.data.Dataset):
+        return f"torch-dataset:{type(given).__name__}"
     return "arrays"
 
 
@@ -523,7 +527,6 @@ def _prepare(
     the device and compiler, the plugins, the data, and whether the space takes the data."""
     from nasplug import ddp
     from nasplug.credentials import has_secret, resolve_storage
-    from nasplug.interfaces import Dataset
     from nasplug.rundir import check_new_run_path
     from nasplug.types import Data
 
@@ -542,11 +545,9 @@ def _prepare(
 
         report.check_tensorboard()
     given_data = instances.get("data")
-    if given_data is not None and not isinstance(given_data, (Data, Dataset)):
-        if not resume:
-            cfg["data"] = _data_name(given_data)
-    elif isinstance(given_data, Data) and given_data.name and not resume:
-        cfg["data"] = given_data.name
+    if not resume:
+        named = given_data.name if isinstance(given_data, Data) else _data_name(given_data)
+        cfg["data"] = named or cfg["data"]
     plugins = build_plugins(cfg, instances)
     data = load_data(cfg["data"], cfg["opts"]["data"], given_data, task=task, test=test)
     _check_space_takes(plugins["space"], data, cfg)
@@ -571,7 +572,7 @@ def _check_space_takes(space: Any, data: Any, cfg: Mapping[str, Any]) -> None:
         raise OptionError(
             f"space {cfg['space']!r} cannot take the data of {cfg['data']!r} "
             f"({data.task.kind}, input shape {tuple(data.task.input_shape)}): "
-            f"{type(e).__name__}: {_one_line(e)}"
+            f"{type(e).__name__}: {one_line(e)}"
         ) from e
 
 
@@ -731,10 +732,11 @@ def _write_report(run: Any) -> None:
     try:
         report.write_report(run.path)
     except Exception as e:  # noqa: BLE001 - a report is a convenience on top of the results
-        print(f"nasplug: warning: report not written: {_one_line(e)}", file=sys.stderr)
+        print(f"nasplug: warning: report not written: {one_line(e)}", file=sys.stderr)
 
 
-def _one_line(e: BaseException) -> str:
+def one_line(e: BaseException) -> str:
+    """``e``'s message on one line (at most 1,000 characters), or its type when it has none."""
     text = " ".join(str(e).split()) or type(e).__name__
     return text if len(text) <= 1000 else text[:1000] + " ..."
 

@@ -17,7 +17,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from nasplug.api import DEFAULTS, PLUGIN_KEYS, RunFailed, check_config
+from nasplug.api import DEFAULTS, PLUGIN_KEYS, RunFailed, check_config, one_line
 
 __all__ = ["main"]
 
@@ -83,31 +83,26 @@ def _describe(e: BaseException) -> tuple[int, str]:
     if isinstance(e, BrokenPipeError):
         return code, "error: output closed before it was all written (broken pipe)"
     if type(e).__name__ == "NonFiniteLoss":
-        return 1, f"error: {_one_line(e)}{notes}"
+        return 1, f"error: {one_line(e)}{notes}"
     if isinstance(e, OSError):
         return code, f"error: {_os_text(e)}{notes}"
     if isinstance(e, MemoryError):
         return code, f"error: out of memory{notes}"
     if isinstance(e, tuple(expected)):
-        return code, f"error: {_one_line(e)}{notes}"
+        return code, f"error: {one_line(e)}{notes}"
     return 1, (
-        f"error: unexpected {type(e).__name__}: {_one_line(e)}{notes} (rerun with --debug "
+        f"error: unexpected {type(e).__name__}: {one_line(e)}{notes} (rerun with --debug "
         f"for the traceback)"
     )
 
 
 def _os_text(e: OSError) -> str:
-    what = e.strerror or _one_line(e)
+    what = e.strerror or one_line(e)
     if e.filename is not None and e.filename2 is not None:
         return f"{e.filename} -> {e.filename2}: {what}"
     if e.filename is not None:
         return f"{e.filename}: {what}"
     return what
-
-
-def _one_line(e: BaseException) -> str:
-    text = " ".join(str(e).split()) or type(e).__name__
-    return text if len(text) <= 1000 else text[:1000] + " ..."
 
 
 class _Parser(argparse.ArgumentParser):
@@ -500,9 +495,7 @@ def cmd_list(args: argparse.Namespace) -> int:
                         registry.load(axis, name)
                     except registry.PluginError as e:
                         cause = e.__cause__
-                        why = (
-                            f"{type(cause).__name__}: {_one_line(cause)}" if cause else _one_line(e)
-                        )
+                        why = f"{type(cause).__name__}: {one_line(cause)}" if cause else one_line(e)
                         note = f"  [BROKEN: {why}]"
                 print(f"  {name:<26} {p.dist} {p.version} ({origin}){note}")
     if os.environ.get("NASPLUG_DISABLE_PLUGIN_AUTOLOAD", "") not in ("", "0"):

@@ -23,7 +23,6 @@ if TYPE_CHECKING:
 __all__ = ["TRAIN_JSON", "count_params", "prepare_train", "run_training", "train_config"]
 
 TRAIN_JSON = "train.json"
-_DEFAULT_DATA = "fashion-mnist-small"
 
 
 def count_params(model: nn.Module) -> int:
@@ -60,7 +59,7 @@ def train_config(source: Any, s: Mapping[str, Any]) -> tuple[dict[str, Any], dic
     :func:`nasplug.train`.
     """
     from nasplug import registry
-    from nasplug.api import SearchRun
+    from nasplug.api import DEFAULTS, SearchRun
     from nasplug.baselines import BASELINES
     from nasplug.options import OptionError
     from nasplug.rundir import RunDir, RunError
@@ -158,7 +157,7 @@ def train_config(source: Any, s: Mapping[str, Any]) -> tuple[dict[str, Any], dic
             cfg["data"] = s["data"]
         else:
             reuse["given_data"] = s["data"]
-    cfg["data"] = cfg["data"] or _DEFAULT_DATA
+    cfg["data"] = cfg["data"] or DEFAULTS["data"]
     for key in ("space", "data"):
         opts = s[f"{key}_opts"] or {}
         if opts and key in reuse:
@@ -220,12 +219,7 @@ def prepare_train(
         data = reuse["data"]
     else:
         given = reuse.get("given_data")
-        if given is not None and not isinstance(given, str):
-            from nasplug.interfaces import Dataset
-            from nasplug.types import Data as _Data
-
-            if not isinstance(given, (Dataset, _Data)):
-                cfg["data"] = _data_name(given)
+        cfg["data"] = _data_name(given) or cfg["data"]
         data = load_data(cfg["data"], cfg["opts"]["data"], given, task=task, test=test)
     task_ = data.task
     # The network's initial weights follow the seed too (the trainer seeds again for the rest).
@@ -255,17 +249,6 @@ def prepare_train(
             f"--cutout needs image data; {cfg['data']} has input shape {tuple(task_.input_shape)}"
         )
     return data, model, name
-
-
-def cutout_size(cfg: Mapping[str, Any], data: Data) -> int:
-    """The cutout square: as set, else half the image side while augmentation is on (DARTS's
-    16 of 32 pixels); 0 for data that are not images."""
-    if cfg.get("cutout") is not None:
-        return int(cfg["cutout"])
-    shape = tuple(data.task.input_shape)
-    if len(shape) != 3 or cfg.get("augment", "standard") == "off":
-        return 0
-    return min(shape[1:]) // 2
 
 
 def fit(
@@ -307,7 +290,7 @@ def fit(
         eval_split="test",
         lr=cfg["lr"],
         drop_path=cfg["drop_path"],
-        cutout=cutout_size(cfg, data),
+        cutout=cfg["cutout"],  # None: the trainer's default for the data and augmentation
         aux_weight=0.4 if cfg["auxiliary"] else 0.0,
     )
     m = task.metric
