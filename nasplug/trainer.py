@@ -297,14 +297,18 @@ class Trainer:
         self, split: str, keys: list[tuple[torch.Tensor, Any]], *, contiguous: bool
     ) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
         x, t = self._splits[split]
-        # Indices and parameters go to the device in pinned, non-blocking copies: no sync.
-        for idx, params in keys:
+        # The epoch's indices go to the device in one pinned, non-blocking copy (no sync, and no
+        # copy per step); augmentation parameters follow per batch.
+        on_device: Sequence[torch.Tensor] = ()
+        if not contiguous and keys:
+            flat = torch.cat([idx for idx, _ in keys])
+            on_device = _to_device(flat, self.device).split([len(idx) for idx, _ in keys])
+        for b, (idx, params) in enumerate(keys):
             if contiguous:
                 lo = int(idx[0])
                 xb, tb = x[lo : lo + len(idx)], t[lo : lo + len(idx)]
             else:
-                idx = _to_device(idx, self.device)
-                xb, tb = x[idx], t[idx]
+                xb, tb = x[on_device[b]], t[on_device[b]]
             if params is not None:
                 xb = augment_mod.apply(xb, params.to(self.device))
             yield xb, tb
