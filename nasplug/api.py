@@ -31,6 +31,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from nasplug.options import AUGMENT_MODES, STREAM_MODES
+
 if TYPE_CHECKING:
     import torch
     from torch import nn
@@ -74,10 +76,9 @@ DEFAULTS: dict[str, Any] = {
 }
 #: config key -> plugin axis (the option tables of a config file and of config.json)
 PLUGIN_KEYS = {"space": "space", "relax": "relaxation", "strategy": "strategy", "data": "dataset"}
-#: Accepted ``augment`` settings: DARTS's crop and flip (and cutout in training), crops only, none.
-AUGMENT = ("standard", "no-flip", "off")
-#: Accepted ``stream`` settings: by the data's size, always through a DataLoader, always resident.
-STREAM = ("auto", "on", "off")
+#: Accepted ``augment`` and ``stream`` settings (see :mod:`nasplug.options`).
+AUGMENT = AUGMENT_MODES
+STREAM = STREAM_MODES
 
 
 class RunFailed(Exception):

@@ -17,10 +17,12 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 
+from nasplug.options import AUGMENT_MODES
+
 __all__ = ["MODES", "PAD", "Params", "apply", "cutout", "draw"]
 
 #: Accepted values of the trainer's ``augment`` option.
-MODES = ("standard", "no-flip", "off")
+MODES = AUGMENT_MODES
 #: Padding of the random crop, in pixels (DARTS's 4 of 32).
 PAD = 4
 

@@ -10,7 +10,22 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-__all__ = ["OptionError", "accepted", "instantiate", "parse_pairs", "read_toml", "typed"]
+__all__ = [
+    "AUGMENT_MODES",
+    "STREAM_MODES",
+    "OptionError",
+    "accepted",
+    "instantiate",
+    "parse_pairs",
+    "read_toml",
+    "typed",
+]
+
+#: Accepted ``augment`` settings of searches and training (CLI, API, trainer): DARTS's crop and
+#: flip (and cutout in training), crops only, none. Here, so that the CLI needs no torch for them.
+AUGMENT_MODES = ("standard", "no-flip", "off")
+#: Accepted ``stream`` settings: by the data's size, always through a DataLoader, always resident.
+STREAM_MODES = ("auto", "on", "off")
 
 _TRUE = {"1", "true", "yes", "on"}
 _FALSE = {"0", "false", "no", "off"}

@@ -24,6 +24,7 @@ from nasplug import augment as augment_mod
 from nasplug import ddp, streaming
 from nasplug.compiling import check_compile, has_forward
 from nasplug.memo import Memo
+from nasplug.options import STREAM_MODES
 from nasplug.rng import get_rng_state, rng_digest, seed_everything, set_rng_state
 from nasplug.rundir import RunDir, RunError
 from nasplug.tasks import Metrics, Objective
@@ -32,8 +33,6 @@ from nasplug.types import Data
 __all__ = ["NonFiniteLoss", "Trainer", "pick_device"]
 
 _SPLIT_SEED = 20190401  # the weight/architecture halves depend on the data only, not on --seed
-#: Accepted values of the trainer's ``stream`` option.
-STREAM_MODES = ("auto", "on", "off")
 #: A module type that :meth:`Trainer.place` hands back unchanged (it moves the module in place).
 _ModuleT = TypeVar("_ModuleT", bound=nn.Module)
 
