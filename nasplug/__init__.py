@@ -14,7 +14,17 @@ __version__ = "0.1.0"
 
 _WHERE = {
     **dict.fromkeys(
-        ["Dataset", "Relaxation", "SearchContext", "SearchSpace", "Strategy", "Suggest", "Weights"],
+        [
+            "BenchmarkTable",
+            "Dataset",
+            "OffersBenchmark",
+            "Relaxation",
+            "SearchContext",
+            "SearchSpace",
+            "Strategy",
+            "Suggest",
+            "Weights",
+        ],
         "nasplug.interfaces",
     ),
     **dict.fromkeys(
@@ -24,11 +34,13 @@ _WHERE = {
 }
 
 __all__ = [
+    "BenchmarkTable",
     "Choice",
     "Data",
     "Dataset",
     "Genotype",
     "Group",
+    "OffersBenchmark",
     "Relaxation",
     "SearchContext",
     "SearchResult",

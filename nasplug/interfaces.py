@@ -10,7 +10,7 @@ from __future__ import annotations
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any, ClassVar
+from typing import Any, ClassVar, Protocol, runtime_checkable
 
 import torch
 from torch import nn
@@ -21,7 +21,9 @@ from nasplug.trainer import Trainer
 from nasplug.types import Choice, Data, Genotype, Group, SearchResult, Task
 
 __all__ = [
+    "BenchmarkTable",
     "Dataset",
+    "OffersBenchmark",
     "Relaxation",
     "SearchContext",
     "SearchSpace",
@@ -146,6 +148,42 @@ class SearchSpace(ABC):
     def describe(self, genotype: Genotype) -> str:
         """A short human-readable rendering of a genotype."""
         return str(genotype)
+
+
+@runtime_checkable
+class BenchmarkTable(Protocol):
+    """Ground truth for a space: a metric of every genotype, answered without training.
+
+    ``label`` says what the number is and where it comes from, as a report shows it (for
+    example "CIFAR-10 accuracy (%) in the analog-nasbench table, its own training recipe");
+    ``metric`` is the key under which runs record it (``table_accuracy``). ``query`` must cost
+    nothing measurable beside a training step: strategies call it hundreds of times a second.
+    ``best()`` is the table's best value, for regret and for plots.
+    """
+
+    label: str
+    metric: str
+
+    def query(self, genotype: Genotype) -> float:
+        """The table's value for ``genotype``; a genotype of another space is a ValueError."""
+        ...
+
+    def best(self) -> float:
+        """The best value over every genotype of the table."""
+        ...
+
+
+@runtime_checkable
+class OffersBenchmark(Protocol):
+    """A space capability: a :class:`BenchmarkTable` of its genotypes.
+
+    ``benchmark()`` loads the table (once; cache it); when the table cannot be had (an optional
+    package not installed, a damaged file) it raises :class:`~nasplug.options.OptionError` with
+    one line saying how to get it. Black-box strategies evaluate with it (``method=table``), and
+    every run on such a space records the derived genotype's value in its metrics.
+    """
+
+    def benchmark(self) -> BenchmarkTable: ...
 
 
 class Relaxation(ABC):
