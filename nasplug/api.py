@@ -73,6 +73,7 @@ DEFAULTS: dict[str, Any] = {
     "study": None,
     "tensorboard": False,
     "compile": None,
+    "threads": None,
 }
 #: config key -> plugin axis (the option tables of a config file and of config.json)
 PLUGIN_KEYS = {"space": "space", "relax": "relaxation", "strategy": "strategy", "data": "dataset"}
@@ -196,6 +197,7 @@ def search(
     stream: str | None = None,
     workers: int | None = None,
     compile: str | bool | None = None,
+    threads: int | None = None,
     out: str | Path | None = None,
     storage: str | None = None,
     study: str | None = None,
@@ -223,6 +225,9 @@ def search(
         epochs, batch_size, seed, device, deterministic, compile: as the CLI's flags.
         augment: ``standard`` (random crop and flip on image data), ``no-flip`` or ``off``.
         stream: ``auto`` (by size), ``on`` (a DataLoader with ``workers`` processes) or ``off``.
+        threads: torch's CPU threads for the run (default: as many as torch uses now). The run
+            records the count and a resume uses it again, since a search repeats bit for bit
+            only at the thread count it started with; given with ``resume``, it overrides that.
         out: a run directory to create, for checkpoints, events and a report; None keeps the
             run in memory (no resume).
         storage, study: Optuna storage URL (or ``env:NAME``, ``file:PATH``) and study name of
@@ -235,6 +240,7 @@ def search(
     """
     from nasplug import ddp, registry
     from nasplug.options import OptionError
+    from nasplug.rng import current_threads, fixed_threads
     from nasplug.rundir import RunDir
 
     given = {"space": space, "relax": relax, "strategy": strategy, "data": data}
@@ -255,7 +261,7 @@ def search(
     try:
         if resume is not None:
             run = RunDir.open(resume, writer=writer).lock()
-            cfg = _resumed_config(run, device=device, storage=storage)
+            cfg = _resumed_config(run, device=device, storage=storage, threads=threads)
             _check_resumed_instances(cfg, instances)
         else:
             cfg = dict(DEFAULTS)
@@ -274,6 +280,7 @@ def search(
                 "stream": stream,
                 "workers": workers,
                 "compile": compile,
+                "threads": threads,
                 "out": None if out is None else str(out),
                 "storage": storage,
                 "study": study,
@@ -282,6 +289,7 @@ def search(
             cfg.update({k: v for k, v in settings.items() if v is not None})
             cfg["opts"] = {k: dict(v or {}) for k, v in opts_given.items()}
             check_config(cfg)
+            cfg["threads"] = cfg["threads"] or current_threads()
             if cfg.get("tensorboard") and cfg["out"] is None:
                 raise OptionError("tensorboard logs go into the run directory: give out=DIR")
         resolved_storage, plugins, loaded = _prepare(
@@ -297,9 +305,10 @@ def search(
         def work() -> SearchRun:
             return _execute(cfg, run, plugins, loaded, quiet=quiet, storage=resolved_storage)
 
-        if run is None:
-            return work()
-        return noting_outcome(work, run, "run", created=resume is None)
+        with fixed_threads(cfg["threads"]):
+            if run is None:
+                return work()
+            return noting_outcome(work, run, "run", created=resume is None)
     finally:
         if run is not None:
             run.close()
@@ -316,6 +325,7 @@ def check_config(cfg: dict[str, Any]) -> None:
     cannot start.
     """
     from nasplug.options import OptionError
+    from nasplug.rng import check_threads
     from nasplug.trainer import pick_device
 
     for key in PLUGIN_KEYS:
@@ -330,6 +340,7 @@ def check_config(cfg: dict[str, Any]) -> None:
         if not isinstance(cfg.get(key), bool):
             raise OptionError(f"{key} must be true or false, got {cfg.get(key)!r}")
     check_data_settings(cfg)
+    check_threads(cfg.get("threads"))
     for key in ("out", "storage", "study"):
         if cfg.get(key) is not None and (not isinstance(cfg[key], str) or not cfg[key]):
             raise OptionError(f"{key} must be text, got {cfg[key]!r}")
@@ -393,10 +404,13 @@ def _check_resumed_instances(cfg: Mapping[str, Any], instances: Mapping[str, Any
             )
 
 
-def _resumed_config(run: Any, *, device: str | None, storage: str | None) -> dict[str, Any]:
+def _resumed_config(
+    run: Any, *, device: str | None, storage: str | None, threads: int | None = None
+) -> dict[str, Any]:
     """The stored config of ``run``, checked, with the settings a resume may change."""
     from nasplug.credentials import mask
     from nasplug.options import OptionError
+    from nasplug.rng import resumed_threads
 
     cfg = run.config()
     if not isinstance(cfg, dict) or cfg.get("command") == "train":
@@ -424,6 +438,7 @@ def _resumed_config(run: Any, *, device: str | None, storage: str | None) -> dic
                 f"({mask(str(cfg.get('storage')))}), got {mask(storage)}"
             )
         cfg["storage"] = storage
+    cfg["threads"] = resumed_threads(cfg.get("threads"), threads)
     check_config(cfg)
     return cfg
 
@@ -766,6 +781,7 @@ def train(
     augment: str = "standard",
     stream: str = "auto",
     workers: int = 2,
+    threads: int | None = None,
     out: str | Path | None = None,
     resume: str | Path | None = None,
     quiet: bool = False,
@@ -785,7 +801,7 @@ def train(
             0: off.
         channels, layers: width and depth (space options ``channels``, ``layers``; a
             baseline's width and blocks per stage).
-        augment, stream, workers: as in :func:`search`.
+        augment, stream, workers, threads: as in :func:`search`.
         out: a training run directory to create (``train.json``, checkpoints); None: in memory.
         resume: a training run directory to continue.
     """
@@ -817,6 +833,7 @@ def train(
             "augment": augment,
             "stream": stream,
             "workers": workers,
+            "threads": threads,
         },
     )
 

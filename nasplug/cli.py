@@ -211,7 +211,7 @@ def _add_extra_commands(sub: argparse._SubParsersAction) -> None:
 
 
 def _add_data_flags(p: argparse.ArgumentParser) -> None:
-    """How batches are made: augmentation, streaming and loader workers."""
+    """How batches are made: augmentation, streaming, loader workers and CPU threads."""
     from nasplug.api import AUGMENT, STREAM
 
     p.add_argument(
@@ -228,6 +228,12 @@ def _add_data_flags(p: argparse.ArgumentParser) -> None:
     )
     p.add_argument(
         "--workers", type=int, help="DataLoader worker processes when streaming (default 2)"
+    )
+    p.add_argument(
+        "--threads",
+        type=int,
+        help="torch's CPU threads (default: torch's own count); recorded in the run, and a "
+        "resume uses it again so that the run repeats bit for bit",
     )
 
 
@@ -373,7 +379,11 @@ def _run(args: argparse.Namespace, *, writer: bool) -> int:
 
     if args.resume:
         found = api.search(
-            resume=args.resume, device=args.device, storage=args.storage, quiet=args.quiet
+            resume=args.resume,
+            device=args.device,
+            storage=args.storage,
+            threads=args.threads,
+            quiet=args.quiet,
         )
     else:
         cfg = resolve_config(args)
@@ -423,7 +433,9 @@ def cmd_train(args: argparse.Namespace) -> int:
     from nasplug.options import parse_pairs
 
     if args.resume:
-        trained = api.train(resume=args.resume, device=args.device, quiet=args.quiet)
+        trained = api.train(
+            resume=args.resume, device=args.device, threads=args.threads, quiet=args.quiet
+        )
     else:
         label = args.baseline or (Path(args.source).stem if args.source else "genotype")
         out = args.out or Path("runs") / f"{time.strftime('%Y%m%d-%H%M%S')}-train-{label}"
@@ -447,6 +459,7 @@ def cmd_train(args: argparse.Namespace) -> int:
             augment=args.augment or DEFAULTS["augment"],
             stream=args.stream or DEFAULTS["stream"],
             workers=DEFAULTS["workers"] if args.workers is None else args.workers,
+            threads=args.threads,
             out=out,
             quiet=args.quiet,
         )

@@ -35,6 +35,7 @@ def count_params(model: nn.Module) -> int:
 def _check_settings(s: Mapping[str, Any]) -> None:
     from nasplug.api import check_data_settings
     from nasplug.options import OptionError
+    from nasplug.rng import check_threads
 
     for key in ("epochs", "batch_size"):
         v = s[key]
@@ -49,6 +50,7 @@ def _check_settings(s: Mapping[str, Any]) -> None:
     if not isinstance(s["seed"], int) or not 0 <= s["seed"] < 2**63:
         raise OptionError(f"seed must be an integer from 0 to 2**63-1, got {s['seed']!r}")
     check_data_settings(s)
+    check_threads(s.get("threads"))
 
 
 def train_config(source: Any, s: Mapping[str, Any]) -> tuple[dict[str, Any], dict[str, Any]]:
@@ -62,6 +64,7 @@ def train_config(source: Any, s: Mapping[str, Any]) -> tuple[dict[str, Any], dic
     from nasplug.api import DEFAULTS, SearchRun
     from nasplug.baselines import BASELINES
     from nasplug.options import OptionError
+    from nasplug.rng import current_threads
     from nasplug.rundir import RunDir, RunError
     from nasplug.types import Genotype
 
@@ -93,6 +96,7 @@ def train_config(source: Any, s: Mapping[str, Any]) -> tuple[dict[str, Any], dic
             )
         },
         "device": s["device"] or "auto",
+        "threads": s.get("threads") or current_threads(),
     }
     reuse: dict[str, Any] = {}
     if s["baseline"] is not None and s["baseline"] not in BASELINES:
@@ -339,6 +343,7 @@ def run_training(
 ) -> TrainRun:
     """:func:`nasplug.train`: check everything, create the run directory, train, report."""
     from nasplug.api import TrainRun, noting_outcome
+    from nasplug.rng import fixed_threads, resumed_threads
     from nasplug.rundir import RunDir, RunError, check_new_run_path
 
     run = None
@@ -351,7 +356,8 @@ def run_training(
                     f"{resume} is not a training run; resume searches with "
                     f"`nasplug run --resume {resume}`"
                 )
-            cfg = {"augment": "off", "stream": "auto", "workers": 2, **cfg}
+            cfg = {"augment": "off", "stream": "auto", "workers": 2, "threads": None, **cfg}
+            cfg["threads"] = resumed_threads(cfg["threads"], settings.get("threads"))
             if settings.get("device") is not None:
                 cfg["device"] = settings["device"]
             reuse: dict[str, Any] = {}
@@ -375,10 +381,11 @@ def run_training(
         def work() -> tuple[dict[str, Any], list[dict[str, Any]], nn.Module]:
             return fit(cfg, run, prepared, quiet=quiet)
 
-        if run is None:
-            result, hist, model = work()
-        else:
-            result, hist, model = noting_outcome(work, run, "train", created=resume is None)
+        with fixed_threads(cfg["threads"]):
+            if run is None:
+                result, hist, model = work()
+            else:
+                result, hist, model = noting_outcome(work, run, "train", created=resume is None)
     finally:
         if run is not None:
             run.close()

@@ -153,3 +153,33 @@ def test_the_seed_sets_a_trained_network_s_initial_weights() -> None:
     a, b, c = (dict(found.train(seed=s, **kw).model.named_parameters()) for s in (1, 1, 2))
     assert all(torch.equal(a[k], b[k]) for k in a)
     assert not any(torch.allclose(a[k], c[k], atol=1e-6) for k in a if a[k].dim() > 1)
+
+
+def test_a_run_records_its_thread_count_and_a_resume_uses_it(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    before = torch.get_num_threads()
+    found = nasplug.search(out=tmp_path / "run", threads=1, **TINY)
+    assert found.config["threads"] == 1
+    assert json.loads((tmp_path / "run" / "config.json").read_text())["threads"] == 1
+    assert torch.get_num_threads() == before  # the process's own count is restored
+    default = nasplug.search(**TINY)
+    assert default.config["threads"] == before
+
+    from nasplug.rng import resumed_threads
+
+    capsys.readouterr()
+    torch.set_num_threads(2)
+    try:
+        assert resumed_threads(1, None) == 1
+        assert "resuming with 1 threads as the run started (this process had 2)" in (
+            capsys.readouterr().err
+        )
+        assert resumed_threads(1, 2) == 2
+        assert "will not repeat bit for bit" in capsys.readouterr().err
+        assert resumed_threads(None, None) is None  # a run from before the count was kept
+        assert resumed_threads(2, None) == 2 and capsys.readouterr().err == ""
+    finally:
+        torch.set_num_threads(before)
+    with pytest.raises(OptionError, match="threads must be an integer from 1 to 1024, got 0"):
+        nasplug.search(**{**TINY, "threads": 0})
