@@ -560,6 +560,8 @@ class DrNAS(Relaxation):
         grouped: sample per group (k units over the members); false: per choice everywhere.
     """
 
+    skip_is_exact = True  # nothing is ever skipped: no weight is exactly zero
+
     def __init__(self, kl: float = 0.0, grouped: bool = True) -> None:
         if not 0.0 <= kl < math.inf:
             raise ValueError(
