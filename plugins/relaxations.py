@@ -1,4 +1,5 @@
-"""The built-in relaxations: softmax, sparsemax, entmax (1.5 and any alpha), soft and hard Gumbel.
+"""The built-in relaxations: softmax (with beta-DARTS), sparsemax, entmax (1.5 and any alpha),
+soft and hard Gumbel, and DrNAS's Dirichlet.
 
 Every relaxation works over the last dimension of its logits, so one call can serve a single
 choice (a 1-D tensor) or a batch of choices stacked into rows.
@@ -9,12 +10,13 @@ epochs)`` and ``on_step(step, steps)`` set the search progress
     progress = (epoch * steps + step) / (epochs * steps - 1), clipped to [0, 1],
 
 which is 0 at the first step of the search and exactly 1 at its last step, and every scheduled
-value (a temperature ``tau``, entmax's ``alpha``) is a :class:`Schedule` read at that progress.
+value (a temperature ``tau``, entmax's ``alpha``, softmax's Beta-Decay weight) is a
+:class:`Schedule` read at that progress.
 The clock goes into ``state_dict``, so a resumed search continues with the very same values.
 
-Randomness: the Gumbel relaxations draw their noise from torch's global generator on the
-logits' device; the trainer seeds it and saves its state in checkpoints, so a resumed run draws
-the same samples.
+Randomness: the Gumbel and Dirichlet relaxations draw their noise from torch's global
+generator on the logits' device; the trainer seeds it and saves its state in checkpoints, so a
+resumed run draws the same samples.
 """
 
 from __future__ import annotations
@@ -26,12 +28,15 @@ from typing import Any
 
 import torch
 from entmax import entmax15, entmax_bisect, sparsemax
+from torch.distributions import Dirichlet
+from torch.distributions.kl import kl_divergence
 
 from nasplug.interfaces import Relaxation
 from nasplug.polytope import group_projection, nearest_vertex
 
 __all__ = [
     "SHAPES",
+    "DrNAS",
     "Entmax",
     "Entmax15",
     "Gumbel",
@@ -140,16 +145,67 @@ class Scheduled(Relaxation):
         self._step, self._steps = int(state["step"]), int(state["steps"])
 
 
-class Softmax(Relaxation):
-    """DARTS's relaxation: ``softmax(logits / temperature)``; dense, never exact zeros."""
+class Softmax(Scheduled):
+    """DARTS's relaxation: ``softmax(logits / temperature)``; dense, never exact zeros.
 
-    def __init__(self, temperature: float = 1.0) -> None:
+    **beta-DARTS** (Ye et al., CVPR 2022), with ``beta > 0``: the architecture step's loss gains
+    the Beta-Decay penalty
+
+        lambda * mean over choices of logsumexp(logits / temperature),
+
+    the smooth maximum of each choice's (tempered) logits, whose gradient is the choice's own
+    softmax weights (divided by the temperature): it pulls every logit down in proportion to its
+    weight, which keeps the leading logits from running away (the paper's "value and variance of
+    the activated architecture parameters"). Its weight ``lambda`` grows linearly with the search
+    progress, from 0 at the first step to ``beta`` at the last (after any warm-up), on the clock
+    of :class:`Scheduled`, which goes into ``state_dict``. As the authors' code: the logsumexp
+    per choice, averaged over all choices; only in the architecture step. Where it differs: the
+    authors' released search raises ``lambda`` once per epoch, by 0.5 (``50 * epoch / 100``:
+    0 at the first of NAS-Bench-201's 100 epochs, 49.5 at the last); here it rises every step
+    and reaches ``beta`` exactly. The architecture optimiser (Adam) normalises the scale of
+    gradients, so what ``beta`` sets is the penalty's pull against the validation loss's. With
+    the default ``beta = 0`` there is no penalty: weights and losses are those of plain DARTS.
+
+    The annealed relaxations of the family (sparsemax, entmax) do not take the option: their
+    logits stay hundredths apart while ``tau`` falls to a few thousandths, so the logsumexp of
+    the raw logits pulls every candidate nearly alike (a shift, which leaves their weights as
+    they are), and that of the tempered logits is about their maximum over ``tau``, a pull of
+    ``1 / tau`` on the leader alone.
+
+    Args:
+        temperature: the softmax temperature.
+        beta: the Beta-Decay penalty's weight at the end of the search; 0: no penalty.
+    """
+
+    def __init__(self, temperature: float = 1.0, beta: float = 0.0) -> None:
         if temperature <= 0:
             raise ValueError(f"softmax temperature must be > 0, got {temperature}")
+        if not 0.0 <= beta < math.inf:
+            raise ValueError(
+                f"softmax beta must be a finite number >= 0 (the Beta-Decay penalty's final "
+                f"weight; 0: none), got {beta}"
+            )
+        super().__init__(Schedule("beta_weight", 0.0, beta, "linear"))
         self.temperature = temperature
+        self.beta = beta
 
     def weights(self, logits: torch.Tensor) -> torch.Tensor:
         return torch.softmax(logits / self.temperature, dim=-1)
+
+    @property
+    def beta_weight(self) -> float:
+        """The Beta-Decay penalty's weight at the current step."""
+        return self.value("beta_weight")
+
+    def penalty(self, logits: Mapping[str, torch.Tensor], phase: str) -> torch.Tensor | None:
+        if self.beta == 0 or phase != "arch" or not logits:
+            return None
+        smooth_max = [torch.logsumexp(t / self.temperature, dim=-1) for t in logits.values()]
+        return self.beta_weight * torch.stack(smooth_max).mean()
+
+    def load_state_dict(self, state: Mapping[str, Any]) -> None:
+        if state:  # a checkpoint of earlier versions holds no clock for softmax
+            super().load_state_dict(state)
 
 
 class Tempered(Scheduled):
@@ -414,3 +470,144 @@ class GumbelHard(Gumbel):
         if not self.grouped:
             return None
         return nearest_vertex([r.detach() for r in rows], k)
+
+
+def _concentration(logits: torch.Tensor) -> torch.Tensor:
+    """DrNAS's positive map ``elu(x) + 1`` of the logits, in float32 at least.
+
+    Computed as ``x + 1`` above 0 and ``exp(x)`` below (the same function): ``elu``'s
+    ``exp(x) - 1`` rounds to -1 below about x = -17 in float32, a concentration of exactly 0.
+    The floor keeps it positive where ``exp`` itself underflows.
+    """
+    z = logits.to(torch.promote_types(logits.dtype, torch.float32))
+    z = z.clamp(-_LOGIT_BOUND, _LOGIT_BOUND)
+    below = torch.where(z > 0, torch.zeros_like(z), z)  # exp never sees a large z, nor its gradient
+    c = torch.where(z > 0, z + 1.0, torch.exp(below))
+    return c.clamp(min=torch.finfo(c.dtype).tiny)
+
+
+def _positive(w: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
+    """``w`` in ``dtype``, no entry below its smallest normal number: never an exact zero."""
+    w = w.to(dtype)
+    return w.clamp(min=torch.finfo(dtype).tiny)
+
+
+def _fill_to_k(shares: torch.Tensor, k: int) -> torch.Tensor:
+    """Members' masses ``min(1, t * shares)``, with ``t`` such that they sum to ``k``.
+
+    ``shares`` (positive, summing to 1) says how a group's mass is split among its members;
+    scaled to ``k`` units, a member whose share would exceed one unit is capped at 1 and the
+    excess goes to the others in proportion to their shares. With at most ``k`` members, each
+    gets 1. No host synchronisation: the number of capped members is found with tensor ops.
+    """
+    n = shares.numel()
+    if n <= k:
+        return torch.ones_like(shares)
+    order = torch.argsort(shares.detach(), descending=True)
+    s = shares.detach()[order]
+    tail = s.flip(0).cumsum(0).flip(0)  # tail[m]: the shares of all but the m largest
+    m = torch.arange(k, device=shares.device)
+    # The fewest capped members m for which the largest uncapped one fits: (k - m) s[m] <= tail[m];
+    # m = k - 1 always does, as s[k - 1] <= tail[k - 1].
+    fits = (k - m) * s[:k] <= tail[:k]
+    capped_count = torch.argmax(fits.to(torch.int8))
+    capped = torch.zeros(n, dtype=torch.bool, device=shares.device)
+    capped[order] = torch.arange(n, device=shares.device) < capped_count
+    rest = torch.where(capped, torch.zeros_like(shares), shares)
+    return torch.where(capped, torch.ones_like(shares), (k - capped_count) * rest / rest.sum())
+
+
+class DrNAS(Relaxation):
+    """DrNAS (Chen et al., ICLR 2021): mixing weights sampled from a Dirichlet distribution.
+
+    The architecture parameters are Dirichlet concentrations, ``c = elu(logits) + 1`` (positive,
+    monotone in the logits). A training step mixes with a reparameterised sample
+    ``w ~ Dirichlet(c)`` (``torch.distributions.Dirichlet.rsample``: its pathwise gradient
+    reaches the logits), drawn once per choice and step and shared by every cell of a type; the
+    evaluation and derivation weights are the distribution's mean ``c / sum(c)``, which ranks
+    candidates as the logits do. The regulariser of the paper's objective, the distance of the
+    concentrations from an anchor, is here its KL form as in the authors' code: ``kl * sum over
+    choices of KL(Dirichlet(c) || Dirichlet(1, ..., 1))``, added to the architecture step's
+    loss. Its weight ``kl`` defaults to 0 (no penalty), as the authors' default is the L2 form,
+    which is the architecture optimiser's weight decay (nasplug's default, 1e-3, is theirs);
+    their KL setting is ``kl=0.001``.
+
+    **By group** (the default on spaces with groups, such as the cell's nodes) one sample is
+    drawn from the Dirichlet over all of the group's (member, candidate) pairs, their ``unused``
+    candidate left out. By the Dirichlet's aggregation property that is an edge-level sample
+    (the members' shares, Dirichlet in the sums of their concentrations) times an independent
+    operation-level sample per member: the edge and operation weights that the paper draws for
+    a node, from the same concentrations. The shares are then scaled to the group's ``k`` units,
+    a member that would exceed one unit capped at 1 and its excess spread over the others in
+    proportion to their shares, so the node carries the mass of the derived network (k edges,
+    one operation each). Evaluation applies the same map to the mean. Choices outside every
+    group are groups of one with k = 1: a plain Dirichlet sample.
+
+    Where this differs from the authors' code: the released code samples per edge only (a
+    node's edges carry one unit each; ``grouped=false`` does that), with no edge-level
+    parameters, while the paper reports PC-DARTS's edge normalisation in the DARTS space; here
+    the edge level is drawn from the same concentrations rather than from parameters of its
+    own. The authors derive with ``softmax(logits)`` and validate on fresh samples; here both use
+    the Dirichlet mean (the same operation per edge, since both rank candidates by logit, but
+    the DARTS cell's choice of a node's edges compares the mean's values). The progressive
+    scheme (partial channels widened while candidates are pruned) is not part of a relaxation.
+
+    Skipping zero weights is exact because nothing is skipped: a Dirichlet sample has no exact
+    zeros (torch clamps its draws to the smallest normal number, and so do these weights).
+
+    Args:
+        kl: weight of the KL penalty to the uniform Dirichlet in the architecture step; 0: none.
+        grouped: sample per group (k units over the members); false: per choice everywhere.
+    """
+
+    skip_is_exact = True  # nothing is ever skipped: no weight is exactly zero
+
+    def __init__(self, kl: float = 0.0, grouped: bool = True) -> None:
+        if not 0.0 <= kl < math.inf:
+            raise ValueError(
+                f"drnas kl must be a finite number >= 0 (the KL penalty's weight; 0: none), got {kl}"
+            )
+        self.kl = kl
+        self.grouped = grouped
+
+    def weights(self, logits: torch.Tensor) -> torch.Tensor:
+        sample = Dirichlet(_concentration(logits), validate_args=False).rsample()
+        return _positive(sample, logits.dtype)
+
+    def eval_weights(self, logits: torch.Tensor) -> torch.Tensor:
+        c = _concentration(logits)
+        return _positive(c / c.sum(dim=-1, keepdim=True), logits.dtype)
+
+    def group_weights(self, rows: Sequence[torch.Tensor], k: int) -> list[torch.Tensor] | None:
+        if not self.grouped:
+            return None
+        flat = torch.cat(list(rows))
+        sample = Dirichlet(_concentration(flat), validate_args=False).rsample()
+        return self._spread(sample, [len(r) for r in rows], k, flat.dtype)
+
+    def eval_group_weights(self, rows: Sequence[torch.Tensor], k: int) -> list[torch.Tensor] | None:
+        if not self.grouped:
+            return None
+        flat = torch.cat(list(rows))
+        c = _concentration(flat)
+        return self._spread(c / c.sum(), [len(r) for r in rows], k, flat.dtype)
+
+    @staticmethod
+    def _spread(
+        point: torch.Tensor, sizes: list[int], k: int, dtype: torch.dtype
+    ) -> list[torch.Tensor]:
+        """A point of the group's simplex, its members' shares scaled to ``k`` units, capped at 1."""
+        parts = point.split(sizes)
+        shares = torch.stack([p.sum() for p in parts])
+        mass = _fill_to_k(shares, k)
+        return [_positive(p * (m / s), dtype) for p, m, s in zip(parts, mass, shares, strict=True)]
+
+    def penalty(self, logits: Mapping[str, torch.Tensor], phase: str) -> torch.Tensor | None:
+        if self.kl == 0 or phase != "arch":
+            return None
+        terms = []
+        for row in logits.values():
+            c = _concentration(row)
+            prior = Dirichlet(torch.ones_like(c), validate_args=False)
+            terms.append(kl_divergence(Dirichlet(c, validate_args=False), prior))
+        return self.kl * torch.stack(terms).sum() if terms else None

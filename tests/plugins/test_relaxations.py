@@ -3,13 +3,17 @@
 from __future__ import annotations
 
 import io
+import json
 import math
 
 import pytest
 import torch
 import torch.nn.functional as F
 
+import nasplug
 from nasplug import registry
+from nasplug.cli import main
+from nasplug.testing import RelaxationConformance, TinySoftmax, tiny_instance
 from nasplug.types import Task
 from nasplug_plugins.relaxations import SHAPES, Schedule
 
@@ -48,7 +52,9 @@ def seeded(fn, logits: torch.Tensor, seed: int = 1) -> torch.Tensor:
 
 
 def test_builtins_are_registered():
-    assert {"softmax", "sparsemax", "entmax15", "entmax", "gumbel", "gumbel-hard"} <= set(NAMES)
+    assert {"softmax", "sparsemax", "entmax15", "entmax", "gumbel", "gumbel-hard", "drnas"} <= set(
+        NAMES
+    )
 
 
 @pytest.mark.parametrize("stage", ["start", "middle", "end"])
@@ -308,6 +314,9 @@ def test_temperature_reaches_its_end_value_at_the_last_step(name):
         ("softmax", {"temperature": 0.0}, "> 0"),
         ("entmax", {"alpha": 0.5}, ">= 1"),
         ("entmax", {"alpha": 1.8, "anneal": True}, "not both"),
+        ("softmax", {"beta": -0.5}, "beta must be a finite number >= 0"),
+        ("softmax", {"beta": math.inf}, "beta must be a finite number >= 0"),
+        ("drnas", {"kl": -1.0}, "kl must be a finite number >= 0"),
     ],
 )
 def test_bad_options_are_one_line_value_errors(name, options, message):
@@ -401,3 +410,236 @@ def test_grouped_sparsemax_anneals_then_trains_on_the_vertex_with_the_logits_fro
 def test_bad_hard_share_is_a_one_line_value_error():
     with pytest.raises(ValueError, match=r"hard must be in \[0, 1\)"):
         make("sparsemax", hard=1.0)
+
+
+# --- the options the literature compares: beta-DARTS and DrNAS ---------------------------------
+
+
+class TestPenalisedRelaxations(RelaxationConformance):
+    """The conformance suite again, with the penalties on (the registry runs the defaults)."""
+
+    @pytest.fixture(
+        params=[("softmax", {"beta": 0.5}), ("drnas", {"kl": 1e-3}), ("drnas", {"grouped": False})]
+    )
+    def relaxation(self, request):
+        name, options = request.param
+        return tiny_instance(registry.load("relaxation", name), **options)
+
+
+def _clock(relax, epoch: int, epochs: int, step: int, steps: int):
+    relax.on_epoch(epoch, epochs)
+    relax.on_step(step, steps)
+    return relax
+
+
+def test_beta_weight_grows_linearly_from_zero_to_beta_over_the_search():
+    relax = make("softmax", beta=0.5)
+    epochs, steps = 4, 10
+    seen = []
+    for epoch in range(epochs):
+        for step in range(steps):
+            seen.append(_clock(relax, epoch, epochs, step, steps).beta_weight)
+    assert seen[0] == 0.0 and seen[-1] == pytest.approx(0.5)
+    expected = [0.5 * i / (epochs * steps - 1) for i in range(epochs * steps)]
+    assert seen == pytest.approx(expected)
+    # Between epochs (before on_step), the weight is that of the epoch's first step.
+    relax.on_epoch(2, epochs)
+    assert relax.beta_weight == pytest.approx(expected[2 * steps])
+
+
+def test_beta_penalty_is_the_weighted_mean_smoothmax_and_its_gradient_the_softmax():
+    relax = _clock(make("softmax", temperature=0.5, beta=2.0), 1, 4, 3, 5)  # progress 8/19
+    weight = 2.0 * 8 / 19
+    logits = {
+        "a": torch.tensor([0.3, -0.2, 0.1], requires_grad=True),
+        "b": torch.tensor([1.0, 0.0, -1.0, 0.5, 0.2], requires_grad=True),
+    }
+    pen = relax.penalty(logits, "arch")
+    expected = (
+        weight
+        * (
+            torch.logsumexp(logits["a"].detach() / 0.5, 0)
+            + torch.logsumexp(logits["b"].detach() / 0.5, 0)
+        )
+        / 2
+    )
+    torch.testing.assert_close(pen.detach(), expected)
+    pen.backward()
+    for t in logits.values():  # d/dz of mean smoothmax: softmax(z / T) / T, over the 2 choices
+        torch.testing.assert_close(t.grad, weight * torch.softmax(t.detach() / 0.5, 0) / 0.5 / 2)
+    assert relax.penalty(logits, "weight") is None, "the architecture step's penalty only"
+
+
+def test_beta_schedule_survives_a_checkpoint_and_old_checkpoints_still_load():
+    trained = _clock(make("softmax", beta=0.5), 2, 5, 7, 9)
+    buffer = io.BytesIO()
+    torch.save(trained.state_dict(), buffer)
+    buffer.seek(0)
+    resumed = make("softmax", beta=0.5)
+    resumed.load_state_dict(torch.load(buffer, weights_only=True))
+    assert resumed.beta_weight == trained.beta_weight > 0
+    logits = {"e": torch.randn(8)}
+    assert torch.equal(resumed.penalty(logits, "arch"), trained.penalty(logits, "arch"))
+    make("softmax").load_state_dict({})  # a softmax checkpoint of earlier versions: no clock
+
+
+@pytest.mark.parametrize("options", [{}, {"beta": 0.0}])
+def test_softmax_without_beta_is_plain_darts(options):
+    relax = make("softmax", temperature=0.7, **options)
+    logits = torch.randn(5, 8)
+    for clock in [(0, 4, 0, 5), (3, 4, 4, 5)]:
+        _clock(relax, *clock)
+        assert torch.equal(relax.weights(logits), torch.softmax(logits / 0.7, dim=-1))
+        assert torch.equal(relax.eval_weights(logits), torch.softmax(logits / 0.7, dim=-1))
+        assert relax.penalty({"e": logits[0]}, "arch") is None
+        assert relax.penalty({"e": logits[0]}, "weight") is None
+
+
+def test_a_softmax_search_is_bit_for_bit_plain_softmax_and_beta_changes_it():
+    """The built-in softmax against the suites' own (a bare ``softmax(logits)``), one search each."""
+    tiny = {
+        "space_opts": {"channels": 4, "layers": 2, "nodes": 2},
+        "data_opts": {"train_per_class": 8, "test_per_class": 4},
+        "batch_size": 40,
+        "device": "cpu",
+        "epochs": 2,
+        "quiet": True,
+    }
+    runs = {
+        name: nasplug.search("cell", relax, "darts", **tiny)
+        for name, relax in [
+            ("plain", TinySoftmax()),
+            ("softmax", make("softmax")),
+            ("beta", make("softmax", beta=50.0)),
+        ]
+    }
+    plain, softmax, beta = (runs[k].weights for k in ("plain", "softmax", "beta"))
+    assert all(torch.equal(plain[k], softmax[k]) for k in plain)
+    assert not all(torch.equal(plain[k], beta[k]) for k in plain)
+
+
+def _concentrations(logits: torch.Tensor) -> torch.Tensor:
+    return F.elu(logits.double()) + 1  # the paper's map, in float64 for reference
+
+
+def test_drnas_evaluates_with_the_dirichlet_mean_and_samples_around_it():
+    relax = make("drnas")
+    logits = torch.tensor([0.8, -0.5, 0.0, 2.0, -3.0])
+    c = _concentrations(logits)
+    torch.testing.assert_close(relax.eval_weights(logits).double(), c / c.sum())
+    samples = relax.weights(logits.expand(20000, 5))
+    assert not torch.equal(samples[0], samples[1]), "a fresh sample per row and call"
+    torch.testing.assert_close(samples.mean(0).double(), c / c.sum(), rtol=0, atol=0.01)
+    # The spread is the Dirichlet's: var_i = m_i (1 - m_i) / (sum(c) + 1).
+    m = c / c.sum()
+    torch.testing.assert_close(
+        samples.double().var(0), m * (1 - m) / (c.sum() + 1), rtol=0.1, atol=1e-4
+    )
+
+
+def test_drnas_gradient_reaches_every_logit_through_the_sample():
+    relax = make("drnas")
+    logits = torch.tensor([0.8, -0.5, 0.0, 2.0, -3.0], requires_grad=True)
+    torch.manual_seed(3)
+    (relax.weights(logits) * torch.arange(5.0)).sum().backward()
+    assert torch.isfinite(logits.grad).all() and (logits.grad != 0).all()
+
+
+def test_drnas_has_no_exact_zeros_even_for_extreme_logits():
+    relax = make("drnas")
+    for logits in (torch.tensor([-200.0, 0.0, 1e4, 80.0]), torch.tensor([-1e30, 1e30, 0.0])):
+        for w in (relax.weights(logits), relax.eval_weights(logits)):
+            assert torch.isfinite(w).all() and (w > 0).all()
+            torch.testing.assert_close(w.sum(), torch.tensor(1.0))
+
+
+ROWS = [  # a cell node's three incoming edges, `none` left out
+    torch.tensor([0.5, 0.1, -0.2, 0.0]),
+    torch.tensor([0.2, 0.3, 0.0, -0.1]),
+    torch.tensor([-0.4, 0.0, 0.1, 0.2]),
+]
+
+
+@pytest.mark.parametrize("k", [1, 2])
+def test_drnas_group_carries_exactly_k_with_every_edge_at_most_one(k):
+    relax = make("drnas")
+    rows = [r.clone().requires_grad_() for r in ROWS]
+    for seed in range(20):
+        torch.manual_seed(seed)
+        ws = relax.group_weights(rows, k)
+        assert all(float(w.detach().sum()) <= 1 + 1e-6 and (w > 0).all() for w in ws)
+        torch.testing.assert_close(sum(w.sum() for w in ws), torch.tensor(float(k)))
+    (sum((w * torch.arange(4.0)).sum() for w in ws)).backward()
+    assert all((r.grad != 0).any() for r in rows), "the gradient reaches every member"
+    # The mean's members share the k units as the sums of their concentrations (none capped).
+    mean = relax.eval_group_weights(ROWS, k)
+    sums = torch.stack([_concentrations(r).sum() for r in ROWS])
+    torch.testing.assert_close(torch.stack([w.sum() for w in mean]).double(), k * sums / sums.sum())
+    for w, r in zip(mean, ROWS, strict=True):  # within a member: the Dirichlet mean
+        torch.testing.assert_close(
+            w.double() / w.sum(), _concentrations(r) / _concentrations(r).sum()
+        )
+
+
+def test_drnas_group_caps_a_dominant_edge_at_one_and_spreads_the_rest():
+    relax = make("drnas")
+    rows = [ROWS[0] + 5.0, ROWS[1], ROWS[2]]  # edge 0 holds far more than half the concentration
+    mean = relax.eval_group_weights(rows, 2)
+    mass = torch.stack([w.sum() for w in mean]).double()
+    sums = torch.stack([_concentrations(r).sum() for r in rows])
+    torch.testing.assert_close(mass[0], torch.tensor(1.0, dtype=torch.float64))
+    torch.testing.assert_close(mass[1:], sums[1:] / sums[1:].sum())  # the other unit, shared
+    per_choice = make("drnas", grouped=False)
+    assert per_choice.group_weights(rows, 2) is None
+    assert per_choice.eval_group_weights(rows, 2) is None
+
+
+def test_drnas_kl_penalty_pulls_the_concentrations_to_the_uniform_prior():
+    assert make("drnas").penalty({"e": torch.randn(8)}, "arch") is None
+    relax = make("drnas", kl=0.01)
+    at_prior = {"e": torch.zeros(8)}  # elu(0) + 1 = 1: the prior itself
+    assert float(relax.penalty(at_prior, "arch")) == pytest.approx(0.0, abs=1e-6)
+    logits = {"a": torch.tensor([1.5, 0.0, -0.5], requires_grad=True), "b": torch.zeros(4)}
+    pen = relax.penalty(logits, "arch")
+    assert float(pen.detach()) > 0 and relax.penalty(logits, "weight") is None
+    pen.backward()
+    grad = logits["a"].grad
+    assert grad[0] > 0 and grad[2] < 0, "a descent step moves the logits towards 0"
+
+
+@pytest.mark.parametrize(
+    "space",
+    [
+        ["--space", "cell", "--space-opt", "channels=4", "--space-opt", "nodes=2"],
+        ["--space", "dense", "--space-opt", "blocks=3", "--space-opt", "width=8"],
+    ],
+)
+def test_a_tiny_drnas_search_completes(space, tmp_path, capsys):
+    out = tmp_path / "run"
+    argv = [
+        "run",
+        *space,
+        "--space-opt",
+        "layers=2",
+        "--relax",
+        "drnas",
+        "--relax-opt",
+        "kl=0.001",
+        "--data-opt",
+        "train_per_class=8",
+        "--data-opt",
+        "test_per_class=4",
+        "--batch-size",
+        "40",
+        "--epochs",
+        "1",
+        "--device",
+        "cpu",
+        "--quiet",
+        "--out",
+        str(out),
+    ]
+    assert main(argv) == 0
+    assert "genotype:" in capsys.readouterr().out
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert 0.0 <= metrics["val_accuracy"] <= 1.0
