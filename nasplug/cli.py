@@ -369,7 +369,7 @@ def cmd_run(args: argparse.Namespace) -> int:
 
 def _run(args: argparse.Namespace, *, writer: bool) -> int:
     """``nasplug run``: the flags and TOML as :func:`nasplug.search`'s arguments; print the result."""
-    from nasplug import api, ddp
+    from nasplug import api, ddp, report
 
     if args.resume:
         found = api.search(
@@ -391,6 +391,9 @@ def _run(args: argparse.Namespace, *, writer: bool) -> int:
         print(f"genotype: {found.describe()}")
         print("metrics: " + ", ".join(f"{k} {v:.4f}" for k, v in shown.items()))
         print(_validation_line(found.metrics, m))
+        table = report.table_text(found.metrics)
+        if table:
+            print(f"benchmark table, the genotype's {table}")
         print(f"run directory: {found.run_dir}")
     return 0
 
