@@ -242,8 +242,9 @@ def _add_train_and_compare(sub: argparse._SubParsersAction) -> None:
         "source",
         nargs="?",
         metavar="RUN_DIR|GENOTYPE_FILE",
-        help="a search run directory, or a file holding a genotype as JSON or as a "
-        "DARTS 'Genotype(normal=[...], ...)' string",
+        help="a search run directory, or a file holding a genotype as JSON, as a "
+        "DARTS 'Genotype(normal=[...], ...)' string, or (with --space) in the space's own "
+        "notation, such as nb201's arch strings",
     )
     t.add_argument("--baseline", help="train a hand-designed network instead: resnet")
     t.add_argument("--epochs", type=int, default=10, help="training epochs (default 10)")

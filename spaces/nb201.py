@@ -361,6 +361,10 @@ class Nb201Space(SearchSpace):
             name: torch.tensor([float(k == ops[name]) for k in CANDIDATES]) for name in EDGE_NAMES
         }
 
+    def parse_genotype(self, text: str) -> Genotype:
+        """The genotype of a NAS-Bench-201 arch string (see :func:`parse_arch`)."""
+        return parse_arch(text)
+
     def describe(self, genotype: Genotype) -> str:
         """NAS-Bench-201's arch string, e.g. ``|nor_conv_3x3~0|+|...~0|...~1|+|...~0|...~1|...~2|``."""
         return arch_string(genotype)
