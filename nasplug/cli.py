@@ -423,7 +423,7 @@ def _validation_line(metrics: dict[str, Any], m: str) -> str:
 # ---- train and compare -----------------------------------------------------------------------
 def cmd_train(args: argparse.Namespace) -> int:
     """``nasplug train``: the flags as :func:`nasplug.train`'s arguments; print the result."""
-    from nasplug import api
+    from nasplug import api, report
     from nasplug.options import parse_pairs
 
     if args.resume:
@@ -460,6 +460,9 @@ def cmd_train(args: argparse.Namespace) -> int:
         f"test {m}: {res[f'test_{m}']:.4f}, {res['params']} parameters, "
         f"{res['seconds']:.1f}s training"
     )
+    table = report.table_text(res)
+    if table:
+        print(f"benchmark table, the genotype's {table}")
     print(f"run directory: {trained.run_dir}")
     return 0
 

@@ -135,14 +135,14 @@ def _method_rows(path: str, cfg: Mapping[str, Any], res: Mapping[str, Any]) -> l
                 "search_s": res.get("search_seconds"),
                 "train_s": res.get("seconds"),
                 "run": path,
+                **_table_cells(res),
             }
         ]
     strategy = cfg.get("strategy")
     relax = _relax_label(cfg.get("relax"), cfg.get("opts", {}).get("relax", {}))
     search_s = res.get("search_seconds", res.get("wall_seconds"))
 
-    table_key = res.get(TABLE_METRIC)
-    table = res.get(table_key) if isinstance(table_key, str) else None
+    table = _table_cells(res)
 
     def search_row(method: str, val: Any, params: Any, genotype: bool = True) -> dict[str, Any]:
         return {
@@ -154,8 +154,7 @@ def _method_rows(path: str, cfg: Mapping[str, Any], res: Mapping[str, Any]) -> l
             "train_s": None,
             "search_s": search_s,
             # The table scores the run's genotype, not a continuous supernet.
-            "table": table if genotype else None,
-            "table_label": res.get(TABLE_LABEL) or table_key,
+            **(table if genotype else {}),
         }
 
     cont = res.get(f"val_{m}_continuous")
@@ -185,6 +184,14 @@ def _method_rows(path: str, cfg: Mapping[str, Any], res: Mapping[str, Any]) -> l
     n = res.get("candidates", res.get("trials"))
     what = f"best of {int(n)}" if _finite(n) else "best"
     return [search_row(f"{strategy} search ({what})", res.get(f"val_{m}"), res.get("params"))]
+
+
+def _table_cells(res: Mapping[str, Any]) -> dict[str, Any]:
+    """The benchmark table's value of a run's genotype and the table's label, if it has one."""
+    key = res.get(TABLE_METRIC)
+    if not isinstance(key, str):
+        return {}
+    return {"table": res.get(key), "table_label": res.get(TABLE_LABEL) or key}
 
 
 def _relax_label(relax: Any, opts: Mapping[str, Any]) -> str:

@@ -8,9 +8,10 @@ is given.
 
 from __future__ import annotations
 
+import functools
 import math
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -23,6 +24,8 @@ if TYPE_CHECKING:
 __all__ = ["TRAIN_JSON", "count_params", "prepare_train", "run_training", "train_config"]
 
 TRAIN_JSON = "train.json"
+#: A genotype's benchmark-table metrics, given where to say why the table is unavailable.
+TableLookup = Callable[[Callable[[str], None]], dict[str, Any]]
 
 
 def count_params(model: nn.Module) -> int:
@@ -223,10 +226,16 @@ def prepare_train(
     *,
     task: Any = None,
     test: Any = None,
-) -> tuple[Data, nn.Module, str]:
-    """The data, the network and its name for ``cfg``: every input checked, nothing written."""
+) -> tuple[Data, nn.Module, str, TableLookup | None]:
+    """The data, the network, its name and its benchmark-table lookup for ``cfg``: every input
+    checked, nothing written.
+
+    The lookup (None for a baseline) gives the genotype's value in its space's benchmark table,
+    if the space offers one (see :func:`nasplug.api.benchmark_metrics`); it takes where to say
+    why a table is unavailable.
+    """
     from nasplug import registry
-    from nasplug.api import _data_name, load_data
+    from nasplug.api import _data_name, benchmark_metrics, load_data
     from nasplug.baselines import baseline
     from nasplug.options import OptionError, instantiate
     from nasplug.rng import seed_everything
@@ -251,6 +260,7 @@ def prepare_train(
     if cfg["baseline"] is not None:
         model = baseline(cfg["baseline"], task_, channels=cfg["channels"], layers=cfg["layers"])
         name = f"{cfg['baseline']} baseline"
+        table = None
     else:
         space = reuse.get("space")
         if space is None:
@@ -268,17 +278,18 @@ def prepare_train(
                 f"the genotype does not fit space {cfg['space']!r}: {type(e).__name__}: {detail}"
             ) from e
         name = f"{cfg['space']} genotype"
+        table = functools.partial(benchmark_metrics, space, genotype)
     if cfg["cutout"] and len(task_.input_shape) != 3:
         raise ValueError(
             f"--cutout needs image data; {cfg['data']} has input shape {tuple(task_.input_shape)}"
         )
-    return data, model, name
+    return data, model, name, table
 
 
 def fit(
     cfg: Mapping[str, Any],
     run: Any,
-    prepared: tuple[Data, nn.Module, str],
+    prepared: tuple[Data, nn.Module, str, TableLookup | None],
     *,
     quiet: bool = False,
 ) -> tuple[dict[str, Any], list[dict[str, Any]], nn.Module]:
@@ -286,7 +297,7 @@ def fit(
     ``run`` if there is one. Returns the result, the history and the trained network."""
     from nasplug.trainer import Trainer
 
-    data, model, name = prepared
+    data, model, name, table = prepared
     task = data.task
     trainer = Trainer(
         data,
@@ -333,6 +344,7 @@ def fit(
         "genotype": cfg["genotype"],
         "source": cfg["source"],
         "search_seconds": (cfg["search"] or {}).get("search_seconds"),
+        **(table(trainer.say) if table is not None else {}),
     }
     if run is not None:
         run.write_json(TRAIN_JSON, result)

@@ -93,3 +93,14 @@ def test_spaces_without_a_table_record_nothing(tmp_path: Path) -> None:
     found = _search(TinySpace(), tmp_path / "run")
     assert not isinstance(TinySpace(), OffersBenchmark)
     assert "table_accuracy" not in found.metrics
+
+
+def test_a_trained_genotype_records_and_shows_its_table_value(tmp_path: Path) -> None:
+    found = _search(TabledSpace(widths="8"), tmp_path / "search")
+    trained = found.train(epochs=1, batch_size=16, device="cpu", quiet=True, out=tmp_path / "t")
+    assert trained.result["table_accuracy"] == 58.0
+    assert trained.result["table_label"] == LABEL
+    assert f"the genotype's {LABEL}: 58.00" in summary_text(trained.run_dir)
+    table = nasplug.compare([found.run_dir, trained.run_dir])
+    trained_row = next(line for line in table.splitlines() if str(trained.run_dir) in line)
+    assert trained_row.split(" | ")[3] == "**58.0000**"

@@ -279,6 +279,10 @@ def test_nasplug_train_reads_an_arch_string_file_given_the_space(
     assert main(["train", str(arch), "--space", "nb201", *tiny, *common, "--out", str(out)]) == 0
     trained = json.loads((out / "train.json").read_text())
     assert Genotype.from_dict(trained["genotype"]) == parse_arch(EXAMPLE)
+    try:
+        assert trained["table_accuracy"] == nb201_table.installed_table().query(parse_arch(EXAMPLE))
+    except OptionError:  # the table is not installed: the training ran without it
+        assert "table_accuracy" not in trained
     arch.write_text(EXAMPLE.replace("none~1", "conv_9x9~1"))
     bad = tmp_path / "bad"
     assert main(["train", str(arch), "--space", "nb201", *common, "--out", str(bad)]) == 2
