@@ -26,6 +26,7 @@ Example:
 
 from __future__ import annotations
 
+import copy
 from collections.abc import Callable, Mapping, Sequence
 from typing import TYPE_CHECKING, Any, ClassVar, cast
 
@@ -220,11 +221,12 @@ class _Macro(nn.Module):
 class SearchCell(nn.Module):
     """A supernet cell: every edge mixes its candidates, ``sum(w[k] * op_k(x))``."""
 
-    def __init__(self, c: int) -> None:
+    def __init__(self, edge_ops: Mapping[str, Sequence[str]], c: int) -> None:
         super().__init__()
+        self.candidates = tuple(tuple(edge_ops[name]) for name in EDGE_NAMES)
         self.edges = nn.ModuleList(
-            nn.ModuleDict({name: make(c, False) for name, make in OPS.items() if make is not None})
-            for _ in EDGES
+            nn.ModuleDict({op: make(c, False) for op in ops if (make := OPS[op]) is not None})
+            for ops in self.candidates
         )
 
     def forward(
@@ -240,7 +242,7 @@ class SearchCell(nn.Module):
             for i in range(j):
                 ops = cast(nn.ModuleDict, self.edges[e])
                 w, row = weights[e], rows[e]
-                for k, name in enumerate(CANDIDATES):
+                for k, name in enumerate(self.candidates[e]):
                     # ``none`` adds nothing; a zero weight adds nothing either: not computed.
                     if name == NONE or (row is not None and row[k] == 0.0):
                         continue
@@ -259,28 +261,34 @@ class Nb201Supernet(_Macro):
     scale or shift, as in DARTS's and NAS-Bench-201's search networks.
     """
 
-    def __init__(self, task: Task, channels: int, cells: int) -> None:
-        super().__init__(task, channels, cells, SearchCell)
+    def __init__(
+        self, task: Task, channels: int, cells: int, edge_ops: Mapping[str, Sequence[str]]
+    ) -> None:
+        super().__init__(task, channels, cells, lambda c: SearchCell(edge_ops, c))
+        self.edge_ops = {name: tuple(edge_ops[name]) for name in EDGE_NAMES}
         self.skip_zeros = True
         self.to(memory_format=torch.channels_last)
 
     def forward(self, x: torch.Tensor, weights: Weights) -> torch.Tensor:
         ws = []
-        for name in EDGE_NAMES:
+        for name, ops in self.edge_ops.items():
             try:
                 w = weights[name]
             except KeyError:
                 raise ValueError(f"weights lack choice {name!r}") from None
-            if w.shape != (len(CANDIDATES),):
+            if w.shape != (len(ops),):
                 raise ValueError(
                     f"weights of {name!r} have shape {tuple(w.shape)}; expected "
-                    f"({len(CANDIDATES)},) for {', '.join(CANDIDATES)}"
+                    f"({len(ops)},) for {', '.join(ops)}"
                 )
             ws.append(w)
         rows: list[list[float] | None] = [None] * len(ws)
-        if self.skip_zeros:
-            flat = torch.stack([w.detach() for w in ws]).tolist()
-            rows = [list(r) for r in flat]
+        if self.skip_zeros:  # one host transfer for every edge of every cell
+            flat = torch.cat([w.detach() for w in ws]).tolist()
+            start = 0
+            for e, w in enumerate(ws):
+                rows[e] = flat[start : start + len(w)]
+                start += len(w)
         h = self.stem(x.contiguous(memory_format=torch.channels_last))
         for layer in self.layers:
             h = layer(h, ws, rows) if isinstance(layer, SearchCell) else layer(h)
@@ -345,21 +353,70 @@ class Nb201Space(SearchSpace):
             raise ValueError(f"channels must be an integer >= 1, got {channels!r}")
         self.cells = cells
         self.channels = channels
+        #: The candidates of every edge: all of them, unless :meth:`restrict` kept fewer.
+        self._edge_ops: dict[str, tuple[str, ...]] = dict.fromkeys(EDGE_NAMES, CANDIDATES)
 
     def choices(self) -> tuple[Choice, ...]:
-        return tuple(Choice(name, CANDIDATES) for name in EDGE_NAMES)
+        return tuple(Choice(name, ops) for name, ops in self._edge_ops.items())
 
     def supernet(self, task: Task) -> Nb201Supernet:
-        return Nb201Supernet(task, self.channels, self.cells)
+        return Nb201Supernet(task, self.channels, self.cells, self._edge_ops)
 
     def build(self, genotype: Genotype, task: Task) -> Nb201Network:
         return Nb201Network(task, cell_ops(genotype), self.channels, self.cells)
 
     def one_hot(self, genotype: Genotype) -> dict[str, torch.Tensor]:
         ops = cell_ops(genotype)
+        for name, op in ops.items():
+            if op not in self._edge_ops[name]:
+                raise ValueError(
+                    f"op {op!r} is not a candidate of edge {name!r}; candidates: "
+                    f"{', '.join(self._edge_ops[name])}"
+                )
         return {
-            name: torch.tensor([float(k == ops[name]) for k in CANDIDATES]) for name in EDGE_NAMES
+            name: torch.tensor([float(k == ops[name]) for k in cands])
+            for name, cands in self._edge_ops.items()
         }
+
+    def restrict(self, keep: Mapping[str, Sequence[str]]) -> Nb201Space:
+        """A copy whose named edges keep only the given candidates (progressive search)."""
+        edge_ops = dict(self._edge_ops)
+        for name, ops in keep.items():
+            wanted = [ops] if isinstance(ops, str) else list(ops)
+            if name not in edge_ops:
+                raise ValueError(f"unknown choice {name!r}; the edges are {', '.join(EDGE_NAMES)}")
+            extra = [op for op in wanted if op not in edge_ops[name]]
+            if extra:
+                raise ValueError(
+                    f"op {extra[0]!r} is not a candidate of {name!r}; candidates: "
+                    f"{', '.join(edge_ops[name])}"
+                )
+            if not wanted:
+                raise ValueError(f"restricting {name!r} to no ops; keep at least one")
+            edge_ops[name] = tuple(op for op in edge_ops[name] if op in wanted)
+        space = copy.copy(self)
+        space._edge_ops = edge_ops
+        return space
+
+    def with_depth(self, depth: int) -> Nb201Space:
+        """A copy with ``depth`` cells per stage."""
+        if isinstance(depth, bool) or not isinstance(depth, int) or depth < 1:
+            raise ValueError(f"depth must be an integer >= 1, got {depth!r}")
+        space = copy.copy(self)
+        space.cells = depth
+        return space
+
+    def state_dict(self) -> dict[str, Any]:
+        return {"cells": self.cells, "edge_ops": {k: list(v) for k, v in self._edge_ops.items()}}
+
+    def load_state_dict(self, state: Mapping[str, Any]) -> None:
+        edge_ops = {str(k): tuple(str(op) for op in v) for k, v in state["edge_ops"].items()}
+        if set(edge_ops) != set(EDGE_NAMES) or any(
+            not ops or not set(ops) <= set(CANDIDATES) for ops in edge_ops.values()
+        ):
+            raise ValueError("nb201 space state names other edges or ops than this space has")
+        self.cells = int(state["cells"])
+        self._edge_ops = {name: edge_ops[name] for name in EDGE_NAMES}
 
     def parse_genotype(self, text: str) -> Genotype:
         """The genotype of a NAS-Bench-201 arch string (see :func:`parse_arch`)."""

@@ -307,3 +307,27 @@ def test_an_nb201_search_records_its_cell_s_table_accuracy(tmp_path: Path) -> No
     )
     assert found.metrics["table_accuracy"] == table.query(found.genotype)
     assert found.metrics["table_label"] == table.label
+
+
+def test_restrict_and_depth_serve_progressive_search_and_survive_a_checkpoint() -> None:
+    space = Nb201Space(cells=1, channels=4)
+    kept = space.restrict({"3<-0": ["skip_connect", "nor_conv_3x3"], "1<-0": "none"})
+    assert dict((c.name, c.candidates) for c in kept.choices())["3<-0"] == (
+        "skip_connect",
+        "nor_conv_3x3",
+    )
+    assert [c.candidates for c in space.choices()] == [CANDIDATES] * 6  # the original is kept
+    weights = {c.name: torch.full((len(c.candidates),), 0.5) for c in kept.choices()}
+    task = Task("classification", (1, 8, 8), 3)
+    assert kept.supernet(task)(torch.randn(2, 1, 8, 8), weights).shape == (2, 3)
+    with pytest.raises(
+        ValueError, match="'avg_pool_3x3' is not a candidate of edge '1<-0'; candidates: none"
+    ):
+        kept.one_hot(uniform("avg_pool_3x3"))
+    with pytest.raises(ValueError, match="unknown choice 'normal:2<-0'"):
+        space.restrict({"normal:2<-0": ["none"]})
+    deeper = kept.with_depth(3)
+    assert deeper.cells == 3 and kept.cells == 1
+    fresh = Nb201Space(cells=1, channels=4)
+    fresh.load_state_dict(deeper.state_dict())
+    assert fresh.choices() == kept.choices() and fresh.cells == 3
