@@ -8,9 +8,10 @@ is given.
 
 from __future__ import annotations
 
+import functools
 import math
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -23,6 +24,8 @@ if TYPE_CHECKING:
 __all__ = ["TRAIN_JSON", "count_params", "prepare_train", "run_training", "train_config"]
 
 TRAIN_JSON = "train.json"
+#: A genotype's benchmark-table metrics, given where to say why the table is unavailable.
+TableLookup = Callable[[Callable[[str], None]], dict[str, Any]]
 
 
 def count_params(model: nn.Module) -> int:
@@ -143,7 +146,7 @@ def train_config(source: Any, s: Mapping[str, Any]) -> tuple[dict[str, Any], dic
                 raise OptionError(
                     "--baseline takes a search run directory (for its dataset), not a genotype file"
                 )
-            g = Genotype.parse(src.read_text())
+            g = _read_genotype_file(src, s["space"], s["space_opts"] or {})
             cfg["genotype"] = g.to_dict()
             cfg["space"] = g.space
         else:
@@ -182,6 +185,30 @@ def train_config(source: Any, s: Mapping[str, Any]) -> tuple[dict[str, Any], dic
     return cfg, reuse
 
 
+def _read_genotype_file(src: Path, space: Any, opts: Mapping[str, Any]) -> Any:
+    """The genotype in file ``src``: JSON, a DARTS ``Genotype(...)`` string, or, with ``space``
+    given (a name or an instance), text in the space's own notation (see
+    :class:`~nasplug.interfaces.ParsesGenotype`)."""
+    from nasplug import registry
+    from nasplug.interfaces import ParsesGenotype
+    from nasplug.options import instantiate
+    from nasplug.types import Genotype
+
+    text = src.read_text()
+    try:
+        return Genotype.parse(text)
+    except ValueError as e:
+        if text.lstrip().startswith(("{", "Genotype")):
+            raise
+        if space is None:
+            raise ValueError(f"{e}, or text in a space's own notation with --space NAME") from None
+    if isinstance(space, str):
+        space = instantiate(registry.load("space", space), opts, f"space {space!r}")
+    if not isinstance(space, ParsesGenotype):
+        return Genotype.parse(text)  # the space reads no other notation: the parse error
+    return space.parse_genotype(text)
+
+
 def _text(path: Path | None) -> str | None:
     return str(path) if path is not None else None
 
@@ -203,10 +230,16 @@ def prepare_train(
     *,
     task: Any = None,
     test: Any = None,
-) -> tuple[Data, nn.Module, str]:
-    """The data, the network and its name for ``cfg``: every input checked, nothing written."""
+) -> tuple[Data, nn.Module, str, TableLookup | None]:
+    """The data, the network, its name and its benchmark-table lookup for ``cfg``: every input
+    checked, nothing written.
+
+    The lookup (None for a baseline) gives the genotype's value in its space's benchmark table,
+    if the space offers one (see :func:`nasplug.api.benchmark_metrics`); it takes where to say
+    why a table is unavailable.
+    """
     from nasplug import registry
-    from nasplug.api import _data_name, load_data
+    from nasplug.api import _data_name, benchmark_metrics, load_data
     from nasplug.baselines import baseline
     from nasplug.options import OptionError, instantiate
     from nasplug.rng import seed_everything
@@ -231,6 +264,7 @@ def prepare_train(
     if cfg["baseline"] is not None:
         model = baseline(cfg["baseline"], task_, channels=cfg["channels"], layers=cfg["layers"])
         name = f"{cfg['baseline']} baseline"
+        table = None
     else:
         space = reuse.get("space")
         if space is None:
@@ -248,17 +282,18 @@ def prepare_train(
                 f"the genotype does not fit space {cfg['space']!r}: {type(e).__name__}: {detail}"
             ) from e
         name = f"{cfg['space']} genotype"
+        table = functools.partial(benchmark_metrics, space, genotype)
     if cfg["cutout"] and len(task_.input_shape) != 3:
         raise ValueError(
             f"--cutout needs image data; {cfg['data']} has input shape {tuple(task_.input_shape)}"
         )
-    return data, model, name
+    return data, model, name, table
 
 
 def fit(
     cfg: Mapping[str, Any],
     run: Any,
-    prepared: tuple[Data, nn.Module, str],
+    prepared: tuple[Data, nn.Module, str, TableLookup | None],
     *,
     quiet: bool = False,
 ) -> tuple[dict[str, Any], list[dict[str, Any]], nn.Module]:
@@ -266,7 +301,7 @@ def fit(
     ``run`` if there is one. Returns the result, the history and the trained network."""
     from nasplug.trainer import Trainer
 
-    data, model, name = prepared
+    data, model, name, table = prepared
     task = data.task
     trainer = Trainer(
         data,
@@ -313,6 +348,7 @@ def fit(
         "genotype": cfg["genotype"],
         "source": cfg["source"],
         "search_seconds": (cfg["search"] or {}).get("search_seconds"),
+        **(table(trainer.say) if table is not None else {}),
     }
     if run is not None:
         run.write_json(TRAIN_JSON, result)

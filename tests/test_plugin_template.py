@@ -305,3 +305,15 @@ class TestDocsDataset(DatasetConformance):
     @pytest.fixture
     def dataset(self, docs):
         return docs["Blobs"](per_class=10)
+
+
+def test_the_docs_benchmark_table_is_one(docs) -> None:
+    from nasplug.interfaces import BenchmarkTable
+    from nasplug.types import Genotype
+
+    table = docs["ActivationTable"]()
+    assert isinstance(table, BenchmarkTable)
+    assert table.query(Genotype("ActivationSpace", {"choices": {"activation": "tanh"}})) == 89.5
+    assert table.best() == 91.0
+    with pytest.raises(ValueError, match="not an activation-space genotype"):
+        table.query(Genotype("cell", {"normal": []}))
