@@ -107,11 +107,10 @@ class SearchSpace(ABC):
 
         The genotype has :meth:`derive`'s shape and carries the space's registered name.
         """
-        choices = self.choices()
-        groups = self.groups()
-        layout = {name: (k, members) for name, k, members in group_layout(choices, groups)}
+        choices, groups = self.choices(), self.groups()
+        group_layout(choices, groups)  # a group naming an unknown or shared choice: one line
         group_of = {member: g for g in groups for member in g.choices}
-        picked: dict[str, bool] = {}
+        picked: dict[str, bool] = {}  # per group member, once its group is decided: used?
         chosen: dict[str, Any] = {}
         for c in choices:
             group = group_of.get(c.name)
@@ -119,16 +118,16 @@ class SearchSpace(ABC):
                 chosen[c.name] = suggest(c.name, list(c.candidates))
                 continue
             if c.name not in picked:
-                k, _ = layout[group.name]
                 options = [
                     ",".join(map(str, combo))
-                    for combo in itertools.combinations(range(len(group.choices)), k)
+                    for combo in itertools.combinations(range(len(group.choices)), group.k)
                 ]
                 answer = str(suggest(f"{group.name}:members", options))
                 used = {group.choices[int(i)] for i in answer.split(",")}
                 picked.update({m: m in used for m in group.choices})
             if picked[c.name]:
-                chosen[c.name] = suggest(c.name, [k for k in c.candidates if k != group.unused])
+                usable = [cand for cand in c.candidates if cand != group.unused]
+                chosen[c.name] = suggest(c.name, usable)
             else:
                 chosen[c.name] = group.unused
         return Genotype(registry.name_of(self), {"choices": chosen})
@@ -155,8 +154,9 @@ class SearchSpace(ABC):
             elif name in c.candidates:
                 out[c.name] = torch.tensor([float(k == name) for k in c.candidates])
             else:
+                named = "no candidate" if name is None else repr(name)
                 raise ValueError(
-                    f"the genotype names {name!r} for choice {c.name!r}; candidates: "
+                    f"the genotype names {named} for choice {c.name!r}; candidates: "
                     f"{', '.join(c.candidates)}"
                 )
         for g in self.groups():
