@@ -475,7 +475,7 @@ class _SkipProbe(nn.Module):
         h = torch.tanh(self.stem(x.flatten(1)))
         node = h.new_zeros(h.shape)
         for name, ops in zip(self.EDGES, self.edges, strict=True):
-            assert isinstance(ops, nn.ModuleList)  # each edge holds the list of its candidates
+            assert isinstance(ops, nn.ModuleList), "each edge holds the list of its candidates"
             w = weights[name]  # w[0] is "none": never computed
             node = node + self._mix(ops, w[1:], h)
         return self.head(self._mix(self.acts, weights["activation"], node))
@@ -527,6 +527,8 @@ def _probe_gradients(
                 p.copy_(spread + 0.3 * torch.randn(len(p), generator=g, dtype=torch.float64))
         x = torch.randn(_BATCH, *task.input_shape, generator=g, dtype=torch.float64).to(device)
         weights = arch.weights(relaxation)
+        for name, w in weights.items():
+            _no_nan(w, f"the weights of {name}")
         target = torch.arange(_BATCH, device=device) % task.outputs
         F.cross_entropy(net(x, weights), target).backward()  # in float64, unlike _loss
     tensors = {f"logits {n}": t for n, t in arch.items()} | {
