@@ -7,6 +7,7 @@ keyword arguments with defaults, which are the ``--space-opt`` / ``--relax-opt``
 
 from __future__ import annotations
 
+import itertools
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -16,6 +17,7 @@ import torch
 from torch import nn
 
 from nasplug import registry
+from nasplug.polytope import group_layout, nearest_vertex
 from nasplug.rundir import RunDir
 from nasplug.trainer import Trainer
 from nasplug.types import Choice, Data, Genotype, Group, SearchResult, Task
@@ -75,36 +77,97 @@ class SearchSpace(ABC):
         """The discrete network for ``genotype``, a plain ``nn.Module`` with ``forward(x)``."""
 
     def derive(self, weights: Weights) -> Genotype:
-        """The discretisation rule. Default: the strongest candidate of every choice.
+        """The discretisation rule. Default: the strongest candidate of every choice outside the
+        groups; in each :class:`~nasplug.types.Group`, the ``k`` members whose strongest candidate
+        other than ``unused`` weighs most, each with that candidate, and ``unused`` for the
+        others (ties go to the earlier candidate, then the earlier member). Where ``unused``
+        sits among a choice's candidates does not matter.
 
-        The genotype carries the space's registered name (see :func:`nasplug.registry.name_of`).
+        The genotype has the shape ``{"choices": {choice name: candidate}}`` and carries the
+        space's registered name (see :func:`nasplug.registry.name_of`).
         """
+        choices = self.choices()
+        candidates = {c.name: c.candidates for c in choices}
+        unused = _unused_of(self.groups())
+        chosen: dict[str, str] = {}
+        for _, k, members in group_layout(choices, self.groups()):
+            rows = [weights[name].detach().float().cpu()[keep] for name, keep in members]
+            for (name, keep), w in zip(members, nearest_vertex(rows, k), strict=True):
+                hot = w.nonzero().flatten().tolist()
+                chosen[name] = candidates[name][keep[hot[0]]] if hot else unused[name]
         return Genotype(
-            registry.name_of(self),
-            {
-                "choices": {
-                    c.name: c.candidates[int(torch.argmax(weights[c.name]))] for c in self.choices()
-                }
-            },
+            registry.name_of(self), {"choices": {c.name: chosen[c.name] for c in choices}}
         )
 
     def sample(self, suggest: Suggest) -> Genotype:
-        """A valid genotype, each decision taken by ``suggest``. Default: one candidate a choice.
+        """A valid genotype, each decision taken by ``suggest``. Default: per choice,
+        ``suggest(choice.name, candidates)``; per group, first ``suggest(f"{group.name}:members",
+        options)`` among the ways to pick ``k`` of its members (options such as ``"0,2"``:
+        positions in ``group.choices``), then a candidate other than ``unused`` for each picked
+        member; the others get ``unused``.
 
-        The genotype carries the space's registered name, as :meth:`derive`'s does.
+        The genotype has :meth:`derive`'s shape and carries the space's registered name.
         """
-        return Genotype(
-            registry.name_of(self),
-            {"choices": {c.name: suggest(c.name, list(c.candidates)) for c in self.choices()}},
-        )
+        choices, groups = self.choices(), self.groups()
+        group_layout(choices, groups)  # a group naming an unknown or shared choice: one line
+        group_of = {member: g for g in groups for member in g.choices}
+        picked: dict[str, bool] = {}  # per group member, once its group is decided: used?
+        chosen: dict[str, Any] = {}
+        for c in choices:
+            group = group_of.get(c.name)
+            if group is None:
+                chosen[c.name] = suggest(c.name, list(c.candidates))
+                continue
+            if c.name not in picked:
+                options = [
+                    ",".join(map(str, combo))
+                    for combo in itertools.combinations(range(len(group.choices)), group.k)
+                ]
+                answer = str(suggest(f"{group.name}:members", options))
+                used = {group.choices[int(i)] for i in answer.split(",")}
+                picked.update({m: m in used for m in group.choices})
+            if picked[c.name]:
+                usable = [cand for cand in c.candidates if cand != group.unused]
+                chosen[c.name] = suggest(c.name, usable)
+            else:
+                chosen[c.name] = group.unused
+        return Genotype(registry.name_of(self), {"choices": chosen})
 
     def one_hot(self, genotype: Genotype) -> dict[str, torch.Tensor]:
-        """Mixing weights that select ``genotype`` inside the supernet (for the discretisation gap)."""
-        chosen = genotype.spec["choices"]
-        return {
-            c.name: torch.tensor([float(k == chosen[c.name]) for k in c.candidates])
-            for c in self.choices()
-        }
+        """Mixing weights that select ``genotype`` inside the supernet (for the discretisation
+        gap). Default, for :meth:`derive`'s shape: 1.0 on the chosen candidate of each choice;
+        a group member that names the group's ``unused`` gets all zeros (the vertex the
+        group-aware relaxations reach: ``unused`` carries no mass). A name that is not a
+        candidate, or a group that does not use exactly ``k`` members, is a ValueError.
+        """
+        chosen = genotype.spec.get("choices")
+        if not isinstance(chosen, Mapping):
+            raise ValueError(
+                f"the default one_hot reads genotypes of the shape {{'choices': {{...}}}}; "
+                f"got {sorted(genotype.spec)}"
+            )
+        unused = _unused_of(self.groups())
+        out = {}
+        for c in self.choices():
+            name = chosen.get(c.name)
+            if c.name in unused and name == unused[c.name]:
+                out[c.name] = torch.zeros(len(c.candidates))
+            elif name in c.candidates:
+                out[c.name] = torch.tensor([float(k == name) for k in c.candidates])
+            else:
+                named = "no candidate" if name is None else repr(name)
+                raise ValueError(
+                    f"the genotype names {named} for choice {c.name!r}; candidates: "
+                    f"{', '.join(c.candidates)}"
+                )
+        for g in self.groups():
+            used = sum(bool(out[m].any()) for m in g.choices)
+            if used != g.k:
+                raise ValueError(
+                    f"the genotype uses {used} choices of group {g.name!r}; it uses exactly "
+                    f"k={g.k}, the others {g.unused!r}"
+                )
+        return out
 
     def restrict(self, keep: Mapping[str, Sequence[str]]) -> SearchSpace:
         """A copy whose choices keep only the named candidates (progressive search)."""
@@ -320,3 +383,8 @@ class Dataset(ABC):
     @abstractmethod
     def load(self) -> Data:
         """The task and its splits: normalised tensors, or torch Datasets to stream."""
+
+
+def _unused_of(groups: Sequence[Group]) -> dict[str, str]:
+    """The ``unused`` candidate of every choice that belongs to a group, by choice name."""
+    return {member: g.unused for g in groups for member in g.choices}

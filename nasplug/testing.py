@@ -229,6 +229,28 @@ def _loss(out: torch.Tensor, task: Task) -> torch.Tensor:
     return out.float().pow(2).mean()
 
 
+def _check_candidates_named(space: SearchSpace, genotype: Genotype, what: str) -> None:
+    """In a genotype of the ``{"choices": {...}}`` shape, every choice names one of its
+    candidates (a group member may name the group's ``unused``); ``build`` may be lenient."""
+    chosen = genotype.spec.get("choices")
+    if not isinstance(chosen, Mapping):
+        return  # a spec shape of the space's own: one_hot checks it
+    unused = {name: g.unused for g in space.groups() for name in g.choices}
+    for c in space.choices():
+        if c.name not in chosen:
+            continue
+        name = chosen[c.name]
+        assert name in c.candidates or (c.name in unused and name == unused[c.name]), (
+            f"{what} names {name!r} for choice {c.name!r}, which is not among its candidates "
+            f"({', '.join(c.candidates)})"
+        )
+
+
+def _row_keys(x: torch.Tensor) -> list[bytes]:
+    """One key per row of ``x``: its bytes, so that equal rows have equal keys."""
+    return [row.tobytes() for row in x.detach().cpu().contiguous().reshape(len(x), -1).numpy()]
+
+
 def _saved(state: Any) -> Any:
     """``state`` after a checkpoint round trip (saved, then loaded with ``weights_only=True``)."""
     buf = io.BytesIO()
@@ -453,7 +475,7 @@ class _SkipProbe(nn.Module):
         h = torch.tanh(self.stem(x.flatten(1)))
         node = h.new_zeros(h.shape)
         for name, ops in zip(self.EDGES, self.edges, strict=True):
-            assert isinstance(ops, nn.ModuleList)  # each edge holds the list of its candidates
+            assert isinstance(ops, nn.ModuleList), "each edge holds the list of its candidates"
             w = weights[name]  # w[0] is "none": never computed
             node = node + self._mix(ops, w[1:], h)
         return self.head(self._mix(self.acts, weights["activation"], node))
@@ -505,6 +527,8 @@ def _probe_gradients(
                 p.copy_(spread + 0.3 * torch.randn(len(p), generator=g, dtype=torch.float64))
         x = torch.randn(_BATCH, *task.input_shape, generator=g, dtype=torch.float64).to(device)
         weights = arch.weights(relaxation)
+        for name, w in weights.items():
+            _no_nan(w, f"the weights of {name}")
         target = torch.arange(_BATCH, device=device) % task.outputs
         F.cross_entropy(net(x, weights), target).backward()  # in float64, unlike _loss
     tensors = {f"logits {n}": t for n, t in arch.items()} | {
@@ -512,6 +536,128 @@ def _probe_gradients(
     }
     grads = {k: torch.zeros_like(t) if t.grad is None else t.grad for k, t in tensors.items()}
     return grads, {k: [round(v, 4) for v in w.tolist()] for k, w in weights.items()}
+
+
+def _no_nan(w: torch.Tensor, what: str) -> None:
+    """Fail plainly on NaN weights, before any comparison (NaN != NaN would blame another fault)."""
+    assert not bool(torch.isnan(w.detach()).any()), (
+        f"weights contain NaN: {what} gave {[round(v, 4) for v in w.detach().flatten().tolist()]}"
+    )
+
+
+def _drive(relax: Relaxation, epochs: int, steps: int) -> Iterator[tuple[int, int, int, int]]:
+    """Drive ``relax``'s clock through a whole search as the trainer does (``on_epoch`` before
+    each epoch, ``on_step`` before each step), yielding ``(epoch, epochs, step, steps)`` at each
+    step."""
+    for epoch in range(epochs):
+        relax.on_epoch(epoch, epochs)
+        for step in range(steps):
+            relax.on_step(step, steps)
+            yield epoch, epochs, step, steps
+
+
+def _probe_arch(grouped: bool, device: torch.device) -> ArchLogits:
+    """Logits of the exact-skip probe's choices (three edges in a group of which two are used,
+    with ``none`` unused, and an activation), spread so that every row and every group has one
+    clear maximum; with ``grouped`` the relaxation sees the group."""
+    choices = _SkipProbe.choices()
+    arch = ArchLogits(choices, groups=_SkipProbe.groups() if grouped else ()).to(device)
+    with torch.no_grad():
+        for i, p in enumerate(arch.parameters()):
+            p.copy_(torch.linspace(1.0, -1.0, len(p)).roll(i) + 0.1 * i)
+    return arch
+
+
+def _observe(relax: Relaxation, device: torch.device) -> dict[str, Any]:
+    """What a relaxation gives at its current clock, by name: training weights (seeded) and their
+    gradients, evaluation weights, per choice and by group, the penalties and ``frozen()``."""
+    seen: dict[str, Any] = {"frozen()": bool(relax.frozen())}
+    for grouped in (True, False):
+        how = "by group" if grouped else "per choice"
+        arch = _probe_arch(grouped, device)
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(0)
+            train = arch.weights(relax)
+        evaluation = arch.eval_weights(relax)
+        for name, w in train.items():
+            _no_nan(w, f"weights() {how} ({name})")
+            _no_nan(evaluation[name], f"eval_weights() {how} ({name})")
+            seen[f"weights {how} ({name})"] = w.detach().clone()
+            seen[f"evaluation weights {how} ({name})"] = evaluation[name].clone()
+        ws = [w for w in train.values() if w.requires_grad]
+        if ws:
+            torch.stack(
+                [(w * torch.arange(1.0, len(w) + 1, device=device)).sum() for w in ws]
+            ).sum().backward()
+        for name, p in arch.items():
+            seen[f"gradient {how} ({name})"] = None if p.grad is None else p.grad.clone()
+        for phase in ("arch", "weight"):
+            pen = relax.penalty(arch.as_dict(), phase)
+            seen[f"{phase} penalty {how}"] = None if pen is None else float(pen.detach())
+    return seen
+
+
+def _differences(a: Mapping[str, Any], b: Mapping[str, Any]) -> list[str]:
+    """The names whose values differ between two observations (tensors compared exactly)."""
+    out = []
+    for key in a:
+        x, y = a[key], b.get(key)
+        if isinstance(x, torch.Tensor) and isinstance(y, torch.Tensor):
+            same = x.shape == y.shape and torch.equal(x, y)
+        else:
+            same = x == y
+        if not same:
+            out.append(key)
+    return out
+
+
+def _plain(state: Any) -> Any:
+    """``state`` with tensors as lists, so that two states compare with ``==``."""
+    if isinstance(state, torch.Tensor):
+        return state.tolist()
+    if isinstance(state, Mapping):
+        return {k: _plain(v) for k, v in state.items()}
+    if isinstance(state, (list, tuple)):
+        return [_plain(v) for v in state]
+    return state
+
+
+def _off_vertex(
+    weights: Mapping[str, torch.Tensor], choices: Sequence[Choice], groups: Sequence[Group]
+) -> str | None:
+    """Why ``weights`` are not a vertex of every group (k members one-hot on candidates they
+    keep, the others all zero; a choice outside groups one-hot), or None when they are."""
+    for name, k, members in group_layout(choices, groups):
+        used = 0
+        for member, keep in members:
+            w = weights[member].detach().float().cpu()
+            row = w[keep]
+            rest = torch.ones(len(w), dtype=torch.bool)
+            rest[keep] = False
+            if bool((w[rest] != 0).any()) or not (
+                bool((row == 0).all()) or (int((row == 1).sum()) == 1 and float(row.sum()) == 1)
+            ):
+                return f"{member} has {[round(v, 4) for v in w.tolist()]}"
+            used += int((row == 1).sum())
+        if used != k:
+            return f"{name} uses {used} member(s), not k={k}"
+    return None
+
+
+def _constant_tiny(ws: Sequence[torch.Tensor], inputs: Sequence[torch.Tensor]) -> list[float]:
+    """The entries of ``ws`` in (0, 1e-6] whose gradient with respect to every tensor of
+    ``inputs`` is zero: zeros that are not exact (a candidate is skipped only at exactly 0.0)."""
+    found = []
+    for w in ws:
+        for i in ((w.detach() > 0) & (w.detach() <= 1e-6)).nonzero().flatten().tolist():
+            grads = (
+                torch.autograd.grad(w[i], list(inputs), retain_graph=True, allow_unused=True)
+                if w.requires_grad
+                else (None,)
+            )
+            if all(g is None or not bool((g != 0).any()) for g in grads):
+                found.append(float(w[i].detach()))
+    return found
 
 
 # ---- suites ----------------------------------------------------------------------------------
@@ -557,7 +703,7 @@ class SpaceConformance:
     def test_choices_are_named_and_stable(self, space: SearchSpace) -> None:
         choices = space.choices()
         assert isinstance(choices, tuple) and choices, "choices() must be a non-empty tuple"
-        assert all(isinstance(c, Choice) for c in choices)
+        assert all(isinstance(c, Choice) for c in choices), "choices() must hold Choice objects"
         names = [c.name for c in choices]
         assert len(set(names)) == len(names), "choice names must be unique"
         for c in choices:
@@ -727,7 +873,10 @@ class SpaceConformance:
     ) -> None:
         for seed in range(3):
             genotype = space.derive(_softmax_weights(space.choices(), device, seed))
-            assert isinstance(genotype, Genotype)
+            assert isinstance(genotype, Genotype), (
+                f"derive() returned a {type(genotype).__name__}, not a Genotype"
+            )
+            _check_candidates_named(space, genotype, "derive()")
             self._check_builds(space, genotype, task, inputs, device)
 
     def test_sample_gives_valid_genotypes(
@@ -736,7 +885,10 @@ class SpaceConformance:
         for seed in range(3):
             calls: list[tuple[str, list[Any]]] = []
             genotype = space.sample(random_suggest(seed, calls))
-            assert isinstance(genotype, Genotype)
+            assert isinstance(genotype, Genotype), (
+                f"sample() returned a {type(genotype).__name__}, not a Genotype"
+            )
+            _check_candidates_named(space, genotype, "sample()")
             assert calls, "sample() must take its decisions through suggest"
             for name, options in calls:
                 assert isinstance(name, str) and options, f"suggest({name!r}) offered no options"
@@ -750,22 +902,35 @@ class SpaceConformance:
             space.sample(random_suggest(1)),
         ):
             text = genotype.to_json()
-            assert Genotype.from_json(text) == genotype
-            assert Genotype.parse(text) == genotype
-            assert Genotype.from_dict(json.loads(json.dumps(genotype.to_dict()))) == genotype
+            assert Genotype.from_json(text) == genotype, f"{text} does not read back from JSON"
+            assert Genotype.parse(text) == genotype, f"Genotype.parse does not read back {text}"
+            assert Genotype.from_dict(json.loads(json.dumps(genotype.to_dict()))) == genotype, (
+                f"{genotype.to_dict()} does not read back from its dict"
+            )
             shown = space.describe(genotype)
-            assert isinstance(shown, str) and shown.strip()
+            assert isinstance(shown, str) and shown.strip(), "describe() gave no text"
 
     def test_one_hot_selects_the_derived_genotype(
         self, space: SearchSpace, task: Task, inputs: torch.Tensor, device: torch.device
     ) -> None:
-        genotype = space.derive(_softmax_weights(space.choices(), device, 2))
-        hot = space.one_hot(genotype)
-        assert set(hot) == {c.name for c in space.choices()}, "one_hot must weigh every choice"
-        for c in space.choices():
-            w = hot[c.name]
-            assert tuple(w.shape) == (len(c.candidates),), f"{c.name}: one_hot has the wrong shape"
-            assert bool(((w == 0) | (w == 1)).all()), f"{c.name}: one_hot weights must be 0 or 1"
+        choices, groups = space.choices(), space.groups()
+        for seed in range(3):
+            hot = space.one_hot(space.derive(_softmax_weights(choices, device, seed)))
+            assert set(hot) == {c.name for c in choices}, "one_hot must weigh every choice"
+            for c in choices:
+                w = hot[c.name]
+                assert tuple(w.shape) == (len(c.candidates),), (
+                    f"{c.name}: one_hot has the wrong shape"
+                )
+                assert bool(((w == 0) | (w == 1)).all()), (
+                    f"{c.name}: one_hot weights must be 0 or 1"
+                )
+            off = _off_vertex(hot, choices, groups)
+            assert off is None, (
+                f"one_hot(derive(w)) is not a vertex ({off}): a derived genotype uses k members "
+                f"of every group with one candidate each (nothing on the group's unused "
+                f"candidate) and one candidate of every other choice"
+            )
         # derive(one_hot(g)) is g up to order (DARTS orders a node's inputs by strength).
         again = space.one_hot(space.derive(hot))
         assert all(torch.equal(again[k], hot[k]) for k in hot), (
@@ -783,7 +948,9 @@ class SpaceConformance:
         """At a vertex of every group (k members one-hot, the others zero) the supernet is one
         network, and ``derive`` must name exactly it: ``one_hot(derive(w)) == w``."""
         choices, groups = space.choices(), space.groups()
-        assert isinstance(groups, tuple) and all(isinstance(g, Group) for g in groups)
+        assert isinstance(groups, tuple) and all(isinstance(g, Group) for g in groups), (
+            "groups() must be a tuple of Group"
+        )
         layout = group_layout(choices, groups)  # unknown or shared members are errors
         for seed in range(3):
             g = torch.Generator().manual_seed(seed)
@@ -803,7 +970,7 @@ class SpaceConformance:
     def test_state_dict_survives_a_checkpoint(self, space: SearchSpace) -> None:
         choices = space.choices()
         space.load_state_dict(_saved(space.state_dict()))
-        assert space.choices() == choices
+        assert space.choices() == choices, "the choices changed through a state_dict round trip"
 
     @staticmethod
     def _check_builds(
@@ -837,6 +1004,18 @@ class RelaxationConformance:
     )
     #: Points of the search (epoch, epochs, step, steps) where the weights are checked.
     CLOCK: tuple[tuple[int, int, int, int], ...] = ((0, 4, 0, 5), (1, 4, 2, 5), (3, 4, 4, 5))
+    #: Whole searches (epochs, steps per epoch) over which the schedule is driven, first step
+    #: to last, as the trainer drives it.
+    RUNS: tuple[tuple[int, int], ...] = ((4, 5), (1, 7))
+    #: Groups for the group checks, as member rows (logits without the ``unused`` candidate) and
+    #: k: near-equal rows, one member far ahead, spread rows of several lengths, k = members.
+    GROUPS: tuple[tuple[tuple[tuple[float, ...], ...], int], ...] = (
+        (((1e-3, -2e-3, 0.0, 5e-4, -1e-3), (2.0, -1.0, 0.5, 0.0, -3.0), (0.0, 0.0, 0.0)), 2),
+        (((4.0, 3.9, 3.8, -1.0), (-2.0, -1.0, -1.5), (0.1, 0.0, -0.1, 0.2)), 2),
+        (((3.0, 2.5), (-1.0, 0.0), (0.5, 0.4), (0.0, -0.3)), 1),
+        (((1.0, 0.0, -1.0), (0.5, 0.5, 0.5), (-1.0, 0.0, 1.0), (2.0, -2.0, 0.0)), 3),
+        (((0.3,), (80.0, -80.0)), 2),
+    )
 
     #: The relaxation class, built with its ``test_options`` unless ``relaxation`` is overridden.
     plugin: type[Relaxation] | None = None
@@ -851,6 +1030,14 @@ class RelaxationConformance:
 
     def _logits(self, device: torch.device) -> list[torch.Tensor]:
         return [torch.tensor(v, device=device) for v in self.LOGITS]
+
+    def _groups(
+        self, device: torch.device, requires_grad: bool = False
+    ) -> list[tuple[list[torch.Tensor], int]]:
+        return [
+            ([torch.tensor(r, device=device, requires_grad=requires_grad) for r in rows], k)
+            for rows, k in self.GROUPS
+        ]
 
     @staticmethod
     def _at(relax: Relaxation, clock: tuple[int, int, int, int]) -> Relaxation:
@@ -871,6 +1058,7 @@ class RelaxationConformance:
                         f"weights of {tuple(logits.shape)} logits have shape {tuple(w.shape)}"
                     )
                     assert w.device == logits.device, "weights must stay on the logits' device"
+                    _no_nan(w, f"{fn.__name__}({logits.tolist()}) at {clock}")
                     assert torch.isfinite(w).all(), (
                         f"weights not finite for logits {logits.tolist()}"
                     )
@@ -878,12 +1066,30 @@ class RelaxationConformance:
                     assert float(w.sum()) > 0, f"all weights zero for logits {logits.tolist()}"
 
     def test_gradients_reach_the_logits(self, relaxation: Relaxation, device: torch.device) -> None:
-        self._at(relaxation, self.CLOCK[1])
-        logits = torch.tensor(self.LOGITS[1], device=device, requires_grad=True)
-        torch.manual_seed(0)
-        w = relaxation.weights(logits)
-        (w * torch.arange(1.0, len(w) + 1, device=device)).sum().backward()
-        assert logits.grad is not None and torch.isfinite(logits.grad).all()
+        """Wherever the relaxation is not ``frozen()``, the weights have a finite gradient with
+        respect to the logits (in a hard phase they are constant, and nothing is asked)."""
+        checked = 0
+        for clock in self.CLOCK:
+            self._at(relaxation, clock)
+            if relaxation.frozen():
+                continue
+            checked += 1
+            logits = torch.tensor(self.LOGITS[1], device=device, requires_grad=True)
+            torch.manual_seed(0)
+            w = relaxation.weights(logits)
+            _no_nan(w, f"weights({self.LOGITS[1]}) at {clock}")
+            assert w.requires_grad, (
+                f"at (epoch, epochs, step, steps) = {clock} frozen() is false, yet the weights do "
+                f"not depend on the logits (no gradient): return True from frozen() while they "
+                f"are constant"
+            )
+            (w * torch.arange(1.0, len(w) + 1, device=device)).sum().backward()
+            assert logits.grad is not None and torch.isfinite(logits.grad).all(), (
+                f"at {clock} the gradient of the weights does not reach the logits, or is not "
+                f"finite: {None if logits.grad is None else logits.grad.tolist()}"
+            )
+        if not checked:
+            pytest.skip("the relaxation is frozen() at every point checked")
 
     def test_eval_weights_are_deterministic(
         self, relaxation: Relaxation, device: torch.device
@@ -895,6 +1101,8 @@ class RelaxationConformance:
                 a = relaxation.eval_weights(logits)
                 torch.manual_seed(2)
                 b = relaxation.eval_weights(logits)
+                _no_nan(a, f"eval_weights({logits.tolist()}) at {clock}")
+                _no_nan(b, f"eval_weights({logits.tolist()}) at {clock}")
                 assert torch.equal(a, b), "eval_weights must not depend on random state"
 
     def test_penalty_is_none_or_a_finite_scalar(
@@ -913,44 +1121,181 @@ class RelaxationConformance:
             assert torch.isfinite(pen), f"the {phase} penalty is not finite"
             if pen.requires_grad:
                 pen.backward()
-                assert all(t.grad is None or torch.isfinite(t.grad).all() for t in logits.values())
+                assert all(
+                    t.grad is None or torch.isfinite(t.grad).all() for t in logits.values()
+                ), f"the gradient of the {phase} penalty is not finite"
 
     def test_state_dict_round_trip(self, relaxation: Relaxation, device: torch.device) -> None:
-        fresh = copy.deepcopy(relaxation)
-        self._at(relaxation, self.CLOCK[1])
-        state = _saved(relaxation.state_dict())
-        fresh.load_state_dict(state)
-        assert _saved(fresh.state_dict()).keys() == state.keys()
-        for logits in self._logits(device):
-            assert torch.equal(fresh.eval_weights(logits), relaxation.eval_weights(logits)), (
-                "a relaxation loaded from state_dict gives other weights: is a schedule missing from it?"
-            )
+        """At every step of whole searches, a fresh copy loaded with ``state_dict()`` (through
+        ``torch.save`` and a ``weights_only`` load) gives what the original gives: weights,
+        gradients, penalties and ``frozen()``. Compared over the whole schedule, since a
+        schedule may change the weights in its second half only."""
+        initial = copy.deepcopy(relaxation)
+        for epochs, steps in self.RUNS:
+            relax = copy.deepcopy(initial)
+            for clock in _drive(relax, epochs, steps):
+                state = _saved(relax.state_dict())
+                fresh = copy.deepcopy(initial)
+                fresh.load_state_dict(state)
+                again = _saved(fresh.state_dict())
+                assert again.keys() == state.keys(), (
+                    f"state_dict() after load_state_dict has keys {sorted(again)}, "
+                    f"not {sorted(state)}"
+                )
+                differ = _differences(_observe(relax, device), _observe(fresh, device))
+                assert not differ, (
+                    f"a relaxation loaded from state_dict() at (epoch, epochs, step, steps) = "
+                    f"{clock} gives other {', '.join(differ[:3])} than the original: is the "
+                    f"schedule's clock missing from state_dict()?"
+                )
+
+    def test_the_schedule_advances(self, relaxation: Relaxation, device: torch.device) -> None:
+        """A relaxation that keeps a schedule (it overrides ``on_epoch`` or ``on_step``, or has a
+        state) changes something over a whole search: its weights or their gradients, a
+        penalty, ``frozen()`` or its state. Otherwise its schedule never advances."""
+        cls = type(relaxation)
+        hooks = [
+            n for n in ("on_epoch", "on_step") if getattr(cls, n) is not getattr(Relaxation, n)
+        ]
+        if not hooks and not relaxation.state_dict():
+            pytest.skip("the relaxation keeps no schedule (no clock hooks, no state)")
+        for epochs, steps in self.RUNS:
+            relax = copy.deepcopy(relaxation)
+            first: dict[str, Any] | None = None
+            for _ in _drive(relax, epochs, steps):
+                seen = {**_observe(relax, device), "state_dict()": _plain(relax.state_dict())}
+                if first is None:
+                    first = seen
+                elif _differences(first, seen):
+                    return
+        keeps = [*hooks, *(["state_dict"] if relaxation.state_dict() else [])]
+        raise AssertionError(
+            f"the schedule never advances: the relaxation keeps one (it has "
+            f"{', '.join(keeps)}), yet from the first step to the last of searches of "
+            f"(epochs, steps) = {', '.join(map(str, self.RUNS))} its weights, their gradients, "
+            f"penalties, frozen() and state_dict() stay the same; does on_epoch/on_step "
+            f"update the clock the schedule reads?"
+        )
+
+    def test_a_hard_phase_lasts_and_is_a_vertex(
+        self, relaxation: Relaxation, device: torch.device
+    ) -> None:
+        """Where ``frozen()`` turns true during a search (a hard phase), it stays true to the
+        last step, and the weights then (training and evaluation, by group and per choice) are a
+        vertex, constant in the logits: k members of each group one-hot, the others zero, a
+        choice outside every group one-hot. The hard phase trains the derived network."""
+        choices, groups = _SkipProbe.choices(), _SkipProbe.groups()
+        for epochs, steps in self.RUNS:
+            relax = copy.deepcopy(relaxation)
+            since: tuple[int, int, int, int] | None = None
+            for clock in _drive(relax, epochs, steps):
+                if not relax.frozen():
+                    assert since is None, (
+                        f"frozen() was true at (epoch, epochs, step, steps) = {since} and is "
+                        f"false again at {clock}: a hard phase lasts to the end of the search "
+                        f"(does the schedule restart every epoch?)"
+                    )
+                    continue
+                since = since or clock
+                aware = relax.eval_group_weights([torch.zeros(2, device=device)], 1) is not None
+                for grouped in (True, False):
+                    arch = _probe_arch(grouped, device)
+                    layout = groups if grouped and aware else ()
+                    for evaluation in (False, True):
+                        torch.manual_seed(0)
+                        ws = arch.weights(relax, evaluation=evaluation)
+                        for name, w in ws.items():
+                            _no_nan(w, f"the weights of {name} at {clock}")
+                        off = _off_vertex(ws, choices, layout)
+                        kind = "evaluation" if evaluation else "training"
+                        assert off is None, (
+                            f"frozen() is true from (epoch, epochs, step, steps) = {since} on "
+                            f"(a hard phase), yet at {clock} the {kind} weights "
+                            f"{'by group' if grouped else 'per choice'} are not a vertex "
+                            f"({off}); does the schedule reach its end?"
+                        )
+                        live = [w for w in ws.values() if w.requires_grad]
+                        if live:
+                            torch.stack([w.sum() for w in live]).sum().backward()
+                        assert all(p.grad is None or not bool(p.grad.any()) for p in arch.logits), (
+                            f"frozen() is true at {clock}, yet the {kind} weights depend on the "
+                            f"logits (a gradient reaches them)"
+                        )
 
     def test_group_weights_respect_the_group(
         self, relaxation: Relaxation, device: torch.device
     ) -> None:
-        """Where the relaxation weighs groups, every member's row is a sub-probability and the
-        group carries at most its ``k`` units; evaluation weights do not depend on chance."""
-        rows = [torch.tensor(v[:5], device=device) for v in self.LOGITS[:3]]
+        """Where the relaxation weighs groups, every member's row sums to at most 1 and the
+        group carries exactly its ``k`` units, at every point checked; evaluation weights do not
+        depend on chance."""
         for clock in self.CLOCK:
             self._at(relaxation, clock)
             for fn in (relaxation.group_weights, relaxation.eval_group_weights):
-                torch.manual_seed(1)
-                ws = fn(rows, 2)
-                if ws is None:
-                    continue
-                assert [w.shape for w in ws] == [r.shape for r in rows], "one row per member"
-                for w in ws:
-                    assert torch.isfinite(w).all() and bool((w >= 0).all())
-                    assert float(w.detach().sum()) <= 1 + 1e-5, "a member's row sums to at most 1"
-                assert float(sum(w.detach().sum() for w in ws)) <= 2 + 1e-5, "a group carries k"
-            torch.manual_seed(2)
-            again = relaxation.eval_group_weights(rows, 2)
-            torch.manual_seed(3)
-            if again is not None:
-                other = relaxation.eval_group_weights(rows, 2)
-                assert other is not None, "eval_group_weights gave weights once and None once"
-                assert all(torch.equal(a, b) for a, b in zip(again, other, strict=True))
+                for rows, k in self._groups(device):
+                    torch.manual_seed(1)
+                    ws = fn(rows, k)
+                    if ws is None:
+                        continue
+                    what = f"{fn.__name__}(rows, k={k}) at {clock}"
+                    assert [w.shape for w in ws] == [r.shape for r in rows], (
+                        f"{what} must give one tensor per member, shaped like its row"
+                    )
+                    for i, w in enumerate(ws):
+                        _no_nan(w, what)
+                        assert torch.isfinite(w).all() and bool((w >= 0).all()), (
+                            f"{what}: member {i}'s weights are negative or not finite: "
+                            f"{w.detach().tolist()}"
+                        )
+                        carried = float(w.detach().sum())
+                        assert carried <= 1 + 1e-5, (
+                            f"{what}: member {i} of {len(rows)} carries {carried:.3g}; each "
+                            f"member's row sums to at most 1 (a member is used at most once)"
+                        )
+                    total = float(sum(w.detach().sum() for w in ws))
+                    assert abs(total - k) <= 1e-4 * k, (
+                        f"{what}: a group of {len(rows)} members carries {total:.3g} in all, not "
+                        f"exactly k={k}; a group-aware relaxation gives every group the k units "
+                        f"of mass its derived network uses"
+                    )
+            for rows, k in self._groups(device):
+                torch.manual_seed(2)
+                again = relaxation.eval_group_weights(rows, k)
+                torch.manual_seed(3)
+                if again is not None:
+                    other = relaxation.eval_group_weights(rows, k)
+                    assert other is not None, "eval_group_weights gave weights once and None once"
+                    assert all(torch.equal(a, b) for a, b in zip(again, other, strict=True)), (
+                        "eval_group_weights must not depend on random state"
+                    )
+
+    def test_zero_weights_are_exact(self, relaxation: Relaxation, device: torch.device) -> None:
+        """Where the relaxation claims ``skip_is_exact``: no weight is a tiny constant (in (0,
+        1e-6] with a zero gradient) where an exact zero is due: the supernet skips a candidate
+        only at exactly 0.0, so such a weight computes it for nothing."""
+        if not type(relaxation).skip_is_exact:
+            pytest.skip("the relaxation declares skip_is_exact = False")
+        for clock in self.CLOCK:
+            self._at(relaxation, clock)
+            for values in self.LOGITS:
+                logits = torch.tensor(values, device=device, requires_grad=True)
+                for fn in (relaxation.weights, relaxation.eval_weights):
+                    torch.manual_seed(0)
+                    tiny = _constant_tiny([fn(logits)], [logits])
+                    assert not tiny, (
+                        f"{fn.__name__}({list(values)}) at {clock} gives {tiny[0]:.3g} where an "
+                        f"exact zero is due (the weight is constant in the logits): nothing is "
+                        f"skipped; return exactly 0.0"
+                    )
+            for rows, k in self._groups(device, requires_grad=True):
+                for gfn in (relaxation.group_weights, relaxation.eval_group_weights):
+                    torch.manual_seed(0)
+                    ws = gfn(rows, k)
+                    tiny = _constant_tiny(ws or [], rows)
+                    assert not tiny, (
+                        f"{gfn.__name__}(rows, k={k}) at {clock} gives {tiny[0]:.3g} where an "
+                        f"exact zero is due (the weight is constant in the logits): nothing is "
+                        f"skipped; return exactly 0.0"
+                    )
 
     def test_skipping_zero_weights_is_exact(
         self, relaxation: Relaxation, device: torch.device
@@ -1062,7 +1407,9 @@ class StrategyConformance:
 
         result = strategy.search(context)
         assert isinstance(result, SearchResult), "search() must return a SearchResult"
-        assert isinstance(result.genotype, Genotype)
+        assert isinstance(result.genotype, Genotype), (
+            f"the result's genotype is a {type(result.genotype).__name__}, not a Genotype"
+        )
         model = space.build(result.genotype, task).to(device).eval()
         with torch.no_grad():
             _check_outputs(
@@ -1075,8 +1422,53 @@ class StrategyConformance:
         assert f"val_{task.metric}" in result.metrics, f"metrics lack val_{task.metric}"
         for part in ("metrics", "history", "candidates"):
             json.loads(to_json(getattr(result, part)))  # what the run directory stores is JSON
-        assert all(isinstance(h, Mapping) for h in result.history)
-        assert all(isinstance(c, Mapping) for c in result.candidates)
+        assert all(isinstance(h, Mapping) for h in result.history), (
+            "every record of the result's history is a mapping"
+        )
+        assert all(isinstance(c, Mapping) for c in result.candidates), (
+            "every record of the result's candidates is a mapping"
+        )
+
+    def test_search_spends_its_epoch_budget(
+        self, strategy: Strategy, context: Any, trainer: Any, epochs: int
+    ) -> None:
+        """Given ``epochs``, the search trains (it takes optimiser steps) and no training in it
+        (a supernet search phase, a network's ``fit``) runs more than ``epochs`` epochs; a
+        strategy spends the run's budget, ``ctx.epochs``."""
+        events: list[tuple[str, dict[str, Any]]] = []
+        updates = 0
+        sink, update = trainer.sink, trainer.update
+
+        def record(event: str, fields: Mapping[str, Any]) -> None:
+            events.append((event, dict(fields)))
+            if sink is not None:
+                sink(event, fields)
+
+        def counted(*args: Any, **kwargs: Any) -> Any:
+            nonlocal updates
+            updates += 1
+            return update(*args, **kwargs)
+
+        trainer.sink, trainer.update = record, counted
+        try:
+            strategy.search(context)
+        finally:
+            trainer.sink, trainer.update = sink, update
+        trained = Counter(
+            str(f.get("phase")) for e, f in events if e in ("search_epoch", "train_epoch")
+        )
+        assert updates or trained, (
+            f"the search was given epochs={epochs} and trained nothing (no optimiser step through "
+            f"trainer.update, no epoch of search_supernet or trainer.fit): it ignores the epoch "
+            f"budget"
+        )
+        over = {phase: n for phase, n in trained.items() if n > epochs}
+        assert not over, (
+            f"the search was given epochs={epochs}, yet its phase "
+            f"{next(iter(over))!r} trained {next(iter(over.values()))} epochs: it ignores the "
+            f"epoch budget (ctx.epochs); an option of the strategy's own that sets epochs needs "
+            f"a tiny value in test_options"
+        )
 
 
 class DatasetConformance:
@@ -1094,7 +1486,9 @@ class DatasetConformance:
         return resident(dataset.load())  # a streaming dataset's splits, read into tensors
 
     def test_load_gives_valid_data(self, data: Data) -> None:
-        assert isinstance(data, Data) and isinstance(data.task, Task)
+        assert isinstance(data, Data) and isinstance(data.task, Task), (
+            "load() must return a Data holding a Task"
+        )
         task = data.task
         splits = {"train": data.train, "test": data.test}
         if data.val is not None:
@@ -1116,10 +1510,14 @@ class DatasetConformance:
                     f"{split} classes out of range"
                 )
             elif task.kind == "regression":
-                assert y.is_floating_point() and tuple(y.shape[1:]) == (task.outputs,)
-                assert torch.isfinite(y).all()
+                assert y.is_floating_point() and tuple(y.shape[1:]) == (task.outputs,), (
+                    f"{split} regression targets must be float of shape (N, {task.outputs})"
+                )
+                assert torch.isfinite(y).all(), f"{split} targets are not finite"
             else:
-                assert y.is_floating_point() and tuple(y.shape[1:]) == (task.outputs,)
+                assert y.is_floating_point() and tuple(y.shape[1:]) == (task.outputs,), (
+                    f"{split} multi-label targets must be float of shape (N, {task.outputs})"
+                )
                 assert bool(((y == 0) | (y == 1)).all()), (
                     f"{split} multi-label targets must be 0 or 1"
                 )
@@ -1134,9 +1532,26 @@ class DatasetConformance:
             f"train inputs have std {float(x.std()):.3f}, not about 1"
         )
 
+    def test_test_split_is_held_out(self, data: Data) -> None:
+        """No more than 1% of the test rows (exact duplicates occur in real data) are also rows
+        of the train or val inputs: a test split that overlaps them scores what was learnt."""
+        test = _row_keys(data.test[0])
+        for split in ("train", "val"):
+            pair = getattr(data, split)
+            if pair is None:
+                continue
+            seen = set(_row_keys(pair[0]))
+            shared = sum(key in seen for key in test)
+            assert shared <= 0.01 * len(test), (
+                f"{shared} of {len(test)} test rows are also in {split}: the test split must be "
+                f"held out from {split}"
+            )
+
     def test_load_is_deterministic(self, dataset: Dataset, data: Data) -> None:
         again = resident(dataset.load())
         assert torch.equal(again.train[0], data.train[0]) and torch.equal(
             again.train[1], data.train[1]
-        )
-        assert torch.equal(again.test[0], data.test[0]) and torch.equal(again.test[1], data.test[1])
+        ), "load() gave another train split the second time"
+        assert torch.equal(again.test[0], data.test[0]) and torch.equal(
+            again.test[1], data.test[1]
+        ), "load() gave another test split the second time"

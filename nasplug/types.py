@@ -47,6 +47,12 @@ class Group:
     used" (the cell's ``none``); it carries no mass of its own, since a member's unused share is
     one minus the sum of its other weights. A relaxation that knows groups gives every group
     ``k`` units of mass in all; one that does not weighs each choice on its own.
+
+    Attributes:
+        name: the group's own name (a cell's node, ``"normal:3"``).
+        choices: the names of the member choices (``Choice.name``), each in one group at most.
+        k: how many members a genotype uses.
+        unused: the candidate that means "not used"; ``""``: none named.
     """
 
     name: str
