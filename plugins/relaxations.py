@@ -552,15 +552,16 @@ class DrNAS(Relaxation):
     the DARTS cell's choice of a node's edges compares the mean's values). The progressive
     scheme (partial channels widened while candidates are pruned) is not part of a relaxation.
 
-    Skipping zero weights is exact because nothing is skipped: a Dirichlet sample has no exact
-    zeros (torch clamps its draws to the smallest normal number, and so do these weights).
+    A Dirichlet sample has no exact zeros (torch clamps its draws to the smallest normal number,
+    and so do these weights), so nothing is ever skipped, and ``skip_is_exact`` is false: a
+    clamped weight is constant in the logits where an exact zero would be due.
 
     Args:
         kl: weight of the KL penalty to the uniform Dirichlet in the architecture step; 0: none.
         grouped: sample per group (k units over the members); false: per choice everywhere.
     """
 
-    skip_is_exact = True  # nothing is ever skipped: no weight is exactly zero
+    skip_is_exact = False  # no weight is ever exactly zero, so nothing is skipped
 
     def __init__(self, kl: float = 0.0, grouped: bool = True) -> None:
         if not 0.0 <= kl < math.inf:
