@@ -39,8 +39,20 @@ from nasplug.types import Choice, Genotype, Task
 if TYPE_CHECKING:
     from .nb201_table import Nb201Table
 
-__all__ = ["EDGES", "OPS", "SPACE_NAME", "Nb201Network", "Nb201Space", "Nb201Supernet"]
-__all__ += ["arch_string", "parse_arch"]
+__all__ = [
+    "CANDIDATES",
+    "EDGES",
+    "EDGE_NAMES",
+    "OPS",
+    "SPACE_NAME",
+    "Nb201Network",
+    "Nb201Space",
+    "Nb201Supernet",
+    "arch_string",
+    "cell_ops",
+    "edge_name",
+    "parse_arch",
+]
 
 SPACE_NAME = "nb201"
 NONE = "none"
@@ -196,7 +208,7 @@ class _Macro(nn.Module):
 
     def __init__(
         self, task: Task, channels: int, cells: int, make_cell: Callable[[int], nn.Module]
-    ):
+    ) -> None:
         super().__init__()
         self.stem = nn.Sequential(
             nn.Conv2d(_image_channels(task), channels, 3, padding=1, bias=False),
