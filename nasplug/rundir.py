@@ -35,6 +35,8 @@ CONFIG = "config.json"
 EVENTS = "events.jsonl"
 GENOTYPE = "genotype.json"
 METRICS = "metrics.json"
+#: The statistics that prepare new inputs as the run's were (see :mod:`nasplug.inputs`).
+INPUTS = "inputs.json"
 CHECKPOINTS = "checkpoints"
 LOCK = "nasplug.lock"
 #: What a run holds before its first checkpoint or result: nothing worth keeping.

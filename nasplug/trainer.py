@@ -112,6 +112,9 @@ class Trainer:
         workers: loader processes of the streaming path, and of loading a Dataset into memory
             (0: read in this process).
 
+    ``input_stats`` is the (mean, std) that the inputs are normalised with (see
+    :class:`nasplug.inputs.Normalisation`), or (None, None) where the data does not say.
+
     Under ``torchrun`` training batches are this rank's shard of each global batch and
     :meth:`update` averages gradients over the ranks (see :mod:`nasplug.ddp`).
 
@@ -187,6 +190,10 @@ class Trainer:
         the objective (regression standardises with them)."""
         stores, y_train = streaming.stores(data, self.workers)
         train = stores["train"]
+        # What the inputs are normalised with: computed or given for a Dataset, recorded by
+        # whoever normalised resident tensors (None when nobody did).
+        stats = (train.mean, train.std) if isinstance(train, streaming.Items) else None
+        self.input_stats: tuple[Any, Any] = stats or (data.mean, data.std)
         if "val" in stores:
             joined = streaming.Joined(train, stores["val"])
             halves = {
