@@ -757,6 +757,8 @@ def _execute(
         f"{cfg['data']} ({data.task.kind}, {trainer.size('train')} train / "
         f"{trainer.size('test')} test) on {trainer.device}{where}"
     )
+    if data.note:
+        trainer.say(f"nasplug: {data.note}")
     trainer.log("start", config=cfg, device=str(trainer.device))
     normalisation = Normalisation.of(data.task.input_shape, *trainer.input_stats)
     t0 = time.time()

@@ -100,7 +100,8 @@ class Trainer:
         compile: a ``torch.compile`` backend (e.g. ``inductor``) for the modules passed to
             :meth:`place`; None: run eagerly.
         augment: augmentation of shuffled training batches of images (input shape of 3 dims):
-            ``standard`` (DARTS's random crop with 4 px padding and horizontal flip, plus
+            ``standard`` (DARTS's random crop with 4 px padding, less for images under 32 px
+            (:func:`nasplug.augment.crop_pad`), and horizontal flip, plus
             cutout in :meth:`fit`), ``no-flip`` (the same without flips: digits, text, many
             scientific images) or ``off``. Evaluation batches are never augmented; other
             tasks ignore it.
@@ -337,7 +338,7 @@ class Trainer:
             flip=self.augment == "standard",
             cutout=cutout,
             generator=g,
-            pad=augment_mod.PAD if crop else 0,
+            pad=augment_mod.crop_pad(shape[1], shape[2]) if crop else 0,
         )
 
     # ---- computing ---------------------------------------------------------------------------

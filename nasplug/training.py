@@ -296,6 +296,8 @@ def fit(
         f"nasplug: training a {name} ({params} parameters) on {cfg['data']} "
         f"({trainer.size('train')} train / {trainer.size('test')} test) on {trainer.device}"
     )
+    if data.note:
+        trainer.say(f"nasplug: {data.note}")
     trainer.log("train_start", config=dict(cfg), params=params, device=str(trainer.device))
     t0 = time.time()
     hist = trainer.fit(
