@@ -561,7 +561,7 @@ def check_data_given(cfg: Mapping[str, Any], given: Any, label: str) -> None:
     if given is None and (stored.get("in_memory") or (legacy and not stored)):
         raise OptionError(
             f"{label} was made from in-memory data ({name}), which is not stored with it; "
-            "pass the same data again: data=..."
+            "pass the same data again (data=... from Python)"
         )
 
 
@@ -587,6 +587,11 @@ def settle_data(
         if cfg["data"] in ("arrays", "data") or cfg["data"].startswith("torch-dataset:"):
             cfg["data"] = f"{cfg['data']}-{found['hash'][:8]}"
         cfg["data_fingerprint"] = found
+    if data.augment is not None and data.augment not in AUGMENT:
+        raise OptionError(
+            f"dataset {cfg['data']!r} declares augment={data.augment!r}; accepted: "
+            f"{', '.join(AUGMENT)} or None"
+        )
     if cfg.get("augment") is None:
         cfg["augment"] = data.augment or "standard"
 

@@ -103,7 +103,7 @@ class Trainer:
             ``standard`` (DARTS's random crop with 4 px padding, less for images under 32 px
             (:func:`nasplug.augment.crop_pad`), and horizontal flip, plus
             cutout in :meth:`fit`), ``no-flip`` (the same without flips: digits, text, many
-            scientific images) or ``off``. Evaluation batches are never augmented; other
+            scientific images) or ``off``; None: ``data.augment``, else ``standard``. Evaluation batches are never augmented; other
             tasks ignore it.
         stream: ``auto`` streams when the inputs of all splits would take more than
             :data:`nasplug.streaming.STREAM_BYTES` as float32, and keeps them resident on the
@@ -137,7 +137,7 @@ class Trainer:
         eval_batch_size: int = 512,
         sink: Callable[[str, Mapping[str, Any]], None] | None = None,
         compile: str | None = None,
-        augment: str = "standard",
+        augment: str | None = None,
         stream: str = "auto",
         workers: int = 2,
     ) -> None:
@@ -164,7 +164,8 @@ class Trainer:
         if deterministic:
             os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
             torch.use_deterministic_algorithms(True)
-        self.augment = _one_of("augment", augment, augment_mod.MODES)
+        chosen = augment if augment is not None else data.augment or "standard"
+        self.augment = _one_of("augment", chosen, augment_mod.MODES)
         self.stream = _one_of("stream", stream, STREAM_MODES)
         if not isinstance(workers, int) or isinstance(workers, bool) or workers < 0:
             raise ValueError(f"workers={workers!r} is not accepted; accepted: an integer >= 0")

@@ -226,7 +226,7 @@ def prepare_train(
     if "data" in reuse:
         data = reuse["data"]
         if cfg.get("augment") is None:
-            cfg["augment"] = data.augment or "standard"
+            cfg["augment"] = data.augment or "standard"  # checked when the search took it
     else:
         given = reuse.get("given_data")
         label = "the run" if resume else f"the search {cfg.get('source') or cfg['data']}"

@@ -122,3 +122,24 @@ def test_training_a_search_made_from_arrays_asks_for_them_again(tmp_path):
         nasplug.train(found.run_dir, epochs=1, device="cpu", quiet=True)
     trained = nasplug.train(found.run_dir, data=(x, y), epochs=1, device="cpu", quiet=True)
     assert trained.config["data"] == found.config["data"]
+
+
+def test_a_training_resume_refuses_other_data_and_asks_for_in_memory_data(tmp_path):
+    x, y = _arrays()
+    found = nasplug.search("dense", "sparsemax", data=(x, y), **SEARCH)
+
+    def stop(cfg, run, *a, **k):
+        run.save_checkpoint("train", {"epoch": 1})
+        raise KeyboardInterrupt
+
+    out = tmp_path / "t"
+    with mock.patch("nasplug.training.fit", side_effect=stop), pytest.raises(KeyboardInterrupt):
+        found.train(epochs=2, out=out, quiet=True)
+    with pytest.raises(OptionError, match=r"in-memory data \(arrays-.*pass the same data again"):
+        nasplug.train(resume=out, quiet=True)
+    with pytest.raises(OptionError, match="differs from the data the run was made with"):
+        nasplug.train(resume=out, data=(x[::-1], y[::-1]), quiet=True)
+    resumed = ({}, [], None, None)
+    with mock.patch("nasplug.training.fit", return_value=resumed) as fit:
+        nasplug.train(resume=out, data=(x, y), quiet=True)
+    assert fit.called

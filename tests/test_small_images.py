@@ -56,11 +56,14 @@ def test_imagefolder_says_how_it_converts_grey_and_mixed_size_images(tmp_path):
 def test_the_start_line_says_what_imagefolder_did(tmp_path, capsys, monkeypatch):
     monkeypatch.setenv("NASPLUG_QUIET", "0")
     grey = _folder(tmp_path / "grey", [(6, 6)], "L", ".png")
-    nasplug.search(
+    found = nasplug.search(
         "dense", "sparsemax", data="imagefolder", data_opts={"path": str(grey), "size": 4}, **SEARCH
     )
     err = capsys.readouterr().err
     assert "nasplug: imagefolder: 8 images (6x6, mode L) -> 3x4x4: resized, grey" in err
+    # The statistics the trainer computed for the streamed images prepare new ones.
+    norm = found.normalisation
+    assert norm is not None and norm.input_shape == (3, 4, 4) and len(norm.mean) == 3
 
 
 @pytest.mark.parametrize("side", [1, 2, 3])
@@ -121,3 +124,14 @@ def test_a_dataset_chooses_its_augmentation_unless_the_user_does():
     )
     plain = nasplug.userdata.to_data((x, y))
     assert nasplug.search("cell", data=plain, **tiny).config["augment"] == "standard"
+
+
+def test_a_dataset_declaring_an_unknown_augmentation_is_refused():
+    x = np.random.default_rng(0).normal(size=(32, 1, 8, 8)).astype(np.float32)
+    data = dataclasses.replace(nasplug.userdata.to_data((x, np.arange(32) % 2)), augment="sideways")
+    with pytest.raises(
+        OptionError, match="declares augment='sideways'; accepted: standard, no-flip"
+    ):
+        nasplug.search("cell", data=data, quiet=True, **SEARCH)
+    with pytest.raises(ValueError, match="sideways"):
+        Trainer(data, device="cpu", quiet=True)
