@@ -68,6 +68,11 @@ def main() -> None:
         print(
             f"trained from scratch: test {m} {trained.metric:.4f}, {trained.result['params']} parameters"
         )
+        # New raw inputs are normalised as the training data was, then run through the network.
+        predicted = trained.predict(test[0][:8]).argmax(1)
+        print(
+            "first test images predicted as:", predicted.tolist(), "labels:", test[1][:8].tolist()
+        )
         print(nasplug.compare([found, trained]))
 
 

@@ -37,6 +37,7 @@ if TYPE_CHECKING:
     import torch
     from torch import nn
 
+    from nasplug.inputs import Normalisation
     from nasplug.interfaces import SearchSpace
     from nasplug.rundir import RunDir
     from nasplug.types import Data, Genotype, Task
@@ -66,7 +67,7 @@ DEFAULTS: dict[str, Any] = {
     "seed": 0,
     "device": "auto",
     "deterministic": False,
-    "augment": "standard",
+    "augment": None,  # the data's own default (Data.augment), else standard
     "stream": "auto",
     "workers": 2,
     "out": None,
@@ -106,6 +107,8 @@ class SearchRun:
             supernet was trained.
         config: the run's settings, as stored in ``config.json``.
         run_dir: the run directory, or None for a run kept in memory only.
+        normalisation: what the run's inputs were normalised with (None where the data does
+            not say); :meth:`prepare` applies it.
     """
 
     genotype: Genotype
@@ -118,10 +121,32 @@ class SearchRun:
     supernet: nn.Module | None = None
     weights: dict[str, torch.Tensor] | None = None
     run_dir: Path | None = None
+    normalisation: Normalisation | None = None
 
     @property
     def task(self) -> Task:
         return self.data.task
+
+    def prepare(self, x: Any) -> torch.Tensor:
+        """Raw inputs (an array or tensor of ``(N, *input_shape)``, or one example) normalised
+        as the run's data was: what :meth:`build`'s network and the supernet take."""
+        return _prepare_inputs(self.normalisation, x)
+
+    def predict(self, x: Any) -> torch.Tensor:
+        """The outputs (logits for classification) of the trained supernet, with the final
+        mixing weights, for raw inputs ``x`` (see :meth:`prepare`); gradient strategies only."""
+        import torch
+
+        if self.supernet is None or self.weights is None:
+            raise ValueError(
+                f"the {self.config['strategy']} search trained no supernet; train the genotype "
+                "(found.train()) and predict with the TrainRun"
+            )
+        device = next(self.supernet.parameters()).device
+        self.supernet.eval()
+        with torch.no_grad():
+            weights = {k: w.to(device) for k, w in self.weights.items()}
+            return self.supernet(self.prepare(x).to(device), weights).float().cpu()
 
     def build(self) -> nn.Module:
         """The discrete network of :attr:`genotype`, untrained."""
@@ -162,11 +187,26 @@ class TrainRun:
     model: nn.Module
     config: dict[str, Any]
     run_dir: Path | None = None
+    normalisation: Normalisation | None = None
 
     @property
     def metric(self) -> float:
         """The test value of the task's headline metric."""
         return float(self.result[f"test_{self.result['metric']}"])
+
+    def prepare(self, x: Any) -> torch.Tensor:
+        """Raw inputs (an array or tensor of ``(N, *input_shape)``, or one example) normalised
+        as the training data was: what :attr:`model` takes."""
+        return _prepare_inputs(self.normalisation, x)
+
+    def predict(self, x: Any) -> torch.Tensor:
+        """The trained network's outputs (logits for classification) for raw inputs ``x``."""
+        import torch
+
+        device = next(self.model.parameters()).device
+        self.model.eval()
+        with torch.no_grad():
+            return self.model(self.prepare(x).to(device)).float().cpu()
 
     def __repr__(self) -> str:
         where = f", run_dir={str(self.run_dir)!r}" if self.run_dir else ""
@@ -174,6 +214,15 @@ class TrainRun:
             f"TrainRun({self.result['method']}, test_{self.result['metric']}={self.metric:.4f}, "
             f"params={self.result['params']}{where})"
         )
+
+
+def _prepare_inputs(normalisation: Normalisation | None, x: Any) -> torch.Tensor:
+    if normalisation is None:
+        raise ValueError(
+            "this run's data did not say how its inputs were normalised (a Data built by hand "
+            "without mean and std); normalise new inputs as you did the data"
+        )
+    return normalisation(x)
 
 
 # ---- search ------------------------------------------------------------------------------------
@@ -224,7 +273,8 @@ def search(
         test: for arrays and torch datasets: the test split, in the same form as ``data``
             (default: a share of ``data`` held out).
         epochs, batch_size, seed, device, deterministic, compile: as the CLI's flags.
-        augment: ``standard`` (random crop and flip on image data), ``no-flip`` or ``off``.
+        augment: ``standard`` (random crop and flip on image data), ``no-flip`` or ``off``;
+            None: the dataset's own default (``Data.augment``), else ``standard``.
         stream: ``auto`` (by size), ``on`` (a DataLoader with ``workers`` processes) or ``off``.
         threads: torch's CPU threads for the run (default: as many as torch uses now). The run
             records the count and a resume uses it again, since a search repeats bit for bit
@@ -236,7 +286,8 @@ def search(
         tensorboard: also log scalars for TensorBoard into ``out/tensorboard``.
         resume: a run directory to continue; its stored settings are used (``device`` and
             ``storage`` may be given again). A run started with plugin instances or in-memory
-            data needs them passed again.
+            data needs them passed again; data whose fingerprint differs from the one stored
+            in ``config.json`` is refused.
         quiet: no progress bars or per-epoch lines.
     """
     from nasplug import ddp, registry
@@ -364,7 +415,7 @@ def check_data_settings(cfg: Mapping[str, Any]) -> None:
     """``augment``, ``stream`` and ``workers``: how batches are made, in search and training."""
     from nasplug.options import OptionError
 
-    if cfg.get("augment") not in AUGMENT:
+    if cfg.get("augment") is not None and cfg["augment"] not in AUGMENT:
         raise OptionError(
             f"augment must be one of {', '.join(AUGMENT)}, got {cfg.get('augment')!r}"
         )
@@ -516,16 +567,64 @@ def load_data(
     return to_data(given, task=task, test=test, name=name)
 
 
+def check_data_given(cfg: Mapping[str, Any], given: Any, label: str) -> None:
+    """Refuse to go on without the in-memory data a run was made from (which no name loads)."""
+    from nasplug.options import OptionError
+
+    stored = cfg.get("data_fingerprint") or {}
+    name = str(cfg.get("data"))
+    legacy = name == "arrays" or name.startswith("torch-dataset:")
+    if given is None and (stored.get("in_memory") or (legacy and not stored)):
+        raise OptionError(
+            f"{label} was made from in-memory data ({name}), which is not stored with it; "
+            "pass the same data again (data=... from Python)"
+        )
+
+
+def settle_data(
+    cfg: dict[str, Any], data: Data, given: Any, test: Any, *, resume: bool, label: str
+) -> None:
+    """Fingerprint the loaded ``data`` into ``cfg`` (checked against the stored one on resume),
+    name in-memory data by it, and take the data's augmentation when none was given."""
+    from nasplug.interfaces import Dataset
+    from nasplug.options import OptionError
+    from nasplug.userdata import check_same_data, run_fingerprint
+
+    handed = None if isinstance(given, Dataset) else given
+    found = run_fingerprint(data, handed, test, in_memory=given is not None)
+    stored = cfg.get("data_fingerprint")
+    if resume:
+        if stored:
+            try:
+                check_same_data(label, stored, found)
+            except ValueError as e:
+                raise OptionError(str(e)) from None
+    else:
+        if cfg["data"] in ("arrays", "data") or cfg["data"].startswith("torch-dataset:"):
+            cfg["data"] = f"{cfg['data']}-{found['hash'][:8]}"
+        cfg["data_fingerprint"] = found
+    if data.augment is not None and data.augment not in AUGMENT:
+        raise OptionError(
+            f"dataset {cfg['data']!r} declares augment={data.augment!r}; accepted: "
+            f"{', '.join(AUGMENT)} or None"
+        )
+    if cfg.get("augment") is None:
+        cfg["augment"] = data.augment or "standard"
+
+
 def _data_name(given: Any) -> str | None:
-    """The config's name for data given in memory as arrays or a torch Dataset; None for a
-    dataset plugin, a loaded ``Data`` or a name."""
+    """The config's name for data given in memory: a loaded ``Data``'s own name; ``arrays``,
+    ``torch-dataset:<class>`` or ``data`` (a nameless ``Data``), to which :func:`settle_data`
+    adds the fingerprint. None for a dataset plugin or a name."""
     import torch.utils.data
 
     from nasplug.interfaces import Dataset
     from nasplug.types import Data
 
-    if given is None or isinstance(given, (str, Data, Dataset)):
+    if given is None or isinstance(given, (str, Dataset)):
         return None
+    if isinstance(given, Data):
+        return given.name or "data"
     if isinstance(given, torch.utils.data.Dataset):
         return f"torch-dataset:{type(given).__name__}"
     return "arrays"
@@ -545,7 +644,6 @@ def _prepare(
     from nasplug import ddp
     from nasplug.credentials import has_secret, resolve_storage
     from nasplug.rundir import check_new_run_path
-    from nasplug.types import Data
 
     ddp.check_batch_size(cfg["batch_size"])
     if writer and not resume and cfg["out"]:
@@ -562,11 +660,13 @@ def _prepare(
 
         report.check_tensorboard()
     given_data = instances.get("data")
-    if not resume:
-        named = given_data.name if isinstance(given_data, Data) else _data_name(given_data)
-        cfg["data"] = named or cfg["data"]
+    if resume:
+        check_data_given(cfg, given_data, "the run")
+    else:
+        cfg["data"] = _data_name(given_data) or cfg["data"]
     plugins = build_plugins(cfg, instances)
     data = load_data(cfg["data"], cfg["opts"]["data"], given_data, task=task, test=test)
+    settle_data(cfg, data, given_data, test, resume=resume, label="the run")
     _check_space_takes(plugins["space"], data, cfg)
     if writer and not resume and cfg.get("storage") and has_secret(cfg["storage"]):
         print(
@@ -633,7 +733,9 @@ def _execute(
     ``storage`` is the storage URL itself (``cfg`` holds it masked or as ``env:``/``file:``).
     """
     from nasplug.credentials import resolve_storage
+    from nasplug.inputs import Normalisation
     from nasplug.interfaces import SearchContext
+    from nasplug.rundir import INPUTS
     from nasplug.trainer import Trainer
 
     sink = None
@@ -676,7 +778,10 @@ def _execute(
         f"{cfg['data']} ({data.task.kind}, {trainer.size('train')} train / "
         f"{trainer.size('test')} test) on {trainer.device}{where}"
     )
+    if data.note:
+        trainer.say(f"nasplug: {data.note}")
     trainer.log("start", config=cfg, device=str(trainer.device))
+    normalisation = Normalisation.of(data.task.input_shape, *trainer.input_stats)
     t0 = time.time()
     result = plugins["strategy"].search(ctx)
     metrics = {
@@ -690,6 +795,8 @@ def _execute(
     if run is not None:
         run.write_json("genotype.json", result.genotype.to_dict())
         run.write_json("metrics.json", metrics)
+        if normalisation is not None:
+            run.write_json(INPUTS, normalisation.to_dict())
         if result.candidates:
             run.write_json("candidates.json", list(result.candidates))
         run.log("end", metrics=metrics, genotype=result.genotype.to_dict())
@@ -706,6 +813,7 @@ def _execute(
         supernet=result.supernet,
         weights=dict(result.weights) if result.weights is not None else None,
         run_dir=run.path if run is not None else None,
+        normalisation=normalisation,
     )
 
 
@@ -805,7 +913,7 @@ def train(
     layers: int | None = None,
     seed: int = 0,
     device: str | None = None,
-    augment: str = "standard",
+    augment: str | None = None,
     stream: str = "auto",
     workers: int = 2,
     threads: int | None = None,

@@ -12,6 +12,7 @@ train split's mean (DARTS pads raw pixels with black and cuts out after normalis
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 import torch
@@ -19,12 +20,27 @@ import torch.nn.functional as F
 
 from nasplug.options import AUGMENT_MODES
 
-__all__ = ["MODES", "PAD", "Params", "apply", "cutout", "draw"]
+__all__ = ["MODES", "PAD", "Params", "apply", "crop_pad", "cutout", "draw"]
 
 #: Accepted values of the trainer's ``augment`` option.
 MODES = AUGMENT_MODES
-#: Padding of the random crop, in pixels (DARTS's 4 of 32).
+#: Padding of the random crop, in pixels (DARTS's 4 of 32), at most.
 PAD = 4
+#: Images with a shorter side below this are not cropped (a one-pixel shift is an eighth).
+MIN_CROP_SIDE = 8
+
+
+def crop_pad(height: int, width: int) -> int:
+    """The random crop's padding for images of ``height`` x ``width``: an eighth of the shorter
+    side rounded up, at most :data:`PAD` (4 for 28 and 32 pixels, 2 for 16, 1 for 8); 0, no
+    crop, below :data:`MIN_CROP_SIDE` pixels.
+
+    Example:
+        >>> [crop_pad(s, s) for s in (32, 28, 16, 8, 4)]
+        [4, 4, 2, 1, 0]
+    """
+    side = min(height, width)
+    return 0 if side < MIN_CROP_SIDE else min(PAD, math.ceil(side / 8))
 
 
 @dataclass(frozen=True)

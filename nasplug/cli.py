@@ -217,8 +217,9 @@ def _add_data_flags(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--augment",
         choices=AUGMENT,
-        help="image augmentation: random crop and flip, and cutout in training (standard, the "
-        "default), the same without flips (no-flip: digits, text, oriented images), or none",
+        help="image augmentation: random crop and flip, and cutout in training (standard), the "
+        "same without flips (no-flip: digits, text, oriented images), or none (default: the "
+        "dataset's own, e.g. no-flip for mnist, else standard)",
     )
     p.add_argument(
         "--stream",

@@ -31,6 +31,7 @@ def compare_table(paths: Sequence[str | Path], mean: bool = False) -> str:
     rows: list[dict[str, Any]] = []
     dataset: tuple[str | None, str] | None = None  # (name, options); the name may be missing
     metric: tuple[str, bool] | None = None
+    fingerprint: tuple[str | Path, str] | None = None  # the first run that has one
     for path in paths:
         run = RunDir.open(path, writer=False)
         cfg = run.config()
@@ -41,6 +42,16 @@ def compare_table(paths: Sequence[str | Path], mean: bool = False) -> str:
             raise ValueError(
                 f"runs are on different datasets: {first} on {_data_text(dataset)}, "
                 f"{path} on {_data_text(this)}; compare runs of one dataset"
+            )
+        # Data of one name can still differ (in-memory data named by the user; runs from
+        # before fingerprints are taken as they are).
+        hashed = (cfg.get("data_fingerprint") or {}).get("hash")
+        if hashed and fingerprint is None:
+            fingerprint = (path, hashed)
+        elif hashed and fingerprint is not None and hashed != fingerprint[1]:
+            raise ValueError(
+                f"runs are on different data named {_data_text(this)}: {fingerprint[0]} has "
+                f"fingerprint {fingerprint[1]}, {path} {hashed}; compare runs of one dataset"
             )
         name = TRAIN_JSON if cfg.get("command") == "train" else "metrics.json"
         res = run.read_json(name)

@@ -377,7 +377,10 @@ class Dataset(ABC):
       are read in worker processes, so a Dataset must be picklable and must not hold open
       handles that break across ``fork``.
 
-    All splits of one ``Data`` use the same form.
+    All splits of one ``Data`` use the same form. Resident data should also give the
+    ``Data.mean`` and ``Data.std`` it was normalised with (runs prepare new inputs with them).
+    ``Data.augment`` declares the augmentation the data suits when the user gives none (e.g.
+    ``no-flip`` for digits), and ``Data.note`` says what loading did to the source.
     """
 
     @abstractmethod

@@ -35,6 +35,8 @@ CONFIG = "config.json"
 EVENTS = "events.jsonl"
 GENOTYPE = "genotype.json"
 METRICS = "metrics.json"
+#: The statistics that prepare new inputs as the run's were (see :mod:`nasplug.inputs`).
+INPUTS = "inputs.json"
 CHECKPOINTS = "checkpoints"
 LOCK = "nasplug.lock"
 #: Keys of a run's metrics that say which benchmark table its genotype was looked up in: the

@@ -14,6 +14,7 @@ read them.
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
@@ -304,7 +305,16 @@ def resident(data: Data, workers: int = 0) -> Data:
         name: Source(store, torch.arange(len(store))).materialise(workers)
         for name, store in parts.items()
     }
-    return Data(data.task, pairs["train"], pairs["test"], pairs.get("val"), name=data.name)
+    train = parts["train"]
+    mean, std = (train.mean, train.std) if isinstance(train, Items) else (data.mean, data.std)
+    return dataclasses.replace(
+        data,
+        train=pairs["train"],
+        test=pairs["test"],
+        val=pairs.get("val"),
+        mean=None if mean is None else torch.as_tensor(mean).flatten(),
+        std=None if std is None else torch.as_tensor(std).flatten(),
+    )
 
 
 def _pair(name: str, split: Any) -> tuple[torch.Tensor, torch.Tensor]:

@@ -100,9 +100,10 @@ class Trainer:
         compile: a ``torch.compile`` backend (e.g. ``inductor``) for the modules passed to
             :meth:`place`; None: run eagerly.
         augment: augmentation of shuffled training batches of images (input shape of 3 dims):
-            ``standard`` (DARTS's random crop with 4 px padding and horizontal flip, plus
+            ``standard`` (DARTS's random crop with 4 px padding, less for images under 32 px
+            (:func:`nasplug.augment.crop_pad`), and horizontal flip, plus
             cutout in :meth:`fit`), ``no-flip`` (the same without flips: digits, text, many
-            scientific images) or ``off``. Evaluation batches are never augmented; other
+            scientific images) or ``off``; None: ``data.augment``, else ``standard``. Evaluation batches are never augmented; other
             tasks ignore it.
         stream: ``auto`` streams when the inputs of all splits would take more than
             :data:`nasplug.streaming.STREAM_BYTES` as float32, and keeps them resident on the
@@ -111,6 +112,9 @@ class Trainer:
             the device one batch ahead); both paths give identical batches.
         workers: loader processes of the streaming path, and of loading a Dataset into memory
             (0: read in this process).
+
+    ``input_stats`` is the (mean, std) that the inputs are normalised with (see
+    :class:`nasplug.inputs.Normalisation`), or (None, None) where the data does not say.
 
     Under ``torchrun`` training batches are this rank's shard of each global batch and
     :meth:`update` averages gradients over the ranks (see :mod:`nasplug.ddp`).
@@ -133,7 +137,7 @@ class Trainer:
         eval_batch_size: int = 512,
         sink: Callable[[str, Mapping[str, Any]], None] | None = None,
         compile: str | None = None,
-        augment: str = "standard",
+        augment: str | None = None,
         stream: str = "auto",
         workers: int = 2,
     ) -> None:
@@ -160,7 +164,8 @@ class Trainer:
         if deterministic:
             os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
             torch.use_deterministic_algorithms(True)
-        self.augment = _one_of("augment", augment, augment_mod.MODES)
+        chosen = augment if augment is not None else data.augment or "standard"
+        self.augment = _one_of("augment", chosen, augment_mod.MODES)
         self.stream = _one_of("stream", stream, STREAM_MODES)
         if not isinstance(workers, int) or isinstance(workers, bool) or workers < 0:
             raise ValueError(f"workers={workers!r} is not accepted; accepted: an integer >= 0")
@@ -187,6 +192,10 @@ class Trainer:
         the objective (regression standardises with them)."""
         stores, y_train = streaming.stores(data, self.workers)
         train = stores["train"]
+        # What the inputs are normalised with: computed or given for a Dataset, recorded by
+        # whoever normalised resident tensors (None when nobody did).
+        stats = (train.mean, train.std) if isinstance(train, streaming.Items) else None
+        self.input_stats: tuple[Any, Any] = stats or (data.mean, data.std)
         if "val" in stores:
             joined = streaming.Joined(train, stores["val"])
             halves = {
@@ -330,7 +339,7 @@ class Trainer:
             flip=self.augment == "standard",
             cutout=cutout,
             generator=g,
-            pad=augment_mod.PAD if crop else 0,
+            pad=augment_mod.crop_pad(shape[1], shape[2]) if crop else 0,
         )
 
     # ---- computing ---------------------------------------------------------------------------

@@ -19,6 +19,7 @@ from torch import nn
 
 if TYPE_CHECKING:
     from nasplug.api import TrainRun
+    from nasplug.inputs import Normalisation
     from nasplug.types import Data
 
 __all__ = ["TRAIN_JSON", "count_params", "prepare_train", "run_training", "train_config"]
@@ -109,6 +110,7 @@ def train_config(source: Any, s: Mapping[str, Any]) -> tuple[dict[str, Any], dic
     if isinstance(source, SearchRun):
         sc = source.config
         cfg.update(space=sc["space"], data=sc["data"], source=_text(source.run_dir))
+        cfg["data_fingerprint"] = sc.get("data_fingerprint")
         cfg["opts"] = {"space": dict(sc["opts"]["space"]), "data": dict(sc["opts"]["data"])}
         reuse.update(space=source.space, data=source.data)
         if s["baseline"] is None:
@@ -127,6 +129,7 @@ def train_config(source: Any, s: Mapping[str, Any]) -> tuple[dict[str, Any], dic
             if rc.get("command") == "train":
                 raise RunError(f"{src} is a training run; pass the search run it came from")
             cfg.update(space=rc["space"], data=rc["data"])
+            cfg["data_fingerprint"] = rc.get("data_fingerprint")
             cfg["opts"] = {
                 "space": dict(rc.get("opts", {}).get("space", {})),
                 "data": dict(rc.get("opts", {}).get("data", {})),
@@ -160,6 +163,7 @@ def train_config(source: Any, s: Mapping[str, Any]) -> tuple[dict[str, Any], dic
             reuse["space"] = s["space"]
     if s["data"] is not None:
         reuse.pop("data", None)
+        cfg.pop("data_fingerprint", None)  # other data than the search's
         if isinstance(s["data"], str):
             cfg["data"] = s["data"]
         else:
@@ -230,16 +234,18 @@ def prepare_train(
     *,
     task: Any = None,
     test: Any = None,
+    resume: bool = False,
 ) -> tuple[Data, nn.Module, str, TableLookup | None]:
     """The data, the network, its name and its benchmark-table lookup for ``cfg``: every input
     checked, nothing written.
 
-    The lookup (None for a baseline) gives the genotype's value in its space's benchmark table,
-    if the space offers one (see :func:`nasplug.api.benchmark_metrics`); it takes where to say
-    why a table is unavailable.
+    With ``resume``, ``cfg`` is a stored config and data given in ``reuse`` must be the data
+    it was made with. The lookup (None for a baseline) gives the genotype's value in its space's
+    benchmark table, if the space offers one (see :func:`nasplug.api.benchmark_metrics`); it
+    takes where to say why a table is unavailable.
     """
     from nasplug import registry
-    from nasplug.api import _data_name, benchmark_metrics, load_data
+    from nasplug.api import _data_name, benchmark_metrics, check_data_given, load_data, settle_data
     from nasplug.baselines import baseline
     from nasplug.options import OptionError, instantiate
     from nasplug.rng import seed_everything
@@ -254,10 +260,16 @@ def prepare_train(
     pick_device(cfg["device"])
     if "data" in reuse:
         data = reuse["data"]
+        if cfg.get("augment") is None:
+            cfg["augment"] = data.augment or "standard"  # checked when the search took it
     else:
         given = reuse.get("given_data")
-        cfg["data"] = _data_name(given) or cfg["data"]
+        label = "the run" if resume else f"the search {cfg.get('source') or cfg['data']}"
+        check_data_given(cfg, given, label)
+        if not resume:
+            cfg["data"] = _data_name(given) or cfg["data"]
         data = load_data(cfg["data"], cfg["opts"]["data"], given, task=task, test=test)
+        settle_data(cfg, data, given, test, resume=resume, label=label)
     task_ = data.task
     # The network's initial weights follow the seed too (the trainer seeds again for the rest).
     seed_everything(cfg["seed"])
@@ -296,9 +308,12 @@ def fit(
     prepared: tuple[Data, nn.Module, str, TableLookup | None],
     *,
     quiet: bool = False,
-) -> tuple[dict[str, Any], list[dict[str, Any]], nn.Module]:
-    """Train the network of ``cfg`` (see :func:`train_config`); write ``train.json`` into
-    ``run`` if there is one. Returns the result, the history and the trained network."""
+) -> tuple[dict[str, Any], list[dict[str, Any]], nn.Module, Normalisation | None]:
+    """Train the network of ``cfg`` (see :func:`train_config`); write ``train.json`` and
+    ``inputs.json`` into ``run`` if there is one. Returns the result, the history, the trained
+    network and what its inputs were normalised with."""
+    from nasplug.inputs import Normalisation
+    from nasplug.rundir import INPUTS
     from nasplug.trainer import Trainer
 
     data, model, name, table = prepared
@@ -318,6 +333,8 @@ def fit(
         f"nasplug: training a {name} ({params} parameters) on {cfg['data']} "
         f"({trainer.size('train')} train / {trainer.size('test')} test) on {trainer.device}"
     )
+    if data.note:
+        trainer.say(f"nasplug: {data.note}")
     trainer.log("train_start", config=dict(cfg), params=params, device=str(trainer.device))
     t0 = time.time()
     hist = trainer.fit(
@@ -350,10 +367,13 @@ def fit(
         "search_seconds": (cfg["search"] or {}).get("search_seconds"),
         **(table(trainer.say) if table is not None else {}),
     }
+    normalisation = Normalisation.of(task.input_shape, *trainer.input_stats)
     if run is not None:
         run.write_json(TRAIN_JSON, result)
+        if normalisation is not None:
+            run.write_json(INPUTS, normalisation.to_dict())
     trainer.log("train_end", **{k: v for k, v in result.items() if k != "genotype"})
-    return result, hist, model
+    return result, hist, model, normalisation
 
 
 def _train_seconds(run: Any) -> float:
@@ -400,7 +420,7 @@ def run_training(
             if settings.get("data") is not None and not isinstance(settings["data"], str):
                 reuse["given_data"] = settings["data"]
             prepared = prepare_train(
-                cfg, reuse, task=settings.get("task"), test=settings.get("test")
+                cfg, reuse, task=settings.get("task"), test=settings.get("test"), resume=True
             )
             run.log("resumed", device=cfg["device"])
         else:
@@ -414,14 +434,16 @@ def run_training(
             if out is not None:
                 run = RunDir.create(out, cfg)
 
-        def work() -> tuple[dict[str, Any], list[dict[str, Any]], nn.Module]:
+        def work() -> tuple[dict[str, Any], list[dict[str, Any]], nn.Module, Any]:
             return fit(cfg, run, prepared, quiet=quiet)
 
         with fixed_threads(cfg["threads"]):
             if run is None:
-                result, hist, model = work()
+                result, hist, model, normalisation = work()
             else:
-                result, hist, model = noting_outcome(work, run, "train", created=resume is None)
+                result, hist, model, normalisation = noting_outcome(
+                    work, run, "train", created=resume is None
+                )
     finally:
         if run is not None:
             run.close()
@@ -431,4 +453,5 @@ def run_training(
         model=model,
         config=cfg,
         run_dir=run.path if run is not None else None,
+        normalisation=normalisation,
     )

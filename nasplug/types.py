@@ -137,6 +137,13 @@ class Data:
 
     Targets: int64 class indices (classification), float (regression, shape [N, outputs]),
     float 0/1 (multi-label, shape [N, outputs]); a Dataset's items hold one such row each.
+
+    For resident splits, ``mean`` and ``std`` record the statistics the inputs were normalised
+    with (None when unknown); :meth:`nasplug.SearchRun.prepare` applies them to new inputs.
+
+    ``augment`` is the augmentation this data suits (``standard``, ``no-flip`` or ``off``),
+    used when the user gives none; None means ``standard``. ``note`` is one line on what was
+    done to the source to make the inputs (e.g. images resized), said when a run starts.
     """
 
     task: Task
@@ -146,6 +153,8 @@ class Data:
     name: str = ""
     mean: Sequence[float] | torch.Tensor | None = None
     std: Sequence[float] | torch.Tensor | None = None
+    augment: str | None = None
+    note: str = ""
 
     @property
     def streams(self) -> bool:

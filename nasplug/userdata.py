@@ -16,7 +16,9 @@ Example:
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import hashlib
+import json
+from collections.abc import Mapping, Sequence
 from typing import Any, TypeGuard
 
 import numpy as np
@@ -32,6 +34,9 @@ __all__ = [
     "build",
     "check_classes",
     "check_pair",
+    "check_same_data",
+    "fingerprint",
+    "run_fingerprint",
     "split_indices",
     "target_rows",
     "to_data",
@@ -41,6 +46,8 @@ Split = tuple[np.ndarray, np.ndarray]
 
 #: Seed of the held-out test split: it depends on the data only, never on the search seed.
 TEST_SEED = 0
+#: Rows of each split hashed into a fingerprint (evenly spaced, the first and last included).
+FINGERPRINT_ROWS = 64
 _ACCEPTED = (
     "accepted: an (x, y) pair of numpy arrays or torch tensors, or a torch.utils.data.Dataset "
     "whose items are (x, y) pairs"
@@ -435,10 +442,18 @@ def build(
             f"{name}: {len(labels)} label names for {outputs} outputs; "
             "accepted: one name per output"
         )
-    xs = _normalise({split: x for split, (x, _) in splits.items()}, stats)
+    xs, (mean, std) = _normalise({split: x for split, (x, _) in splits.items()}, stats)
     task = Task(kind, tuple(shapes["train"]), outputs, tuple(labels))
     tensors = {split: (xs[split], torch.from_numpy(ys[split])) for split in splits}
-    return Data(task, tensors["train"], tensors["test"], tensors.get("val"), name=name)
+    return Data(
+        task,
+        tensors["train"],
+        tensors["test"],
+        tensors.get("val"),
+        name=name,
+        mean=mean.flatten(),
+        std=std.flatten(),
+    )
 
 
 def _is_kind(kind: str) -> TypeGuard[TaskKind]:
@@ -468,15 +483,15 @@ def check_classes(name: str, ys: dict[str, np.ndarray], classes: int, labels: Se
 
 def _normalise(
     xs: dict[str, np.ndarray], stats: tuple[torch.Tensor, torch.Tensor] | None = None
-) -> dict[str, torch.Tensor]:
+) -> tuple[dict[str, torch.Tensor], tuple[torch.Tensor, torch.Tensor]]:
     """Float32 copies standardised per channel (images) or feature (vectors) with train
-    statistics, or with ``stats`` when given."""
+    statistics, or with ``stats`` when given; and the mean and std used."""
     out = {split: torch.tensor(x, dtype=torch.float32) for split, x in xs.items()}
     if stats is not None:
         mean, std = stats
         for t in out.values():
             t.sub_(mean).div_(std)
-        return out
+        return out, (mean, std)
     train = out["train"]
     dims = (0, 2, 3) if train.dim() == 4 else (0,)
     std, mean = torch.std_mean(train, dim=dims, keepdim=True, correction=0)
@@ -484,4 +499,108 @@ def _normalise(
     std = torch.where(std > 1e-6 * (1.0 + mean.abs()), std, torch.ones_like(std))
     for t in out.values():
         t.sub_(mean).div_(std)
+    return out, (mean, std)
+
+
+# ---- fingerprints: which data a run was made from ------------------------------------------
+def fingerprint(splits: Mapping[str, Any], *, inputs: bool = True) -> dict[str, Any]:
+    """What tells data apart, cheaply even for large data: per split the number of rows and
+    the shapes and dtypes of inputs and targets, and a hash of these, of a sample of
+    :data:`FINGERPRINT_ROWS` evenly spaced rows and of all targets of array splits.
+
+    ``splits`` maps split names to ``(x, y)`` pairs of arrays or tensors, or to torch Datasets
+    (their sampled items are read); None values are left out. ``inputs=False`` leaves the
+    inputs of pairs out of the hash (for inputs normalised here, whose last bits may differ
+    between machines).
+
+    Example:
+        >>> x, y = np.arange(20.0).reshape(10, 2), np.arange(10) % 2
+        >>> a = fingerprint({"train": (x, y)})
+        >>> a["splits"]["train"], a == fingerprint({"train": (x[::-1], y[::-1])})
+        ({'rows': 10, 'inputs': 'float64 (2,)', 'targets': 'int64 ()'}, False)
+    """
+    h = hashlib.sha256()
+    described: dict[str, dict[str, Any]] = {}
+    for name in sorted(splits):
+        split = splits[name]
+        if split is None:
+            continue
+        if isinstance(split, TorchDataset):
+            n = len(split)  # type: ignore[arg-type]
+            items = [split[int(i)] for i in _sample(n)]
+            x = np.stack([np.asarray(_numpy_any(item[0])) for item in items])
+            y = np.stack([np.asarray(_numpy_any(item[1])) for item in items])
+            hashed_inputs = True
+        else:
+            xs, ys = split
+            n = len(xs)
+            x, y = _rows(xs, _sample(n)), _numpy(ys)
+            hashed_inputs = inputs
+        described[name] = {
+            "rows": n,
+            "inputs": f"{x.dtype} {tuple(x.shape[1:])}",
+            "targets": f"{y.dtype} {tuple(y.shape[1:])}",
+        }
+        h.update(json.dumps([name, described[name]], sort_keys=True).encode())
+        if hashed_inputs:
+            h.update(np.ascontiguousarray(x).tobytes())
+        h.update(np.ascontiguousarray(y).tobytes())
+    return {"hash": h.hexdigest()[:16], "splits": described}
+
+
+def _sample(n: int) -> np.ndarray:
+    return np.unique(np.linspace(0, n - 1, min(n, FINGERPRINT_ROWS)).round().astype(np.int64))
+
+
+def _rows(v: np.ndarray | torch.Tensor, rows: np.ndarray) -> np.ndarray:
+    """Rows of an array or tensor as an array, without copying the rest to the CPU."""
+    if isinstance(v, torch.Tensor):
+        return v[torch.from_numpy(rows).to(v.device)].detach().cpu().numpy()
+    return np.asarray(v)[rows]
+
+
+def run_fingerprint(
+    data: Data, given: Any = None, test: Any = None, *, in_memory: bool = False
+) -> dict[str, Any]:
+    """The fingerprint a run keeps of its data (``data_fingerprint`` in ``config.json``).
+
+    ``given`` is what the user handed over for ``data``, when it is arrays, tensors, a torch
+    Dataset or a loaded ``Data`` (with ``test``, the test split handed over with arrays): it
+    is fingerprinted as handed over, inputs included. Otherwise ``data``, as a dataset plugin
+    loaded it, is fingerprinted by its shapes, its targets and a sample of its streamed items
+    (its normalised inputs are left out, see :func:`fingerprint`). ``in_memory`` marks data
+    that a resume must be given again (anything not loaded by a plugin's registered name).
+    """
+    if given is None:
+        splits = {"train": data.train, "test": data.test, "val": data.val}
+        out = fingerprint(splits, inputs=False)
+    elif isinstance(given, Data):
+        out = fingerprint({"train": given.train, "test": given.test, "val": given.val})
+    else:
+        out = fingerprint({"train": given, "test": test})
+    out["in_memory"] = in_memory
     return out
+
+
+def check_same_data(label: str, stored: Mapping[str, Any], found: Mapping[str, Any]) -> None:
+    """One line of ValueError unless ``found`` is the fingerprint ``stored`` (see
+    :func:`run_fingerprint`); ``label`` names the run."""
+    if stored.get("hash") == found.get("hash"):
+        return
+    was, now = stored.get("splits", {}), found.get("splits", {})
+    detail = "the same shapes and types but other values or another order"
+    for split in sorted(set(was) | set(now)):
+        a, b = was.get(split), now.get(split)
+        if a is None or b is None:
+            detail = f"the {split} split is {'missing' if b is None else 'new'}"
+            break
+        differing = [k for k in ("rows", "inputs", "targets") if a.get(k) != b.get(k)]
+        if differing:
+            k = differing[0]
+            detail = f"{split} {k} {b.get(k)} instead of {a.get(k)}"
+            break
+    raise ValueError(
+        f"the data given differs from the data {label} was made with ({detail}; fingerprint "
+        f"{found.get('hash')} instead of {stored.get('hash')}); accepted: the same data, "
+        "as it was passed then"
+    )

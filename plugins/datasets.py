@@ -13,10 +13,12 @@ Example:
 
 from __future__ import annotations
 
+import dataclasses
 import gzip
 import math
 import zipfile
 from abc import abstractmethod
+from collections import Counter
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -202,6 +204,8 @@ class _TorchvisionSet(Dataset):
 
     name = ""
     classes: tuple[str, ...] = ()
+    #: The augmentation the images suit (``Data.augment``); None: standard.
+    augment: str | None = None
 
     def __init__(
         self,
@@ -221,9 +225,10 @@ class _TorchvisionSet(Dataset):
         train, test = self._arrays()
         train = _take_per_class(self.name, "train_per_class", train, self.train_per_class)
         test = _take_per_class(self.name, "test_per_class", test, self.test_per_class)
-        return _build(
+        data = _build(
             self.name, "classification", {"train": train, "test": test}, labels=self.classes
         )
+        return dataclasses.replace(data, augment=self.augment)
 
     def _root(self) -> Path:
         return Path(self.data_dir or DEFAULT_ROOT).expanduser()
@@ -261,6 +266,8 @@ class _IdxSet(_TorchvisionSet):
 class Mnist(_IdxSet):
     """MNIST handwritten digits, 1x28x28, 10 classes, 60000 train and 10000 test images.
 
+    Searches and training crop without flipping (``augment`` ``no-flip``) unless told.
+
     Args:
         data_dir: a folder with the four IDX files, or torchvision's root (default:
             ``~/.cache/nasplug/datasets``).
@@ -271,6 +278,7 @@ class Mnist(_IdxSet):
 
     name = "mnist"
     classes = MNIST_CLASSES
+    augment = "no-flip"  # a flipped digit is another digit, or none
     torchvision_class = "MNIST"
     mirror = "https://ossci-datasets.s3.amazonaws.com/mnist/"
 
@@ -399,7 +407,10 @@ class Npz(Dataset):
 class ImageFolder(Dataset):
     """A folder with one subfolder of images per class (torchvision's ImageFolder layout).
 
-    Images are resized to ``size`` x ``size``; the class names are the subfolder names. The
+    Images are resized to ``size`` x ``size`` (stretched when their aspect ratio differs),
+    converted to RGB (grey images copied into three channels, transparency dropped), or to one
+    grey channel with ``grayscale``; a run's start line says what this did to the images
+    found (``Data.note``). The class names are the subfolder names. The
     images are not decoded up front: ``load`` lists the files, checks that each one is an image
     (its header only) and returns the splits as torch Datasets, which the trainer streams from
     disk, or decodes once into memory when they are small (its ``stream`` option). The inputs
@@ -465,7 +476,7 @@ class ImageFolder(Dataset):
                 f"imagefolder: class folder {empty[0]!r} has no images; accepted image files: "
                 f"{', '.join(tv.datasets.folder.IMG_EXTENSIONS)}"
             )
-        _check_headers(folder.samples)
+        found = _check_headers(folder.samples)
         y = np.asarray(folder.targets, dtype=np.int64)
         train, test = _split(y, "classification", self.test_fraction, self.seed)
         _check_classes(
@@ -485,6 +496,7 @@ class ImageFolder(Dataset):
             name="imagefolder",
             mean=self.mean,
             std=self.std,
+            note=_conversion(found, self.size, self.grayscale),
         )
 
 
@@ -505,16 +517,55 @@ class _Images(torch.utils.data.Dataset):
             raise ValueError(f"imagefolder: cannot read image {file}: {_one_line(e)}") from e
 
 
-def _check_headers(samples: Sequence[tuple[str, int]]) -> None:
-    """Open every image's header (no decoding), so that a non-image fails before the search."""
+def _check_headers(samples: Sequence[tuple[str, int]]) -> Counter[tuple[int, int, str]]:
+    """Open every image's header (no decoding), so that a non-image fails before the search;
+    count the images of each (width, height, mode)."""
     from PIL import Image
 
+    found: Counter[tuple[int, int, str]] = Counter()
     for file, _ in samples:
         try:
             with Image.open(file) as im:
-                _ = im.size  # reading the header is the check
+                found[(*im.size, im.mode)] += 1
         except (OSError, ValueError) as e:
             raise ValueError(f"imagefolder: cannot read image {file}: {_one_line(e)}") from e
+    return found
+
+
+#: PIL modes of grey images, and of images with transparency.
+_GREY_MODES = {"1", "L", "LA", "I", "I;16", "F"}
+_ALPHA_MODES = {"RGBA", "LA", "PA", "RGBa", "La"}
+
+
+def _conversion(found: Counter[tuple[int, int, str]], size: int, grayscale: bool) -> str:
+    """One line on what loading does to the images ``found`` (see :func:`_check_headers`)."""
+    sizes = {(w, h) for w, h, _ in found}
+    modes = sorted({m for _, _, m in found})
+    if len(sizes) == 1:
+        (w, h), *_ = sizes
+        source = f"{w}x{h}"
+    else:
+        widths, heights = [w for w, _ in sizes], [h for _, h in sizes]
+        source = (
+            f"{len(sizes)} sizes, {min(widths)}-{max(widths)} wide and "
+            f"{min(heights)}-{max(heights)} high"
+        )
+    done = []
+    if sizes != {(size, size)}:
+        stretched = any(w != h for w, h in sizes)
+        done.append("resized" + (" (aspect ratio not kept)" if stretched else ""))
+    grey = [m for m in modes if m in _GREY_MODES]
+    if grayscale and len(grey) < len(modes):
+        done.append("colour made grey")
+    if not grayscale and grey:
+        done.append("grey copied into 3 channels")
+    if any(m in _ALPHA_MODES for m in modes):
+        done.append("transparency dropped")
+    what = ", ".join(done) or "unchanged"
+    return (
+        f"imagefolder: {sum(found.values())} images ({source}, mode {'/'.join(modes)}) -> "
+        f"{1 if grayscale else 3}x{size}x{size}: {what} (options size=, grayscale=)"
+    )
 
 
 def _numbers(option: str, text: str) -> list[float] | None:

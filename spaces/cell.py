@@ -77,6 +77,26 @@ def _reduction_layers(layers: int) -> frozenset[int]:
     return frozenset({layers // 3, 2 * layers // 3})
 
 
+def min_image_side(layers: int) -> int:
+    """The smallest image side the space takes with ``layers`` cells: each reduction cell
+    halves the feature map, and a map of one pixel halved is half padding (the offset path of
+    :class:`~nasplug_spaces.ops.FactorizedReduce` reads only zeros)."""
+    return 2 ** len(_reduction_layers(layers))
+
+
+def _check_image_side(task: Task, layers: int) -> None:
+    _image_channels(task)
+    h, w = (int(v) for v in task.input_shape[1:])
+    side = min_image_side(layers)
+    if min(h, w) < side:
+        cells = len(_reduction_layers(layers))
+        raise ValueError(
+            f"images of {h}x{w} pixels are too small for the cell space: its {cells} "
+            f"reduction cell(s) halve them {cells} time(s), and a one-pixel map halved is half "
+            f"zero padding; accepted: images of at least {side}x{side} pixels"
+        )
+
+
 def _image_channels(task: Task) -> int:
     if len(task.input_shape) != 3:
         raise ValueError(
@@ -594,6 +614,7 @@ class CellSpace(SearchSpace):
         )
 
     def supernet(self, task: Task) -> CellSupernet:
+        _check_image_side(task, self.layers)
         return CellSupernet(
             task,
             self.choices(),
@@ -607,6 +628,7 @@ class CellSpace(SearchSpace):
 
     def build(self, genotype: Genotype, task: Task) -> CellNetwork:
         _validate(genotype, self.node_inputs)
+        _check_image_side(task, self.layers)
         return CellNetwork(
             genotype.spec,
             task,

@@ -54,7 +54,7 @@ def _stub_search(cfg, run, plugins, data, **kw):
 
 def _stub_train(cfg, run, prepared, **kw):
     result = {"metric": "accuracy", "test_accuracy": 0.0, "params": 0, "seconds": 0.0}
-    return result, [], None
+    return result, [], None, None
 
 
 def assert_result_or_one_line(code: int, err: str, out: Path) -> None:

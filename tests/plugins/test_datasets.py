@@ -567,6 +567,8 @@ def test_idx_files_in_torchvision_layout_are_read_directly(tmp_path, monkeypatch
     monkeypatch.setitem(sys.modules, "torchvision", None)
     data = ds.Mnist(data_dir=str(tmp_path)).load()
     assert data.train[0].shape == (30, 1, 28, 28) and data.task.labels[3] == "3"
+    assert data.augment == "no-flip"  # digits are not flipped unless the user says so
+    assert ds.FashionMnistSmall(train_per_class=2, test_per_class=2).load().augment is None
 
 
 @pytest.mark.parametrize(
