@@ -550,6 +550,7 @@ def _prepare(
         named = given_data.name if isinstance(given_data, Data) else _data_name(given_data)
         cfg["data"] = named or cfg["data"]
     plugins = build_plugins(cfg, instances)
+    _check_table(plugins, cfg)
     data = load_data(cfg["data"], cfg["opts"]["data"], given_data, task=task, test=test)
     _check_space_takes(plugins["space"], data, cfg)
     if writer and not resume and cfg.get("storage") and has_secret(cfg["storage"]):
@@ -559,6 +560,16 @@ def _prepare(
             file=sys.stderr,
         )
     return storage, plugins, data
+
+
+def _check_table(plugins: Mapping[str, Any], cfg: Mapping[str, Any]) -> None:
+    """A strategy that scores by a benchmark table (``method=table``) needs a space with one."""
+    from nasplug.candidates import benchmark_of
+    from nasplug.interfaces import SearchesTable
+
+    strategy = plugins["strategy"]
+    if isinstance(strategy, SearchesTable) and strategy.method == "table":
+        benchmark_of(plugins["space"], cfg["strategy"])
 
 
 def _check_space_takes(space: Any, data: Any, cfg: Mapping[str, Any]) -> None:
