@@ -49,6 +49,7 @@ __all__ = [
     "RunFailed",
     "SearchRun",
     "TrainRun",
+    "benchmark_metrics",
     "compare",
     "search",
     "train",
@@ -681,6 +682,7 @@ def _execute(
         "higher_is_better": data.task.higher_is_better,
     }
     _check_ranks_agree(result, metrics)
+    metrics.update(benchmark_metrics(plugins["space"], result.genotype, trainer.say))
     if run is not None:
         run.write_json("genotype.json", result.genotype.to_dict())
         run.write_json("metrics.json", metrics)
@@ -701,6 +703,31 @@ def _execute(
         weights=dict(result.weights) if result.weights is not None else None,
         run_dir=run.path if run is not None else None,
     )
+
+
+def benchmark_metrics(
+    space: SearchSpace, genotype: Genotype, say: Callable[[str], None] | None = None
+) -> dict[str, Any]:
+    """The table's value of ``genotype`` when ``space`` offers a benchmark table, else nothing.
+
+    Returns ``{table.metric: value, "table_metric": table.metric, "table_label": table.label}``
+    (the keys :data:`nasplug.rundir.TABLE_METRIC` and :data:`~nasplug.rundir.TABLE_LABEL`).
+    A table that cannot be had (an optional package missing, a damaged file) costs the run
+    nothing but this value: ``say`` gets one line saying why, and the result is empty.
+    """
+    from nasplug.interfaces import OffersBenchmark
+    from nasplug.rundir import TABLE_LABEL, TABLE_METRIC
+
+    if not isinstance(space, OffersBenchmark):
+        return {}
+    try:
+        table = space.benchmark()
+        value = float(table.query(genotype))
+    except ValueError as e:  # OptionError included: how to install the table
+        if say is not None:
+            say(f"nasplug: note: no benchmark table value for this run: {one_line(e)}")
+        return {}
+    return {table.metric: value, TABLE_METRIC: table.metric, TABLE_LABEL: table.label}
 
 
 def _check_ranks_agree(result: Any, metrics: Mapping[str, Any]) -> None:

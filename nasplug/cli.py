@@ -242,8 +242,9 @@ def _add_train_and_compare(sub: argparse._SubParsersAction) -> None:
         "source",
         nargs="?",
         metavar="RUN_DIR|GENOTYPE_FILE",
-        help="a search run directory, or a file holding a genotype as JSON or as a "
-        "DARTS 'Genotype(normal=[...], ...)' string",
+        help="a search run directory, or a file holding a genotype as JSON, as a "
+        "DARTS 'Genotype(normal=[...], ...)' string, or (with --space) in the space's own "
+        "notation, such as nb201's arch strings",
     )
     t.add_argument("--baseline", help="train a hand-designed network instead: resnet")
     t.add_argument("--epochs", type=int, default=10, help="training epochs (default 10)")
@@ -402,7 +403,7 @@ def cmd_run(args: argparse.Namespace) -> int:
 
 def _run(args: argparse.Namespace, *, writer: bool) -> int:
     """``nasplug run``: the flags and TOML as :func:`nasplug.search`'s arguments; print the result."""
-    from nasplug import api, ddp
+    from nasplug import api, ddp, report
 
     if args.resume:
         found = api.search(
@@ -424,6 +425,9 @@ def _run(args: argparse.Namespace, *, writer: bool) -> int:
         print(f"genotype: {found.describe()}")
         print("metrics: " + ", ".join(f"{k} {v:.4f}" for k, v in shown.items()))
         print(_validation_line(found.metrics, m))
+        table = report.table_text(found.metrics)
+        if table:
+            print(f"benchmark table, the genotype's {table}")
         print(f"run directory: {found.run_dir}")
     return 0
 

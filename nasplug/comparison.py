@@ -13,6 +13,7 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
+from nasplug.rundir import TABLE_LABEL, TABLE_METRIC
 from nasplug.training import TRAIN_JSON
 
 __all__ = ["compare_table"]
@@ -54,23 +55,36 @@ def compare_table(paths: Sequence[str | Path], mean: bool = False) -> str:
     m, higher = metric
     if mean:
         rows = _mean_rows(rows)
-    lines = [
+    # A column for the benchmark table's value of each genotype, when some run has one.
+    tables = {r["table_label"] for r in rows if _finite(r.get("table"))}
+    table_col = ["table"] if tables else []
+    intro = (
         f"Dataset: {_data_text(dataset)}. Metric: {m} ({'higher' if higher else 'lower'} is "
         f"better); val: the architecture half of the search data, test: the held-out test "
-        f"split.",
+        f"split."
+    )
+    if tables:
+        intro += f" table: the genotype's {'; '.join(sorted(tables))} (higher is better)."
+    lines = [
+        intro,
         "",
-        f"| method | val {m} | test {m} | parameters | search s | training s | run |",
-        "| --- | ---: | ---: | ---: | ---: | ---: | --- |",
+        "| "
+        + " | ".join(["method", f"val {m}", f"test {m}", *table_col])
+        + " | parameters | search s | training s | run |",
+        "| --- | ---: | ---: |" + " ---: |" * len(table_col) + " ---: | ---: | ---: | --- |",
     ]
     best = {}
-    for col in ("val", "test"):
-        vals = [r[col] for r in rows if _finite(r[col])]
+    for col in ("val", "test", *table_col):
+        vals = [r[col] for r in rows if _finite(r.get(col))]
         if vals:
-            best[col] = max(vals) if higher else min(vals)
+            best[col] = max(vals) if higher or col == "table" else min(vals)
     for r in rows:
-        cells = [_metric_cell(r[col], best.get(col), r.get(f"{col}_sd")) for col in ("val", "test")]
+        cells = [
+            _metric_cell(r.get(col), best.get(col), r.get(f"{col}_sd"))
+            for col in ("val", "test", *table_col)
+        ]
         lines.append(
-            f"| {r['method']} | {cells[0]} | {cells[1]} | {_int_cell(r['params'])} | "
+            f"| {r['method']} | {' | '.join(cells)} | {_int_cell(r['params'])} | "
             f"{_secs_cell(r['search_s'])} | {_secs_cell(r['train_s'])} | {r['run']} |"
         )
     return "\n".join(lines) + "\n"
@@ -127,7 +141,10 @@ def _method_rows(path: str, cfg: Mapping[str, Any], res: Mapping[str, Any]) -> l
     relax = _relax_label(cfg.get("relax"), cfg.get("opts", {}).get("relax", {}))
     search_s = res.get("search_seconds", res.get("wall_seconds"))
 
-    def search_row(method: str, val: Any, params: Any) -> dict[str, Any]:
+    table_key = res.get(TABLE_METRIC)
+    table = res.get(table_key) if isinstance(table_key, str) else None
+
+    def search_row(method: str, val: Any, params: Any, genotype: bool = True) -> dict[str, Any]:
         return {
             "method": method,
             "val": val,
@@ -136,13 +153,19 @@ def _method_rows(path: str, cfg: Mapping[str, Any], res: Mapping[str, Any]) -> l
             "run": path,
             "train_s": None,
             "search_s": search_s,
+            # The table scores the run's genotype, not a continuous supernet.
+            "table": table if genotype else None,
+            "table_label": res.get(TABLE_LABEL) or table_key,
         }
 
     cont = res.get(f"val_{m}_continuous")
     if cont is not None:
         rows = [
             search_row(
-                f"{strategy} ({relax}): continuous supernet", cont, res.get("supernet_params")
+                f"{strategy} ({relax}): continuous supernet",
+                cont,
+                res.get("supernet_params"),
+                genotype=False,
             ),
             search_row(
                 f"{strategy} ({relax}): derived, one-hot in the supernet",
@@ -204,10 +227,12 @@ def _mean_rows(rows: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
             "method": f"{method} (n={len(rs)})" if len(rs) > 1 else method,
             "run": ", ".join(r["run"] for r in rs),
         }
-        for col in ("val", "test", "params", "search_s", "train_s"):
-            vals = [r[col] for r in rs if _finite(r[col])]
+        labels = [r["table_label"] for r in rs if r.get("table_label")]
+        row["table_label"] = labels[0] if labels else None
+        for col in ("val", "test", "table", "params", "search_s", "train_s"):
+            vals = [r[col] for r in rs if _finite(r.get(col))]
             row[col] = statistics.fmean(vals) if vals else None
-            if col in ("val", "test") and len(vals) > 1:
+            if col in ("val", "test", "table") and len(vals) > 1:
                 row[f"{col}_sd"] = statistics.stdev(vals)
         out.append(row)
     return out

@@ -24,6 +24,7 @@ __all__ = [
     "BenchmarkTable",
     "Dataset",
     "OffersBenchmark",
+    "ParsesGenotype",
     "Relaxation",
     "SearchContext",
     "SearchSpace",
@@ -185,6 +186,19 @@ class OffersBenchmark(Protocol):
     """
 
     def benchmark(self) -> BenchmarkTable: ...
+
+
+@runtime_checkable
+class ParsesGenotype(Protocol):
+    """A space capability: reading genotypes written in the space's own published notation.
+
+    ``parse_genotype(text)`` is the inverse of :meth:`SearchSpace.describe` for spaces whose
+    literature has a notation of its own (NAS-Bench-201's arch strings); a text it cannot read is
+    a one-line ValueError naming what is wrong. ``nasplug train FILE --space NAME`` uses it for a
+    file that holds neither JSON nor a DARTS ``Genotype(...)`` string.
+    """
+
+    def parse_genotype(self, text: str) -> Genotype: ...
 
 
 class Relaxation(ABC):

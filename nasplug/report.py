@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from nasplug.rundir import RunDir, RunError, atomic_write
+from nasplug.rundir import TABLE_LABEL, TABLE_METRIC, RunDir, RunError, atomic_write
 
 __all__ = [
     "RunRecord",
@@ -214,6 +214,21 @@ def _flat(result: Any) -> dict[str, Any] | None:
 
 
 # ---- text ------------------------------------------------------------------------------------
+def table_text(metrics: Mapping[str, Any] | None) -> str | None:
+    """The benchmark table's value of a run's genotype, with the table's label; None without."""
+    if not metrics or not isinstance(metrics.get(TABLE_METRIC), str):
+        return None
+    value = metrics.get(metrics[TABLE_METRIC])
+    if not isinstance(value, (int, float)):
+        return None
+    return f"{metrics.get(TABLE_LABEL) or metrics[TABLE_METRIC]}: {value:.2f}"
+
+
+def _listed(metrics: Mapping[str, Any]) -> dict[str, Any]:
+    """The metrics to list one per line: all but the table's naming (shown in its own line)."""
+    return {k: v for k, v in metrics.items() if k not in (TABLE_METRIC, TABLE_LABEL)}
+
+
 def _fmt(v: Any) -> str:
     if isinstance(v, float):
         return "nan" if math.isnan(v) else f"{v:.4f}"
@@ -239,7 +254,10 @@ def summary_text(run: RunDir | str | Path) -> str:
         lines.append(f"status: {state}; resume with `{rec.resume_command}`")
     else:
         lines.append("metrics:")
-        lines += [f"  {k}: {_fmt(v)}" for k, v in rec.metrics.items()]
+        lines += [f"  {k}: {_fmt(v)}" for k, v in _listed(rec.metrics).items()]
+        table = table_text(rec.metrics)
+        if table:
+            lines.append(f"benchmark table, the genotype's {table}")
     genotype = rec.last_genotype
     if genotype is not None:
         label = (
@@ -595,8 +613,11 @@ def _markdown(rec: RunRecord, pictures: Mapping[str, list[tuple[str, Path]]]) ->
     md.append("")
     if rec.metrics:
         md += ["## Final metrics", "", "| metric | value |", "| --- | --- |"]
-        md += [f"| {k} | {_fmt(v)} |" for k, v in rec.metrics.items()]
+        md += [f"| {k} | {_fmt(v)} |" for k, v in _listed(rec.metrics).items()]
         md.append("")
+        table = table_text(rec.metrics)
+        if table:
+            md += [f"Benchmark table, the genotype's {table}.", ""]
     gap = gap_text(rec)
     if gap:
         md += ["## Discretisation gap", "", _gap_sentence(rec), ""]

@@ -37,6 +37,10 @@ GENOTYPE = "genotype.json"
 METRICS = "metrics.json"
 CHECKPOINTS = "checkpoints"
 LOCK = "nasplug.lock"
+#: Keys of a run's metrics that say which benchmark table its genotype was looked up in: the
+#: name of the metric holding the table's value, and the table's label.
+TABLE_METRIC = "table_metric"
+TABLE_LABEL = "table_label"
 #: What a run holds before its first checkpoint or result: nothing worth keeping.
 _SCAFFOLD = {CONFIG, EVENTS, LOCK}
 

@@ -139,7 +139,7 @@ def train_config(source: Any, s: Mapping[str, Any]) -> tuple[dict[str, Any], dic
                 raise OptionError(
                     "--baseline takes a search run directory (for its dataset), not a genotype file"
                 )
-            g = Genotype.parse(src.read_text())
+            g = _read_genotype_file(src, s["space"], s["space_opts"] or {})
             cfg["genotype"] = g.to_dict()
             cfg["space"] = g.space
         else:
@@ -176,6 +176,30 @@ def train_config(source: Any, s: Mapping[str, Any]) -> tuple[dict[str, Any], dic
     elif s["auxiliary"]:
         raise OptionError("--auxiliary needs a searched network; baselines have no auxiliary head")
     return cfg, reuse
+
+
+def _read_genotype_file(src: Path, space: Any, opts: Mapping[str, Any]) -> Any:
+    """The genotype in file ``src``: JSON, a DARTS ``Genotype(...)`` string, or, with ``space``
+    given (a name or an instance), text in the space's own notation (see
+    :class:`~nasplug.interfaces.ParsesGenotype`)."""
+    from nasplug import registry
+    from nasplug.interfaces import ParsesGenotype
+    from nasplug.options import instantiate
+    from nasplug.types import Genotype
+
+    text = src.read_text()
+    try:
+        return Genotype.parse(text)
+    except ValueError as e:
+        if text.lstrip().startswith(("{", "Genotype")):
+            raise
+        if space is None:
+            raise ValueError(f"{e}, or text in a space's own notation with --space NAME") from None
+    if isinstance(space, str):
+        space = instantiate(registry.load("space", space), opts, f"space {space!r}")
+    if not isinstance(space, ParsesGenotype):
+        return Genotype.parse(text)  # the space reads no other notation: the parse error
+    return space.parse_genotype(text)
 
 
 def _text(path: Path | None) -> str | None:

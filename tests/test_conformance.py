@@ -55,6 +55,7 @@ TINY: dict[str, dict[str, dict[str, Any] | Callable[[Path], dict[str, Any]]]] = 
     "space": {
         "cell": {"channels": 4, "layers": 3, "nodes": 2},  # 3 layers: a normal cell too
         "dense": {"blocks": 3, "layers": 2, "width": 8},
+        "nb201": {"cells": 1, "channels": 4},
     },
     "relaxation": {},
     "strategy": {
