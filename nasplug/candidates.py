@@ -22,6 +22,7 @@ from torch import nn
 from nasplug import registry
 from nasplug.interfaces import BenchmarkTable, OffersBenchmark, SearchContext, SearchSpace
 from nasplug.options import OptionError
+from nasplug.rundir import TABLE_LABEL, TABLE_METRIC
 from nasplug.supernet import recalibrate_batchnorm, search_supernet
 from nasplug.trainer import NonFiniteLoss, Trainer
 from nasplug.training import count_params
@@ -278,7 +279,8 @@ def table_result(table: BenchmarkTable, rows: list[dict[str, Any]], seconds: flo
             best = row
     metrics: dict[str, Any] = {
         table.metric: best["metric"],
-        "table": table.label,
+        TABLE_METRIC: table.metric,
+        TABLE_LABEL: table.label,
         "queries": float(len(rows)),
         "best_query": float(rows.index(best)),
         "search_seconds": seconds,
@@ -291,9 +293,10 @@ def log_queries(ctx: SearchContext, strategy: str, result: SearchResult) -> None
     for row in result.history:
         ctx.trainer.log("candidate", **row)
     m = result.metrics
-    best = next(k for k in m if k not in ("table", "queries", "best_query", "search_seconds"))
+    name = m[TABLE_METRIC]
     ctx.trainer.say(
-        f"{strategy}: best {best} {m[best]:.4f} in {int(m['queries'])} table queries ({m['table']})"
+        f"{strategy}: best {name} {m[name]:.4f} in {int(m['queries'])} table queries "
+        f"({m[TABLE_LABEL]})"
     )
 
 

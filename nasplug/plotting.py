@@ -1005,8 +1005,10 @@ def query_curve_figure(
     curves: Mapping[str, Sequence[Sequence[float]]], label: str, *, best: float, seeds: int
 ) -> Figure:
     """Best-so-far table value against the number of queries: per strategy the mean over seeds
-    and a band of one sd either side, and the table's best as a dashed line."""
+    and a band of one sd either side (capped at the table's best, which no seed can pass), and
+    the table's best as a dashed line."""
     import statistics
+    import textwrap
 
     fig = _figure(7.5, 4.6, top=0.5)
     ax = fig.subplots()
@@ -1020,7 +1022,7 @@ def query_curve_figure(
         ax.fill_between(
             x,
             [m - s for m, s in zip(mean, sd, strict=True)],
-            [m + s for m, s in zip(mean, sd, strict=True)],
+            [min(m + s, best) for m, s in zip(mean, sd, strict=True)],
             color=colours[name],
             alpha=0.18,
             linewidth=0,
@@ -1035,7 +1037,11 @@ def query_curve_figure(
     ax.xaxis.set_major_locator(_integer_locator())
     ax.grid(alpha=0.3)
     ax.legend(fontsize=8, loc="lower right")
-    ax.set_title(f"{label}\nmean and ± 1 sd over {seeds} seeds", fontsize=10)
+    title = (
+        textwrap.fill(label, 90, break_on_hyphens=False) + f"\nmean and ± 1 sd over {seeds} seeds"
+    )
+    fig.subplots_adjust(top=1 - (0.35 + 0.18 * title.count("\n")) / 4.6)
+    ax.set_title(title, fontsize=9)
     return fig
 
 

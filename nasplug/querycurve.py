@@ -102,7 +102,7 @@ class QueryCurves:
         atomic_write(folder / "curve.json", json.dumps(self.to_dict()).encode())
         fig = plotting.query_curve_figure(
             self.curves,
-            f"{self.label} (space {self.space})",
+            f"{self.label}; space {self.space}",
             best=self.best,
             seeds=len(self.seeds),
         )

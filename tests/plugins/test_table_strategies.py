@@ -116,7 +116,7 @@ def test_a_table_search_returns_the_tables_best_among_its_queries(table_space, n
     assert [r["metric"] for r in rows] == values  # each row carries its own table value
     assert found.metrics["table_accuracy"] == max(values)
     assert fresh.query(found.genotype) == max(values)
-    assert found.metrics["table"] == "fake accuracy (%) of the test table"
+    assert found.metrics["table_label"] == "fake accuracy (%) of the test table"
     assert not any(k.startswith("val_") for k in found.metrics)  # nothing was trained
 
 
@@ -184,11 +184,12 @@ def test_a_table_run_records_the_tables_value_not_a_trained_one(table_space, tmp
     assert code == 0, capsys.readouterr().err
     metrics = json.loads((out / "metrics.json").read_text())
     candidates = json.loads((out / "candidates.json").read_text())
-    assert metrics["table"] == "fake accuracy (%) of the test table"
+    assert metrics["table_label"] == "fake accuracy (%) of the test table"
     assert metrics["table_accuracy"] == max(c["metric"] for c in candidates)
     assert metrics["queries"] == 15 and not any(k.startswith("val_") for k in metrics)
     assert main(["show", str(out)]) == 0
-    assert "table: fake accuracy (%) of the test table" in capsys.readouterr().out
+    shown = capsys.readouterr().out
+    assert f"fake accuracy (%) of the test table: {metrics['table_accuracy']:.2f}" in shown
 
 
 @pytest.mark.parametrize("name", ["random", "tpe", "evolution"])
