@@ -48,7 +48,8 @@ class Evolution(Strategy):
         population: members of the population (the first ``population`` candidates are
             distinct random genotypes).
         sample: members drawn at random (without replacement) for each tournament; the best of
-            them is the parent.
+            them is the parent. The defaults (10 and 5) were chosen on the nb201 table (see
+            docs/benchmarks.md).
         candidates: genotypes evaluated in all, the initial population included.
         method: ``train``, ``supernet`` or ``table`` (see :class:`~nasplug.candidates.Evaluation`).
         train_epochs: training epochs of each candidate (``train``).
@@ -61,7 +62,7 @@ class Evolution(Strategy):
     def __init__(
         self,
         population: int = 10,
-        sample: int = 3,
+        sample: int = 5,
         candidates: int = 20,
         method: str = "train",
         train_epochs: int = 2,

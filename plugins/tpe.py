@@ -75,7 +75,9 @@ class TPE(Strategy):
         startup_trials: random trials before TPE models the results (also the median
             pruner's warm-up in trials).
         multivariate: model the decisions jointly (Optuna's multivariate TPE, with ``group``
-            for spaces whose decisions depend on earlier ones) instead of one by one.
+            for spaces whose decisions depend on earlier ones) instead of one by one. On the
+            nb201 table it finds better cells in fewer queries, and samples faster (see
+            docs/benchmarks.md).
     """
 
     def __init__(
@@ -87,7 +89,7 @@ class TPE(Strategy):
         startup_trials: int = 5,
         time_budget: float = 0.0,
         method: str = "train",
-        multivariate: bool = False,
+        multivariate: bool = True,
     ) -> None:
         if method not in METHODS:
             raise ValueError(f"unknown tpe method {method!r}; accepted: {', '.join(METHODS)}")
