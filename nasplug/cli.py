@@ -424,7 +424,8 @@ def _run(args: argparse.Namespace, *, writer: bool) -> int:
         shown = {k: v for k, v in found.metrics.items() if isinstance(v, float)}
         print(f"genotype: {found.describe()}")
         print("metrics: " + ", ".join(f"{k} {v:.4f}" for k, v in shown.items()))
-        print(_validation_line(found.metrics, m))
+        if f"val_{m}" in found.metrics:  # a search by table trains nothing: no validation
+            print(_validation_line(found.metrics, m))
         table = report.table_text(found.metrics)
         if table:
             print(f"benchmark table, the genotype's {table}")
