@@ -22,7 +22,6 @@ from torch import nn
 from nasplug import registry
 from nasplug.interfaces import BenchmarkTable, OffersBenchmark, SearchContext, SearchSpace
 from nasplug.options import OptionError
-from nasplug.rundir import TABLE_LABEL, TABLE_METRIC
 from nasplug.supernet import recalibrate_batchnorm, search_supernet
 from nasplug.trainer import NonFiniteLoss, Trainer
 from nasplug.training import count_params
@@ -277,10 +276,8 @@ def table_result(table: BenchmarkTable, rows: list[dict[str, Any]], seconds: flo
     for row in rows[1:]:
         if row["metric"] > best["metric"]:
             best = row
-    metrics: dict[str, Any] = {
+    metrics = {
         table.metric: best["metric"],
-        TABLE_METRIC: table.metric,
-        TABLE_LABEL: table.label,
         "queries": float(len(rows)),
         "best_query": float(rows.index(best)),
         "search_seconds": seconds,
@@ -292,11 +289,10 @@ def log_queries(ctx: SearchContext, strategy: str, result: SearchResult) -> None
     """Log a search by table into the run's events and say its outcome in one line."""
     for row in result.history:
         ctx.trainer.log("candidate", **row)
-    m = result.metrics
-    name = m[TABLE_METRIC]
+    table = benchmark_of(ctx.space, strategy)
     ctx.trainer.say(
-        f"{strategy}: best {name} {m[name]:.4f} in {int(m['queries'])} table queries "
-        f"({m[TABLE_LABEL]})"
+        f"{strategy}: best {table.metric} {result.metrics[table.metric]:.4f} in "
+        f"{int(result.metrics['queries'])} table queries ({table.label})"
     )
 
 
