@@ -141,8 +141,8 @@ def mutate(
     to its answer. The child replays them through ``space.sample``; one decision, picked at
     random among those with another option, gets a different option, picked at random. A
     decision the parent never took (a space whose later decisions depend on earlier ones) is
-    drawn at random. Returns the child and its decisions, or None when no decision has another
-    option.
+    drawn at random. Decision names must be unique within one draw, as in every built-in space.
+    Returns the child and its decisions, or None when no decision has another option.
     """
     names = list(decisions)
     rng.shuffle(names)
