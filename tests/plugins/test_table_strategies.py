@@ -140,6 +140,21 @@ def test_evolution_mutation_changes_exactly_one_decision(table_space):
         assert sum(child[k] != parent[k] for k in parent) == 1
 
 
+def test_evolution_mutants_of_a_grouped_space_are_valid_and_differ_from_their_parent():
+    from nasplug.candidates import SamplePool
+    from nasplug_plugins.evolution import mutate
+    from nasplug_spaces.cell import CellSpace
+
+    space = CellSpace(channels=4, layers=2, nodes=3)  # each node keeps 2 of its inputs
+    pool, rng = SamplePool(space, 0), random.Random(0)
+    for i in range(20):
+        parent = pool.get(i)
+        child, decisions = mutate(space, pool.decisions(i), rng)
+        space.one_hot(child)  # a valid genotype: the right number of inputs per node
+        assert child != parent
+        assert space.sample(lambda name, options, d=decisions: d[name]) == child  # replayable
+
+
 def test_evolution_ages_out_the_oldest_member(table_space):
     space = table_space.TableSpace()
     evo = _strategy("evolution", population=4, sample=4, method="table")
