@@ -1,7 +1,8 @@
 """nasplug: neural architecture search where every axis is a plugin.
 
 ``nasplug.search``, ``nasplug.train`` and ``nasplug.compare`` are the Python API (see
-:mod:`nasplug.api`); the ``nasplug`` command runs the same functions.
+:mod:`nasplug.api`), with ``nasplug.curve`` for black-box strategies on a benchmark table (see
+:mod:`nasplug.querycurve`); the ``nasplug`` command runs the same functions.
 
 The public names are imported on first use, so that ``nasplug.cli`` starts without importing
 torch: an interrupt or a failure while torch loads then reaches the command line's handler.
@@ -21,6 +22,7 @@ _WHERE = {
             "Relaxation",
             "SearchContext",
             "SearchSpace",
+            "SearchesTable",
             "Strategy",
             "Suggest",
             "Weights",
@@ -31,6 +33,7 @@ _WHERE = {
         ["Choice", "Data", "Genotype", "Group", "SearchResult", "Task"], "nasplug.types"
     ),
     **dict.fromkeys(["SearchRun", "TrainRun", "compare", "search", "train"], "nasplug.api"),
+    **dict.fromkeys(["QueryCurves", "curve"], "nasplug.querycurve"),
 }
 
 __all__ = [
@@ -41,11 +44,13 @@ __all__ = [
     "Genotype",
     "Group",
     "OffersBenchmark",
+    "QueryCurves",
     "Relaxation",
     "SearchContext",
     "SearchResult",
     "SearchRun",
     "SearchSpace",
+    "SearchesTable",
     "Strategy",
     "Suggest",
     "Task",
@@ -53,6 +58,7 @@ __all__ = [
     "Weights",
     "__version__",
     "compare",
+    "curve",
     "search",
     "train",
 ]

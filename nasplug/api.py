@@ -665,6 +665,7 @@ def _prepare(
     else:
         cfg["data"] = _data_name(given_data) or cfg["data"]
     plugins = build_plugins(cfg, instances)
+    _check_table(plugins, cfg)
     data = load_data(cfg["data"], cfg["opts"]["data"], given_data, task=task, test=test)
     settle_data(cfg, data, given_data, test, resume=resume, label="the run")
     _check_space_takes(plugins["space"], data, cfg)
@@ -675,6 +676,16 @@ def _prepare(
             file=sys.stderr,
         )
     return storage, plugins, data
+
+
+def _check_table(plugins: Mapping[str, Any], cfg: Mapping[str, Any]) -> None:
+    """A strategy that scores by a benchmark table (``method=table``) needs a space with one."""
+    from nasplug.candidates import benchmark_of
+    from nasplug.interfaces import SearchesTable
+
+    strategy = plugins["strategy"]
+    if isinstance(strategy, SearchesTable) and strategy.method == "table":
+        benchmark_of(plugins["space"], cfg["strategy"])
 
 
 def _check_space_takes(space: Any, data: Any, cfg: Mapping[str, Any]) -> None:

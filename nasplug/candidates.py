@@ -1,19 +1,52 @@
-"""Discrete candidates, as the black-box strategies (random search, TPE) train and rank them."""
+"""Discrete candidates, as the black-box strategies (random search, TPE, evolution) draw, score
+and rank them.
+
+A black-box strategy proposes genotypes and needs each one scored. :class:`Evaluation` holds
+the ways every built-in one offers (``method=train``, ``supernet`` or ``table``) with their
+settings, checked once; :class:`SamplePool` draws distinct valid genotypes in an order fixed by
+the seed and remembers the decisions behind each; :func:`benchmark_of` hands over a space's
+benchmark table or fails in one line; :func:`table_result` turns a list of table queries into
+the search's result.
+"""
 
 from __future__ import annotations
 
 import math
-from collections.abc import Callable
+import random
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from typing import Any
 
 from torch import nn
 
-from nasplug.interfaces import SearchContext
+from nasplug import registry
+from nasplug.interfaces import BenchmarkTable, OffersBenchmark, SearchContext, SearchSpace
+from nasplug.options import OptionError
+from nasplug.supernet import recalibrate_batchnorm, search_supernet
 from nasplug.trainer import NonFiniteLoss, Trainer
 from nasplug.training import count_params
-from nasplug.types import Genotype
+from nasplug.types import Genotype, SearchResult
 
-__all__ = ["best_candidate", "forget_checkpoint", "train_candidate"]
+__all__ = [
+    "METHODS",
+    "Evaluate",
+    "Evaluation",
+    "SamplePool",
+    "benchmark_of",
+    "best_candidate",
+    "candidate_phase",
+    "forget_checkpoint",
+    "log_queries",
+    "table_result",
+    "train_candidate",
+]
+
+#: Ways a black-box strategy scores a genotype (see :class:`Evaluation`).
+METHODS = ("train", "supernet", "table")
+#: ``evaluate(genotype, i) -> record`` scores the i-th candidate of a search.
+Evaluate = Callable[[Genotype, int], dict[str, Any]]
+# Consecutive duplicate draws after which a space counts as exhausted.
+_DUPLICATE_DRAWS = 200
 
 
 def train_candidate(
@@ -73,6 +106,201 @@ def forget_checkpoint(trainer: Trainer, phase: str) -> None:
     """Delete a finished candidate's checkpoint: its result is kept in the search's memo."""
     if trainer.run is not None and trainer.run.writer:
         trainer.run.checkpoint_path(phase).unlink(missing_ok=True)
+
+
+@dataclass(frozen=True)
+class Evaluation:
+    """How a black-box strategy scores a genotype: the method and its settings, checked once.
+
+    Args:
+        method: ``train`` (each candidate trains from scratch for ``train_epochs`` on the weight
+            half, scored on the architecture half), ``supernet`` (one weight-sharing supernet
+            trained along uniformly sampled paths; each candidate is scored on the architecture
+            half with the supernet's weights) or ``table`` (each candidate is looked up in the
+            space's benchmark table: no data, no training; see :func:`benchmark_of`).
+        train_epochs: training epochs of each candidate (``train``).
+        lr: SGD learning rate of each candidate's training (``train``).
+        supernet_epochs: epochs of the supernet (``supernet``; 0: the run's epochs).
+        recalibrate: batches of the weight half on which BatchNorm statistics are re-estimated
+            for each candidate before it is scored (``supernet``; 0: use the shared statistics).
+        accepted: the methods the strategy offers (its error messages list them).
+        who: how error messages name the strategy (``random search``).
+    """
+
+    method: str = "train"
+    train_epochs: int = 2
+    lr: float = 0.025
+    supernet_epochs: int = 0
+    recalibrate: int = 4
+    accepted: tuple[str, ...] = METHODS
+    who: str = "black-box search"
+
+    def __post_init__(self) -> None:
+        if self.method not in self.accepted:
+            raise ValueError(
+                f"unknown {self.who} method {self.method!r}; accepted: {', '.join(self.accepted)}"
+            )
+        if self.train_epochs < 1:
+            raise ValueError(f"train_epochs must be at least 1, got {self.train_epochs}")
+        if self.supernet_epochs < 0 or self.recalibrate < 0:
+            raise ValueError("supernet_epochs and recalibrate must be >= 0")
+
+    def prepare(self, ctx: SearchContext, strategy: str) -> tuple[Evaluate, float]:
+        """The ``evaluate`` function of a search, and the seconds spent preparing it.
+
+        ``supernet`` trains the shared supernet here (phase ``supernet``); ``train`` gives each
+        candidate the phase ``{strategy}/candidate{i:05d}`` (delete it with
+        :func:`forget_checkpoint` once the candidate's record is safe). ``table`` records carry
+        the table's value under ``metric`` and no parameter count.
+        """
+        if self.method == "table":
+            table = benchmark_of(ctx.space, strategy, self.accepted)
+            return _queried(table), 0.0
+        if self.method == "supernet":
+            run = search_supernet(
+                ctx,
+                ctx.space,
+                epochs=self.supernet_epochs or ctx.epochs,
+                phase="supernet",
+                sample_paths=True,
+            )
+            return self._shared_weights(ctx, run.net), run.seconds
+
+        def trained(genotype: Genotype, i: int) -> dict[str, Any]:
+            return train_candidate(
+                ctx,
+                genotype,
+                phase=candidate_phase(strategy, i),
+                epochs=self.train_epochs,
+                lr=self.lr,
+            )
+
+        return trained, 0.0
+
+    def _shared_weights(self, ctx: SearchContext, net: nn.Module) -> Evaluate:
+        trainer = ctx.trainer
+
+        def evaluate(genotype: Genotype, i: int) -> dict[str, Any]:
+            hot = {k: v.to(trainer.device) for k, v in ctx.space.one_hot(genotype).items()}
+            if self.recalibrate:
+                recalibrate_batchnorm(
+                    net, lambda x: net(x, hot), trainer, ctx.batch_size, self.recalibrate
+                )
+            val = trainer.evaluate(lambda x: net(x, hot), "arch", module=net)
+            return {
+                "genotype": genotype.to_dict(),
+                "metric": val.get(ctx.task.metric, math.nan),
+                "params": count_params(ctx.space.build(genotype, ctx.task)),
+                "status": "ok",
+            }
+
+        return evaluate
+
+
+def candidate_phase(strategy: str, i: int) -> str:
+    """The checkpoint phase of a strategy's ``i``-th trained candidate."""
+    return f"{strategy}/candidate{i:05d}"
+
+
+class SamplePool:
+    """Distinct valid genotypes in an order fixed by the seed; ``get(i)`` is the i-th of them.
+
+    Each genotype is drawn by ``space.sample`` with a seeded ``random.choice``;
+    ``decisions(i)`` says what that draw answered to each ``suggest(name, options)`` call, so a
+    strategy can replay a genotype's decisions with one of them changed (a mutation).
+    """
+
+    def __init__(self, space: SearchSpace, seed: int) -> None:
+        self.space = space
+        self.rng = random.Random(seed)
+        self.drawn: list[Genotype] = []
+        self._decisions: list[dict[str, Any]] = []
+        self._seen: set[Genotype] = set()
+        self._current: dict[str, Any] = {}
+
+    def _suggest(self, name: str, options: Sequence[Any]) -> Any:
+        value = self.rng.choice(list(options))
+        self._current[name] = value
+        return value
+
+    def get(self, i: int) -> Genotype | None:
+        """The ``i``-th distinct genotype, or None when the space has fewer."""
+        misses = 0
+        while len(self.drawn) <= i and misses < _DUPLICATE_DRAWS:
+            self._current = {}
+            g = self.space.sample(self._suggest)
+            if g in self._seen:
+                misses += 1
+                continue
+            self._seen.add(g)
+            self.drawn.append(g)
+            self._decisions.append(self._current)
+            misses = 0
+        return self.drawn[i] if i < len(self.drawn) else None
+
+    def decisions(self, i: int) -> dict[str, Any]:
+        """``{name: option}`` of every decision behind :meth:`get`'s ``i``-th genotype."""
+        return dict(self._decisions[i])
+
+
+def benchmark_of(
+    space: SearchSpace, strategy: str, accepted: Sequence[str] | None = None
+) -> BenchmarkTable:
+    """The space's benchmark table, or an :class:`~nasplug.options.OptionError` in one line.
+
+    ``strategy`` and ``accepted`` (its methods, when known) name what the user asked for and
+    what else would do in the message.
+    """
+    if not isinstance(space, OffersBenchmark):
+        others = [m for m in accepted or () if m != "table"]
+        instead = f"method={', '.join(others)}" if others else "another method"
+        raise OptionError(
+            f"strategy {strategy!r}: method=table needs a space that offers a benchmark "
+            f"table, and space {registry.name_of(space)!r} has none; accepted: {instead}, "
+            f"or a space with a table"
+        )
+    return space.benchmark()
+
+
+def table_result(table: BenchmarkTable, rows: list[dict[str, Any]], seconds: float) -> SearchResult:
+    """The result of a search by table: the best queried genotype (the first of equals).
+
+    ``rows`` hold one query each, in order, with the table's value under ``metric``. The
+    metrics carry the best value under ``table.metric``, what it is (``table``: its label), the
+    number of queries and the seconds spent; no trained accuracy, since nothing was trained.
+    The table's value is maximised.
+    """
+    if not rows:
+        raise ValueError("the search queried no genotype: the space has none to draw")
+    best = rows[0]
+    for row in rows[1:]:
+        if row["metric"] > best["metric"]:
+            best = row
+    metrics = {
+        table.metric: best["metric"],
+        "queries": float(len(rows)),
+        "best_query": float(rows.index(best)),
+        "search_seconds": seconds,
+    }
+    return SearchResult(Genotype.from_dict(best["genotype"]), metrics, rows, rows)
+
+
+def log_queries(ctx: SearchContext, strategy: str, result: SearchResult) -> None:
+    """Log a search by table into the run's events and say its outcome in one line."""
+    for row in result.history:
+        ctx.trainer.log("candidate", **row)
+    table = benchmark_of(ctx.space, strategy)
+    ctx.trainer.say(
+        f"{strategy}: best {table.metric} {result.metrics[table.metric]:.4f} in "
+        f"{int(result.metrics['queries'])} table queries ({table.label})"
+    )
+
+
+def _queried(table: BenchmarkTable) -> Evaluate:
+    def evaluate(genotype: Genotype, i: int) -> dict[str, Any]:
+        return {"genotype": genotype.to_dict(), "metric": table.query(genotype), "status": "ok"}
+
+    return evaluate
 
 
 def _finite(v: Any) -> bool:

@@ -1,4 +1,4 @@
-"""The ``nasplug`` command line: run, list, show, train, compare, report.
+"""The ``nasplug`` command line: run, list, show, train, compare, curve, report.
 
 Every command runs under one handler: an expected failure (bad input, a file-system error, a
 plugin that fails to load) prints one line and exits 2; a run that failed after it had kept a
@@ -319,6 +319,39 @@ def _add_train_and_compare(sub: argparse._SubParsersAction) -> None:
     )
     c.set_defaults(func=cmd_compare)
 
+    q = sub.add_parser(
+        "curve",
+        help="black-box strategies on a space's benchmark table: best found against queries",
+        description="Run each black-box strategy on the space's benchmark table under many "
+        "seeds (no data, no training) and write the query-budget curve: a Markdown table "
+        "(mean ± sd of the best value at 25, 50, 100, 200 queries, and wall time), "
+        "curve.json and curve.png.",
+    )
+    q.add_argument(
+        "--space", default="nb201", help="a space with a benchmark table (default nb201)"
+    )
+    q.add_argument(
+        "--space-opt", action="append", metavar="KEY=VALUE", default=[], help="space option"
+    )
+    q.add_argument(
+        "--strategies",
+        default="random,tpe,evolution",
+        help="comma-separated black-box strategies (default random,tpe,evolution)",
+    )
+    q.add_argument(
+        "--strategy-opt",
+        action="append",
+        metavar="NAME:KEY=VALUE",
+        default=[],
+        help="option of one strategy, e.g. evolution:population=20 (repeatable)",
+    )
+    q.add_argument("--seeds", type=int, default=100, help="seeds 0..N-1 (default 100)")
+    q.add_argument(
+        "--queries", type=int, default=200, help="table queries per search (default 200)"
+    )
+    q.add_argument("--out", help="folder for curve.md, curve.json and curve.png")
+    q.set_defaults(func=cmd_curve)
+
 
 # ---- run -------------------------------------------------------------------------------------
 def resolve_config(args: argparse.Namespace) -> dict[str, Any]:
@@ -402,7 +435,8 @@ def _run(args: argparse.Namespace, *, writer: bool) -> int:
         shown = {k: v for k, v in found.metrics.items() if isinstance(v, float)}
         print(f"genotype: {found.describe()}")
         print("metrics: " + ", ".join(f"{k} {v:.4f}" for k, v in shown.items()))
-        print(_validation_line(found.metrics, m))
+        if f"val_{m}" in found.metrics:  # a search by table trains nothing: no validation
+            print(_validation_line(found.metrics, m))
         table = report.table_text(found.metrics)
         if table:
             print(f"benchmark table, the genotype's {table}")
@@ -490,6 +524,37 @@ def cmd_compare(args: argparse.Namespace) -> int:
         from nasplug.rundir import atomic_write
 
         atomic_write(Path(args.out), table.encode())
+    return 0
+
+
+# ---- curve -----------------------------------------------------------------------------------
+def cmd_curve(args: argparse.Namespace) -> int:
+    from nasplug.options import OptionError, parse_pairs
+    from nasplug.querycurve import curve
+
+    names = [n.strip() for n in args.strategies.split(",") if n.strip()]
+    per: dict[str, list[str]] = {}
+    for text in args.strategy_opt:
+        name, sep, pair = text.partition(":")
+        if not sep or not name or "=" not in pair:
+            raise OptionError(
+                f"--strategy-opt {text!r}; accepted: NAME:KEY=VALUE, e.g. evolution:population=20"
+            )
+        per.setdefault(name, []).append(pair)
+    if args.out and Path(args.out).exists() and not Path(args.out).is_dir():
+        raise OptionError(f"--out {args.out} is an existing file; accepted: a folder")
+    found = curve(
+        args.space,
+        names,
+        seeds=args.seeds,
+        queries=args.queries,
+        space_opts=parse_pairs(args.space_opt, "--space-opt"),
+        strategy_opts={k: parse_pairs(v, f"--strategy-opt {k}:") for k, v in per.items()},
+    )
+    sys.stdout.write(found.table())
+    if args.out:
+        for path in found.save(args.out):
+            print(f"wrote {path}", file=sys.stderr)
     return 0
 
 

@@ -30,6 +30,7 @@ __all__ = [
     "Relaxation",
     "SearchContext",
     "SearchSpace",
+    "SearchesTable",
     "Strategy",
     "Suggest",
     "Weights",
@@ -359,6 +360,27 @@ class Strategy(ABC):
     @abstractmethod
     def search(self, ctx: SearchContext) -> SearchResult:
         """Run the search and return the chosen genotype with its metrics."""
+
+
+@runtime_checkable
+class SearchesTable(Protocol):
+    """A strategy capability: a black-box search that can score genotypes by a table alone.
+
+    ``method`` is the instance's evaluation method. With ``method == "table"`` a run checks,
+    before anything is written, that the space offers a benchmark (see
+    :func:`nasplug.candidates.benchmark_of`), and ``search(ctx)`` scores every genotype by it.
+    ``search_table(space, seed=, queries=)`` is the same search with nothing but the space: no
+    data, trainer or run directory, so the query-budget curve can run it for hundreds of seeds.
+    Its result's ``history`` holds one row per query, in order, the table's value under
+    ``metric`` (see :func:`nasplug.candidates.table_result`); under one seed it is the same
+    search ``search(ctx)`` makes with ``method=table`` and that budget.
+    """
+
+    method: str
+
+    def search_table(self, space: SearchSpace, *, seed: int, queries: int) -> SearchResult:
+        """Search ``space`` with ``queries`` lookups of its table, under ``seed``."""
+        ...
 
 
 class Dataset(ABC):

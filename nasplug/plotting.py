@@ -23,6 +23,7 @@ __all__ = [
     "candidates_figure",
     "curves_figure",
     "genotype_figure",
+    "query_curve_figure",
     "save",
     "slug",
     "sparsity_figure",
@@ -996,6 +997,51 @@ def candidates_figure(
         ax.set_ylabel(label)
         ax.set_title(f"{label} vs {col} (Spearman {rho:+.2f})", fontsize=10)
         ax.grid(alpha=0.3)
+    return fig
+
+
+# ---- black-box strategies on a benchmark table -----------------------------------------------
+def query_curve_figure(
+    curves: Mapping[str, Sequence[Sequence[float]]], label: str, *, best: float, seeds: int
+) -> Figure:
+    """Best-so-far table value against the number of queries: per strategy the mean over seeds
+    and a band of one sd either side (capped at the table's best, which no seed can pass), and
+    the table's best as a dashed line."""
+    import statistics
+    import textwrap
+
+    fig = _figure(7.5, 4.6, top=0.5)
+    ax = fig.subplots()
+    colours = _palette(list(curves))
+    floor = best
+    for name, runs in curves.items():
+        columns = list(zip(*runs, strict=True))
+        x = list(range(1, len(columns) + 1))
+        mean = [statistics.fmean(c) for c in columns]
+        sd = [statistics.stdev(c) if len(c) > 1 else 0.0 for c in columns]
+        ax.fill_between(
+            x,
+            [m - s for m, s in zip(mean, sd, strict=True)],
+            [min(m + s, best) for m, s in zip(mean, sd, strict=True)],
+            color=colours[name],
+            alpha=0.18,
+            linewidth=0,
+        )
+        ax.plot(x, mean, "-", color=colours[name], label=name)
+        settle = min(len(mean), 10) - 1  # the first few queries would squash the rest
+        floor = min(floor, mean[settle] - sd[settle])
+    ax.axhline(best, color=_EDGE_GREY, linestyle="--", linewidth=1, label=f"table best {best:.2f}")
+    ax.set_ylim(floor, best + 0.05 * (best - floor) + 1e-9)
+    ax.set_xlabel("table queries")
+    ax.set_ylabel("best so far")
+    ax.xaxis.set_major_locator(_integer_locator())
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8, loc="lower right")
+    title = (
+        textwrap.fill(label, 90, break_on_hyphens=False) + f"\nmean and ± 1 sd over {seeds} seeds"
+    )
+    fig.subplots_adjust(top=1 - (0.35 + 0.18 * title.count("\n")) / 4.6)
+    ax.set_title(title, fontsize=9)
     return fig
 
 

@@ -572,6 +572,9 @@ def _pictures(
     if target is not None:
         higher = bool((rec.metrics or {}).get("higher_is_better", True))
         label = f"validation {metric}" if target == "metric" else target
+        done = rec.metrics or {}
+        if target == "metric" and f"val_{metric}" not in done and TABLE_METRIC in done:
+            label = str(done[TABLE_METRIC])  # a search by table: its candidates hold its values
         keep(
             "candidates",
             "candidates",

@@ -1,8 +1,8 @@
 """TPE: Optuna's tree-structured Parzen estimator over the space's discrete choices.
 
 Each trial draws a genotype with ``space.sample(trial.suggest_categorical)`` and trains it
-briefly; the validation metric is reported after every epoch so that a pruner can stop
-hopeless trials early. The study lives in an Optuna storage, so several ``nasplug run``
+briefly (the validation metric is reported after every epoch so that a pruner can stop
+hopeless trials early), or looks it up in the space's benchmark table (``method=table``). The study lives in an Optuna storage, so several ``nasplug run``
 processes, on one machine or many, can work on one study and Optuna's own tools can read it.
 """
 
@@ -12,18 +12,27 @@ import math
 import os
 import socket
 import time
+import warnings
 from pathlib import Path
 from typing import Any, Literal
 
 import torch
 
-from nasplug.candidates import best_candidate, forget_checkpoint, train_candidate
-from nasplug.interfaces import SearchContext, Strategy
+from nasplug.candidates import (
+    benchmark_of,
+    best_candidate,
+    forget_checkpoint,
+    log_queries,
+    table_result,
+    train_candidate,
+)
+from nasplug.interfaces import SearchContext, SearchSpace, Strategy
 from nasplug.training import count_params
 from nasplug.types import Genotype, SearchResult
 
-__all__ = ["PRUNERS", "TPE", "open_storage"]
+__all__ = ["METHODS", "PRUNERS", "TPE", "open_storage"]
 
+METHODS = ("train", "table")
 PRUNERS = ("median", "hyperband", "none")
 _STORAGE_HELP = (
     "accepted: sqlite:///PATH, postgresql://USER@HOST/DB, mysql://USER@HOST/DB, "
@@ -48,7 +57,14 @@ class TPE(Strategy):
     the same run directory (or by a dead process on this host) are marked FAIL; failed trials
     do not count, so a rerun completes the budget.
 
+    With ``method=table`` each trial looks its genotype up in the space's benchmark table: no
+    data, no training, no pruning; the study is private and in memory (a table search takes
+    seconds, there is nothing to share or resume), and the run records the table's best value
+    under the table's own metric name.
+
     Args:
+        method: ``train`` (a short training per trial) or ``table`` (a lookup in the space's
+            benchmark table; ``trials`` is then the number of queries).
         trials: the study's budget of trials (over all workers and sessions; 0: no limit,
             then ``time_budget`` is needed).
         time_budget: this worker's wall-clock seconds in this session: no trial starts after
@@ -58,6 +74,10 @@ class TPE(Strategy):
         pruner: ``median`` (Optuna's MedianPruner), ``hyperband`` or ``none``.
         startup_trials: random trials before TPE models the results (also the median
             pruner's warm-up in trials).
+        multivariate: model the decisions jointly (Optuna's multivariate TPE, with ``group``
+            for spaces whose decisions depend on earlier ones) instead of one by one. On the
+            nb201 table it finds better cells in fewer queries, and samples faster (see
+            docs/benchmarks.md).
     """
 
     def __init__(
@@ -68,7 +88,13 @@ class TPE(Strategy):
         pruner: str = "median",
         startup_trials: int = 5,
         time_budget: float = 0.0,
+        method: str = "train",
+        multivariate: bool = True,
     ) -> None:
+        if method not in METHODS:
+            raise ValueError(f"unknown tpe method {method!r}; accepted: {', '.join(METHODS)}")
+        if method == "table" and trials == 0:
+            raise ValueError("method=table counts table queries: give trials > 0")
         if pruner not in PRUNERS:
             raise ValueError(f"unknown pruner {pruner!r}; accepted: {', '.join(PRUNERS)}")
         if trials < 0 or time_budget < 0 or train_epochs < 1 or startup_trials < 0:
@@ -83,9 +109,16 @@ class TPE(Strategy):
         self.lr = lr
         self.pruner = pruner
         self.startup_trials = startup_trials
+        self.method = method
+        self.multivariate = multivariate
 
     def search(self, ctx: SearchContext) -> SearchResult:
         import optuna
+
+        if self.method == "table":
+            result = self.search_table(ctx.space, seed=ctx.seed, queries=self.trials)
+            log_queries(ctx, "tpe", result)
+            return result
 
         trainer, task = ctx.trainer, ctx.task
         run_dir = ctx.options.get("run_dir")
@@ -114,7 +147,7 @@ class TPE(Strategy):
         # A private study gets a reproducible sampler; workers sharing one must not all
         # propose the same first trials.
         seed = ctx.seed + len(study.trials) if url is None else None
-        study.sampler = optuna.samplers.TPESampler(seed=seed, n_startup_trials=self.startup_trials)
+        study.sampler = self._sampler(seed)
         counted = tuple(optuna.trial.TrialState[s] for s in _COUNTED)
         worker = {"run_dir": str(run_dir or ""), "host": socket.gethostname(), "pid": os.getpid()}
         start, ran = time.time(), 0
@@ -129,6 +162,42 @@ class TPE(Strategy):
                 gc_after_trial=False,
             )
         return self._result(ctx, study)
+
+    def search_table(self, space: SearchSpace, *, seed: int, queries: int) -> SearchResult:
+        """``queries`` trials of a private in-memory study, each a lookup in the table."""
+        import optuna
+
+        t0 = time.perf_counter()
+        table = benchmark_of(space, "tpe", METHODS)
+        rows: list[dict[str, Any]] = []
+
+        def objective(trial: Any) -> float:
+            genotype = space.sample(trial.suggest_categorical)
+            value = table.query(genotype)
+            rows.append({"index": trial.number, "genotype": genotype.to_dict(), "metric": value})
+            return value
+
+        verbosity = optuna.logging.get_verbosity()
+        optuna.logging.set_verbosity(optuna.logging.WARNING)
+        try:
+            study = optuna.create_study(direction="maximize", sampler=self._sampler(seed))
+            study.optimize(objective, n_trials=queries, catch=(), gc_after_trial=False)
+        finally:
+            optuna.logging.set_verbosity(verbosity)
+        return table_result(table, rows, time.perf_counter() - t0)
+
+    def _sampler(self, seed: int | None) -> Any:
+        import optuna
+
+        with warnings.catch_warnings():
+            # multivariate and group are marked experimental; the choice is the user's.
+            warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+            return optuna.samplers.TPESampler(
+                seed=seed,
+                n_startup_trials=self.startup_trials,
+                multivariate=self.multivariate,
+                group=self.multivariate,
+            )
 
     def _objective(self, ctx: SearchContext, trial: Any, worker: dict[str, Any]) -> float:
         import optuna

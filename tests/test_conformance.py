@@ -61,6 +61,7 @@ TINY: dict[str, dict[str, dict[str, Any] | Callable[[Path], dict[str, Any]]]] = 
     "strategy": {
         "pdarts": {"stages": 2, "depths": "", "keep": "2", "skip_dropout": "0.0,0.4"},
         "random": {"candidates": 2, "train_epochs": 1},
+        "evolution": {"population": 2, "sample": 2, "candidates": 3, "train_epochs": 1},
         "tpe": {"trials": 2, "train_epochs": 1, "startup_trials": 1},
     },
     "dataset": {

@@ -223,7 +223,7 @@ def test_its_strategy_searches_the_builtin_dense_space(plugin_path, on_path, tmp
         "--space-opt",
         "width=8",
         "--strategy",
-        "evolution",
+        "example-evolution",
         "--strategy-opt",
         "population=2",
         "--strategy-opt",

@@ -250,27 +250,34 @@ def test_random_search_by_time(tmp_path):
     assert took < 0.5 + 3 * per + 5
 
 
-def test_random_search_does_not_redo_finished_candidates(tmp_path, monkeypatch):
-    import nasplug_plugins.random_search as rs
+@pytest.mark.parametrize("name", ["random", "evolution"])
+def test_a_black_box_search_does_not_redo_finished_candidates(tmp_path, monkeypatch, name):
+    import nasplug.candidates as candidates
+    from nasplug import registry
 
-    whole = RandomSearch(candidates=4, train_epochs=1).search(_ctx(tmp_path / "whole"))
-    real = rs.train_candidate
+    def strategy():
+        opts = {"population": 2, "sample": 2} if name == "evolution" else {}
+        return registry.load("strategy", name)(candidates=4, train_epochs=1, **opts)
+
+    whole = strategy().search(_ctx(tmp_path / "whole"))
+    real = candidates.train_candidate
 
     def killed_at_third(ctx, genotype, *, phase, **kw):
         if phase.endswith("00002"):
             raise KeyboardInterrupt
         return real(ctx, genotype, phase=phase, **kw)
 
-    monkeypatch.setattr(rs, "train_candidate", killed_at_third)
+    monkeypatch.setattr(candidates, "train_candidate", killed_at_third)
     with pytest.raises(KeyboardInterrupt):
-        RandomSearch(candidates=4, train_epochs=1).search(_ctx(tmp_path / "killed"))
-    monkeypatch.setattr(rs, "train_candidate", real)
-    resumed = RandomSearch(candidates=4, train_epochs=1).search(_ctx(tmp_path / "killed"))
+        strategy().search(_ctx(tmp_path / "killed"))
+    monkeypatch.setattr(candidates, "train_candidate", real)
+    resumed = strategy().search(_ctx(tmp_path / "killed"))
 
     assert [r["genotype"] for r in resumed.candidates] == [r["genotype"] for r in whole.candidates]
     assert [r["metric"] for r in resumed.candidates] == [r["metric"] for r in whole.candidates]
     trained = [e["phase"] for e in _events(tmp_path / "killed", "train_epoch")]
-    assert sorted(trained) == [f"random/candidate{i:05d}" for i in range(4)]  # each once
+    assert sorted(trained) == [f"{name}/candidate{i:05d}" for i in range(4)]  # each once
+    assert not list((tmp_path / "killed" / "checkpoints").glob(f"{name}/candidate*"))
 
 
 def test_random_search_bad_options():

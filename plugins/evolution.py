@@ -1,0 +1,245 @@
+"""Regularized (aging) evolution: the baseline every NAS benchmark reports (Real et al., 2019).
+
+A population of ``population`` genotypes starts as distinct random draws. Each step samples
+``sample`` members at random, mutates the best of them (one decision changed) into a child,
+evaluates the child, adds it and removes the *oldest* member, whatever its score: the
+population is always the ``population`` most recently evaluated genotypes. Candidates are
+evaluated as random search evaluates them (a short training, a shared supernet, or the space's
+benchmark table; see :class:`nasplug.candidates.Evaluation`).
+"""
+
+from __future__ import annotations
+
+import math
+import random
+import time
+from collections.abc import Callable, Sequence
+from typing import Any
+
+from nasplug.candidates import (
+    Evaluate,
+    Evaluation,
+    SamplePool,
+    benchmark_of,
+    best_candidate,
+    candidate_phase,
+    forget_checkpoint,
+    log_queries,
+    table_result,
+)
+from nasplug.interfaces import SearchContext, SearchSpace, Strategy
+from nasplug.memo import Memo
+from nasplug.types import Genotype, SearchResult
+
+__all__ = ["Evolution", "mutate"]
+
+
+class Evolution(Strategy):
+    """Aging evolution over the space's valid genotypes, for any space.
+
+    A mutation replays the parent's decisions through ``space.sample`` with one of them
+    answered differently (see :func:`mutate`), so the child is always a valid genotype of the
+    space. Every step's randomness depends only on the seed and the step, and every finished
+    candidate is checkpointed, so a killed search resumes without redoing any and ends as an
+    uninterrupted one would. Each evaluation counts against ``candidates``, a child equal to an
+    earlier genotype included. With ``method=table`` the search takes no data and no training.
+
+    Args:
+        population: members of the population (the first ``population`` candidates are
+            distinct random genotypes).
+        sample: members drawn at random (without replacement) for each tournament; the best of
+            them is the parent. The defaults (10 and 5) were chosen on the nb201 table (see
+            docs/benchmarks.md).
+        candidates: genotypes evaluated in all, the initial population included.
+        method: ``train``, ``supernet`` or ``table`` (see :class:`~nasplug.candidates.Evaluation`).
+        train_epochs: training epochs of each candidate (``train``).
+        lr: SGD learning rate of each candidate's training (``train``).
+        supernet_epochs: epochs of the supernet (``supernet``; 0: the run's epochs).
+        recalibrate: batches on which BatchNorm statistics are re-estimated for each candidate
+            (``supernet``; 0: use the shared statistics).
+    """
+
+    def __init__(
+        self,
+        population: int = 10,
+        sample: int = 5,
+        candidates: int = 20,
+        method: str = "train",
+        train_epochs: int = 2,
+        lr: float = 0.025,
+        supernet_epochs: int = 0,
+        recalibrate: int = 4,
+    ) -> None:
+        self.evaluation = Evaluation(
+            method, train_epochs, lr, supernet_epochs, recalibrate, who="evolution"
+        )
+        if population < 1 or candidates < 1:
+            raise ValueError(
+                f"population and candidates must be at least 1, got {population} and {candidates}"
+            )
+        if not 1 <= sample <= population:
+            raise ValueError(
+                f"sample must be between 1 and population ({population}), got {sample}"
+            )
+        self.population = population
+        self.sample = sample
+        self.candidates = candidates
+        self.method = method
+
+    def search(self, ctx: SearchContext) -> SearchResult:
+        if self.method == "table":
+            result = self.search_table(ctx.space, seed=ctx.seed, queries=self.candidates)
+            log_queries(ctx, "evolution", result)
+            return result
+        trainer, task = ctx.trainer, ctx.task
+        evaluate, spent = self.evaluation.prepare(ctx, "evolution")
+        memo = Memo(candidates=[], seconds=0.0)
+        propose = _Proposer(ctx.space, ctx.seed, self.population, self.sample, task.better)
+        for i in trainer.epochs(self.candidates, {"memo": memo}, "evolution"):
+            if i > 0:  # the finished candidate is in the memo now
+                forget_checkpoint(trainer, candidate_phase("evolution", i - 1))
+            rec = _evaluated(propose, evaluate, memo["candidates"], i)
+            memo["candidates"].append(rec)
+            memo["seconds"] += rec["seconds"]
+            trainer.log("candidate", **rec)
+            trainer.say(
+                f"evolution candidate {i + 1} ({rec['origin']}): {task.metric} "
+                f"{_fmt(rec['metric'])} ({rec['params']} parameters, {rec['seconds']:.1f}s)"
+            )
+        rows = list(memo["candidates"])
+        forget_checkpoint(trainer, candidate_phase("evolution", len(rows) - 1))
+        best = best_candidate(rows, task.better)
+        metrics = {
+            f"val_{task.metric}": best["metric"],
+            "params": float(best["params"]),
+            "candidates": float(len(rows)),
+            "search_seconds": spent + memo["seconds"],
+        }
+        return SearchResult(Genotype.from_dict(best["genotype"]), metrics, rows, rows)
+
+    def search_table(self, space: SearchSpace, *, seed: int, queries: int) -> SearchResult:
+        """``queries`` evaluations under ``seed``, each a lookup in the space's table."""
+        t0 = time.perf_counter()
+        table = benchmark_of(space, "evolution", self.evaluation.accepted)
+        propose = _Proposer(space, seed, self.population, self.sample, _greater)
+
+        def evaluate(genotype: Genotype, i: int) -> dict[str, Any]:
+            return {"genotype": genotype.to_dict(), "metric": table.query(genotype)}
+
+        rows: list[dict[str, Any]] = []
+        for i in range(queries):
+            rows.append(_evaluated(propose, evaluate, rows, i, timed=False))
+        return table_result(table, rows, time.perf_counter() - t0)
+
+
+def mutate(
+    space: SearchSpace, decisions: dict[str, Any], rng: random.Random
+) -> tuple[Genotype, dict[str, Any]] | None:
+    """A child of the genotype that ``decisions`` drew: one decision answered differently.
+
+    ``decisions`` maps every ``suggest(name, options)`` call of the parent's ``space.sample``
+    to its answer. The child replays them through ``space.sample``; one decision, picked at
+    random among those with another option, gets a different option, picked at random. A
+    decision the parent never took (a space whose later decisions depend on earlier ones) is
+    drawn at random. Decision names must be unique within one draw, as in every built-in space.
+    Returns the child and its decisions, or None when no decision has another option.
+    """
+    names = list(decisions)
+    rng.shuffle(names)
+    for target in names:
+        child = _replay(space, decisions, target, rng)
+        if child is not None:
+            return child
+    return None
+
+
+def _replay(
+    space: SearchSpace, decisions: dict[str, Any], target: str, rng: random.Random
+) -> tuple[Genotype, dict[str, Any]] | None:
+    """The parent's draw replayed with decision ``target`` changed; None if it has no other
+    option."""
+    child: dict[str, Any] = {}
+    changed = False
+
+    def suggest(name: str, options: Sequence[Any]) -> Any:
+        nonlocal changed
+        options = list(options)
+        parent = decisions.get(name)
+        others = [o for o in options if o != parent] if name == target else []
+        if others:
+            changed = True
+            child[name] = rng.choice(others)
+        elif name in decisions and parent in options:
+            child[name] = parent
+        else:
+            child[name] = rng.choice(options)
+        return child[name]
+
+    genotype = space.sample(suggest)
+    return (genotype, child) if changed else None
+
+
+class _Proposer:
+    """The genotype of each step: the initial draws, then tournaments and mutations."""
+
+    def __init__(
+        self,
+        space: SearchSpace,
+        seed: int,
+        population: int,
+        sample: int,
+        better: Callable[[float, float], bool],
+    ) -> None:
+        self.space, self.seed = space, seed
+        self.population, self.sample, self.better = population, sample, better
+        self.pool = SamplePool(space, seed)
+
+    def __call__(self, rows: list[dict[str, Any]], i: int) -> tuple[Genotype, dict[str, Any]]:
+        """The i-th candidate, its decisions and where it came from, given the rows before it."""
+        if i < self.population:
+            genotype = self.pool.get(i)
+            if genotype is not None:
+                return genotype, {"decisions": self.pool.decisions(i), "origin": "random"}
+        rng = random.Random(f"evolution/{self.seed}/{i}")
+        members = rows[-self.population :]
+        contenders = rng.sample(range(len(members)), min(self.sample, len(members)))
+        parent = contenders[0]
+        for k in contenders[1:]:
+            m, b = members[k]["metric"], members[parent]["metric"]
+            if _finite(m) and (not _finite(b) or self.better(m, b)):
+                parent = k
+        mutated = mutate(self.space, members[parent]["decisions"], rng)
+        if mutated is None:  # a space of one genotype: nothing to mutate
+            row = members[parent]
+            copy = {"decisions": dict(row["decisions"]), "origin": "copy"}
+            return Genotype.from_dict(row["genotype"]), copy
+        genotype, decisions = mutated
+        return genotype, {"decisions": decisions, "origin": f"mutant of {members[parent]['index']}"}
+
+
+def _evaluated(
+    propose: _Proposer,
+    evaluate: Evaluate,
+    rows: list[dict[str, Any]],
+    i: int,
+    *,
+    timed: bool = True,
+) -> dict[str, Any]:
+    genotype, extra = propose(rows, i)
+    t0 = time.time()
+    rec = {"index": i, **evaluate(genotype, i), **extra}
+    if timed:
+        rec["seconds"] = time.time() - t0
+    return rec
+
+
+def _greater(a: float, b: float) -> bool:
+    return a > b
+
+
+def _finite(v: Any) -> bool:
+    return isinstance(v, (int, float)) and math.isfinite(v)
+
+
+def _fmt(v: Any) -> str:
+    return f"{v:.4f}" if _finite(v) else "nan"
