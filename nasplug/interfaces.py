@@ -18,11 +18,13 @@ from torch import nn
 from nasplug import registry
 from nasplug.rundir import RunDir
 from nasplug.trainer import Trainer
-from nasplug.types import Choice, Data, Genotype, Group, SearchResult, Task
+from nasplug.types import Choice, Data, Genotype, Group, LinearConstraint, SearchResult, Task
 
 __all__ = [
     "BenchmarkTable",
+    "Constrains",
     "Dataset",
+    "DeclaresParameterFree",
     "OffersBenchmark",
     "Relaxation",
     "SearchContext",
@@ -184,6 +186,49 @@ class OffersBenchmark(Protocol):
     """
 
     def benchmark(self) -> BenchmarkTable: ...
+
+
+@runtime_checkable
+class DeclaresParameterFree(Protocol):
+    """A space capability: which candidates hold no parameters, per cell.
+
+    ``parameter_free()`` maps each cell (a set of groups whose mass a relaxation's cap counts
+    together, e.g. the DARTS space's ``normal`` and ``reduce`` cells) to its (choice, candidate)
+    entries whose op has no trainable parameters where it sits, as the space builds it (not
+    guessed from names). Relaxations with a ``cap`` turn it into one
+    :class:`~nasplug.types.LinearConstraint` per cell with
+    :func:`nasplug.polytope.cap_constraints`.
+    """
+
+    def parameter_free(self) -> Mapping[str, Sequence[tuple[str, str]]]: ...
+
+
+@runtime_checkable
+class Constrains(Protocol):
+    """A relaxation capability: linear constraints across groups, met by the weights.
+
+    ``constraints(space)`` is asked once when a supernet search starts (empty: none; a
+    relaxation typically builds them from a space capability such as
+    :class:`DeclaresParameterFree`). Every group a constraint spans is then weighed with the
+    others it spans, through ``constrained_weights`` instead of ``group_weights``: ``groups``
+    holds per group its members' logits (``unused`` left out, as for ``group_weights``), ``ks``
+    their masses, ``costs`` the constraint's coefficients shaped as ``groups``, ``bound`` its
+    bound; the result is shaped as ``groups`` and must meet ``sum(costs * weights) <= bound``.
+    ``evaluation`` asks for the deterministic weights (validation, derivation). A group is
+    spanned by at most one constraint.
+    """
+
+    def constraints(self, space: SearchSpace) -> tuple[LinearConstraint, ...]: ...
+
+    def constrained_weights(
+        self,
+        groups: Sequence[Sequence[torch.Tensor]],
+        ks: Sequence[int],
+        costs: Sequence[Sequence[torch.Tensor]],
+        bound: float,
+        *,
+        evaluation: bool = False,
+    ) -> list[list[torch.Tensor]]: ...
 
 
 class Relaxation(ABC):
