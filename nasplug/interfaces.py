@@ -248,9 +248,10 @@ class Relaxation(ABC):
     On a space with :class:`~nasplug.types.Group` s, ``group_weights(rows, k)`` (and
     ``eval_group_weights``) is asked first for the members of each group at once, their
     ``unused`` candidate left out; a relaxation that returns None there (the default) is
-    group-unaware and weighs every choice on its own. ``frozen()`` says, before each step,
-    whether the weights no longer depend on the logits (a final hard phase): strategies then
-    take no architecture step.
+    group-unaware and weighs every choice on its own. A relaxation with the
+    :class:`Constrains` capability weighs the groups of each of its constraints together
+    instead. ``frozen()`` says, before each step, whether the weights no longer depend on the
+    logits (a final hard phase): strategies then take no architecture step.
     """
 
     skip_is_exact: ClassVar[bool] = True
