@@ -293,7 +293,8 @@ def constrained_projection(
     bracketing search whose steps are the roots of the pieces (bisection where they leave the
     bracket); the active sets at the root then give ``x`` and ``lam`` in closed form inside
     autograd, as :func:`group_projection` does. Where the constraint is slack at ``lam = 0``
-    the result is :func:`group_projection` per group, bit for bit.
+    the result is :func:`group_projection` per group, bit for bit. All groups are computed at
+    once, padded into one (groups, members, candidates) block.
 
     Args:
         groups: per group, one 1-D tensor of logits per member.
@@ -303,35 +304,29 @@ def constrained_projection(
     """
     for rows, k in zip(groups, ks, strict=True):
         _check_group(rows, k)
-    z = [_np_padded([r.detach().double().cpu().numpy() for r in rows]) for rows in groups]
-    a = [_np_padded([c.detach().double().cpu().numpy() for c in rows], 0.0) for rows in costs]
-    found = _multiplier(z, a, ks, float(bound))
+    block = _Block(groups)
+    flat_z = torch.cat([torch.cat(list(rows)) for rows in groups])
+    flat_a = torch.cat([torch.cat(list(rows)) for rows in costs]).to(flat_z)
+    z = block.padded(flat_z.detach().double().cpu().numpy(), -math.inf)
+    a = block.padded(flat_a.detach().double().cpu().numpy(), 0.0)
+    mass = np.array(ks, dtype=np.float64)
+    found = _multiplier(z, a, mass, float(bound))
     if found is None:
         return [group_projection(rows, k) for rows, k in zip(groups, ks, strict=True)]
-    sets, flat = found
-    parts = []
-    num = den = torch.zeros((), dtype=groups[0][0].dtype, device=groups[0][0].device)
-    for rows, k, a_rows, (capped_np, free_np, support_np) in zip(
-        groups, ks, costs, sets, strict=True
-    ):
-        width = max(len(r) for r in rows)
-        zg = _padded(list(rows), width)
-        ag = torch.stack([torch.nn.functional.pad(c.to(zg), (0, width - len(c))) for c in a_rows])
-        capped, free, support = (
-            torch.from_numpy(m).to(zg.device) for m in (capped_np, free_np, support_np)
-        )
-        x0 = _above_thresholds(zg, capped, free, support, 1.0, k - int(capped.sum()))
-        d = _above_thresholds(ag, capped, free, support, 0.0, 0.0)
-        num = num + (ag * x0).sum()
-        den = den + (ag * d).sum()
-        parts.append((rows, x0, d, support | free))
-    out = []
-    for rows, x0, d, used in parts:
-        # On a flat piece (the constraint's side constant in lam) x does not depend on lam.
-        x = x0 if flat else x0 - (num - bound) / den * d
-        x = torch.where(used, x.clamp_min(0), torch.zeros_like(x))
-        out.append([x[e, : len(r)] for e, r in enumerate(rows)])
-    return out
+    (capped, free, support), flat = found
+    device = flat_z.device
+    capped_t, free_t, support_t = (torch.from_numpy(m).to(device) for m in (capped, free, support))
+    index = torch.from_numpy(block.index).to(device)
+    zg = flat_z.new_zeros(z.size).index_copy(0, index, flat_z).view(z.shape)
+    ag = flat_a.new_zeros(a.size).index_copy(0, index, flat_a).view(a.shape)
+    free_mass = torch.from_numpy(mass - capped.sum(axis=1)).to(zg)
+    x = _above_thresholds(zg, capped_t, free_t, support_t, 1.0, free_mass)
+    if not flat:  # on a flat piece (the constraint's side constant in lam) x does not need lam
+        d = _above_thresholds(ag, capped_t, free_t, support_t, 0.0, torch.zeros_like(free_mass))
+        x = x - ((ag * x).sum() - bound) / (ag * d).sum() * d
+    x = torch.where(support_t | free_t, x.clamp_min(0), torch.zeros_like(x))
+    parts = iter(x.reshape(-1).index_select(0, index).split(block.sizes))
+    return [[next(parts) for _ in rows] for rows in groups]
 
 
 def constrained_vertex(
@@ -404,53 +399,65 @@ def _group_front(z: list[list[float]], a: list[list[float]], k: int, g: int) -> 
     return table[k]
 
 
+class _Block:
+    """Where every entry of several groups' rows sits in one (groups, members, candidates)
+    array: ``index`` into its flattened form, in the order of the rows' concatenation."""
+
+    def __init__(self, groups: Sequence[Sequence[torch.Tensor]]) -> None:
+        self.sizes = [len(r) for rows in groups for r in rows]
+        members, width = max(len(rows) for rows in groups), max(self.sizes)
+        self.shape = (len(groups), members, width)
+        self.index = np.concatenate(
+            [
+                (g * members + e) * width + np.arange(len(r))
+                for g, rows in enumerate(groups)
+                for e, r in enumerate(rows)
+            ]
+        )
+        self.members = np.zeros(self.shape[:2], dtype=bool)
+        for g, rows in enumerate(groups):
+            self.members[g, : len(rows)] = True
+
+    def padded(self, flat: np.ndarray, value: float) -> np.ndarray:
+        out = np.full(self.shape, value)
+        out.reshape(-1)[self.index] = flat
+        return out
+
+
 def _above_thresholds(
     v: torch.Tensor,
     capped: torch.Tensor,
     free: torch.Tensor,
     support: torch.Tensor,
     row_mass: float,
-    free_mass: float,
+    free_mass: torch.Tensor,
 ) -> torch.Tensor:
-    """``v`` minus the thresholds that give the capped rows ``row_mass`` each and the free
+    """``v`` minus the thresholds that give each capped row ``row_mass`` and each group's free
     entries ``free_mass`` in all, on the active sets (zero elsewhere), in closed form."""
-    t = ((v * support).sum(1) - row_mass) / support.sum(1).clamp_min(1)
-    n_free = int(free.sum())
-    thr = torch.where(capped, t, ((v * free).sum() - free_mass) / n_free) if n_free else t
-    return torch.where(support | free, v - thr[:, None], torch.zeros_like(v))
-
-
-def _np_padded(rows: Sequence[np.ndarray], value: float = -math.inf) -> np.ndarray:
-    width = max(len(r) for r in rows)
-    out = np.full((len(rows), width), value)
-    for e, r in enumerate(rows):
-        out[e, : len(r)] = r
-    return out
+    t = ((v * support).sum(2) - row_mass) / support.sum(2).clamp_min(1)
+    tau = ((v * free).sum((1, 2)) - free_mass) / free.sum((1, 2)).clamp_min(1)
+    thr = torch.where(capped, t, tau[:, None])
+    return torch.where(support | free, v - thr[..., None], torch.zeros_like(v))
 
 
 def _multiplier(
-    z: list[np.ndarray], a: list[np.ndarray], ks: Sequence[int], bound: float
-) -> tuple[list[_Sets], bool] | None:
+    z: np.ndarray, a: np.ndarray, ks: np.ndarray, bound: float
+) -> tuple[_Sets, bool] | None:
     """The active sets at the constraint's multiplier, and whether its piece is flat; None when
     the constraint is slack without it. ``z`` is padded with -inf, ``a`` with 0."""
     tol = _slack(bound)
-    flat = 1e-12 * max(1.0, sum(float((ag * ag).sum()) for ag in a))
+    flat = 1e-12 * max(1.0, float((a * a).sum()))
+    members = np.isfinite(z).any(axis=2)
 
-    def at(lam: float) -> tuple[float, float, float, list[_Sets]]:
-        value, slope, sets = 0.0, 0.0, []
-        for zg, ag, k in zip(z, a, ks, strict=True):
-            y = zg - lam * ag
-            s = _np_sets(y, k)
-            value += float((ag * _np_solution(y, k, s)).sum())
-            slope += _np_slope(ag, s)
-            sets.append(s)
-        return lam, value, slope, sets
+    def at(lam: float) -> tuple[float, float, float, _Sets]:
+        y = z - lam * a
+        sets = _np_sets(y, members, ks)
+        return lam, float((a * _np_solution(y, ks, sets)).sum()), _np_slope(a, sets), sets
 
     lo = at(0.0)
     if lo[1] <= bound + tol:
         return None
-    spread = max(float(np.ptp(zg[np.isfinite(zg)])) for zg in z)
-    lam, hi = spread + 1.0, None
+    lam, hi = float(np.ptp(z[np.isfinite(z)])) + 1.0, None
     for _ in range(2000):
         point = at(lam)
         if point[1] <= bound + tol:
@@ -482,40 +489,46 @@ def _multiplier(
     return hi[3], hi[2] <= flat
 
 
-def _same(a: list[_Sets], b: list[_Sets]) -> bool:
-    return all(
-        np.array_equal(x, y)
-        for sa, sb in zip(a, b, strict=True)
-        for x, y in zip(sa, sb, strict=True)
-    )
+def _same(a: _Sets, b: _Sets) -> bool:
+    return all(np.array_equal(x, y) for x, y in zip(a, b, strict=True))
 
 
-def _np_sets(y: np.ndarray, k: int) -> _Sets:
-    """:func:`group_projection`'s active sets, in numpy (the rows padded with -inf)."""
+def _np_sets(y: np.ndarray, members: np.ndarray, ks: np.ndarray) -> _Sets:
+    """:func:`group_projection`'s active sets of every group of a block at once, in numpy
+    (entries padded with -inf; ``members`` marks the real rows)."""
     valid = np.isfinite(y)
-    ys = -np.sort(-y, axis=1)
-    cum = np.cumsum(ys, axis=1) - 1.0
-    size = (ys * np.arange(1, y.shape[1] + 1) > cum).sum(axis=1)
-    t = cum[np.arange(len(y)), size - 1] / size
-    mid = -math.inf
-    if k < len(y):
-        breaks = np.unique(np.concatenate([t, y[valid]]))
-        thr = np.maximum(breaks[:, None, None], t[None, :, None])
-        mass = np.where(valid, np.clip(y[None] - thr, 0.0, None), 0.0).sum(axis=(1, 2))
-        i = int(np.nonzero(mass <= k)[0][0])
-        mid = (breaks[i - 1] + breaks[i]) / 2
-    capped = t >= mid
-    return capped, ~capped[:, None] & valid & (y > mid), capped[:, None] & valid & (y > t[:, None])
+    ys = -np.sort(-y, axis=2)
+    cum = np.cumsum(ys, axis=2) - 1.0
+    size = (ys * np.arange(1, y.shape[2] + 1) > cum).sum(axis=2)
+    last = np.take_along_axis(cum, np.maximum(size - 1, 0)[..., None], axis=2)[..., 0]
+    t = np.where(members, last / np.maximum(size, 1), -np.inf)
+    # Each group's threshold lies between two of its break points, the first where its mass
+    # falls to k; the padding's break points are +inf, where the mass is 0.
+    breaks = np.concatenate(
+        [np.where(members, t, np.inf), np.where(valid, y, np.inf).reshape(len(y), -1)], axis=1
+    )
+    breaks.sort(axis=1)
+    thr = np.maximum(breaks[:, :, None, None], t[:, None, :, None])
+    with np.errstate(invalid="ignore"):
+        above = np.clip(y[:, None] - thr, 0.0, None)
+    mass = np.where(valid[:, None], above, 0.0).sum(axis=(2, 3))
+    i = np.maximum(np.argmax(mass <= ks[:, None], axis=1), 1)
+    rows = np.arange(len(y))
+    mid = (breaks[rows, i - 1] + breaks[rows, i]) / 2
+    mid = np.where(ks < members.sum(axis=1), mid, -np.inf)  # k = members: every row capped
+    capped = members & (t >= mid[:, None])
+    free = ~capped[..., None] & valid & (y > mid[:, None, None])
+    return capped, free, capped[..., None] & valid & (y > t[..., None])
 
 
-def _np_solution(y: np.ndarray, k: int, sets: _Sets) -> np.ndarray:
+def _np_solution(y: np.ndarray, ks: np.ndarray, sets: _Sets) -> np.ndarray:
     capped, free, support = sets
-    t = (np.where(support, y, 0.0).sum(axis=1) - 1.0) / np.maximum(support.sum(axis=1), 1)
-    n_free = int(free.sum())
-    if n_free:
-        tau = (np.where(free, y, 0.0).sum() - (k - int(capped.sum()))) / n_free
-        t = np.where(capped, t, tau)
-    return np.where(support | free, np.maximum(y - t[:, None], 0.0), 0.0)
+    t = (np.where(support, y, 0.0).sum(axis=2) - 1.0) / np.maximum(support.sum(axis=2), 1)
+    n_free = np.maximum(free.sum(axis=(1, 2)), 1)
+    tau = (np.where(free, y, 0.0).sum(axis=(1, 2)) - (ks - capped.sum(axis=1))) / n_free
+    t = np.where(capped, t, tau[:, None])
+    with np.errstate(invalid="ignore"):
+        return np.where(support | free, np.maximum(y - t[..., None], 0.0), 0.0)
 
 
 def _np_slope(a: np.ndarray, sets: _Sets) -> float:
@@ -523,6 +536,8 @@ def _np_slope(a: np.ndarray, sets: _Sets) -> float:
     squared norm of ``a`` centred on S."""
     _, free, support = sets
     on = np.where(support, a, 0.0)
-    rows = (on * on).sum(axis=1) - on.sum(axis=1) ** 2 / np.maximum(support.sum(axis=1), 1)
-    f = a[free]
-    return float(rows.sum() + ((f * f).sum() - f.sum() ** 2 / len(f) if len(f) else 0.0))
+    rows = (on * on).sum(axis=2) - on.sum(axis=2) ** 2 / np.maximum(support.sum(axis=2), 1)
+    off = np.where(free, a, 0.0)
+    n_free = np.maximum(free.sum(axis=(1, 2)), 1)
+    groups = (off * off).sum(axis=(1, 2)) - off.sum(axis=(1, 2)) ** 2 / n_free
+    return float(rows.sum() + groups.sum())
