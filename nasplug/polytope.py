@@ -196,8 +196,9 @@ def is_vertex(rows: Sequence[torch.Tensor], k: int) -> bool:
 
 # --- several groups under one linear constraint ------------------------------------------------
 
-#: A group's active sets, as boolean arrays: the capped rows (each on its own simplex), the
-#: entries of the other rows above the group's threshold (free), the support of the capped rows.
+#: The active sets of a block of groups, as boolean arrays (groups, members[, candidates]): the
+#: capped rows (each on its own simplex), the entries of the other rows above their group's
+#: threshold (free), the support of the capped rows.
 _Sets = tuple[np.ndarray, np.ndarray, np.ndarray]
 #: A point of a Pareto front: (cost, score, chosen (group, member, candidate) entries).
 _Option = tuple[float, float, tuple[tuple[int, int, int], ...]]
@@ -310,7 +311,7 @@ def constrained_projection(
     z = block.padded(flat_z.detach().double().cpu().numpy(), -math.inf)
     a = block.padded(flat_a.detach().double().cpu().numpy(), 0.0)
     mass = np.array(ks, dtype=np.float64)
-    found = _multiplier(z, a, mass, float(bound))
+    found = _multiplier(z, a, block.members, mass, float(bound))
     if found is None:
         return [group_projection(rows, k) for rows, k in zip(groups, ks, strict=True)]
     (capped, free, support), flat = found
@@ -441,13 +442,13 @@ def _above_thresholds(
 
 
 def _multiplier(
-    z: np.ndarray, a: np.ndarray, ks: np.ndarray, bound: float
+    z: np.ndarray, a: np.ndarray, members: np.ndarray, ks: np.ndarray, bound: float
 ) -> tuple[_Sets, bool] | None:
     """The active sets at the constraint's multiplier, and whether its piece is flat; None when
-    the constraint is slack without it. ``z`` is padded with -inf, ``a`` with 0."""
+    the constraint is slack without it. ``z`` is padded with -inf, ``a`` with 0; ``members``
+    marks the real rows."""
     tol = _slack(bound)
     flat = 1e-12 * max(1.0, float((a * a).sum()))
-    members = np.isfinite(z).any(axis=2)
 
     def at(lam: float) -> tuple[float, float, float, _Sets]:
         y = z - lam * a
