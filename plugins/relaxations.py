@@ -220,7 +220,8 @@ class Sparsemax(Tempered):
     it, parameter-free ops win the early race, before the convolutions are trained, and the
     default search chose 5 to 7 of 8 normal edges parameter-free. The default ``M = 2`` (as
     P-DARTS keeps 2 skips) is to be justified by the measurements in docs/benchmarks.md;
-    ``cap=none``, or an ``M`` as large as a cell's edges, is exactly the search without a cap.
+    ``cap=none``, or an ``M`` of at least a cell's op count (nodes times ``node_inputs``), is
+    exactly the search without a cap, bit for bit.
 
     Skipping zero-weight candidates is gradient-exact: the projection's Jacobian is zero
     outside its support.
