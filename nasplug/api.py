@@ -630,6 +630,23 @@ def _data_name(given: Any) -> str | None:
     return "arrays"
 
 
+def _check_constraints(space: Any, relaxation: Any, cfg: Mapping[str, Any]) -> None:
+    """The relaxation's constraints on the space (a cap on parameter-free ops) can be met."""
+    from nasplug.interfaces import Constrains
+    from nasplug.options import OptionError
+    from nasplug.polytope import constraint_layout, group_layout
+
+    if not isinstance(relaxation, Constrains):
+        return
+    choices = space.choices()
+    try:
+        constraint_layout(
+            choices, group_layout(choices, space.groups()), relaxation.constraints(space)
+        )
+    except ValueError as e:
+        raise OptionError(f"relaxation {cfg['relax']!r} on space {cfg['space']!r}: {e}") from e
+
+
 def _prepare(
     cfg: dict[str, Any],
     instances: Mapping[str, Any],
@@ -669,6 +686,7 @@ def _prepare(
     data = load_data(cfg["data"], cfg["opts"]["data"], given_data, task=task, test=test)
     settle_data(cfg, data, given_data, test, resume=resume, label="the run")
     _check_space_takes(plugins["space"], data, cfg)
+    _check_constraints(plugins["space"], plugins["relax"], cfg)
     if writer and not resume and cfg.get("storage") and has_secret(cfg["storage"]):
         print(
             "nasplug: warning: the storage password is not stored (config.json shows ***); "

@@ -20,11 +20,13 @@ from nasplug import registry
 from nasplug.polytope import group_layout, nearest_vertex
 from nasplug.rundir import RunDir
 from nasplug.trainer import Trainer
-from nasplug.types import Choice, Data, Genotype, Group, SearchResult, Task
+from nasplug.types import Choice, Data, Genotype, Group, LinearConstraint, SearchResult, Task
 
 __all__ = [
     "BenchmarkTable",
+    "Constrains",
     "Dataset",
+    "DeclaresParameterFree",
     "OffersBenchmark",
     "ParsesGenotype",
     "Relaxation",
@@ -264,6 +266,49 @@ class ParsesGenotype(Protocol):
     def parse_genotype(self, text: str) -> Genotype: ...
 
 
+@runtime_checkable
+class DeclaresParameterFree(Protocol):
+    """A space capability: which candidates hold no parameters, per cell.
+
+    ``parameter_free()`` maps each cell (a set of groups whose mass a relaxation's cap counts
+    together, e.g. the DARTS space's ``normal`` and ``reduce`` cells) to its (choice, candidate)
+    entries whose op has no trainable parameters where it sits, as the space builds it (not
+    guessed from names). Relaxations with a ``cap`` turn it into one
+    :class:`~nasplug.types.LinearConstraint` per cell with
+    :func:`nasplug.polytope.cap_constraints`.
+    """
+
+    def parameter_free(self) -> Mapping[str, Sequence[tuple[str, str]]]: ...
+
+
+@runtime_checkable
+class Constrains(Protocol):
+    """A relaxation capability: linear constraints across groups, met by the weights.
+
+    ``constraints(space)`` is asked once when a supernet search starts (empty: none; a
+    relaxation typically builds them from a space capability such as
+    :class:`DeclaresParameterFree`). Every group a constraint spans is then weighed with the
+    others it spans, through ``constrained_weights`` instead of ``group_weights``: ``groups``
+    holds per group its members' logits (``unused`` left out, as for ``group_weights``), ``ks``
+    their masses, ``costs`` the constraint's coefficients shaped as ``groups``, ``bound`` its
+    bound; the result is shaped as ``groups`` and must meet ``sum(costs * weights) <= bound``.
+    ``evaluation`` asks for the deterministic weights (validation, derivation). A group is
+    spanned by at most one constraint.
+    """
+
+    def constraints(self, space: SearchSpace) -> tuple[LinearConstraint, ...]: ...
+
+    def constrained_weights(
+        self,
+        groups: Sequence[Sequence[torch.Tensor]],
+        ks: Sequence[int],
+        costs: Sequence[Sequence[torch.Tensor]],
+        bound: float,
+        *,
+        evaluation: bool = False,
+    ) -> list[list[torch.Tensor]]: ...
+
+
 class Relaxation(ABC):
     """Maps architecture logits to mixing weights.
 
@@ -281,9 +326,10 @@ class Relaxation(ABC):
     On a space with :class:`~nasplug.types.Group` s, ``group_weights(rows, k)`` (and
     ``eval_group_weights``) is asked first for the members of each group at once, their
     ``unused`` candidate left out; a relaxation that returns None there (the default) is
-    group-unaware and weighs every choice on its own. ``frozen()`` says, before each step,
-    whether the weights no longer depend on the logits (a final hard phase): strategies then
-    take no architecture step.
+    group-unaware and weighs every choice on its own. A relaxation with the
+    :class:`Constrains` capability weighs the groups of each of its constraints together
+    instead. ``frozen()`` says, before each step, whether the weights no longer depend on the
+    logits (a final hard phase): strategies then take no architecture step.
     """
 
     skip_is_exact: ClassVar[bool] = True

@@ -2,14 +2,14 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 
 import torch
 from torch import nn
 
-from nasplug.interfaces import Relaxation
-from nasplug.polytope import group_layout
-from nasplug.types import Choice, Group
+from nasplug.interfaces import Constrains, Relaxation
+from nasplug.polytope import constrained_vertex, constraint_layout, group_layout, nearest_vertex
+from nasplug.types import Choice, Group, LinearConstraint
 
 __all__ = ["ArchLogits"]
 
@@ -20,11 +20,17 @@ class ArchLogits(nn.Module):
     With ``groups`` (see :class:`~nasplug.types.Group`), :meth:`weights` hands a relaxation the
     members of each group at once, without their ``unused`` candidate, which then weighs zero;
     every other choice goes to it as a group of one with k = 1. A relaxation without
-    ``group_weights`` weighs every choice on its own.
+    ``group_weights`` weighs every choice on its own. With ``constraints`` (see
+    :class:`~nasplug.interfaces.Constrains`), the groups each one spans go to the relaxation's
+    ``constrained_weights`` together.
     """
 
     def __init__(
-        self, choices: tuple[Choice, ...], init_scale: float = 1e-3, groups: tuple[Group, ...] = ()
+        self,
+        choices: tuple[Choice, ...],
+        init_scale: float = 1e-3,
+        groups: tuple[Group, ...] = (),
+        constraints: tuple[LinearConstraint, ...] = (),
     ) -> None:
         super().__init__()
         self.names = [c.name for c in choices]
@@ -32,11 +38,19 @@ class ArchLogits(nn.Module):
             nn.Parameter(init_scale * torch.randn(len(c.candidates))) for c in choices
         )
         self.groups = tuple(groups)
+        self.constraints = tuple(constraints)
+        layout = group_layout(choices, self.groups)
         #: Per group (choices outside every group: one each, k = 1): k, the members' positions
         #: in ``names``, the candidates each keeps.
         self._members = [
             (k, [self.names.index(n) for n, _ in members], [keep for _, keep in members])
-            for _, k, members in group_layout(choices, self.groups)
+            for _, k, members in layout
+        ]
+        #: Per constraint: its bound, the positions in ``_members`` of the groups it spans, and
+        #: per such group and member the coefficients of the kept candidates.
+        self._coupled = [
+            (c.bound, positions, costs)
+            for c, positions, costs in constraint_layout(choices, layout, self.constraints)
         ]
 
     def items(self) -> Iterator[tuple[str, torch.Tensor]]:
@@ -52,22 +66,100 @@ class ArchLogits(nn.Module):
         fn = relaxation.eval_weights if evaluation else relaxation.weights
         group_fn = relaxation.eval_group_weights if evaluation else relaxation.group_weights
         out: dict[str, torch.Tensor] = {}
-        for k, positions, kept in self._members:
-            logits = [self.logits[p] for p in positions]
-            index = [
-                None if len(keep) == len(row) else torch.tensor(keep, device=row.device)
-                for row, keep in zip(logits, kept, strict=True)
-            ]
-            ws = group_fn(
-                [row if i is None else row[i] for row, i in zip(logits, index, strict=True)], k
-            )
-            if ws is None:
+        coupled = {g for _, positions, _ in self._coupled for g in positions}
+        if self._coupled:
+            if not isinstance(relaxation, Constrains):
+                raise TypeError(
+                    f"relaxation {type(relaxation).__name__} cannot weigh groups under "
+                    f"constraints {', '.join(c.name for c in self.constraints)}"
+                )
+            for bound, positions, costs in self._coupled:
+                rows = [self._rows(self._members[g]) for g in positions]
+                ws = relaxation.constrained_weights(
+                    [kept for _, kept in rows],
+                    [self._members[g][0] for g in positions],
+                    self._costs(costs, rows),
+                    bound,
+                    evaluation=evaluation,
+                )
+                for g, (index, _), coupled_ws in zip(positions, rows, ws, strict=True):
+                    self._put(out, g, index, coupled_ws)
+        for g, member in enumerate(self._members):
+            if g in coupled:
+                continue
+            index, kept = self._rows(member)
+            group_ws = group_fn(kept, member[0])
+            if group_ws is None:
                 break  # a group-unaware relaxation: every choice on its own
-            for p, row, i, w in zip(positions, logits, index, ws, strict=True):
-                out[self.names[p]] = w if i is None else w.new_zeros(row.shape).index_copy(0, i, w)
+            self._put(out, g, index, group_ws)
         return {name: out[name] if name in out else fn(row) for name, row in self.items()}
 
     @torch.no_grad()
     def eval_weights(self, relaxation: Relaxation) -> dict[str, torch.Tensor]:
         """The deterministic weights for validation and derivation, detached."""
         return {k: w.detach() for k, w in self.weights(relaxation, evaluation=True).items()}
+
+    @torch.no_grad()
+    def derivable(self, weights: Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+        """What the derive rule reads so that the genotype meets the constraints: ``weights``
+        as they are, except for the groups of a constraint that the DARTS rule's vertex of the
+        weights breaks; those get the vertex maximising ``<weights, x>`` under it.
+
+        Without constraints, or where none binds, this is ``weights`` itself.
+        """
+        out = dict(weights)
+        for bound, positions, costs in self._coupled:
+            rows = [self._rows(self._members[g], weights) for g in positions]
+            kept = [r for _, r in rows]
+            ks = [self._members[g][0] for g in positions]
+            tensors = self._costs(costs, rows)
+            plain = [nearest_vertex(r, k) for r, k in zip(kept, ks, strict=True)]
+            if (
+                sum(
+                    float((v * c).sum())
+                    for vs, cs in zip(plain, tensors, strict=True)
+                    for v, c in zip(vs, cs, strict=True)
+                )
+                <= bound
+            ):
+                continue
+            for g, (index, _), ws in zip(
+                positions, rows, constrained_vertex(kept, ks, tensors, bound), strict=True
+            ):
+                self._put(out, g, index, ws, weights)
+        return out
+
+    def _rows(
+        self,
+        member: tuple[int, list[int], list[list[int]]],
+        weights: Mapping[str, torch.Tensor] | None = None,
+    ) -> tuple[list[torch.Tensor | None], list[torch.Tensor]]:
+        """A group's rows without their unused candidate, and the index that picked them."""
+        _, positions, kept = member
+        full = [self.logits[p] if weights is None else weights[self.names[p]] for p in positions]
+        index = [
+            None if len(keep) == len(row) else torch.tensor(keep, device=row.device)
+            for row, keep in zip(full, kept, strict=True)
+        ]
+        return index, [row if i is None else row[i] for row, i in zip(full, index, strict=True)]
+
+    @staticmethod
+    def _costs(
+        costs: list[list[list[float]]], rows: list[tuple[list, list[torch.Tensor]]]
+    ) -> list[list[torch.Tensor]]:
+        return [
+            [torch.tensor(c, dtype=r.dtype, device=r.device) for c, r in zip(cs, kept, strict=True)]
+            for cs, (_, kept) in zip(costs, rows, strict=True)
+        ]
+
+    def _put(
+        self,
+        out: dict[str, torch.Tensor],
+        g: int,
+        index: list[torch.Tensor | None],
+        ws: list[torch.Tensor],
+        like: Mapping[str, torch.Tensor] | None = None,
+    ) -> None:
+        for p, i, w in zip(self._members[g][1], index, ws, strict=True):
+            row = self.logits[p] if like is None else like[self.names[p]]
+            out[self.names[p]] = w if i is None else w.new_zeros(row.shape).index_copy(0, i, w)

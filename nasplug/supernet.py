@@ -26,7 +26,7 @@ from torch import nn
 from nasplug import ddp
 from nasplug.batchnorm import running_stats_kept
 from nasplug.diagnostics import at_vertex, edge_stats, group_stats, summarize, summarize_groups
-from nasplug.interfaces import SearchContext, SearchSpace
+from nasplug.interfaces import Constrains, SearchContext, SearchSpace
 from nasplug.logits import ArchLogits
 from nasplug.memo import Memo
 from nasplug.trainer import Trainer
@@ -109,14 +109,17 @@ def search_supernet(
             and the relaxation's clock held at its first step (at most ``epochs - 1``, so that
             at least one epoch learns the architecture). The relaxation's schedules then run
             over the remaining epochs.
-        logits: initial logits (e.g. carried from a previous stage); fresh ones otherwise.
+        logits: initial logits (e.g. carried from a previous stage); fresh ones otherwise,
+            under the relaxation's constraints where it has any (see
+            :class:`~nasplug.interfaces.Constrains`).
         before_epoch: called with the epoch and the supernet before each epoch.
     """
     trainer, relax = ctx.trainer, ctx.relaxation
     net = trainer.place(space.supernet(ctx.task))
-    logits = trainer.place(
-        logits if logits is not None else ArchLogits(space.choices(), groups=space.groups())
-    )
+    if logits is None:
+        constraints = relax.constraints(space) if isinstance(relax, Constrains) else ()
+        logits = ArchLogits(space.choices(), groups=space.groups(), constraints=constraints)
+    logits = trainer.place(logits)
     stepper = SupernetStepper(
         trainer,
         relax,
@@ -192,7 +195,7 @@ def search_supernet(
             "epoch": epoch + 1,
             "train": train,
             "val": val,
-            "genotype": space.derive(eval_w).to_dict(),
+            "genotype": space.derive(logits.derivable(eval_w)).to_dict(),
             "edges": stats,
             "groups": nodes,
             "summary": summary,
@@ -398,7 +401,7 @@ def supernet_result(
     trainer, task = ctx.trainer, ctx.task
     eval_w = run.logits.eval_weights(ctx.relaxation)
     choices, groups = run.space.choices(), run.space.groups()
-    derived = run.space.derive(eval_w)
+    derived = run.space.derive(run.logits.derivable(eval_w))
     vertex = at_vertex(choices, groups, eval_w)
     if vertex:
         # At a vertex the supernet is one network: the derive rule must name exactly that one.

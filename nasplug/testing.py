@@ -57,9 +57,17 @@ from torch import nn
 from torch.utils.data import Dataset as TorchDataset
 
 from nasplug import registry
-from nasplug.interfaces import Dataset, Relaxation, SearchSpace, Strategy, Suggest, Weights
+from nasplug.interfaces import (
+    Dataset,
+    DeclaresParameterFree,
+    Relaxation,
+    SearchSpace,
+    Strategy,
+    Suggest,
+    Weights,
+)
 from nasplug.logits import ArchLogits
-from nasplug.polytope import group_layout, nearest_vertex
+from nasplug.polytope import cap_constraints, constraint_layout, group_layout, nearest_vertex
 from nasplug.streaming import resident
 from nasplug.types import Choice, Data, Genotype, Group, SearchResult, Task
 
@@ -966,6 +974,27 @@ class SpaceConformance:
                     f"at a vertex, derive names another network than the weights' support "
                     f"({name}: {support[name].tolist()} vs {w.tolist()})"
                 )
+
+    def test_declared_parameter_free_candidates_are_its_own(self, space: SearchSpace) -> None:
+        """A space that declares parameter-free candidates names its own (choice, candidate)
+        entries, each once, and a cap on them is a constraint of its groups."""
+        if not isinstance(space, DeclaresParameterFree):
+            pytest.skip(f"{type(space).__name__} declares no parameter-free candidates")
+        choices = space.choices()
+        cells = space.parameter_free()
+        candidates = {c.name: c.candidates for c in choices}
+        seen: set[tuple[str, str]] = set()
+        for cell, entries in cells.items():
+            for choice, candidate in entries:
+                assert candidate in candidates.get(choice, ()), (
+                    f"cell {cell!r} declares {candidate!r} of {choice!r}, not a candidate there"
+                )
+                assert (choice, candidate) not in seen, f"{choice}/{candidate} declared twice"
+                seen.add((choice, candidate))
+        large = sum(len(g.choices) for g in space.groups()) + len(choices)
+        constraint_layout(
+            choices, group_layout(choices, space.groups()), cap_constraints(cells, large)
+        )
 
     def test_state_dict_survives_a_checkpoint(self, space: SearchSpace) -> None:
         choices = space.choices()

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import ast
 import json
+import math
 import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
@@ -16,7 +17,16 @@ from typing import Any, Literal
 import torch
 import torch.utils.data
 
-__all__ = ["Choice", "Data", "Genotype", "Group", "SearchResult", "Task", "TaskKind"]
+__all__ = [
+    "Choice",
+    "Data",
+    "Genotype",
+    "Group",
+    "LinearConstraint",
+    "SearchResult",
+    "Task",
+    "TaskKind",
+]
 
 TaskKind = Literal["classification", "regression", "multilabel"]
 TASK_KINDS: tuple[str, ...] = ("classification", "regression", "multilabel")
@@ -67,6 +77,37 @@ class Group:
             raise ValueError(
                 f"group {self.name!r} uses k={self.k} of {len(self.choices)} "
                 f"choices; k must be between 1 and {len(self.choices)}"
+            )
+
+
+@dataclass(frozen=True)
+class LinearConstraint:
+    """``sum(coefficient * weight)`` over the named (choice, candidate) entries is at most ``bound``.
+
+    A relaxation that knows constraints weighs every group a constraint touches together, so
+    that the mixing weights, and the genotype derived from them, meet it. "A cell's mass on
+    parameter-free candidates is at most M" is the case of 0/1 coefficients (see
+    :func:`nasplug.polytope.cap_constraints`); a cost budget would carry each candidate's cost.
+    Entries on a group's ``unused`` candidate cost nothing: that candidate carries no mass.
+
+    Example:
+        >>> LinearConstraint("normal:parameter-free", (("normal:2<-0", "skip_connect", 1.0),), 2)
+        LinearConstraint(name='normal:parameter-free', terms=(('normal:2<-0', 'skip_connect', 1.0),), bound=2)
+    """
+
+    name: str
+    terms: tuple[tuple[str, str, float], ...]
+    bound: float
+
+    def __post_init__(self) -> None:
+        entries = [(c, k) for c, k, _ in self.terms]
+        if len(set(entries)) != len(entries):
+            raise ValueError(f"constraint {self.name!r} names an entry twice")
+        bad = [a for _, _, a in self.terms if not (math.isfinite(a) and a >= 0)]
+        if bad or not (math.isfinite(self.bound) and self.bound >= 0):
+            raise ValueError(
+                f"constraint {self.name!r} needs finite coefficients and bound >= 0, got "
+                f"{bad[0] if bad else self.bound}"
             )
 
 

@@ -149,7 +149,7 @@ class ProgressiveDarts(Strategy):
                 )
         assert run is not None  # stages >= 1
         weights = run.logits.eval_weights(ctx.relaxation)
-        genotype, replaced = run.space.derive(weights), 0
+        genotype, replaced = run.space.derive(run.logits.derivable(weights)), 0
         if self.skip_op and self.max_skips >= 0:
             genotype, replaced = cap_candidate(
                 run.space, weights, self.skip_op, self.max_skips, self.skip_scope

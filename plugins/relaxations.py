@@ -31,8 +31,15 @@ from entmax import entmax15, entmax_bisect, sparsemax
 from torch.distributions import Dirichlet
 from torch.distributions.kl import kl_divergence
 
-from nasplug.interfaces import Relaxation
-from nasplug.polytope import group_projection, nearest_vertex
+from nasplug.interfaces import DeclaresParameterFree, Relaxation, SearchSpace
+from nasplug.polytope import (
+    cap_constraints,
+    constrained_projection,
+    constrained_vertex,
+    group_projection,
+    nearest_vertex,
+)
+from nasplug.types import LinearConstraint
 
 __all__ = [
     "SHAPES",
@@ -258,6 +265,20 @@ class Sparsemax(Tempered):
     the search's own length. ``grouped=false tau_end=0.005`` is the per-choice sparsemax
     of earlier versions.
 
+    **Cap on parameter-free ops.** On a space that declares its parameter-free candidates
+    (:class:`~nasplug.interfaces.DeclaresParameterFree`; the cell space's pools, and its skips
+    where they hold no convolution), ``cap = M`` adds per cell the constraint "the mass on
+    parameter-free candidates is at most M" to the projection, which then weighs the cell's
+    nodes together (:func:`nasplug.polytope.constrained_projection`, exact, with an exact
+    Jacobian). The cut polytope's vertices are the genotypes with at most ``M`` parameter-free
+    ops, and the hard phase trains the best of them
+    (:func:`nasplug.polytope.constrained_vertex`), which is what the search derives. Without
+    it, parameter-free ops win the early race, before the convolutions are trained, and the
+    default search chose 5 to 7 of 8 normal edges parameter-free. The default is no cap, the
+    search as it was, until the capped search's accuracy has been measured against it
+    (``cap=2`` is what P-DARTS keeps of skips); ``cap=none``, or an ``M`` of at least a cell's
+    op count (nodes times ``node_inputs``), is exactly the search without a cap, bit for bit.
+
     Skipping zero-weight candidates is gradient-exact: the projection's Jacobian is zero
     outside its support.
 
@@ -267,8 +288,9 @@ class Sparsemax(Tempered):
         schedule: shape of the temperature curve: constant (stays at ``tau_start``), linear,
             exp or cosine.
         grouped: project each group onto its polytope; false: per-choice sparsemax everywhere,
-            with no hard phase.
+            with no hard phase and no cap.
         hard: the share of the search, at its end, trained on the vertex (grouped only; 0: none).
+        cap: the most parameter-free candidates a cell keeps (grouped only); none: no cap.
     """
 
     def __init__(
@@ -278,6 +300,7 @@ class Sparsemax(Tempered):
         schedule: str = "exp",
         grouped: bool = True,
         hard: float = 0.5,
+        cap: int | None = None,
     ) -> None:
         if not 0.0 <= hard < 1.0:
             raise ValueError(
@@ -286,7 +309,25 @@ class Sparsemax(Tempered):
             )
         self.grouped = grouped
         self.hard = hard if grouped else 0.0
+        self.cap = _checked_cap(cap)
         super().__init__(tau_start, tau_end, schedule, span=1.0 - self.hard)
+
+    def constraints(self, space: SearchSpace) -> tuple[LinearConstraint, ...]:
+        return _cap_constraints(space, self.cap if self.grouped else None)
+
+    def constrained_weights(
+        self,
+        groups: Sequence[Sequence[torch.Tensor]],
+        ks: Sequence[int],
+        costs: Sequence[Sequence[torch.Tensor]],
+        bound: float,
+        *,
+        evaluation: bool = False,
+    ) -> list[list[torch.Tensor]]:
+        if self.frozen():
+            return constrained_vertex([[r.detach() for r in g] for g in groups], ks, costs, bound)
+        tau = self.tau
+        return constrained_projection([[r / tau for r in g] for g in groups], ks, costs, bound)
 
     def weights(self, logits: torch.Tensor) -> torch.Tensor:
         return sparsemax(logits / self.tau, dim=-1)
@@ -377,6 +418,21 @@ class Entmax(Tempered):
         return entmax_bisect(logits / self.tau, alpha=alpha, dim=-1)
 
 
+def _checked_cap(cap: int | None) -> int | None:
+    if cap is not None and cap < 0:
+        raise ValueError(
+            f"cap must be >= 0 (the most parameter-free candidates a cell keeps) or none, got {cap}"
+        )
+    return cap
+
+
+def _cap_constraints(space: SearchSpace, cap: int | None) -> tuple[LinearConstraint, ...]:
+    """The cap on each cell's parameter-free mass, where the space declares those candidates."""
+    if cap is None or not isinstance(space, DeclaresParameterFree):
+        return ()
+    return cap_constraints(space.parameter_free(), cap)
+
+
 def _perturbed(logits: torch.Tensor) -> torch.Tensor:
     """``logits + g`` with Gumbel noise ``g``, in float32 at least."""
     z = logits.to(torch.promote_types(logits.dtype, torch.float32))
@@ -431,11 +487,18 @@ class GumbelHard(Gumbel):
     total mass. Evaluation uses the DARTS rule on the plain logits, the path the search
     derives.
 
+    With ``cap = M`` (on spaces that declare parameter-free candidates, as for
+    :class:`Sparsemax`), a cell's sampled path is the best genotype for the perturbed logits
+    with at most ``M`` parameter-free ops (:func:`nasplug.polytope.constrained_vertex`), and so
+    is the evaluation path. The default matches :class:`Sparsemax`'s; ``cap=none`` samples as
+    without a cap.
+
     Args:
         tau_start: temperature at the first step.
         tau_end: temperature at the last step.
         schedule: shape of the temperature curve: constant, linear, exp or cosine.
-        grouped: sample a vertex per group; false: one candidate per choice everywhere.
+        grouped: sample a vertex per group; false: one candidate per choice everywhere, no cap.
+        cap: the most parameter-free candidates a cell's path keeps (grouped only); none: no cap.
     """
 
     skip_is_exact = False
@@ -446,9 +509,48 @@ class GumbelHard(Gumbel):
         tau_end: float = 0.1,
         schedule: str = "linear",
         grouped: bool = True,
+        cap: int | None = None,
     ) -> None:
         super().__init__(tau_start, tau_end, schedule)
         self.grouped = grouped
+        self.cap = _checked_cap(cap)
+
+    def constraints(self, space: SearchSpace) -> tuple[LinearConstraint, ...]:
+        return _cap_constraints(space, self.cap if self.grouped else None)
+
+    def constrained_weights(
+        self,
+        groups: Sequence[Sequence[torch.Tensor]],
+        ks: Sequence[int],
+        costs: Sequence[Sequence[torch.Tensor]],
+        bound: float,
+        *,
+        evaluation: bool = False,
+    ) -> list[list[torch.Tensor]]:
+        if evaluation:
+            return constrained_vertex([[r.detach() for r in g] for g in groups], ks, costs, bound)
+        flats = [torch.cat(list(rows)) for rows in groups]
+        perturbed = [_perturbed(flat) for flat in flats]
+        hard = constrained_vertex(
+            [
+                list(p.detach().split([len(r) for r in rows]))
+                for p, rows in zip(perturbed, groups, strict=True)
+            ],
+            ks,
+            costs,
+            bound,
+        )
+        out = []
+        for rows, k, flat, pert, vertex in zip(groups, ks, flats, perturbed, hard, strict=True):
+            p = k * torch.softmax(pert / self.tau, dim=-1)
+            out.append(
+                list(
+                    (torch.cat(vertex) + (p - p.detach()))
+                    .to(flat.dtype)
+                    .split([len(r) for r in rows])
+                )
+            )
+        return out
 
     def weights(self, logits: torch.Tensor) -> torch.Tensor:
         p = _gumbel_softmax(logits, self.tau)

@@ -31,7 +31,15 @@ from nasplug.interfaces import SearchSpace, Suggest, Weights
 from nasplug.types import Choice, Genotype, Group, Task
 
 from . import fast
-from .ops import NONE, NORMALISED_IN_SUPERNET, OPS, FactorizedReduce, ReLUConvBN, drop_path
+from .ops import (
+    NONE,
+    NORMALISED_IN_SUPERNET,
+    OPS,
+    FactorizedReduce,
+    ReLUConvBN,
+    drop_path,
+    has_parameters,
+)
 
 __all__ = ["CellSpace", "CellNetwork", "CellSupernet"]
 
@@ -612,6 +620,22 @@ class CellSpace(SearchSpace):
             for kind in CELL_TYPES
             for node in range(2, self.nodes + 2)
         )
+
+    def parameter_free(self) -> dict[str, tuple[tuple[str, str], ...]]:
+        """Per cell type, its (edge, op) pairs whose op holds no parameters on that edge (see
+        :class:`~nasplug.interfaces.DeclaresParameterFree`): the pools, and ``skip_connect``
+        except on a reduction cell's stride-2 edges, where it is a factorized reduction with
+        convolutions. ``none`` is left out: it is the unused candidate, no op of the network."""
+        return {
+            kind: tuple(
+                (name, op)
+                for name, _, source in _edges(kind, self.nodes)
+                for op in self._edge_ops[name]
+                if op != NONE
+                and not has_parameters(op, 2 if kind == "reduce" and source < 2 else 1)
+            )
+            for kind in CELL_TYPES
+        }
 
     def supernet(self, task: Task) -> CellSupernet:
         _check_image_side(task, self.layers)

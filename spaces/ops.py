@@ -12,6 +12,7 @@ the max pooling (``nn.MaxPool2d``) and the depthwise and dilated convolutions (`
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable
 
 import torch
@@ -33,6 +34,7 @@ __all__ = [
     "SepConv",
     "Zero",
     "drop_path",
+    "has_parameters",
 ]
 
 OpConstructor = Callable[[int, int, bool], nn.Module]
@@ -57,6 +59,13 @@ OPS: dict[str, OpConstructor] = {
 #: Parameter-free ops followed by a BatchNorm inside the supernet, so that their outputs are on
 #: the scale of the convolutions' when mixed (as in DARTS's search network).
 NORMALISED_IN_SUPERNET: frozenset[str] = frozenset({"max_pool_3x3", "avg_pool_3x3"})
+
+
+@functools.cache
+def has_parameters(op: str, stride: int) -> bool:
+    """Whether ``op`` at ``stride`` holds trainable parameters in a discrete network, found by
+    building it: pools never do, ``skip_connect`` only at stride 2 (a :class:`FactorizedReduce`)."""
+    return any(True for _ in OPS[op](2, stride, True).parameters())
 
 
 class Zero(nn.Module):

@@ -481,3 +481,24 @@ class TestTinySpace(SpaceConformance):
 
 class TestTinySoftmax(RelaxationConformance):
     plugin = TinySoftmax
+
+
+class DeclaresIdentity(TinySpace):
+    """Declares its identity activation parameter-free, as it is."""
+
+    def parameter_free(self) -> dict[str, tuple[tuple[str, str], ...]]:
+        return {"net": (("activation", "identity"),)}
+
+
+class DeclaresAnotherSpacesOp(TinySpace):
+    """Declares a candidate its choice does not have."""
+
+    def parameter_free(self) -> dict[str, tuple[tuple[str, str], ...]]:
+        return {"net": (("activation", "max_pool_3x3"),)}
+
+
+def test_declaring_a_candidate_the_space_lacks_fails_the_parameter_free_check():
+    check = SpaceConformance().test_declared_parameter_free_candidates_are_its_own
+    check(space=DeclaresIdentity())
+    with pytest.raises(AssertionError, match="declares 'max_pool_3x3' of 'activation'"):
+        check(space=DeclaresAnotherSpacesOp())
