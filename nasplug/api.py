@@ -230,7 +230,8 @@ def search(
         tensorboard: also log scalars for TensorBoard into ``out/tensorboard``.
         resume: a run directory to continue; its stored settings are used (``device`` and
             ``storage`` may be given again). A run started with plugin instances or in-memory
-            data needs them passed again.
+            data needs them passed again. A finished run is left as it is: its stored results
+            are returned (without ``supernet`` and ``weights``) and nothing is written.
         quiet: no progress bars or per-epoch lines.
     """
     from nasplug import ddp, registry
@@ -254,7 +255,10 @@ def search(
     run: RunDir | None = None
     try:
         if resume is not None:
-            run = RunDir.open(resume, writer=writer).lock()
+            run = RunDir.open(resume, writer=writer)
+            if run.read_json("metrics.json") is not None:
+                return _finished_search(run, instances, device, storage, task=task, test=test)
+            run.lock()
             cfg = _resumed_config(run, device=device, storage=storage)
             _check_resumed_instances(cfg, instances)
         else:
@@ -303,6 +307,52 @@ def search(
     finally:
         if run is not None:
             run.close()
+
+
+def _finished_search(
+    run: RunDir,
+    instances: Mapping[str, Any],
+    device: str | None,
+    storage: str | None,
+    *,
+    task: Any,
+    test: Any,
+) -> SearchRun:
+    """A finished run given to resume: its stored results; nothing is run, locked or written
+    (no supernet or weights: they are not kept)."""
+    from nasplug.rundir import RunError
+    from nasplug.types import Genotype
+
+    cfg = _resumed_config(run, device=device, storage=storage)
+    _check_resumed_instances(cfg, instances)
+    genotype = run.read_json("genotype.json")
+    if genotype is None:
+        raise RunError(f"{run.path} has metrics.json but no genotype.json; it is damaged")
+    space = build_plugins(cfg, instances, keys=("space",))["space"]
+    data = load_data(cfg["data"], cfg["opts"]["data"], instances.get("data"), task=task, test=test)
+    if run.writer:
+        print(finished_line(run.path, "run"), file=sys.stderr)
+    return SearchRun(
+        genotype=Genotype.from_dict(genotype),
+        metrics=run.read_json("metrics.json"),
+        history=[
+            {k: v for k, v in ev.items() if k not in ("event", "time")}
+            for ev in run.events("search_epoch")
+        ],
+        candidates=list(run.read_json("candidates.json", [])),
+        space=space,
+        data=data,
+        config=cfg,
+        run_dir=run.path,
+    )
+
+
+def finished_line(path: Path, command: str) -> str:
+    """What a resume of a finished run says."""
+    return (
+        f"nasplug: {path} is finished; nothing was run or changed (its results follow; "
+        f"`nasplug show {path}` prints them, and a new `nasplug {command} --out` starts again)"
+    )
 
 
 def _is_int(v: Any) -> bool:

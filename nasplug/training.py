@@ -9,6 +9,7 @@ is given.
 from __future__ import annotations
 
 import math
+import sys
 import time
 from collections.abc import Mapping
 from pathlib import Path
@@ -329,6 +330,39 @@ def _train_seconds(run: Any) -> float:
     return float(sum(per_epoch.values()))
 
 
+def _finished_training(run: Any, cfg: dict[str, Any], settings: Mapping[str, Any]) -> TrainRun:
+    """A finished training run given to resume: its stored result and the trained network
+    from its last checkpoint; nothing is trained, locked or written."""
+    from nasplug.api import TrainRun, finished_line
+    from nasplug.rundir import RunError
+
+    cfg = {"augment": "off", "stream": "auto", "workers": 2, **cfg}
+    if settings.get("device") is not None:
+        cfg["device"] = settings["device"]
+    reuse: dict[str, Any] = {}
+    if settings.get("data") is not None and not isinstance(settings["data"], str):
+        reuse["given_data"] = settings["data"]
+    _, model, _ = prepare_train(cfg, reuse, task=settings.get("task"), test=settings.get("test"))
+    ckpt = run.load_checkpoint("train")
+    if ckpt is None:
+        raise RunError(f"{run.path} has {TRAIN_JSON} but no checkpoint of its network")
+    try:
+        model.load_state_dict(ckpt["state"]["model"])
+        history = list(ckpt["state"]["memo"]["history"])
+    except (KeyError, TypeError, RuntimeError) as e:
+        raise RunError(
+            f"checkpoint {run.checkpoint_path('train')} does not fit this run's network"
+        ) from e
+    print(finished_line(run.path, "train"), file=sys.stderr)
+    return TrainRun(
+        result=run.read_json(TRAIN_JSON),
+        history=history,
+        model=model,
+        config=cfg,
+        run_dir=run.path,
+    )
+
+
 def run_training(
     source: Any,
     *,
@@ -344,13 +378,16 @@ def run_training(
     run = None
     try:
         if resume is not None:
-            run = RunDir.open(resume).lock()
+            run = RunDir.open(resume)
             cfg = run.config()
             if not isinstance(cfg, dict) or cfg.get("command") != "train":
                 raise RunError(
                     f"{resume} is not a training run; resume searches with "
                     f"`nasplug run --resume {resume}`"
                 )
+            if run.read_json(TRAIN_JSON) is not None:
+                return _finished_training(run, cfg, settings)
+            run.lock()
             cfg = {"augment": "off", "stream": "auto", "workers": 2, **cfg}
             if settings.get("device") is not None:
                 cfg["device"] = settings["device"]

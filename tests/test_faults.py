@@ -308,3 +308,29 @@ def test_the_command_line_starts_without_torch_so_an_early_interrupt_reaches_the
     assert subprocess.run([sys.executable, "-c", code]).returncode == 0
     code = "import sys, nasplug; nasplug.Genotype; sys.exit('torch' not in sys.modules)"
     assert subprocess.run([sys.executable, "-c", code]).returncode == 0
+
+
+# ---- resuming a finished run ---------------------------------------------------------------
+def _files(root: Path) -> dict[str, bytes]:
+    return {str(p.relative_to(root)): p.read_bytes() for p in root.rglob("*") if p.is_file()}
+
+
+def test_resuming_a_finished_run_says_so_and_changes_nothing(finished, tmp_path):
+    before = _files(finished)
+    code, out, err = run_cli("run", "--resume", finished)
+    assert code == 0 and err.strip().splitlines() == [
+        f"nasplug: {finished} is finished; nothing was run or changed (its results follow; "
+        f"`nasplug show {finished}` prints them, and a new `nasplug run --out` starts again)"
+    ]
+    stored = json.loads((finished / "metrics.json").read_text())
+    assert "genotype:" in out and f"{stored['val_accuracy']:.4f}" in out
+    assert _files(finished) == before
+
+    trained = tmp_path / "trained"
+    code, _, err = run_cli("train", finished, "--epochs", "1", *TINY, "--out", trained)
+    assert code == 0, err
+    before = _files(trained)
+    code, out, err = run_cli("train", "--resume", trained)
+    assert code == 0 and "is finished; nothing was run or changed" in err
+    assert len(err.strip().splitlines()) == 1
+    assert "test accuracy" in out and _files(trained) == before
