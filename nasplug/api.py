@@ -371,9 +371,7 @@ def check_config(cfg: dict[str, Any]) -> None:
     for key in PLUGIN_KEYS:
         if not isinstance(cfg.get(key), str) or not cfg[key]:
             raise OptionError(f"{key} must be a plugin name (text), got {cfg.get(key)!r}")
-    for key in ("epochs", "batch_size"):
-        if not _is_int(cfg.get(key)) or cfg[key] < 1:
-            raise OptionError(f"{key} must be a positive integer, got {cfg.get(key)!r}")
+    check_counts(cfg)
     if not _is_int(cfg.get("seed")) or not 0 <= cfg["seed"] < 2**63:
         raise OptionError(f"seed must be an integer from 0 to 2**63-1, got {cfg.get('seed')!r}")
     for key in ("deterministic", "tensorboard"):
@@ -396,6 +394,33 @@ def check_config(cfg: dict[str, Any]) -> None:
     except (ValueError, RuntimeError) as e:
         raise OptionError(one_line(e)) from e
     compile_backend(cfg.get("compile"))
+
+
+#: The largest accepted ``epochs`` and ``batch_size`` (2**31-1: the largest 32-bit index;
+#: a batch larger than the data is all of it, and the run says so).
+LIMITS = {"epochs": 100_000, "batch_size": 2**31 - 1}
+
+
+def check_counts(cfg: Mapping[str, Any]) -> None:
+    """``epochs`` and ``batch_size``: positive integers up to :data:`LIMITS`."""
+    from nasplug.options import OptionError
+
+    for key, limit in LIMITS.items():
+        value = cfg.get(key)
+        if not isinstance(value, int) or isinstance(value, bool) or value < 1:
+            raise OptionError(f"{key} must be a positive integer, got {value!r}")
+        if value > limit:
+            raise OptionError(f"{key} {value} is too large; accepted: 1 to {limit:,}")
+
+
+def warn_batch_size(batch_size: int, rows: int, what: str) -> None:
+    """Say that a batch larger than the data it draws from is all of the data."""
+    if batch_size > rows:
+        print(
+            f"nasplug: warning: batch size {batch_size} is larger than the {rows} rows of {what}; "
+            f"each step uses all {rows} rows (as batch size {rows} would)",
+            file=sys.stderr,
+        )
 
 
 def check_data_settings(cfg: Mapping[str, Any]) -> None:
@@ -612,19 +637,33 @@ def _prepare(
 
 
 def _check_space_takes(space: Any, data: Any, cfg: Mapping[str, Any]) -> None:
-    """Build the supernet once on the data's task: a space that cannot take this data fails
-    here, before a run directory exists."""
+    """Build the supernet once on the data's task, on the meta device where the space allows
+    (nothing is allocated): a space that cannot take this data, or whose supernet cannot fit
+    in the device's memory, fails here, before a run directory exists."""
+    from nasplug.memory import check_fits, on_meta
     from nasplug.options import OptionError
+    from nasplug.trainer import pick_device
 
+    opts = cfg["opts"]["space"]
+    with_opts = f" with {', '.join(f'{k}={v}' for k, v in opts.items())}" if opts else ""
     try:
         space.choices()
-        space.supernet(data.task)
+        net = on_meta(lambda: space.supernet(data.task))
+        if net is None:
+            space.supernet(data.task)
     except Exception as e:  # noqa: BLE001 - a plugin's own error, whatever its type
         raise OptionError(
-            f"space {cfg['space']!r} cannot take the data of {cfg['data']!r} "
+            f"space {cfg['space']!r}{with_opts} cannot take the data of {cfg['data']!r} "
             f"({data.task.kind}, input shape {tuple(data.task.input_shape)}): "
             f"{type(e).__name__}: {one_line(e)}"
         ) from e
+    if net is not None:
+        check_fits(
+            net,
+            pick_device(cfg["device"]),
+            f"the supernet of space {cfg['space']!r}{with_opts}",
+            "smaller space options (channels, layers) or another --device",
+        )
 
 
 def noting_outcome(work: Callable[[], Any], run: Any, command: str, *, created: bool) -> Any:
@@ -710,6 +749,8 @@ def _execute(
         f"{cfg['data']} ({data.task.kind}, {trainer.size('train')} train / "
         f"{trainer.size('test')} test) on {trainer.device}{where}"
     )
+    if run is None or run.writer:
+        warn_batch_size(cfg["batch_size"], trainer.size("weight"), "each half of the search data")
     trainer.log("start", config=cfg, device=str(trainer.device))
     t0 = time.time()
     result = plugins["strategy"].search(ctx)
@@ -788,7 +829,8 @@ def _write_report(run: Any) -> None:
 
 def one_line(e: BaseException) -> str:
     """``e``'s message on one line (at most 1,000 characters), or its type when it has none."""
-    text = " ".join(str(e).split()) or type(e).__name__
+    # A torch error may carry its C++ backtrace after this marker: nothing for the user.
+    text = " ".join(str(e).split("Exception raised from ")[0].split()) or type(e).__name__
     return text if len(text) <= 1000 else text[:1000] + " ..."
 
 

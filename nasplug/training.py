@@ -34,13 +34,10 @@ def count_params(model: nn.Module) -> int:
 
 
 def _check_settings(s: Mapping[str, Any]) -> None:
-    from nasplug.api import check_data_settings
+    from nasplug.api import check_counts, check_data_settings
     from nasplug.options import OptionError
 
-    for key in ("epochs", "batch_size"):
-        v = s[key]
-        if not isinstance(v, int) or isinstance(v, bool) or v < 1:
-            raise OptionError(f"{key} must be a positive integer, got {v!r}")
+    check_counts(s)
     if s["cutout"] is not None and (not isinstance(s["cutout"], int) or s["cutout"] < 0):
         raise OptionError(f"cutout must be an integer >= 0 (0: off), got {s['cutout']!r}")
     if not isinstance(s["drop_path"], (int, float)) or not 0.0 <= s["drop_path"] < 1.0:
@@ -205,6 +202,7 @@ def prepare_train(
     from nasplug import registry
     from nasplug.api import _data_name, load_data
     from nasplug.baselines import baseline
+    from nasplug.memory import check_fits, on_meta
     from nasplug.options import OptionError, instantiate
     from nasplug.rng import seed_everything
     from nasplug.trainer import pick_device
@@ -237,6 +235,14 @@ def prepare_train(
                 f"space {cfg['space']!r}",
             )
         genotype = Genotype.from_dict(cfg["genotype"])
+        meta = on_meta(lambda: space.build(genotype, task_))
+        if meta is not None:  # refused before it is allocated (see nasplug.memory)
+            check_fits(
+                meta,
+                pick_device(cfg["device"]),
+                f"the {cfg['space']} network",
+                "smaller --channels or --layers, or another --device",
+            )
         try:
             model = space.build(genotype, task_)
         except Exception as e:  # noqa: BLE001 - a space rejects a genotype in its own words
@@ -261,6 +267,7 @@ def fit(
 ) -> tuple[dict[str, Any], list[dict[str, Any]], nn.Module]:
     """Train the network of ``cfg`` (see :func:`train_config`); write ``train.json`` into
     ``run`` if there is one. Returns the result, the history and the trained network."""
+    from nasplug.api import warn_batch_size
     from nasplug.trainer import Trainer
 
     data, model, name = prepared
@@ -280,6 +287,7 @@ def fit(
         f"nasplug: training a {name} ({params} parameters) on {cfg['data']} "
         f"({trainer.size('train')} train / {trainer.size('test')} test) on {trainer.device}"
     )
+    warn_batch_size(cfg["batch_size"], trainer.size("train"), "the training data")
     trainer.log("train_start", config=dict(cfg), params=params, device=str(trainer.device))
     t0 = time.time()
     hist = trainer.fit(
