@@ -398,6 +398,8 @@ def _run(args: argparse.Namespace, *, writer: bool) -> int:
     from nasplug import api, ddp
 
     if args.resume:
+        if writer:
+            _warn_ignored_on_resume(args, "run", ("device", "storage", "quiet"))
         found = api.search(
             resume=args.resume, device=args.device, storage=args.storage, quiet=args.quiet
         )
@@ -419,6 +421,24 @@ def _run(args: argparse.Namespace, *, writer: bool) -> int:
         print(_validation_line(found.metrics, m))
         print(f"run directory: {found.run_dir}")
     return 0
+
+
+def _warn_ignored_on_resume(args: argparse.Namespace, command: str, kept: Sequence[str]) -> None:
+    """One line naming the flags that a resume ignores: the run keeps its stored settings."""
+    sub = next(a for a in _parser()._actions if isinstance(a, argparse._SubParsersAction))
+    defaults = vars(sub.choices[command].parse_args([]))
+    ignored = [
+        "RUN_DIR|GENOTYPE_FILE" if key == "source" else "--" + key.replace("_", "-")
+        for key, default in defaults.items()
+        if key not in ("resume", "func", *kept) and getattr(args, key, default) != default
+    ]
+    if ignored:
+        allowed = " and ".join(f"--{k}" for k in kept if k != "quiet")
+        print(
+            f"nasplug: warning: {', '.join(ignored)} ignored with --resume: a resumed run keeps "
+            f"the settings of its config.json (only {allowed} may be given again)",
+            file=sys.stderr,
+        )
 
 
 def _default_out(cfg: dict[str, Any]) -> str:
@@ -449,6 +469,7 @@ def cmd_train(args: argparse.Namespace) -> int:
     from nasplug.options import parse_pairs
 
     if args.resume:
+        _warn_ignored_on_resume(args, "train", ("device", "quiet"))
         trained = api.train(resume=args.resume, device=args.device, quiet=args.quiet)
     else:
         label = args.baseline or (Path(args.source).stem if args.source else "genotype")

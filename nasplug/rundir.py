@@ -18,6 +18,8 @@ import io
 import json
 import math
 import os
+import pickle
+import re
 import socket
 import tempfile
 import time
@@ -169,6 +171,7 @@ class RunDir:
         self._lock_fd: int | None = None
         self._made: list[Path] = []  # the folders create() made, outermost first
         self._owner = False  # whether this process wrote the run's config.json (create())
+        self._logged = False  # whether this process appended to the events log yet
 
     # ---- creating and opening -------------------------------------------------------------
     @classmethod
@@ -366,8 +369,15 @@ class RunDir:
         if not self.writer:
             return
         rec = {"event": event, "time": time.time(), **fields}
-        with open(self.path / EVENTS, "a") as f:
-            f.write(to_json(rec, indent=None) + "\n")
+        with open(self.path / EVENTS, "a+b") as f:
+            line = to_json(rec, indent=None) + "\n"
+            if not self._logged and f.tell() > 0:
+                # A killed process may have left a torn last line: start a new one after it.
+                f.seek(-1, os.SEEK_END)
+                if f.read(1) != b"\n":
+                    line = "\n" + line
+            f.write(line.encode())
+        self._logged = True
 
     def events(self, event: str | None = None) -> Iterator[dict[str, Any]]:
         """The events log, skipping a torn last line left by a killed process."""
@@ -405,6 +415,18 @@ class RunDir:
             return None
         try:
             return torch.load(p, map_location="cpu", weights_only=True)
+        except pickle.UnpicklingError as e:
+            unsafe = re.search(r"GLOBAL ([\w.]+)", str(e))
+            if unsafe is None:
+                raise RunError(
+                    f"checkpoint {p} is corrupt or truncated ({type(e).__name__}); "
+                    f"delete it to redo phase {phase!r} from its start"
+                ) from e
+            raise RunError(
+                f"checkpoint {p} is refused as unsafe: loading it would import "
+                f"{unsafe.group(1)}, and a nasplug checkpoint holds only tensors and plain data; "
+                f"delete it to redo phase {phase!r} from its start"
+            ) from e
         except Exception as e:
             raise RunError(
                 f"checkpoint {p} is corrupt or truncated ({type(e).__name__}); "
