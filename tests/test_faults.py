@@ -8,6 +8,7 @@ import errno
 import io
 import json
 import os
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -185,7 +186,9 @@ HOLD = (
 )
 
 
-def test_a_second_process_is_refused_and_a_stale_lock_is_taken_over(finished):
+def test_a_second_process_is_refused_and_a_stale_lock_is_taken_over(finished, tmp_path):
+    finished = Path(shutil.copytree(finished, tmp_path / "run"))
+    (finished / "metrics.json").unlink()  # unfinished: a resume of a finished run takes no lock
     holder = subprocess.Popen(
         [sys.executable, "-c", HOLD, str(finished)], stdout=subprocess.PIPE, text=True
     )
@@ -461,3 +464,18 @@ def test_a_symbolic_link_loop_or_dangling_link_as_out_is_named(tmp_path):
     dangling.symlink_to(tmp_path / "gone")
     code, _, err = run_cli("run", *TINY, "--out", dangling)
     assert code == 2 and f"is a symbolic link to {tmp_path / 'gone'}, which does not exist" in err
+
+
+def test_a_network_too_large_to_train_is_refused_before_it_is_allocated(tmp_path):
+    genotype = tmp_path / "g.txt"
+    genotype.write_text(
+        "Genotype(normal=[('sep_conv_3x3', 0), ('skip_connect', 1)], normal_concat=[2], "
+        "reduce=[('max_pool_3x3', 0), ('skip_connect', 1)], reduce_concat=[2])"
+    )
+    out = tmp_path / "trained"
+    code, _, err = run_cli("train", genotype, *TINY, "--channels", "100000", "--out", out)
+    lines = err.strip().splitlines()
+    assert code == 2 and len(lines) == 1, err
+    assert "the cell network has" in lines[0] and "training it needs at least" in lines[0]
+    assert "accepted: smaller --channels or --layers, or another --device" in lines[0]
+    assert not out.exists()
