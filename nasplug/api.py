@@ -287,7 +287,8 @@ def search(
         resume: a run directory to continue; its stored settings are used (``device`` and
             ``storage`` may be given again). A run started with plugin instances or in-memory
             data needs them passed again; data whose fingerprint differs from the one stored
-            in ``config.json`` is refused.
+            in ``config.json`` is refused. A finished run is left as it is: its stored results
+            are returned (without ``supernet`` and ``weights``) and nothing is written.
         quiet: no progress bars or per-epoch lines.
     """
     from nasplug import ddp, registry
@@ -312,7 +313,10 @@ def search(
     run: RunDir | None = None
     try:
         if resume is not None:
-            run = RunDir.open(resume, writer=writer).lock()
+            run = RunDir.open(resume, writer=writer)
+            if run.read_json("metrics.json") is not None:
+                return _finished_search(run, instances, device, storage, task=task, test=test)
+            run.lock()
             cfg = _resumed_config(run, device=device, storage=storage, threads=threads)
             _check_resumed_instances(cfg, instances)
         else:
@@ -366,6 +370,61 @@ def search(
             run.close()
 
 
+def _finished_search(
+    run: RunDir,
+    instances: Mapping[str, Any],
+    device: str | None,
+    storage: str | None,
+    *,
+    task: Any,
+    test: Any,
+) -> SearchRun:
+    """A finished run given to resume: its stored results; nothing is run, locked or written
+    (no supernet or weights: they are not kept)."""
+    from nasplug import inputs
+    from nasplug.rundir import RunError
+    from nasplug.types import Genotype
+
+    cfg = _resumed_config(run, device=device, storage=storage)
+    _check_resumed_instances(cfg, instances)
+    genotype = run.read_json("genotype.json")
+    if genotype is None:
+        raise RunError(f"{run.path} has metrics.json but no genotype.json; it is damaged")
+    space = build_plugins(cfg, instances, keys=("space",))["space"]
+    given = instances.get("data")
+    check_data_given(cfg, given, "the run")
+    data = load_data(cfg["data"], cfg["opts"]["data"], given, task=task, test=test)
+    settle_data(cfg, data, given, test, resume=True, label="the run")
+    try:
+        normalisation: Normalisation | None = inputs.load(run.path)
+    except ValueError:  # a run from before inputs.json was kept
+        normalisation = None
+    if run.writer:
+        print(finished_line(run.path, "run"), file=sys.stderr)
+    return SearchRun(
+        genotype=Genotype.from_dict(genotype),
+        metrics=run.read_json("metrics.json"),
+        history=[
+            {k: v for k, v in ev.items() if k not in ("event", "time")}
+            for ev in run.events("search_epoch")
+        ],
+        candidates=list(run.read_json("candidates.json", [])),
+        space=space,
+        data=data,
+        config=cfg,
+        run_dir=run.path,
+        normalisation=normalisation,
+    )
+
+
+def finished_line(path: Path, command: str) -> str:
+    """What a resume of a finished run says."""
+    return (
+        f"nasplug: {path} is finished; nothing was run or changed (its results follow; "
+        f"`nasplug show {path}` prints them, and a new `nasplug {command} --out` starts again)"
+    )
+
+
 def _is_int(v: Any) -> bool:
     return isinstance(v, int) and not isinstance(v, bool)
 
@@ -383,9 +442,7 @@ def check_config(cfg: dict[str, Any]) -> None:
     for key in PLUGIN_KEYS:
         if not isinstance(cfg.get(key), str) or not cfg[key]:
             raise OptionError(f"{key} must be a plugin name (text), got {cfg.get(key)!r}")
-    for key in ("epochs", "batch_size"):
-        if not _is_int(cfg.get(key)) or cfg[key] < 1:
-            raise OptionError(f"{key} must be a positive integer, got {cfg.get(key)!r}")
+    check_counts(cfg)
     if not _is_int(cfg.get("seed")) or not 0 <= cfg["seed"] < 2**63:
         raise OptionError(f"seed must be an integer from 0 to 2**63-1, got {cfg.get('seed')!r}")
     for key in ("deterministic", "tensorboard"):
@@ -409,6 +466,33 @@ def check_config(cfg: dict[str, Any]) -> None:
     except (ValueError, RuntimeError) as e:
         raise OptionError(one_line(e)) from e
     compile_backend(cfg.get("compile"))
+
+
+#: The largest accepted ``epochs`` and ``batch_size`` (2**31-1: the largest 32-bit index;
+#: a batch larger than the data is all of it, and the run says so).
+LIMITS = {"epochs": 100_000, "batch_size": 2**31 - 1}
+
+
+def check_counts(cfg: Mapping[str, Any]) -> None:
+    """``epochs`` and ``batch_size``: positive integers up to :data:`LIMITS`."""
+    from nasplug.options import OptionError
+
+    for key, limit in LIMITS.items():
+        value = cfg.get(key)
+        if not isinstance(value, int) or isinstance(value, bool) or value < 1:
+            raise OptionError(f"{key} must be a positive integer, got {value!r}")
+        if value > limit:
+            raise OptionError(f"{key} {value} is too large; accepted: 1 to {limit:,}")
+
+
+def warn_batch_size(batch_size: int, rows: int, what: str) -> None:
+    """Say that a batch larger than the data it draws from is all of the data."""
+    if batch_size > rows:
+        print(
+            f"nasplug: warning: batch size {batch_size} is larger than the {rows} rows of {what}; "
+            f"each step uses all {rows} rows (as batch size {rows} would)",
+            file=sys.stderr,
+        )
 
 
 def check_data_settings(cfg: Mapping[str, Any]) -> None:
@@ -707,19 +791,33 @@ def _check_table(plugins: Mapping[str, Any], cfg: Mapping[str, Any]) -> None:
 
 
 def _check_space_takes(space: Any, data: Any, cfg: Mapping[str, Any]) -> None:
-    """Build the supernet once on the data's task: a space that cannot take this data fails
-    here, before a run directory exists."""
+    """Build the supernet once on the data's task, on the meta device where the space allows
+    (nothing is allocated): a space that cannot take this data, or whose supernet cannot fit
+    in the device's memory, fails here, before a run directory exists."""
+    from nasplug.memory import check_fits, on_meta
     from nasplug.options import OptionError
+    from nasplug.trainer import pick_device
 
+    opts = cfg["opts"]["space"]
+    with_opts = f" with {', '.join(f'{k}={v}' for k, v in opts.items())}" if opts else ""
     try:
         space.choices()
-        space.supernet(data.task)
+        net = on_meta(lambda: space.supernet(data.task))
+        if net is None:
+            space.supernet(data.task)
     except Exception as e:  # noqa: BLE001 - a plugin's own error, whatever its type
         raise OptionError(
-            f"space {cfg['space']!r} cannot take the data of {cfg['data']!r} "
+            f"space {cfg['space']!r}{with_opts} cannot take the data of {cfg['data']!r} "
             f"({data.task.kind}, input shape {tuple(data.task.input_shape)}): "
             f"{type(e).__name__}: {one_line(e)}"
         ) from e
+    if net is not None:
+        check_fits(
+            net,
+            pick_device(cfg["device"]),
+            f"the supernet of space {cfg['space']!r}{with_opts}",
+            "smaller space options (channels, layers) or another --device",
+        )
 
 
 def noting_outcome(work: Callable[[], Any], run: Any, command: str, *, created: bool) -> Any:
@@ -809,6 +907,8 @@ def _execute(
     )
     if data.note:
         trainer.say(f"nasplug: {data.note}")
+    if run is None or run.writer:
+        warn_batch_size(cfg["batch_size"], trainer.size("weight"), "each half of the search data")
     trainer.log("start", config=cfg, device=str(trainer.device))
     normalisation = Normalisation.of(data.task.input_shape, *trainer.input_stats)
     t0 = time.time()
@@ -917,7 +1017,8 @@ def _write_report(run: Any) -> None:
 
 def one_line(e: BaseException) -> str:
     """``e``'s message on one line (at most 1,000 characters), or its type when it has none."""
-    text = " ".join(str(e).split()) or type(e).__name__
+    # A torch error may carry its C++ backtrace after this marker: nothing for the user.
+    text = " ".join(str(e).split("Exception raised from ")[0].split()) or type(e).__name__
     return text if len(text) <= 1000 else text[:1000] + " ..."
 
 

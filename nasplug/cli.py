@@ -2,7 +2,8 @@
 
 Every command runs under one handler: an expected failure (bad input, a file-system error, a
 plugin that fails to load) prints one line and exits 2; a run that failed after it had kept a
-checkpoint or result, or whose loss became NaN, exits 1; an interrupt exits 130. ``--debug`` or
+checkpoint or result, or whose loss became NaN, exits 1; an interrupt exits 130 and SIGTERM 143,
+both after keeping the last checkpoint and releasing the run's lock. ``--debug`` or
 ``NASPLUG_DEBUG=1`` adds the traceback.
 """
 
@@ -10,7 +11,9 @@ from __future__ import annotations
 
 import argparse
 import os
+import signal
 import sys
+import threading
 import time
 import traceback
 from collections.abc import Sequence
@@ -26,7 +29,28 @@ class UsageError(Exception):
     """Bad input from the user: printed as one line, exit status 2."""
 
 
+class Terminated(KeyboardInterrupt):
+    """SIGTERM (what Slurm, Kubernetes and ``timeout`` send): handled as Ctrl-C is, so a run
+    keeps its last checkpoint and releases its lock, but exits 143 (128 + SIGTERM)."""
+
+
+def _terminate(signum: int, frame: Any) -> None:
+    # A second SIGTERM (Slurm sends it to every process) must not cut the clean-up short.
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
+    raise Terminated
+
+
 def main(argv: Sequence[str] | None = None) -> int:
+    if threading.current_thread() is not threading.main_thread():  # signals reach the main one
+        return _main(argv)
+    previous = signal.signal(signal.SIGTERM, _terminate)
+    try:
+        return _main(argv)
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
+def _main(argv: Sequence[str] | None) -> int:
     debug = os.environ.get("NASPLUG_DEBUG", "") not in ("", "0")
     try:
         parser = _parser()
@@ -78,6 +102,8 @@ def _describe(e: BaseException) -> tuple[int, str]:
         run_error = expected[-1] if "nasplug.rundir" in sys.modules else ()
         code, e = (2 if isinstance(e.__cause__, run_error) else 1), e.__cause__
     notes = "".join(f"; {n}" for n in getattr(e, "__notes__", ()))
+    if isinstance(e, Terminated):
+        return 143, "terminated (SIGTERM)" + (notes or "; nothing was written")
     if isinstance(e, KeyboardInterrupt):
         return 130, "interrupted" + (notes or "; nothing was written")
     if isinstance(e, BrokenPipeError):
@@ -413,6 +439,8 @@ def _run(args: argparse.Namespace, *, writer: bool) -> int:
     from nasplug import api, ddp, report
 
     if args.resume:
+        if writer:
+            _warn_ignored_on_resume(args, "run", ("device", "storage", "threads", "quiet"))
         found = api.search(
             resume=args.resume,
             device=args.device,
@@ -444,6 +472,24 @@ def _run(args: argparse.Namespace, *, writer: bool) -> int:
     return 0
 
 
+def _warn_ignored_on_resume(args: argparse.Namespace, command: str, kept: Sequence[str]) -> None:
+    """One line naming the flags that a resume ignores: the run keeps its stored settings."""
+    sub = next(a for a in _parser()._actions if isinstance(a, argparse._SubParsersAction))
+    defaults = vars(sub.choices[command].parse_args([]))
+    ignored = [
+        "RUN_DIR|GENOTYPE_FILE" if key == "source" else "--" + key.replace("_", "-")
+        for key, default in defaults.items()
+        if key not in ("resume", "func", *kept) and getattr(args, key, default) != default
+    ]
+    if ignored:
+        allowed = " and ".join(f"--{k}" for k in kept if k != "quiet")
+        print(
+            f"nasplug: warning: {', '.join(ignored)} ignored with --resume: a resumed run keeps "
+            f"the settings of its config.json (only {allowed} may be given again)",
+            file=sys.stderr,
+        )
+
+
 def _default_out(cfg: dict[str, Any]) -> str:
     stamp = time.strftime("%Y%m%d-%H%M%S")
     base = Path("runs") / f"{stamp}-{cfg['space']}-{cfg['relax']}-{cfg['strategy']}"
@@ -472,6 +518,7 @@ def cmd_train(args: argparse.Namespace) -> int:
     from nasplug.options import parse_pairs
 
     if args.resume:
+        _warn_ignored_on_resume(args, "train", ("device", "threads", "quiet"))
         trained = api.train(
             resume=args.resume, device=args.device, threads=args.threads, quiet=args.quiet
         )

@@ -6,6 +6,7 @@ third-party distribution.
 
 from __future__ import annotations
 
+import inspect
 import os
 from dataclasses import dataclass
 from importlib import metadata
@@ -100,7 +101,8 @@ def load(axis: str, name: str) -> Any:
 
     Raises:
         PluginError: the name is unknown, the import fails (or calls ``sys.exit``), or the
-            entry point is not a subclass of the axis's abstract class.
+            entry point is not a subclass of the axis's abstract class or leaves one of its
+            abstract methods unimplemented.
     """
     from nasplug import interfaces
 
@@ -118,6 +120,12 @@ def load(axis: str, name: str) -> Any:
         what = f"class {obj.__name__}" if isinstance(obj, type) else f"a {type(obj).__name__}"
         raise PluginError(
             f"{axis} {name!r} from {where} is {what}, not a subclass of nasplug.{_BASES[axis]}"
+        )
+    if inspect.isabstract(obj):
+        missing = ", ".join(sorted(getattr(obj, "__abstractmethods__", ())))
+        raise PluginError(
+            f"{axis} {name!r} from {where} is class {obj.__name__}, which does not implement "
+            f"{missing} (abstract in nasplug.{_BASES[axis]})"
         )
     setattr(obj, _NAME_ATTR, name)
     return obj

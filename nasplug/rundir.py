@@ -12,12 +12,14 @@ to trust than a guess at which runs hold something private.
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import io
 import json
 import math
 import os
-import shutil
+import pickle
+import re
 import socket
 import tempfile
 import time
@@ -83,6 +85,7 @@ def check_new_run_path(path: str | Path, *, resume: str = "nasplug run --resume"
     folder above it must be writable.
     """
     p = Path(path)
+    _check_links(p)
     if p.exists() and not p.is_dir():
         raise RunError(f"--out {p} is an existing file; accepted: a new directory or an empty one")
     if (p / CONFIG).exists():
@@ -97,6 +100,40 @@ def check_new_run_path(path: str | Path, *, resume: str = "nasplug run --resume"
     if not os.access(target, os.W_OK | os.X_OK):
         why = "read-only file system" if _read_only_fs(target) else "permission denied or immutable"
         raise RunError(f"cannot create {p}: {target} is not writable ({why}); choose another --out")
+
+
+def _check_links(p: Path) -> None:
+    """A symbolic link loop or a dangling link at ``p`` is refused by name (creating the
+    folder would only say "File exists")."""
+    try:
+        os.stat(p)
+    except OSError as e:
+        accepted = "accepted: a new directory or an empty one"
+        if e.errno == errno.ELOOP:
+            raise RunError(f"--out {p} is a symbolic link loop; {accepted}") from None
+        if p.is_symlink():
+            raise RunError(
+                f"--out {p} is a symbolic link to {os.readlink(p)}, which does not exist; "
+                f"{accepted}"
+            ) from None
+
+
+def _make_dirs(path: Path, made: list[Path]) -> None:
+    """Create ``path`` and its missing parents; append to ``made`` each folder this call
+    created (not those another process created meanwhile), outermost first."""
+    missing = []
+    p = path
+    while not p.is_dir() and p != p.parent:
+        missing.append(p)
+        p = p.parent
+    for folder in reversed(missing):
+        try:
+            folder.mkdir(mode=0o700 if folder == path else 0o777)
+        except FileExistsError:
+            if not folder.is_dir():
+                raise
+            continue
+        made.append(folder)
 
 
 def _read_only_fs(path: Path) -> bool:
@@ -138,32 +175,69 @@ class RunDir:
         self.path = Path(path)
         self.writer = writer
         self._lock_fd: int | None = None
-        self._made: Path | None = None  # the topmost folder that create() made
+        self._made: list[Path] = []  # the folders create() made, outermost first
+        self._owner = False  # whether this process wrote the run's config.json (create())
+        self._logged = False  # whether this process appended to the events log yet
 
     # ---- creating and opening -------------------------------------------------------------
     @classmethod
     def create(cls, path: str | Path, config: Mapping[str, Any], *, writer: bool = True) -> RunDir:
         """A new run at ``path``, locked by this process until :meth:`close`.
 
-        If creating it fails half-way, what was made is removed again.
+        Safe against other processes creating a run at the same ``path`` at the same moment:
+        the run belongs to the one process that takes the lock and then writes ``config.json``
+        where none exists yet (see :meth:`_claim`); the others raise RunError. If creating it
+        fails half-way, this process removes what it made itself, and nothing else.
         """
         run = cls(path, writer=writer)
-        if writer:
-            check_new_run_path(run.path)
-            made: Path | None = None
-            if not run.path.exists():
-                made = run.path
-                while not made.parent.exists():
-                    made = made.parent
+        if not writer:
+            return run
+        check_new_run_path(run.path)
+        try:
+            _make_dirs(run.path, run._made)
             try:
-                run.path.mkdir(mode=0o700, parents=True, exist_ok=True)
-                run._made = made
                 run._lock()
-                atomic_write(run.path / CONFIG, to_json(config).encode())
-            except BaseException:
-                run.abandon()
-                raise
+            except RunError:
+                raise RunError(
+                    f"{run.path} is in use by {_holder(run.path / LOCK)}, which is creating or "
+                    f"running a run there; choose another --out"
+                ) from None
+            run._claim(to_json(config).encode())
+        except BaseException:
+            run.abandon()
+            raise
         return run
+
+    def _claim(self, data: bytes) -> None:
+        """Write ``config.json`` only where none exists: a hard link to a complete temporary
+        file fails if the name is taken, so two processes never both create the run and a
+        reader never sees a torn config. (File systems without hard links fall back to a
+        check and a rename, which the lock this process holds keeps safe among nasplug
+        processes.)"""
+        target = self.path / CONFIG
+        taken = RunError(
+            f"{self.path} already holds a run (another process created it just now); "
+            f"choose another --out"
+        )
+        fd, tmp = tempfile.mkstemp(dir=self.path, prefix=f".{CONFIG}.", suffix=".tmp")
+        try:
+            with os.fdopen(fd, "wb") as f:
+                f.write(data)
+                f.flush()
+                os.fsync(f.fileno())
+            try:
+                os.link(tmp, target)
+            except FileExistsError:
+                raise taken from None
+            except OSError as e:
+                if e.errno not in (errno.EPERM, errno.ENOTSUP, errno.EOPNOTSUPP, errno.ENOSYS):
+                    raise OSError(e.errno, e.strerror, str(target)) from e
+                if target.exists():
+                    raise taken from None
+                os.replace(tmp, target)
+        finally:
+            Path(tmp).unlink(missing_ok=True)
+        self._owner = True
 
     @classmethod
     def open(cls, path: str | Path, *, writer: bool = True) -> RunDir:
@@ -200,23 +274,33 @@ class RunDir:
         self.close()
 
     def abandon(self) -> bool:
-        """Undo :meth:`create` if the run holds nothing worth keeping yet.
+        """Undo :meth:`create` if this process created the run and it holds nothing worth
+        keeping yet.
 
         A run without a checkpoint or result (only its config, events and lock) would block
         the next try at the same ``--out``; it is removed, with the folders create() made.
-        Returns whether it was removed.
+        Only what this process made is ever removed: a run that another process created at
+        the same path, or a folder that is not empty, is left alone. Returns whether the run
+        was removed.
         """
-        if not self.writer or not self.path.is_dir() or not self._only_scaffold():
-            self.close()
-            return False
-        for name in _SCAFFOLD - {LOCK}:
-            (self.path / name).unlink(missing_ok=True)
+        removed = False
+        if self.writer and self._owner and self.path.is_dir() and self._only_scaffold():
+            for name in _SCAFFOLD - {LOCK}:
+                (self.path / name).unlink(missing_ok=True)
+            self._remove_leftovers()
+            for d in sorted(self.path.rglob("*"), key=lambda p: len(p.parts), reverse=True):
+                with contextlib.suppress(OSError):
+                    d.rmdir()
+            self._owner = False
+            removed = True
         self.close()
-        for tmp in self.path.rglob(".*.tmp"):
-            tmp.unlink(missing_ok=True)
-        if self._made is not None:
-            shutil.rmtree(self._made, ignore_errors=True)
-        return True
+        for folder in reversed(self._made):  # innermost first; a folder in use is not empty
+            try:
+                folder.rmdir()
+            except OSError:
+                break
+        self._made = []
+        return removed
 
     def _only_scaffold(self) -> bool:
         for p in self.path.rglob("*"):
@@ -291,8 +375,15 @@ class RunDir:
         if not self.writer:
             return
         rec = {"event": event, "time": time.time(), **fields}
-        with open(self.path / EVENTS, "a") as f:
-            f.write(to_json(rec, indent=None) + "\n")
+        with open(self.path / EVENTS, "a+b") as f:
+            line = to_json(rec, indent=None) + "\n"
+            if not self._logged and f.tell() > 0:
+                # A killed process may have left a torn last line: start a new one after it.
+                f.seek(-1, os.SEEK_END)
+                if f.read(1) != b"\n":
+                    line = "\n" + line
+            f.write(line.encode())
+        self._logged = True
 
     def events(self, event: str | None = None) -> Iterator[dict[str, Any]]:
         """The events log, skipping a torn last line left by a killed process."""
@@ -330,6 +421,18 @@ class RunDir:
             return None
         try:
             return torch.load(p, map_location="cpu", weights_only=True)
+        except pickle.UnpicklingError as e:
+            unsafe = re.search(r"GLOBAL ([\w.]+)", str(e))
+            if unsafe is None:
+                raise RunError(
+                    f"checkpoint {p} is corrupt or truncated ({type(e).__name__}); "
+                    f"delete it to redo phase {phase!r} from its start"
+                ) from e
+            raise RunError(
+                f"checkpoint {p} is refused as unsafe: loading it would import "
+                f"{unsafe.group(1)}, and a nasplug checkpoint holds only tensors and plain data; "
+                f"delete it to redo phase {phase!r} from its start"
+            ) from e
         except Exception as e:
             raise RunError(
                 f"checkpoint {p} is corrupt or truncated ({type(e).__name__}); "

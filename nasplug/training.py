@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import functools
 import math
+import sys
 import time
 from collections.abc import Callable, Mapping
 from pathlib import Path
@@ -37,14 +38,11 @@ def count_params(model: nn.Module) -> int:
 
 
 def _check_settings(s: Mapping[str, Any]) -> None:
-    from nasplug.api import check_data_settings
+    from nasplug.api import check_counts, check_data_settings
     from nasplug.options import OptionError
     from nasplug.rng import check_threads
 
-    for key in ("epochs", "batch_size"):
-        v = s[key]
-        if not isinstance(v, int) or isinstance(v, bool) or v < 1:
-            raise OptionError(f"{key} must be a positive integer, got {v!r}")
+    check_counts(s)
     if s["cutout"] is not None and (not isinstance(s["cutout"], int) or s["cutout"] < 0):
         raise OptionError(f"cutout must be an integer >= 0 (0: off), got {s['cutout']!r}")
     if not isinstance(s["drop_path"], (int, float)) or not 0.0 <= s["drop_path"] < 1.0:
@@ -247,6 +245,7 @@ def prepare_train(
     from nasplug import registry
     from nasplug.api import _data_name, benchmark_metrics, check_data_given, load_data, settle_data
     from nasplug.baselines import baseline
+    from nasplug.memory import check_fits, on_meta
     from nasplug.options import OptionError, instantiate
     from nasplug.rng import seed_everything
     from nasplug.trainer import pick_device
@@ -286,6 +285,14 @@ def prepare_train(
                 f"space {cfg['space']!r}",
             )
         genotype = Genotype.from_dict(cfg["genotype"])
+        meta = on_meta(lambda: space.build(genotype, task_))
+        if meta is not None:  # refused before it is allocated (see nasplug.memory)
+            check_fits(
+                meta,
+                pick_device(cfg["device"]),
+                f"the {cfg['space']} network",
+                "smaller --channels or --layers, or another --device",
+            )
         try:
             model = space.build(genotype, task_)
         except Exception as e:  # noqa: BLE001 - a space rejects a genotype in its own words
@@ -312,6 +319,7 @@ def fit(
     """Train the network of ``cfg`` (see :func:`train_config`); write ``train.json`` and
     ``inputs.json`` into ``run`` if there is one. Returns the result, the history, the trained
     network and what its inputs were normalised with."""
+    from nasplug.api import warn_batch_size
     from nasplug.inputs import Normalisation
     from nasplug.rundir import INPUTS
     from nasplug.trainer import Trainer
@@ -335,6 +343,7 @@ def fit(
     )
     if data.note:
         trainer.say(f"nasplug: {data.note}")
+    warn_batch_size(cfg["batch_size"], trainer.size("train"), "the training data")
     trainer.log("train_start", config=dict(cfg), params=params, device=str(trainer.device))
     t0 = time.time()
     hist = trainer.fit(
@@ -389,6 +398,47 @@ def _train_seconds(run: Any) -> float:
     return float(sum(per_epoch.values()))
 
 
+def _finished_training(run: Any, cfg: dict[str, Any], settings: Mapping[str, Any]) -> TrainRun:
+    """A finished training run given to resume: its stored result and the trained network
+    from its last checkpoint; nothing is trained, locked or written."""
+    from nasplug import inputs
+    from nasplug.api import TrainRun, finished_line
+    from nasplug.rundir import RunError
+
+    cfg = {"augment": "off", "stream": "auto", "workers": 2, **cfg}
+    if settings.get("device") is not None:
+        cfg["device"] = settings["device"]
+    reuse: dict[str, Any] = {}
+    if settings.get("data") is not None and not isinstance(settings["data"], str):
+        reuse["given_data"] = settings["data"]
+    _, model, _, _ = prepare_train(
+        cfg, reuse, task=settings.get("task"), test=settings.get("test"), resume=True
+    )
+    ckpt = run.load_checkpoint("train")
+    if ckpt is None:
+        raise RunError(f"{run.path} has {TRAIN_JSON} but no checkpoint of its network")
+    try:
+        model.load_state_dict(ckpt["state"]["model"])
+        history = list(ckpt["state"]["memo"]["history"])
+    except (KeyError, TypeError, RuntimeError) as e:
+        raise RunError(
+            f"checkpoint {run.checkpoint_path('train')} does not fit this run's network"
+        ) from e
+    try:
+        normalisation: Normalisation | None = inputs.load(run.path)
+    except ValueError:  # a run from before inputs.json was kept
+        normalisation = None
+    print(finished_line(run.path, "train"), file=sys.stderr)
+    return TrainRun(
+        result=run.read_json(TRAIN_JSON),
+        history=history,
+        model=model,
+        config=cfg,
+        run_dir=run.path,
+        normalisation=normalisation,
+    )
+
+
 def run_training(
     source: Any,
     *,
@@ -405,13 +455,16 @@ def run_training(
     run = None
     try:
         if resume is not None:
-            run = RunDir.open(resume).lock()
+            run = RunDir.open(resume)
             cfg = run.config()
             if not isinstance(cfg, dict) or cfg.get("command") != "train":
                 raise RunError(
                     f"{resume} is not a training run; resume searches with "
                     f"`nasplug run --resume {resume}`"
                 )
+            if run.read_json(TRAIN_JSON) is not None:
+                return _finished_training(run, cfg, settings)
+            run.lock()
             cfg = {"augment": "off", "stream": "auto", "workers": 2, "threads": None, **cfg}
             cfg["threads"] = resumed_threads(cfg["threads"], settings.get("threads"))
             if settings.get("device") is not None:

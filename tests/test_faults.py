@@ -8,6 +8,7 @@ import errno
 import io
 import json
 import os
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -95,6 +96,7 @@ def test_unexpected_errors_are_one_line_pointing_at_debug(monkeypatch):
 NOT_A_SUBCLASS = "class Loose:\n    def weights(self, logits):\n        return logits\n"
 NOT_A_CLASS = "def factory():\n    return None\n"
 EXITS = "import sys\nsys.exit('refusing to import')\n"
+ABSTRACT = "from nasplug import Relaxation\n\nclass Thing(Relaxation):\n    name = 'bad'\n"
 
 
 @pytest.mark.parametrize(
@@ -106,6 +108,11 @@ EXITS = "import sys\nsys.exit('refusing to import')\n"
             EXITS,
             "failed to load from entry point 'nasplug_fake_bad:Thing' of nasplug-fake-bad 0.3: "
             "SystemExit: refusing to import",
+        ),
+        (
+            ABSTRACT,
+            "relaxation 'bad' from entry point 'nasplug_fake_bad:Thing' of nasplug-fake-bad 0.3 "
+            "is class Thing, which does not implement weights (abstract in nasplug.Relaxation)",
         ),
     ],
 )
@@ -179,7 +186,9 @@ HOLD = (
 )
 
 
-def test_a_second_process_is_refused_and_a_stale_lock_is_taken_over(finished):
+def test_a_second_process_is_refused_and_a_stale_lock_is_taken_over(finished, tmp_path):
+    finished = Path(shutil.copytree(finished, tmp_path / "run"))
+    (finished / "metrics.json").unlink()  # unfinished: a resume of a finished run takes no lock
     holder = subprocess.Popen(
         [sys.executable, "-c", HOLD, str(finished)], stdout=subprocess.PIPE, text=True
     )
@@ -308,3 +317,165 @@ def test_the_command_line_starts_without_torch_so_an_early_interrupt_reaches_the
     assert subprocess.run([sys.executable, "-c", code]).returncode == 0
     code = "import sys, nasplug; nasplug.Genotype; sys.exit('torch' not in sys.modules)"
     assert subprocess.run([sys.executable, "-c", code]).returncode == 0
+
+
+# ---- resuming a finished run ---------------------------------------------------------------
+def _files(root: Path) -> dict[str, bytes]:
+    return {str(p.relative_to(root)): p.read_bytes() for p in root.rglob("*") if p.is_file()}
+
+
+def test_resuming_a_finished_run_says_so_and_changes_nothing(finished, tmp_path):
+    before = _files(finished)
+    code, out, err = run_cli("run", "--resume", finished)
+    assert code == 0 and err.strip().splitlines() == [
+        f"nasplug: {finished} is finished; nothing was run or changed (its results follow; "
+        f"`nasplug show {finished}` prints them, and a new `nasplug run --out` starts again)"
+    ]
+    stored = json.loads((finished / "metrics.json").read_text())
+    assert "genotype:" in out and f"{stored['val_accuracy']:.4f}" in out
+    assert _files(finished) == before
+
+    trained = tmp_path / "trained"
+    code, _, err = run_cli("train", finished, "--epochs", "1", *TINY, "--out", trained)
+    assert code == 0, err
+    before = _files(trained)
+    code, out, err = run_cli("train", "--resume", trained)
+    assert code == 0 and "is finished; nothing was run or changed" in err
+    assert len(err.strip().splitlines()) == 1
+    assert "test accuracy" in out and _files(trained) == before
+
+
+def test_flags_that_a_resume_ignores_are_named_in_one_warning(finished):
+    before = _files(finished)
+    code, _, err = run_cli("run", "--resume", finished, "--space", "dense", "--epochs", "3")
+    lines = err.strip().splitlines()
+    assert code == 0 and len(lines) == 2, err
+    assert lines[0] == (
+        "nasplug: warning: --space, --epochs ignored with --resume: a resumed run keeps the "
+        "settings of its config.json (only --device and --storage may be given again)"
+    )
+    assert _files(finished) == before
+
+
+# ---- values the data or the machine cannot take --------------------------------------------
+@pytest.mark.parametrize(
+    "args,needle",
+    [
+        (
+            ["--batch-size", str(2**63)],
+            f"batch_size {2**63} is too large; accepted: 1 to 2,147,483",
+        ),
+        (["--epochs", str(10**32)], f"epochs {10**32} is too large; accepted: 1 to 100,000"),
+        (
+            ["--space-opt", "channels=10000"],
+            "the supernet of space 'cell' with channels=10000, layers=1 has",
+        ),
+        (["--space-opt", f"channels={10**32}"], "Overflow when unpacking long"),
+    ],
+    ids=["batch-2**63", "epochs-10**32", "channels-10000", "channels-10**32"],
+)
+def test_values_that_cannot_run_are_refused_in_one_line_before_writing(tmp_path, args, needle):
+    code, _, err = run_cli("run", *TINY, *args, "--out", tmp_path / "run")
+    lines = err.strip().splitlines()
+    assert code == 2 and len(lines) == 1 and needle in lines[0], err
+    assert len(lines[0]) < 400 and "Exception raised from" not in lines[0]
+    assert not (tmp_path / "run").exists()
+
+
+def test_epochs_too_large_in_a_config_file_are_refused(tmp_path):
+    config = tmp_path / "c.toml"
+    config.write_text(f"[run]\nepochs = {10**32}\n")
+    code, _, err = run_cli("run", *TINY, "--config", config, "--out", tmp_path / "run")
+    assert code == 2 and f"epochs {10**32} is too large; accepted: 1 to 100,000" in err
+
+
+def test_a_supernet_larger_than_memory_is_refused_before_it_is_allocated(tmp_path):
+    from nasplug.memory import available_bytes, check_fits, on_meta
+    from nasplug.options import OptionError
+    from nasplug_spaces.cell import CellSpace
+
+    task = Task("classification", (1, 28, 28), 10)
+    net = on_meta(lambda: CellSpace(channels=10000, layers=5).supernet(task))
+    assert net is not None and all(p.is_meta for p in net.parameters())
+    with pytest.raises(OptionError, match=r"has 380,987,510,010 parameters: training it needs"):
+        check_fits(net, torch.device("cpu"), "the supernet", "smaller options")
+    assert available_bytes(torch.device("cpu")) > 0
+    small = on_meta(lambda: CellSpace(channels=4, layers=2).supernet(task))
+    check_fits(small, torch.device("cpu"), "the supernet", "smaller options")
+
+
+def test_a_batch_larger_than_the_data_is_all_of_it_and_the_run_says_so(tmp_path):
+    code, _, err = run_cli(
+        "run", *TINY, "--batch-size", "100000", "--epochs", "1", "--out", tmp_path / "run"
+    )
+    assert code == 0 and err.strip().splitlines() == [
+        "nasplug: warning: batch size 100000 is larger than the 20 rows of each half of the "
+        "search data; each step uses all 20 rows (as batch size 20 would)"
+    ]
+
+
+# ---- smaller faults ------------------------------------------------------------------------
+def test_an_event_after_a_torn_last_line_starts_a_new_line(tmp_path):
+    with RunDir.create(tmp_path / "run", {"test": True}) as run:
+        run.log("start")
+    events = tmp_path / "run" / "events.jsonl"
+    with open(events, "a") as f:
+        f.write('{"event": "search_ep')  # what a kill in mid-write leaves
+    with RunDir.open(tmp_path / "run").lock() as run:
+        run.log("resumed")
+        run.log("resume", epoch=1)
+        assert [e["event"] for e in run.events()] == ["start", "resumed", "resume"]
+    assert events.read_text().splitlines()[1] == '{"event": "search_ep'
+
+
+class _RunsACommand:
+    def __init__(self, marker: Path) -> None:
+        self.marker = marker
+
+    def __reduce__(self):
+        return (os.system, (f"touch {self.marker}",))
+
+
+def test_a_checkpoint_that_would_run_code_is_refused_as_unsafe(tmp_path):
+    run = RunDir.create(tmp_path / "run", {"test": True})
+    run.checkpoint_path("search").parent.mkdir()
+    marker = tmp_path / "ran"
+    torch.save({"epoch": 1, "state": _RunsACommand(marker)}, run.checkpoint_path("search"))
+    with pytest.raises(RunError) as e:
+        run.load_checkpoint("search")
+    assert "is refused as unsafe: loading it would import" in str(e.value)
+    assert ".system" in str(e.value) and "corrupt" not in str(e.value)
+    assert not marker.exists()
+    run.checkpoint_path("search").write_bytes(b"PK\x03\x04 torn")
+    with pytest.raises(RunError, match="is corrupt or truncated"):
+        run.load_checkpoint("search")
+    run.close()
+
+
+def test_a_symbolic_link_loop_or_dangling_link_as_out_is_named(tmp_path):
+    loop = tmp_path / "loop"
+    loop.symlink_to(loop)
+    code, _, err = run_cli("run", *TINY, "--out", loop)
+    assert code == 2 and err.strip() == (
+        f"nasplug: error: --out {loop} is a symbolic link loop; accepted: a new directory or an "
+        f"empty one"
+    )
+    dangling = tmp_path / "dangling"
+    dangling.symlink_to(tmp_path / "gone")
+    code, _, err = run_cli("run", *TINY, "--out", dangling)
+    assert code == 2 and f"is a symbolic link to {tmp_path / 'gone'}, which does not exist" in err
+
+
+def test_a_network_too_large_to_train_is_refused_before_it_is_allocated(tmp_path):
+    genotype = tmp_path / "g.txt"
+    genotype.write_text(
+        "Genotype(normal=[('sep_conv_3x3', 0), ('skip_connect', 1)], normal_concat=[2], "
+        "reduce=[('max_pool_3x3', 0), ('skip_connect', 1)], reduce_concat=[2])"
+    )
+    out = tmp_path / "trained"
+    code, _, err = run_cli("train", genotype, *TINY, "--channels", "100000", "--out", out)
+    lines = err.strip().splitlines()
+    assert code == 2 and len(lines) == 1, err
+    assert "the cell network has" in lines[0] and "training it needs at least" in lines[0]
+    assert "accepted: smaller --channels or --layers, or another --device" in lines[0]
+    assert not out.exists()
