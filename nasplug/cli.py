@@ -482,7 +482,8 @@ def _warn_ignored_on_resume(args: argparse.Namespace, command: str, kept: Sequen
         if key not in ("resume", "func", *kept) and getattr(args, key, default) != default
     ]
     if ignored:
-        allowed = " and ".join(f"--{k}" for k in kept if k != "quiet")
+        flags = [f"--{k}" for k in kept if k != "quiet"]
+        allowed = " and ".join([", ".join(flags[:-1]), flags[-1]] if len(flags) > 1 else flags)
         print(
             f"nasplug: warning: {', '.join(ignored)} ignored with --resume: a resumed run keeps "
             f"the settings of its config.json (only {allowed} may be given again)",

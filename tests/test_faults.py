@@ -352,7 +352,7 @@ def test_flags_that_a_resume_ignores_are_named_in_one_warning(finished):
     assert code == 0 and len(lines) == 2, err
     assert lines[0] == (
         "nasplug: warning: --space, --epochs ignored with --resume: a resumed run keeps the "
-        "settings of its config.json (only --device and --storage may be given again)"
+        "settings of its config.json (only --device, --storage and --threads may be given again)"
     )
     assert _files(finished) == before
 
