@@ -4,15 +4,18 @@ and rank them.
 A black-box strategy proposes genotypes and needs each one scored. :class:`Evaluation` holds
 the ways every built-in one offers (``method=train``, ``supernet`` or ``table``) with their
 settings, checked once; :class:`SamplePool` draws distinct valid genotypes in an order fixed by
-the seed and remembers the decisions behind each; :func:`benchmark_of` hands over a space's
-benchmark table or fails in one line; :func:`table_result` turns a list of table queries into
-the search's result.
+the seed and remembers the decisions behind each; :func:`candidate_search` is the loop of a
+strategy that proposes one genotype at a time (evaluate, record, checkpoint, rank), and
+:func:`table_search` its counterpart on a benchmark table; :func:`benchmark_of` hands over a
+space's benchmark table or fails in one line; :func:`table_result` turns a list of table
+queries into the search's result.
 """
 
 from __future__ import annotations
 
 import math
 import random
+import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -21,6 +24,7 @@ from torch import nn
 
 from nasplug import registry
 from nasplug.interfaces import BenchmarkTable, OffersBenchmark, SearchContext, SearchSpace
+from nasplug.memo import Memo
 from nasplug.options import OptionError
 from nasplug.supernet import recalibrate_batchnorm, search_supernet
 from nasplug.trainer import NonFiniteLoss, Trainer
@@ -31,13 +35,16 @@ __all__ = [
     "METHODS",
     "Evaluate",
     "Evaluation",
+    "Propose",
     "SamplePool",
     "benchmark_of",
     "best_candidate",
     "candidate_phase",
+    "candidate_search",
     "forget_checkpoint",
     "log_queries",
     "table_result",
+    "table_search",
     "train_candidate",
 ]
 
@@ -45,6 +52,10 @@ __all__ = [
 METHODS = ("train", "supernet", "table")
 #: ``evaluate(genotype, i) -> record`` scores the i-th candidate of a search.
 Evaluate = Callable[[Genotype, int], dict[str, Any]]
+#: ``propose(rows, i) -> (genotype, extra)`` gives the i-th candidate of a search from the
+#: records of the candidates before it, with the fields to add to its record; None when the
+#: space has no more genotypes to offer.
+Propose = Callable[[list[dict[str, Any]], int], tuple[Genotype, dict[str, Any]] | None]
 # Consecutive duplicate draws after which a space counts as exhausted.
 _DUPLICATE_DRAWS = 200
 
@@ -197,6 +208,117 @@ class Evaluation:
         return evaluate
 
 
+def candidate_search(
+    ctx: SearchContext,
+    strategy: str,
+    evaluation: Evaluation,
+    propose: Propose,
+    *,
+    candidates: int,
+    time_budget: float = 0.0,
+) -> SearchResult:
+    """The search of a strategy that proposes one genotype at a time: evaluate, record, rank.
+
+    ``evaluation`` is prepared first (:meth:`Evaluation.prepare`). Candidate ``i`` is then
+    ``propose(rows, i)`` given the records before it, scored by the evaluation, and recorded
+    as ``{"index": i, **evaluated, **extra, "seconds": ...}`` (the seconds of its evaluation).
+    Each record is logged as a ``candidate`` event and said in one line, ``{strategy} candidate
+    {i + 1}: ...``, with the record's ``origin`` in brackets after the number when the
+    proposer gives one. The records are the memo of ``trainer.epochs(n, {"memo": memo},
+    strategy)``, so a killed search resumes after its last finished candidate; a trained
+    candidate's checkpoint is deleted once its record is saved (:func:`forget_checkpoint`).
+
+    Args:
+        ctx: the search's context.
+        strategy: the strategy's name: the phase of its loop, its candidates' phases
+            (:func:`candidate_phase`) and the first word of its lines.
+        evaluation: how each candidate is scored (``train`` or ``supernet``; a search by table
+            is :func:`table_search`).
+        propose: the genotype of each candidate (see :data:`Propose`); None ends the search.
+        candidates: how many candidates to evaluate (0: no limit; then ``time_budget`` must
+            end the search).
+        time_budget: wall-clock seconds, the evaluation's preparation included, over all
+            sessions of the run; checked before each candidate after the first (0: no limit).
+
+    Returns:
+        The best candidate (:func:`best_candidate`), with metrics ``val_<task.metric>``,
+        ``params``, ``candidates`` and ``search_seconds``; the records are both the history
+        and the candidates.
+
+    Raises:
+        ValueError: the search evaluated no candidate (the space offered none).
+    """
+    trainer, task = ctx.trainer, ctx.task
+    evaluate, spent = evaluation.prepare(ctx, strategy)
+    memo = Memo(candidates=[], seconds=0.0)
+    for i in trainer.epochs(candidates or 2**62, {"memo": memo}, strategy):
+        if i > 0:  # the finished candidate is in the memo now
+            forget_checkpoint(trainer, candidate_phase(strategy, i - 1))
+        if time_budget and i > 0 and spent + memo["seconds"] >= time_budget:
+            break
+        proposed = propose(memo["candidates"], i)
+        if proposed is None:
+            trainer.say(f"{strategy}: the space has no more distinct genotypes after {i}")
+            break
+        genotype, extra = proposed
+        t0 = time.time()
+        rec = {"index": i, **evaluate(genotype, i), **extra}
+        rec["seconds"] = time.time() - t0
+        memo["candidates"].append(rec)
+        memo["seconds"] += rec["seconds"]
+        trainer.log("candidate", **rec)
+        origin = f" ({rec['origin']})" if "origin" in rec else ""
+        trainer.say(
+            f"{strategy} candidate {i + 1}{origin}: {task.metric} {_fmt(rec['metric'])} "
+            f"({rec['params']} parameters, {rec['seconds']:.1f}s)"
+        )
+    rows = list(memo["candidates"])
+    if not rows:
+        raise ValueError(f"{evaluation.who} found no valid genotype to evaluate in this space")
+    forget_checkpoint(trainer, candidate_phase(strategy, len(rows) - 1))
+    best = best_candidate(rows, task.better)
+    metrics = {
+        f"val_{task.metric}": best["metric"],
+        "params": float(best["params"]),
+        "candidates": float(len(rows)),
+        "search_seconds": spent + memo["seconds"],
+    }
+    return SearchResult(Genotype.from_dict(best["genotype"]), metrics, rows, rows)
+
+
+def table_search(
+    space: SearchSpace,
+    strategy: str,
+    propose: Propose,
+    *,
+    queries: int,
+    accepted: Sequence[str] | None = None,
+) -> SearchResult:
+    """:func:`candidate_search` on the space's benchmark table: no data, no training.
+
+    Query ``i`` is ``propose(rows, i)`` given the rows before it, looked up in the table
+    (:func:`benchmark_of`, which names ``strategy`` and ``accepted`` if the space has none),
+    and recorded as ``{"index": i, "genotype": ..., "metric": value, **extra}``. The search
+    stops after ``queries`` queries, or earlier when ``propose`` returns None.
+
+    Returns:
+        :func:`table_result` of the rows, the seconds counting from before the table is asked
+        for.
+    """
+    t0 = time.perf_counter()
+    table = benchmark_of(space, strategy, accepted)
+    rows: list[dict[str, Any]] = []
+    for i in range(queries):
+        proposed = propose(rows, i)
+        if proposed is None:
+            break
+        genotype, extra = proposed
+        rows.append(
+            {"index": i, "genotype": genotype.to_dict(), "metric": table.query(genotype), **extra}
+        )
+    return table_result(table, rows, time.perf_counter() - t0)
+
+
 def candidate_phase(strategy: str, i: int) -> str:
     """The checkpoint phase of a strategy's ``i``-th trained candidate."""
     return f"{strategy}/candidate{i:05d}"
@@ -305,3 +427,7 @@ def _queried(table: BenchmarkTable) -> Evaluate:
 
 def _finite(v: Any) -> bool:
     return isinstance(v, (int, float)) and math.isfinite(v)
+
+
+def _fmt(v: Any) -> str:
+    return f"{v:.4f}" if _finite(v) else "nan"

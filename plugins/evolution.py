@@ -12,23 +12,17 @@ from __future__ import annotations
 
 import math
 import random
-import time
 from collections.abc import Callable, Sequence
 from typing import Any
 
 from nasplug.candidates import (
-    Evaluate,
     Evaluation,
     SamplePool,
-    benchmark_of,
-    best_candidate,
-    candidate_phase,
-    forget_checkpoint,
+    candidate_search,
     log_queries,
-    table_result,
+    table_search,
 )
 from nasplug.interfaces import SearchContext, SearchSpace, Strategy
-from nasplug.memo import Memo
 from nasplug.types import Genotype, SearchResult
 
 __all__ = ["Evolution", "mutate"]
@@ -91,45 +85,17 @@ class Evolution(Strategy):
             result = self.search_table(ctx.space, seed=ctx.seed, queries=self.candidates)
             log_queries(ctx, "evolution", result)
             return result
-        trainer, task = ctx.trainer, ctx.task
-        evaluate, spent = self.evaluation.prepare(ctx, "evolution")
-        memo = Memo(candidates=[], seconds=0.0)
-        propose = _Proposer(ctx.space, ctx.seed, self.population, self.sample, task.better)
-        for i in trainer.epochs(self.candidates, {"memo": memo}, "evolution"):
-            if i > 0:  # the finished candidate is in the memo now
-                forget_checkpoint(trainer, candidate_phase("evolution", i - 1))
-            rec = _evaluated(propose, evaluate, memo["candidates"], i)
-            memo["candidates"].append(rec)
-            memo["seconds"] += rec["seconds"]
-            trainer.log("candidate", **rec)
-            trainer.say(
-                f"evolution candidate {i + 1} ({rec['origin']}): {task.metric} "
-                f"{_fmt(rec['metric'])} ({rec['params']} parameters, {rec['seconds']:.1f}s)"
-            )
-        rows = list(memo["candidates"])
-        forget_checkpoint(trainer, candidate_phase("evolution", len(rows) - 1))
-        best = best_candidate(rows, task.better)
-        metrics = {
-            f"val_{task.metric}": best["metric"],
-            "params": float(best["params"]),
-            "candidates": float(len(rows)),
-            "search_seconds": spent + memo["seconds"],
-        }
-        return SearchResult(Genotype.from_dict(best["genotype"]), metrics, rows, rows)
+        propose = _Proposer(ctx.space, ctx.seed, self.population, self.sample, ctx.task.better)
+        return candidate_search(
+            ctx, "evolution", self.evaluation, propose, candidates=self.candidates
+        )
 
     def search_table(self, space: SearchSpace, *, seed: int, queries: int) -> SearchResult:
         """``queries`` evaluations under ``seed``, each a lookup in the space's table."""
-        t0 = time.perf_counter()
-        table = benchmark_of(space, "evolution", self.evaluation.accepted)
         propose = _Proposer(space, seed, self.population, self.sample, _greater)
-
-        def evaluate(genotype: Genotype, i: int) -> dict[str, Any]:
-            return {"genotype": genotype.to_dict(), "metric": table.query(genotype)}
-
-        rows: list[dict[str, Any]] = []
-        for i in range(queries):
-            rows.append(_evaluated(propose, evaluate, rows, i, timed=False))
-        return table_result(table, rows, time.perf_counter() - t0)
+        return table_search(
+            space, "evolution", propose, queries=queries, accepted=self.evaluation.accepted
+        )
 
 
 def mutate(
@@ -217,29 +183,9 @@ class _Proposer:
         return genotype, {"decisions": decisions, "origin": f"mutant of {members[parent]['index']}"}
 
 
-def _evaluated(
-    propose: _Proposer,
-    evaluate: Evaluate,
-    rows: list[dict[str, Any]],
-    i: int,
-    *,
-    timed: bool = True,
-) -> dict[str, Any]:
-    genotype, extra = propose(rows, i)
-    t0 = time.time()
-    rec = {"index": i, **evaluate(genotype, i), **extra}
-    if timed:
-        rec["seconds"] = time.time() - t0
-    return rec
-
-
 def _greater(a: float, b: float) -> bool:
     return a > b
 
 
 def _finite(v: Any) -> bool:
     return isinstance(v, (int, float)) and math.isfinite(v)
-
-
-def _fmt(v: Any) -> str:
-    return f"{v:.4f}" if _finite(v) else "nan"

@@ -9,22 +9,17 @@ of a DARTS run.
 
 from __future__ import annotations
 
-import math
-import time
 from typing import Any
 
 from nasplug.candidates import (
     Evaluation,
+    Propose,
     SamplePool,
-    benchmark_of,
-    best_candidate,
-    candidate_phase,
-    forget_checkpoint,
+    candidate_search,
     log_queries,
-    table_result,
+    table_search,
 )
 from nasplug.interfaces import SearchContext, SearchSpace, Strategy
-from nasplug.memo import Memo
 from nasplug.types import Genotype, SearchResult
 
 __all__ = ["RandomSearch"]
@@ -82,63 +77,28 @@ class RandomSearch(Strategy):
             result = self.search_table(ctx.space, seed=ctx.seed, queries=self.candidates)
             log_queries(ctx, "random", result)
             return result
-        trainer, task = ctx.trainer, ctx.task
-        evaluate, spent = self.evaluation.prepare(ctx, "random")
-        memo = Memo(candidates=[], seconds=0.0)
-        pool = SamplePool(ctx.space, ctx.seed)
-        limit = self.candidates or 2**62
-        for i in trainer.epochs(limit, {"memo": memo}, "random"):
-            if i > 0:  # the finished candidate is in the memo now
-                forget_checkpoint(trainer, candidate_phase("random", i - 1))
-            if self.time_budget and i > 0 and spent + memo["seconds"] >= self.time_budget:
-                break
-            genotype = pool.get(i)
-            if genotype is None:
-                trainer.say(f"random: the space has no more distinct genotypes after {i}")
-                break
-            t0 = time.time()
-            rec = {"index": i, **evaluate(genotype, i)}
-            rec["seconds"] = time.time() - t0
-            memo["candidates"].append(rec)
-            memo["seconds"] += rec["seconds"]
-            trainer.log("candidate", **rec)
-            trainer.say(
-                f"random candidate {i + 1}: {task.metric} {_fmt(rec['metric'])} "
-                f"({rec['params']} parameters, {rec['seconds']:.1f}s)"
-            )
-        rows = list(memo["candidates"])
-        if not rows:
-            raise ValueError("random search found no valid genotype to evaluate in this space")
-        forget_checkpoint(trainer, candidate_phase("random", len(rows) - 1))
-        best = best_candidate(rows, task.better)
-        m = task.metric
-        metrics = {
-            f"val_{m}": best["metric"],
-            "params": float(best["params"]),
-            "candidates": float(len(rows)),
-            "search_seconds": spent + memo["seconds"],
-        }
-        return SearchResult(Genotype.from_dict(best["genotype"]), metrics, rows, rows)
+        return candidate_search(
+            ctx,
+            "random",
+            self.evaluation,
+            _drawn(SamplePool(ctx.space, ctx.seed)),
+            candidates=self.candidates,
+            time_budget=self.time_budget,
+        )
 
     def search_table(self, space: SearchSpace, *, seed: int, queries: int) -> SearchResult:
         """``queries`` distinct genotypes drawn under ``seed``, each looked up in the table."""
-        t0 = time.perf_counter()
-        table = benchmark_of(space, "random", self.evaluation.accepted)
-        pool = SamplePool(space, seed)
-        rows: list[dict[str, Any]] = []
-        for i in range(queries):
-            genotype = pool.get(i)
-            if genotype is None:
-                break
-            rows.append(
-                {"index": i, "genotype": genotype.to_dict(), "metric": table.query(genotype)}
-            )
-        return table_result(table, rows, time.perf_counter() - t0)
+        propose = _drawn(SamplePool(space, seed))
+        return table_search(
+            space, "random", propose, queries=queries, accepted=self.evaluation.accepted
+        )
 
 
-def _finite(v: Any) -> bool:
-    return isinstance(v, (int, float)) and math.isfinite(v)
+def _drawn(pool: SamplePool) -> Propose:
+    """The pool's i-th distinct genotype, whatever the candidates before it scored."""
 
+    def propose(rows: list[dict[str, Any]], i: int) -> tuple[Genotype, dict[str, Any]] | None:
+        genotype = pool.get(i)
+        return None if genotype is None else (genotype, {})
 
-def _fmt(v: Any) -> str:
-    return f"{v:.4f}" if _finite(v) else "nan"
+    return propose

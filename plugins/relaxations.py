@@ -232,7 +232,30 @@ class Tempered(Scheduled):
         return self.value("tau")
 
 
-class Sparsemax(Tempered):
+class _CellCap:
+    """The ``grouped`` and ``cap`` options of a relaxation that can cap each cell's
+    parameter-free candidates, and the constraints they ask for (see :class:`Sparsemax`)."""
+
+    grouped: bool
+    cap: int | None
+
+    def _set_cap(self, grouped: bool, cap: int | None) -> None:
+        if cap is not None and cap < 0:
+            raise ValueError(
+                "cap must be >= 0 (the most parameter-free candidates a cell keeps) or none, "
+                f"got {cap}"
+            )
+        self.grouped, self.cap = grouped, cap
+
+    def constraints(self, space: SearchSpace) -> tuple[LinearConstraint, ...]:
+        """The cap on each cell's parameter-free mass, where the space declares those
+        candidates; none without a cap or by choice (``grouped=false``)."""
+        if self.cap is None or not self.grouped or not isinstance(space, DeclaresParameterFree):
+            return ()
+        return cap_constraints(space.parameter_free(), self.cap)
+
+
+class Sparsemax(_CellCap, Tempered):
     """``sparsemax(logits / tau)``: a projection with exact zeros, by group where a space has them.
 
     **Per choice** (``grouped=false``) it projects each choice's tempered logits onto the
@@ -307,13 +330,9 @@ class Sparsemax(Tempered):
                 f"hard must be in [0, 1) (the share of the search trained on the "
                 f"vertex), got {hard}"
             )
-        self.grouped = grouped
+        self._set_cap(grouped, cap)
         self.hard = hard if grouped else 0.0
-        self.cap = _checked_cap(cap)
         super().__init__(tau_start, tau_end, schedule, span=1.0 - self.hard)
-
-    def constraints(self, space: SearchSpace) -> tuple[LinearConstraint, ...]:
-        return _cap_constraints(space, self.cap if self.grouped else None)
 
     def constrained_weights(
         self,
@@ -418,21 +437,6 @@ class Entmax(Tempered):
         return entmax_bisect(logits / self.tau, alpha=alpha, dim=-1)
 
 
-def _checked_cap(cap: int | None) -> int | None:
-    if cap is not None and cap < 0:
-        raise ValueError(
-            f"cap must be >= 0 (the most parameter-free candidates a cell keeps) or none, got {cap}"
-        )
-    return cap
-
-
-def _cap_constraints(space: SearchSpace, cap: int | None) -> tuple[LinearConstraint, ...]:
-    """The cap on each cell's parameter-free mass, where the space declares those candidates."""
-    if cap is None or not isinstance(space, DeclaresParameterFree):
-        return ()
-    return cap_constraints(space.parameter_free(), cap)
-
-
 def _perturbed(logits: torch.Tensor) -> torch.Tensor:
     """``logits + g`` with Gumbel noise ``g``, in float32 at least."""
     z = logits.to(torch.promote_types(logits.dtype, torch.float32))
@@ -471,7 +475,7 @@ class Gumbel(Tempered):
         return torch.softmax(logits, dim=-1)
 
 
-class GumbelHard(Gumbel):
+class GumbelHard(_CellCap, Gumbel):
     """GDAS: a straight-through one-hot Gumbel sample; one candidate per choice and step.
 
     The forward value is exactly one-hot (the unchosen candidates are exactly 0.0, so the
@@ -512,11 +516,7 @@ class GumbelHard(Gumbel):
         cap: int | None = None,
     ) -> None:
         super().__init__(tau_start, tau_end, schedule)
-        self.grouped = grouped
-        self.cap = _checked_cap(cap)
-
-    def constraints(self, space: SearchSpace) -> tuple[LinearConstraint, ...]:
-        return _cap_constraints(space, self.cap if self.grouped else None)
+        self._set_cap(grouped, cap)
 
     def constrained_weights(
         self,
