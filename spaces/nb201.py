@@ -87,6 +87,13 @@ OPS: dict[str, OpConstructor | None] = {
 CANDIDATES: tuple[str, ...] = tuple(OPS)
 
 
+def has_parameters(op: str) -> bool:
+    """Whether ``op`` holds trainable parameters in a discrete network, found by building it
+    (``none`` builds nothing and holds none)."""
+    make = OPS[op]
+    return make is not None and any(True for _ in make(2, True).parameters())
+
+
 def edge_name(node: int, source: int) -> str:
     """The choice name of the edge from node ``source`` into node ``node``, e.g. ``2<-1``."""
     return f"{node}<-{source}"
@@ -370,6 +377,20 @@ class Nb201Space(SearchSpace):
 
     def choices(self) -> tuple[Choice, ...]:
         return tuple(Choice(name, ops) for name, ops in self._edge_ops.items())
+
+    def parameter_free(self) -> dict[str, tuple[tuple[str, str], ...]]:
+        """The cell's (edge, op) pairs whose op holds no parameters (see
+        :class:`~nasplug.interfaces.DeclaresParameterFree`): ``none``, ``skip_connect`` and
+        ``avg_pool_3x3``. ``none`` is a real candidate here (a cell may cut an edge), so it
+        counts: ``--relax-opt cap=M`` keeps at most ``M`` of the 6 edges without a convolution."""
+        return {
+            "cell": tuple(
+                (name, op)
+                for name, ops in self._edge_ops.items()
+                for op in ops
+                if not has_parameters(op)
+            )
+        }
 
     def supernet(self, task: Task) -> Nb201Supernet:
         return Nb201Supernet(task, self.channels, self.cells, self._edge_ops)

@@ -14,6 +14,7 @@ from pathlib import Path
 import pytest
 import torch
 
+import nasplug
 from nasplug.options import OptionError
 from nasplug.training import count_params
 from nasplug.types import Genotype, Task
@@ -331,3 +332,25 @@ def test_restrict_and_depth_serve_progressive_search_and_survive_a_checkpoint() 
     fresh = Nb201Space(cells=1, channels=4)
     fresh.load_state_dict(deeper.state_dict())
     assert fresh.choices() == kept.choices() and fresh.cells == 3
+
+
+def test_a_cap_keeps_at_most_m_edges_without_a_convolution() -> None:
+    space = Nb201Space(cells=1, channels=4)
+    free = space.parameter_free()["cell"]
+    assert {op for _, op in free} == {"none", "skip_connect", "avg_pool_3x3"}
+    assert len(free) == 3 * len(EDGE_NAMES)
+    tiny = {"train_per_class": 8, "test_per_class": 4}
+    found = nasplug.search(
+        "nb201",
+        "sparsemax",
+        space_opts={"cells": 1, "channels": 4},
+        relax_opts={"cap": 1},
+        data_opts=tiny,
+        batch_size=32,
+        device="cpu",
+        epochs=2,
+        quiet=True,
+    )
+    ops = found.genotype.spec["choices"].values()
+    assert sum(op in ("none", "skip_connect", "avg_pool_3x3") for op in ops) <= 1
+    assert found.metrics["discretisation_gap"] == 0.0
