@@ -258,16 +258,26 @@ class SearchCell(nn.Module):
         e = 0
         for j in range(1, NODES):
             terms = []
+            nones = []
             for i in range(j):
                 ops = cast(nn.ModuleDict, self.edges[e])
                 w, row = weights[e], rows[e]
                 for k, name in enumerate(self.candidates[e]):
-                    # ``none`` adds nothing; a zero weight adds nothing either: not computed.
-                    if name == NONE or (row is not None and row[k] == 0.0):
+                    # A zero weight adds nothing: not computed.
+                    if row is not None and row[k] == 0.0:
+                        continue
+                    if name == NONE:  # adds nothing, but its weight stays in the graph
+                        nones.append(w[k])
                         continue
                     terms.append(w[k] * ops[name](nodes[i]))
                 e += 1
-            nodes.append(sum(terms[1:], terms[0]) if terms else torch.zeros_like(x))
+            node = sum(terms[1:], terms[0]) if terms else torch.zeros_like(x)
+            if nones:
+                # ``w * 0``: the value is unchanged and the gradient of ``none``'s weight is the
+                # exact zero, but a cell whose sampled path is all ``none`` still depends on the
+                # weights, so an architecture step has a graph to differentiate.
+                node = node + torch.stack(nones).sum() * 0.0
+            nodes.append(node)
         return nodes[-1]
 
 

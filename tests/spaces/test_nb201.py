@@ -354,3 +354,23 @@ def test_a_cap_keeps_at_most_m_edges_without_a_convolution() -> None:
     ops = found.genotype.spec["choices"].values()
     assert sum(op in ("none", "skip_connect", "avg_pool_3x3") for op in ops) <= 1
     assert found.metrics["discretisation_gap"] == 0.0
+
+
+def test_a_path_of_only_none_edges_still_depends_on_the_weights() -> None:
+    # A hard sample (gumbel-hard) may pick ``none`` on every edge; the architecture step then
+    # differentiates a loss whose only dependence on the logits is through ``none``'s weights.
+    space = Nb201Space(cells=1, channels=4)
+    net = space.supernet(Task("classification", (3, 8, 8), 10))
+    for p in net.parameters():
+        p.requires_grad_(False)
+    logits = {c.name: torch.zeros(len(c.candidates), requires_grad=True) for c in space.choices()}
+    weights = {
+        name: torch.nn.functional.one_hot(torch.tensor(0), len(z)).float() + z - z.detach()
+        for name, z in logits.items()
+    }  # straight-through: value one-hot on ``none`` (the first candidate), gradient to z
+    assert space.choices()[0].candidates[0] == "none"
+    out = net(torch.randn(2, 3, 8, 8), weights)
+    assert out.requires_grad
+    out.sum().backward()  # raised "does not require grad" when such a cell held no weight
+    into_output = [logits[name].grad for name in ("3<-0", "3<-1", "3<-2")]
+    assert all(g is not None and torch.all(g == 0) for g in into_output)
