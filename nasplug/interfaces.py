@@ -35,6 +35,7 @@ __all__ = [
     "SearchesTable",
     "Strategy",
     "Suggest",
+    "restricted_candidates",
     "Weights",
 ]
 
@@ -307,6 +308,35 @@ class Constrains(Protocol):
         *,
         evaluation: bool = False,
     ) -> list[list[torch.Tensor]]: ...
+
+
+def restricted_candidates(
+    candidates: Mapping[str, tuple[str, ...]],
+    keep: Mapping[str, Sequence[str] | str],
+    unknown: str,
+) -> dict[str, tuple[str, ...]]:
+    """``candidates`` (choice name -> candidates) with the choices named in ``keep`` reduced to
+    the candidates kept, in their order: what :meth:`SearchSpace.restrict` computes.
+
+    Raises a one-line ValueError for a choice not in ``candidates`` (``unknown`` ends the
+    message, saying what the choices are), a candidate the choice does not have, or a choice
+    left with none.
+    """
+    out = dict(candidates)
+    for name, ops in keep.items():
+        wanted = [ops] if isinstance(ops, str) else list(ops)
+        if name not in out:
+            raise ValueError(f"unknown choice {name!r}; {unknown}")
+        extra = [op for op in wanted if op not in out[name]]
+        if extra:
+            raise ValueError(
+                f"op {extra[0]!r} is not a candidate of {name!r}; candidates: "
+                f"{', '.join(out[name])}"
+            )
+        if not wanted:
+            raise ValueError(f"restricting {name!r} to no ops; keep at least one")
+        out[name] = tuple(op for op in out[name] if op in wanted)
+    return out
 
 
 class Relaxation(ABC):

@@ -27,7 +27,7 @@ from torch import nn
 from torch.utils.checkpoint import checkpoint
 
 from nasplug.batchnorm import running_stats_kept
-from nasplug.interfaces import SearchSpace, Suggest, Weights
+from nasplug.interfaces import SearchSpace, Suggest, Weights, restricted_candidates
 from nasplug.types import Choice, Genotype, Group, Task
 
 from . import fast
@@ -770,22 +770,9 @@ class CellSpace(SearchSpace):
 
     def restrict(self, keep: Mapping[str, Sequence[str]]) -> CellSpace:
         """A copy whose named edges keep only the given ops (others keep all of theirs)."""
-        edge_ops = dict(self._edge_ops)
-        for name, ops in keep.items():
-            ops = [ops] if isinstance(ops, str) else list(ops)
-            if name not in edge_ops:
-                raise ValueError(
-                    f"unknown choice {name!r}; choices are named like {edge_name('normal', 2, 0)!r}"
-                )
-            extra = [op for op in ops if op not in edge_ops[name]]
-            if extra:
-                raise ValueError(
-                    f"op {extra[0]!r} is not a candidate of {name!r}; candidates: "
-                    f"{', '.join(edge_ops[name])}"
-                )
-            if not ops:
-                raise ValueError(f"restricting {name!r} to no ops; keep at least one")
-            edge_ops[name] = tuple(op for op in edge_ops[name] if op in ops)
+        edge_ops = restricted_candidates(
+            self._edge_ops, keep, f"choices are named like {edge_name('normal', 2, 0)!r}"
+        )
         space = copy.copy(self)
         space._edge_ops = edge_ops
         return space

@@ -33,7 +33,7 @@ from typing import TYPE_CHECKING, Any, ClassVar, cast
 import torch
 from torch import nn
 
-from nasplug.interfaces import SearchSpace, Weights
+from nasplug.interfaces import SearchSpace, Weights, restricted_candidates
 from nasplug.types import Choice, Genotype, Task
 
 if TYPE_CHECKING:
@@ -423,20 +423,9 @@ class Nb201Space(SearchSpace):
 
     def restrict(self, keep: Mapping[str, Sequence[str]]) -> Nb201Space:
         """A copy whose named edges keep only the given candidates (progressive search)."""
-        edge_ops = dict(self._edge_ops)
-        for name, ops in keep.items():
-            wanted = [ops] if isinstance(ops, str) else list(ops)
-            if name not in edge_ops:
-                raise ValueError(f"unknown choice {name!r}; the edges are {', '.join(EDGE_NAMES)}")
-            extra = [op for op in wanted if op not in edge_ops[name]]
-            if extra:
-                raise ValueError(
-                    f"op {extra[0]!r} is not a candidate of {name!r}; candidates: "
-                    f"{', '.join(edge_ops[name])}"
-                )
-            if not wanted:
-                raise ValueError(f"restricting {name!r} to no ops; keep at least one")
-            edge_ops[name] = tuple(op for op in edge_ops[name] if op in wanted)
+        edge_ops = restricted_candidates(
+            self._edge_ops, keep, f"the edges are {', '.join(EDGE_NAMES)}"
+        )
         space = copy.copy(self)
         space._edge_ops = edge_ops
         return space
