@@ -6,6 +6,9 @@ Usage::
     python benchmarks/oneshot_table.py OUT_DIR [--seeds 0,1,2] [--jobs 2] [--space nb201]
         [--space-opt KEY=VALUE ...] [--method NAME=RELAX[,KEY=VALUE...] ...]
 
+A method's ``KEY=VALUE`` goes to ``--relax-opt``, or to ``--strategy-opt`` when the key starts
+with ``strategy.`` (``--method "warm3=sparsemax,strategy.warmup=3"``).
+
 Each search is a real ``nasplug run`` in its own process with ``OMP_NUM_THREADS=1`` (``--jobs``
 at once), into ``OUT_DIR/NAME-sS``; a run directory that already holds ``metrics.json`` is
 reused, so a killed sweep continues. Per method the table gives the derived cells, their table
@@ -44,7 +47,10 @@ def _run(out: Path, space: str, space_opts: list[str], relax: str, opts: list[st
     for o in space_opts:
         cmd += ["--space-opt", o]
     for o in opts:
-        cmd += ["--relax-opt", o]
+        if o.startswith("strategy."):
+            cmd += ["--strategy-opt", o.removeprefix("strategy.")]
+        else:
+            cmd += ["--relax-opt", o]
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     subprocess.run(cmd, check=True, env=env, stdout=subprocess.DEVNULL)
     return out
