@@ -256,3 +256,18 @@ def test_tpe_trains_only_feasible_trials_and_counts_only_them(tmp_path):
     trained = list(RunDir(tmp_path / "run").events("trial_start"))
     assert len(trained) == 3  # the refused trials were never started
     assert not all(feasible.answers.values())
+
+
+def test_a_proposer_that_ignores_the_budget_is_stopped_before_its_candidate_is_trained(tmp_path):
+    from nasplug.candidates import Evaluation, candidate_search
+
+    space = CellSpace(channels=4, layers=2, nodes=2)
+    ctx = _ctx(tmp_path / "run", lambda g: False)
+    pool = SamplePool(space, 0)  # knows no budget
+
+    def propose(rows, i):
+        return pool.get(i), {}
+
+    with pytest.raises(ValueError, match="strategy 'careless' proposed a genotype outside the"):
+        candidate_search(ctx, "careless", Evaluation("train"), propose, candidates=2)
+    assert not list(RunDir(tmp_path / "run").events("train_epoch"))  # nothing was trained
