@@ -3,8 +3,9 @@ and rank them.
 
 A black-box strategy proposes genotypes and needs each one scored. :class:`Evaluation` holds
 the ways every built-in one offers (``method=train``, ``supernet`` or ``table``) with their
-settings, checked once; :class:`SamplePool` draws distinct valid genotypes in an order fixed by
-the seed and remembers the decisions behind each; :func:`candidate_search` is the loop of a
+settings, checked once; :class:`SamplePool` draws distinct valid genotypes (within the run's
+budget, when it has one: :attr:`~nasplug.interfaces.SearchContext.feasible`) in an order fixed
+by the seed and remembers the decisions behind each; :func:`candidate_search` is the loop of a
 strategy that proposes one genotype at a time (evaluate, record, checkpoint, rank), and
 :func:`table_search` its counterpart on a benchmark table; :func:`benchmark_of` hands over a
 space's benchmark table or fails in one line; :func:`table_result` turns a list of table
@@ -42,6 +43,7 @@ __all__ = [
     "candidate_phase",
     "candidate_search",
     "forget_checkpoint",
+    "infeasible_error",
     "log_queries",
     "table_result",
     "table_search",
@@ -58,6 +60,10 @@ Evaluate = Callable[[Genotype, int], dict[str, Any]]
 Propose = Callable[[list[dict[str, Any]], int], tuple[Genotype, dict[str, Any]] | None]
 # Consecutive duplicate draws after which a space counts as exhausted.
 _DUPLICATE_DRAWS = 200
+#: Consecutive draws outside the budget after which a sampler gives up: with none feasible
+#: before, the budget is too tight (:func:`infeasible_error`); after some, the space holds no
+#: more distinct feasible genotypes.
+FEASIBLE_DRAWS = 10_000
 
 
 def train_candidate(
@@ -261,6 +267,7 @@ def candidate_search(
             trainer.say(f"{strategy}: the space has no more distinct genotypes after {i}")
             break
         genotype, extra = proposed
+        _check_feasible(ctx.feasible, genotype, strategy)
         t0 = time.time()
         rec = {"index": i, **evaluate(genotype, i), **extra}
         rec["seconds"] = time.time() - t0
@@ -293,13 +300,15 @@ def table_search(
     *,
     queries: int,
     accepted: Sequence[str] | None = None,
+    feasible: Callable[[Genotype], bool] | None = None,
 ) -> SearchResult:
     """:func:`candidate_search` on the space's benchmark table: no data, no training.
 
     Query ``i`` is ``propose(rows, i)`` given the rows before it, looked up in the table
     (:func:`benchmark_of`, which names ``strategy`` and ``accepted`` if the space has none),
     and recorded as ``{"index": i, "genotype": ..., "metric": value, **extra}``. The search
-    stops after ``queries`` queries, or earlier when ``propose`` returns None.
+    stops after ``queries`` queries, or earlier when ``propose`` returns None. A proposed
+    genotype that ``feasible`` refuses is a ValueError, as in :func:`candidate_search`.
 
     Returns:
         :func:`table_result` of the rows, the seconds counting from before the table is asked
@@ -313,6 +322,7 @@ def table_search(
         if proposed is None:
             break
         genotype, extra = proposed
+        _check_feasible(feasible, genotype, strategy)
         rows.append(
             {"index": i, "genotype": genotype.to_dict(), "metric": table.query(genotype), **extra}
         )
@@ -330,10 +340,19 @@ class SamplePool:
     Each genotype is drawn by ``space.sample`` with a seeded ``random.choice``;
     ``decisions(i)`` says what that draw answered to each ``suggest(name, options)`` call, so a
     strategy can replay a genotype's decisions with one of them changed (a mutation).
+
+    With ``feasible`` (the run's budget, see
+    :attr:`~nasplug.interfaces.SearchContext.feasible`) a draw it refuses is rejected and drawn
+    again, up to :data:`FEASIBLE_DRAWS` draws in a row: the pool then holds every feasible
+    genotype it will find, or, having found none, raises :func:`infeasible_error`. Without it
+    the draws are exactly those of a pool that knows no budget.
     """
 
-    def __init__(self, space: SearchSpace, seed: int) -> None:
+    def __init__(
+        self, space: SearchSpace, seed: int, feasible: Callable[[Genotype], bool] | None = None
+    ) -> None:
         self.space = space
+        self.feasible = feasible
         self.rng = random.Random(seed)
         self.drawn: list[Genotype] = []
         self._decisions: list[dict[str, Any]] = []
@@ -346,23 +365,43 @@ class SamplePool:
         return value
 
     def get(self, i: int) -> Genotype | None:
-        """The ``i``-th distinct genotype, or None when the space has fewer."""
-        misses = 0
+        """The ``i``-th distinct genotype, or None when the space has fewer.
+
+        Raises:
+            OptionError: ``feasible`` refused :data:`FEASIBLE_DRAWS` draws in a row and no
+                draw before them.
+        """
+        misses = rejected = 0
         while len(self.drawn) <= i and misses < _DUPLICATE_DRAWS:
             self._current = {}
             g = self.space.sample(self._suggest)
             if g in self._seen:
                 misses += 1
                 continue
+            if self.feasible is not None and not self.feasible(g):
+                rejected += 1
+                if rejected < FEASIBLE_DRAWS:
+                    continue
+                if not self.drawn:
+                    raise infeasible_error(FEASIBLE_DRAWS)
+                break
             self._seen.add(g)
             self.drawn.append(g)
             self._decisions.append(self._current)
-            misses = 0
+            misses = rejected = 0
         return self.drawn[i] if i < len(self.drawn) else None
 
     def decisions(self, i: int) -> dict[str, Any]:
         """``{name: option}`` of every decision behind :meth:`get`'s ``i``-th genotype."""
         return dict(self._decisions[i])
+
+
+def infeasible_error(draws: int) -> OptionError:
+    """The one-line error of a sampler that found no genotype within the budget in ``draws``."""
+    return OptionError(
+        f"none of {draws} genotypes drawn met the budget; the budget may be too tight for "
+        f"this space: raise it"
+    )
 
 
 def benchmark_of(
@@ -416,6 +455,16 @@ def log_queries(ctx: SearchContext, strategy: str, result: SearchResult) -> None
         f"{strategy}: best {table.metric} {result.metrics[table.metric]:.4f} in "
         f"{int(result.metrics['queries'])} table queries ({table.label})"
     )
+
+
+def _check_feasible(
+    feasible: Callable[[Genotype], bool] | None, genotype: Genotype, strategy: str
+) -> None:
+    if feasible is not None and not feasible(genotype):
+        raise ValueError(
+            f"strategy {strategy!r} proposed a genotype outside the budget; a black-box "
+            f"strategy must propose only genotypes that SearchContext.feasible accepts"
+        )
 
 
 def _queried(table: BenchmarkTable) -> Evaluate:

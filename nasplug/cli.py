@@ -343,6 +343,13 @@ def _add_train_and_compare(sub: argparse._SubParsersAction) -> None:
         action="store_true",
         help="one row per method: the mean and sample sd over its runs (e.g. seeds)",
     )
+    c.add_argument(
+        "--pareto",
+        metavar="RESOURCE",
+        help="params, flops or latency: add its column, mark the runs on the Pareto front of "
+        "accuracy against it and write the plot beside --out (OUT-pareto-RESOURCE.png; "
+        "without --out: pareto-RESOURCE.png here)",
+    )
     c.set_defaults(func=cmd_compare)
 
     q = sub.add_parser(
@@ -565,13 +572,30 @@ def cmd_train(args: argparse.Namespace) -> int:
 
 def cmd_compare(args: argparse.Namespace) -> int:
     from nasplug import api
+    from nasplug.rundir import atomic_write
 
-    table = api.compare(args.runs, mean=args.mean)
+    if args.pareto is None:
+        table = api.compare(args.runs, mean=args.mean)
+        sys.stdout.write(table)
+        if args.out:
+            atomic_write(Path(args.out), table.encode())
+        return 0
+    from nasplug import plotting
+    from nasplug.comparison import compare_table, pareto_of
+
+    table = compare_table(args.runs, mean=args.mean, pareto=args.pareto)
+    front = pareto_of(args.runs, args.pareto, mean=args.mean)
     sys.stdout.write(table)
     if args.out:
-        from nasplug.rundir import atomic_write
-
         atomic_write(Path(args.out), table.encode())
+    fig = front.figure()
+    if fig is None:
+        print(f"nasplug: no run records {args.pareto} and accuracy: no plot", file=sys.stderr)
+        return 0
+    name = f"pareto-{args.pareto}"
+    stem = Path(args.out).with_name(f"{Path(args.out).stem}-{name}") if args.out else Path(name)
+    for path in plotting.save(fig, stem):
+        print(f"wrote {path}", file=sys.stderr)
     return 0
 
 

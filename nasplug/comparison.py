@@ -2,7 +2,9 @@
 
 Search and training runs on one dataset, side by side in a Markdown table: the metric on the
 architecture half (searches) and on the test split (trained networks), parameters, and search
-and training seconds.
+and training seconds. With a resource (``params``, ``flops``, ``latency``) the table also marks
+the runs on the Pareto front of accuracy against that cost, and :func:`pareto_of` gives the
+front as data and as a picture.
 """
 
 from __future__ import annotations
@@ -10,22 +12,261 @@ from __future__ import annotations
 import math
 import statistics
 from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
+from nasplug.options import OptionError
 from nasplug.rundir import TABLE_LABEL, TABLE_METRIC
 from nasplug.training import TRAIN_JSON
 
-__all__ = ["compare_table"]
+if TYPE_CHECKING:
+    from matplotlib.figure import Figure
+
+__all__ = ["PARETO_COSTS", "Pareto", "ParetoPoint", "compare_table", "pareto_of"]
+
+#: The costs a Pareto front can be drawn against: resource -> (the key under which runs
+#: record it in metrics.json or train.json, how a column or axis names it).
+PARETO_COSTS = {
+    "params": ("params", "parameters"),
+    "flops": ("flops", "FLOPs"),
+    "latency": ("latency_ms", "latency (ms)"),
+}
 
 
-def compare_table(paths: Sequence[str | Path], mean: bool = False) -> str:
+@dataclass(frozen=True)
+class ParetoPoint:
+    """One run (or, with ``mean``, one method) on a Pareto plot: its cost and accuracy.
+
+    ``cost`` is None when the run records none (it is listed, not plotted); ``on_front`` says
+    that no other point is at most as costly and at least as accurate, one of them strictly.
+    """
+
+    method: str
+    run: str
+    cost: float | None
+    accuracy: float | None
+    on_front: bool = False
+
+
+@dataclass(frozen=True)
+class Pareto:
+    """Accuracy against a cost over a set of runs, with the front marked.
+
+    ``accuracy`` names what the accuracy axis holds: the benchmark table's value where every
+    run with the cost records one, else the test metric of trained runs and the validation
+    metric of searches' derived networks. ``notes`` hold one line per run left off the plot.
+    """
+
+    resource: str
+    cost: str
+    accuracy: str
+    higher_is_better: bool
+    points: tuple[ParetoPoint, ...]
+    notes: tuple[str, ...]
+
+    @property
+    def front(self) -> list[ParetoPoint]:
+        """The points on the front, cheapest first."""
+        on = [p for p in self.points if p.on_front]
+        return sorted(on, key=lambda p: (p.cost, p.method))
+
+    def lines(self) -> list[str]:
+        """The front in one line, cheapest first, then the notes."""
+        on = self.front
+        if not on:
+            head = f"Pareto front of {self.accuracy} against {self.cost}: no run records both."
+        else:
+            names = ", ".join(f"{p.method} ({p.run})" for p in on)
+            head = f"Pareto front of {self.accuracy} against {self.cost}, cheapest first: {names}."
+        return [head, *self.notes]
+
+    def figure(self) -> Figure | None:
+        """The plot (see :func:`nasplug.plotting.pareto_figure`); None with nothing to plot."""
+        from nasplug import plotting
+
+        plotted = []
+        for p in self.points:
+            if p.cost is not None and p.accuracy is not None:
+                # A run by its folder's name; a method's mean over runs (--mean) by the method.
+                name = p.method if ", " in p.run else Path(p.run).name or p.run
+                plotted.append((name, p.cost, p.accuracy, p.on_front))
+        return plotting.pareto_figure(
+            plotted,
+            cost=self.cost,
+            accuracy=self.accuracy,
+            higher_is_better=self.higher_is_better,
+        )
+
+
+def pareto_of(paths: Sequence[str | Path], resource: str, *, mean: bool = False) -> Pareto:
+    """The Pareto front of accuracy against ``resource`` over the runs at ``paths``.
+
+    Each run gives one point: its derived network (a search) or its trained network, at the
+    cost it records (``params``, ``flops`` or ``latency_ms`` in metrics.json, ``params`` in
+    train.json). With ``mean``, each method of :func:`compare_table` gives one point at the
+    means of its runs.
+
+    Raises:
+        OptionError: an unknown resource (one line naming the accepted ones).
+        ValueError: runs of different datasets or metrics, as for :func:`compare_table`.
+    """
+    _check_resource(resource)
+    rows, _, (m, higher) = _collect(paths)
+    if mean:
+        rows = _mean_rows(rows)
+    return _pareto(rows, resource, m, higher)
+
+
+def compare_table(
+    paths: Sequence[str | Path], mean: bool = False, pareto: str | None = None
+) -> str:
     """A Markdown table with a row per method; all runs must share one dataset.
 
     With ``mean``, runs of the same method (the same strategy, relaxation and relaxation options
     that differ from the defaults; e.g. several seeds) share one row: the mean and the sample
     standard deviation of every metric, the mean of parameters and seconds.
+
+    With ``pareto`` (a resource of :data:`PARETO_COSTS`), the table gets the resource's column
+    (parameters have one already) and a ``front`` column marking each run's point on the Pareto
+    front of accuracy against it (see :func:`pareto_of`), followed by a line naming the front
+    and one per run that records no such cost.
     """
+    if pareto is not None:
+        _check_resource(pareto)
+    rows, dataset, metric = _collect(paths)
+    m, higher = metric
+    if mean:
+        rows = _mean_rows(rows)
+    front = _pareto(rows, pareto, m, higher) if pareto is not None else None
+    # A column for the benchmark table's value of each genotype, when some run has one.
+    tables = {r["table_label"] for r in rows if _finite(r.get("table"))}
+    table_col = ["table"] if tables else []
+    intro = (
+        f"Dataset: {_data_text(dataset)}. Metric: {m} ({'higher' if higher else 'lower'} is "
+        f"better); val: the architecture half of the search data, test: the held-out test "
+        f"split."
+    )
+    if tables:
+        intro += f" table: the genotype's {'; '.join(sorted(tables))} (higher is better)."
+    # With a Pareto front: the cost's own column (parameters have one) and the front's.
+    key, label = PARETO_COSTS[pareto] if pareto is not None else ("", "")
+    extra = ([label] if key != "params" else []) + ["front"] if front is not None else []
+    lines = [
+        intro,
+        "",
+        "| "
+        + " | ".join(["method", f"val {m}", f"test {m}", *table_col])
+        + " | parameters | "
+        + "".join(f"{e} | " for e in extra)
+        + "search s | training s | run |",
+        "| --- | ---: | ---: |"
+        + " ---: |" * len(table_col)
+        + " ---: |"
+        + " ---: |" * (len(extra) - 1 if extra else 0)
+        + (" :---: |" if extra else "")
+        + " ---: | ---: | --- |",
+    ]
+    best = {}
+    for col in ("val", "test", *table_col):
+        vals = [r[col] for r in rows if _finite(r.get(col))]
+        if vals:
+            best[col] = max(vals) if higher or col == "table" else min(vals)
+    for r in rows:
+        cells = [
+            _metric_cell(r.get(col), best.get(col), r.get(f"{col}_sd"))
+            for col in ("val", "test", *table_col)
+        ]
+        marks = []
+        if front is not None:
+            if key != "params":
+                marks.append(_cost_cell(r.get(key), key))
+            marks.append(_front_cell(r, front))
+        lines.append(
+            f"| {r['method']} | {' | '.join(cells)} | {_int_cell(r['params'])} | "
+            + "".join(f"{c} | " for c in marks)
+            + f"{_secs_cell(r['search_s'])} | {_secs_cell(r['train_s'])} | {r['run']} |"
+        )
+    if front is not None:
+        lines += ["", *front.lines()]
+    return "\n".join(lines) + "\n"
+
+
+def _check_resource(resource: str) -> None:
+    if resource not in PARETO_COSTS:
+        raise OptionError(
+            f"unknown Pareto resource {resource!r}; accepted: {', '.join(PARETO_COSTS)}"
+        )
+
+
+def _pareto(rows: Sequence[dict[str, Any]], resource: str, metric: str, higher: bool) -> Pareto:
+    """The front over the rows that stand for a run's network (``point``)."""
+    key, label = PARETO_COSTS[resource]
+    rows = [r for r in rows if r.get("point")]
+    costed = [r for r in rows if _finite(r.get(key))]
+    # The table's value where every costed run has one: one scale for all of them.
+    by_table = bool(costed) and all(_finite(r.get("table")) for r in costed)
+    if by_table:
+        labels = sorted({str(r.get("table_label")) for r in costed})
+        accuracy, higher = f"table: {'; '.join(labels)}", True
+    else:
+        trained = {_finite(r.get("test")) for r in costed or rows}
+        accuracy = (
+            f"test {metric}"
+            if trained == {True}
+            else f"validation {metric} of the derived network"
+            if trained == {False}
+            else f"{metric}: test (trained runs), validation (searches)"
+        )
+
+    def acc(r: Mapping[str, Any]) -> float | None:
+        v: Any
+        if by_table:
+            v = r.get("table")
+        else:
+            v = r.get("test") if _finite(r.get("test")) else r.get("val")
+        return float(v) if _finite(v) else None
+
+    def better(a: float, b: float) -> bool:
+        return a > b if higher else a < b
+
+    scored: list[tuple[dict[str, Any], float, float]] = []
+    for r in costed:
+        a = acc(r)
+        if a is not None:
+            scored.append((r, float(r[key]), a))
+    points: list[ParetoPoint] = []
+    notes: list[str] = []
+    for r, c, a in scored:
+        dominated = any(
+            c2 <= c and (a2 == a or better(a2, a)) and (c2 < c or better(a2, a))
+            for _, c2, a2 in scored
+        )
+        points.append(ParetoPoint(r["method"], r["run"], c, a, not dominated))
+    plotted = {id(r) for r, _, _ in scored}
+    for r in rows:
+        if id(r) in plotted:
+            continue
+        points.append(ParetoPoint(r["method"], r["run"], None, acc(r)))
+        why = f"records no {resource}" if not _finite(r.get(key)) else "records no accuracy"
+        notes.append(f"{r['run']} ({r['method']}) {why}: listed, not plotted.")
+    return Pareto(resource, label, accuracy, higher, tuple(points), tuple(notes))
+
+
+def _front_cell(row: Mapping[str, Any], front: Pareto) -> str:
+    """``yes`` for a row whose point is on the front, ``no`` for one off it, blank otherwise."""
+    if not row.get("point"):
+        return ""
+    for p in front.points:
+        if p.run == row["run"] and p.method == row["method"]:
+            return "" if p.cost is None else "yes" if p.on_front else "no"
+    return ""
+
+
+def _collect(
+    paths: Sequence[str | Path],
+) -> tuple[list[dict[str, Any]], tuple[str | None, str], tuple[str, bool]]:
+    """The rows of every run, their dataset and their metric (all runs must share both)."""
     from nasplug.rundir import RunDir, RunError
 
     rows: list[dict[str, Any]] = []
@@ -63,42 +304,7 @@ def compare_table(paths: Sequence[str | Path], mean: bool = False) -> str:
         metric = this_metric
         rows.extend(_rows(str(path), cfg, res))
     assert dataset is not None and metric is not None
-    m, higher = metric
-    if mean:
-        rows = _mean_rows(rows)
-    # A column for the benchmark table's value of each genotype, when some run has one.
-    tables = {r["table_label"] for r in rows if _finite(r.get("table"))}
-    table_col = ["table"] if tables else []
-    intro = (
-        f"Dataset: {_data_text(dataset)}. Metric: {m} ({'higher' if higher else 'lower'} is "
-        f"better); val: the architecture half of the search data, test: the held-out test "
-        f"split."
-    )
-    if tables:
-        intro += f" table: the genotype's {'; '.join(sorted(tables))} (higher is better)."
-    lines = [
-        intro,
-        "",
-        "| "
-        + " | ".join(["method", f"val {m}", f"test {m}", *table_col])
-        + " | parameters | search s | training s | run |",
-        "| --- | ---: | ---: |" + " ---: |" * len(table_col) + " ---: | ---: | ---: | --- |",
-    ]
-    best = {}
-    for col in ("val", "test", *table_col):
-        vals = [r[col] for r in rows if _finite(r.get(col))]
-        if vals:
-            best[col] = max(vals) if higher or col == "table" else min(vals)
-    for r in rows:
-        cells = [
-            _metric_cell(r.get(col), best.get(col), r.get(f"{col}_sd"))
-            for col in ("val", "test", *table_col)
-        ]
-        lines.append(
-            f"| {r['method']} | {' | '.join(cells)} | {_int_cell(r['params'])} | "
-            f"{_secs_cell(r['search_s'])} | {_secs_cell(r['train_s'])} | {r['run']} |"
-        )
-    return "\n".join(lines) + "\n"
+    return rows, dataset, metric
 
 
 def _rows(path: str, cfg: Mapping[str, Any], res: Mapping[str, Any]) -> list[dict[str, Any]]:
@@ -146,6 +352,8 @@ def _method_rows(path: str, cfg: Mapping[str, Any], res: Mapping[str, Any]) -> l
                 "search_s": res.get("search_seconds"),
                 "train_s": res.get("seconds"),
                 "run": path,
+                "point": True,
+                **_cost_cells(res),
                 **_table_cells(res),
             }
         ]
@@ -164,7 +372,10 @@ def _method_rows(path: str, cfg: Mapping[str, Any], res: Mapping[str, Any]) -> l
             "run": path,
             "train_s": None,
             "search_s": search_s,
-            # The table scores the run's genotype, not a continuous supernet.
+            # The run's point on a Pareto plot: its derived genotype (the last such row).
+            "point": genotype,
+            # The table and the costs are the run's genotype's, not a continuous supernet's.
+            **(_cost_cells(res) if genotype else {}),
             **(table if genotype else {}),
         }
 
@@ -184,6 +395,7 @@ def _method_rows(path: str, cfg: Mapping[str, Any], res: Mapping[str, Any]) -> l
             ),
         ]
         if f"val_{m}_discrete_recalibrated" in res:
+            rows[-1]["point"] = False  # the re-estimated statistics score it better
             rows.append(
                 search_row(
                     f"{strategy} ({relax}): derived, one-hot, BatchNorm re-estimated",
@@ -195,6 +407,11 @@ def _method_rows(path: str, cfg: Mapping[str, Any], res: Mapping[str, Any]) -> l
     n = res.get("candidates", res.get("trials"))
     what = f"best of {int(n)}" if _finite(n) else "best"
     return [search_row(f"{strategy} search ({what})", res.get(f"val_{m}"), res.get("params"))]
+
+
+def _cost_cells(res: Mapping[str, Any]) -> dict[str, Any]:
+    """The costs a run records of its network besides its parameters (see :data:`PARETO_COSTS`)."""
+    return {key: res.get(key) for key, _ in PARETO_COSTS.values() if key != "params"}
 
 
 def _table_cells(res: Mapping[str, Any]) -> dict[str, Any]:
@@ -247,7 +464,9 @@ def _mean_rows(rows: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
         }
         labels = [r["table_label"] for r in rs if r.get("table_label")]
         row["table_label"] = labels[0] if labels else None
-        for col in ("val", "test", "table", "params", "search_s", "train_s"):
+        row["point"] = rs[0].get("point", False)
+        costs = [key for key, _ in PARETO_COSTS.values() if key != "params"]
+        for col in ("val", "test", "table", "params", *costs, "search_s", "train_s"):
             vals = [r[col] for r in rs if _finite(r.get(col))]
             row[col] = statistics.fmean(vals) if vals else None
             if col in ("val", "test", "table") and len(vals) > 1:
@@ -275,6 +494,12 @@ def _metric_cell(v: Any, best: float | None, sd: float | None = None) -> str:
     text = f"{v:.4f}"
     text = f"**{text}**" if best is not None and v == best else text
     return f"{text} ± {sd:.4f}" if sd is not None else text
+
+
+def _cost_cell(v: Any, key: str) -> str:
+    if not _finite(v):
+        return ""
+    return f"{v:.3f}" if key == "latency_ms" else f"{int(v):,}"
 
 
 def _int_cell(v: Any) -> str:

@@ -405,7 +405,12 @@ class Relaxation(ABC):
 
 @dataclass
 class SearchContext:
-    """What a strategy gets: the plugins, the data, the trainer and the run's budget."""
+    """What a strategy gets: the plugins, the data, the trainer and the run's budget.
+
+    ``feasible`` is a predicate the run sets from the user's resource budget (``--budget``):
+    whether a genotype's network meets it. Black-box strategies propose only genotypes it
+    accepts (see :class:`~nasplug.candidates.SamplePool`); None: every genotype is feasible.
+    """
 
     space: SearchSpace
     relaxation: Relaxation
@@ -415,6 +420,7 @@ class SearchContext:
     batch_size: int
     seed: int
     options: dict[str, Any] = field(default_factory=dict)
+    feasible: Callable[[Genotype], bool] | None = None
 
     @property
     def task(self) -> Task:
@@ -445,16 +451,25 @@ class SearchesTable(Protocol):
     ``method`` is the instance's evaluation method. With ``method == "table"`` a run checks,
     before anything is written, that the space offers a benchmark (see
     :func:`nasplug.candidates.benchmark_of`), and ``search(ctx)`` scores every genotype by it.
-    ``search_table(space, seed=, queries=)`` is the same search with nothing but the space: no
-    data, trainer or run directory, so the query-budget curve can run it for hundreds of seeds.
-    Its result's ``history`` holds one row per query, in order, the table's value under
-    ``metric`` (see :func:`nasplug.candidates.table_result`); under one seed it is the same
-    search ``search(ctx)`` makes with ``method=table`` and that budget.
+    ``search_table(space, seed=, queries=, feasible=)`` is the same search with nothing but the
+    space: no data, trainer or run directory, so the query-budget curve can run it for hundreds
+    of seeds. Its result's ``history`` holds one row per query, in order, the table's value
+    under ``metric`` (see :func:`nasplug.candidates.table_result`); under one seed it is the
+    same search ``search(ctx)`` makes with ``method=table``, that budget and ``ctx.feasible``.
+    With ``feasible`` (see :attr:`SearchContext.feasible`) no genotype it refuses is queried;
+    None: every genotype may be.
     """
 
     method: str
 
-    def search_table(self, space: SearchSpace, *, seed: int, queries: int) -> SearchResult:
+    def search_table(
+        self,
+        space: SearchSpace,
+        *,
+        seed: int,
+        queries: int,
+        feasible: Callable[[Genotype], bool] | None = None,
+    ) -> SearchResult:
         """Search ``space`` with ``queries`` lookups of its table, under ``seed``."""
         ...
 

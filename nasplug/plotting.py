@@ -23,6 +23,7 @@ __all__ = [
     "candidates_figure",
     "curves_figure",
     "genotype_figure",
+    "pareto_figure",
     "query_curve_figure",
     "save",
     "slug",
@@ -1042,6 +1043,79 @@ def query_curve_figure(
     )
     fig.subplots_adjust(top=1 - (0.35 + 0.18 * title.count("\n")) / 4.6)
     ax.set_title(title, fontsize=9)
+    return fig
+
+
+# ---- accuracy against a cost over runs --------------------------------------------------------
+def pareto_figure(
+    points: Sequence[tuple[str, float, float, bool]],
+    *,
+    cost: str,
+    accuracy: str,
+    higher_is_better: bool = True,
+) -> Figure | None:
+    """Accuracy against a cost, one point per run (``(name, cost, accuracy, on_front)``), the
+    Pareto front's points highlighted and joined cheapest first; None with no point.
+
+    The cost axis is logarithmic where the costs span more than a decade.
+    """
+    import textwrap
+
+    if not points:
+        return None
+    fig = _figure(7.0, 4.8, top=0.7)
+    ax = fig.subplots()
+    off = [p for p in points if not p[3]]
+    on = sorted((p for p in points if p[3]), key=lambda p: p[1])
+    ax.scatter([p[1] for p in off], [p[2] for p in off], s=28, color=_EDGE_GREY, label="run")
+    ax.step(
+        [p[1] for p in on],
+        [p[2] for p in on],
+        where="post",
+        color="C3",
+        linewidth=1.5,
+        alpha=0.8,
+    )
+    ax.scatter(
+        [p[1] for p in on],
+        [p[2] for p in on],
+        s=46,
+        color="C3",
+        edgecolors="black",
+        linewidths=0.6,
+        zorder=3,
+        label="Pareto front",
+    )
+    names: dict[tuple[float, float], list[str]] = {}  # runs at one spot share a label
+    for name, x, y, _ in points:
+        names.setdefault((x, y), []).append(name)
+    fronts = {(x, y) for _, x, y, front in points if front}
+    for (x, y), spot in names.items():
+        ax.annotate(
+            ", ".join(spot),
+            (x, y),
+            xytext=(4, 4),
+            textcoords="offset points",
+            fontsize=7,
+            color="black" if (x, y) in fronts else "#555555",
+        )
+    costs = [p[1] for p in points]
+    log = min(costs) > 0 and max(costs) > 10 * min(costs)
+    if log:
+        ax.set_xscale("log")
+    ax.set_xlabel(f"{cost} (log scale)" if log else cost)
+    ax.set_ylabel(textwrap.fill(accuracy, 50, break_on_hyphens=False), fontsize=9)
+    better = "higher" if higher_is_better else "lower"
+    title = textwrap.fill(
+        f"{accuracy} against {cost}: {len(on)} of {len(points)} runs on the Pareto front "
+        f"(cheaper and {better} is better)",
+        90,
+        break_on_hyphens=False,
+    )
+    fig.subplots_adjust(top=1 - (0.35 + 0.18 * title.count("\n")) / 4.8)
+    ax.set_title(title, fontsize=9)
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8, loc="lower right" if higher_is_better else "upper right")
     return fig
 
 

@@ -4,7 +4,9 @@
 architecture (PNG and SVG), the mixing weights of every choice over the epochs, support size,
 entropy and step time, loss and metric curves of the search and of any training, and puts them
 together with the config, the final metrics, the discretisation gap and the genotype in
-``report.md``. ``nasplug report RUN_DIR`` writes it again.
+``report.md``. ``nasplug report RUN_DIR`` writes it again. ``write_set_report(run_dirs, out)``
+(``nasplug report RUN_DIR... --out DIR``) reports on several runs of one dataset: the compare
+table and accuracy against each cost the runs record, with the Pareto front marked.
 """
 
 from __future__ import annotations
@@ -30,6 +32,7 @@ __all__ = [
     "summary_text",
     "tensorboard_sink",
     "write_report",
+    "write_set_report",
 ]
 
 REPORT = "report.md"
@@ -62,13 +65,33 @@ _NOT_PROPERTIES = {"candidate", "trial", "number", "index", "id", "round_added",
 
 
 def add_commands(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser("report", help="(re)write a run's report.md and pictures")
-    p.add_argument("run_dir")
+    p = sub.add_parser(
+        "report",
+        help="(re)write a run's report.md and pictures, or a report of several runs",
+        description="One run: write its report.md and pictures into it. With --out: a report "
+        "of the runs given (one dataset) into that folder: the compare table and, for each "
+        "cost the runs record (params, flops, latency), accuracy against it with the Pareto "
+        "front marked.",
+    )
+    p.add_argument("run_dirs", nargs="+", metavar="RUN_DIR")
+    p.add_argument("--out", help="the folder of a report of the runs given")
     p.set_defaults(func=_cmd_report)
 
 
 def _cmd_report(args: argparse.Namespace) -> int:
-    for path in write_report(args.run_dir):
+    if args.out is None and len(args.run_dirs) > 1:
+        from nasplug.options import OptionError
+
+        raise OptionError(
+            f"a report of {len(args.run_dirs)} runs needs --out DIR; accepted: one RUN_DIR, "
+            f"or several with --out"
+        )
+    written = (
+        write_set_report(args.run_dirs, args.out)
+        if args.out is not None
+        else write_report(args.run_dirs[0])
+    )
+    for path in written:
         print(path)
     return 0
 
@@ -466,6 +489,43 @@ def write_report(run_dir: str | Path) -> list[Path]:
     text = _markdown(rec, sections)
     atomic_write(rec.path / REPORT, text.encode())
     return [rec.path / REPORT, *written]
+
+
+def write_set_report(run_dirs: Sequence[str | Path], out: str | Path) -> list[Path]:
+    """Write ``out/report.md`` on several runs of one dataset; return the files written.
+
+    The report holds :func:`nasplug.comparison.compare_table` of the runs and, for each cost of
+    :data:`~nasplug.comparison.PARETO_COSTS` that some run records, the plot of accuracy against
+    it with the Pareto front marked (``out/figures/pareto-<resource>.png``), the front and the
+    runs left off the plot. Runs of different datasets or metrics are a ValueError, before
+    anything is written.
+    """
+    from nasplug import plotting
+    from nasplug.comparison import PARETO_COSTS, compare_table, pareto_of
+    from nasplug.options import OptionError
+
+    folder = Path(out)
+    if folder.exists() and not folder.is_dir():
+        raise OptionError(f"--out {folder} is an existing file; accepted: a folder")
+    table = compare_table(run_dirs)
+    fronts = [pareto_of(run_dirs, resource) for resource in PARETO_COSTS]
+    md = [f"# Report of {len(run_dirs)} runs", "", table]
+    written: list[Path] = []
+    for front in fronts:
+        fig = front.figure()
+        if fig is None:
+            continue
+        png = plotting.save(fig, folder / FIGURES / f"pareto-{front.resource}")[0]
+        written.append(png)
+        md += [
+            f"## {front.accuracy[:1].upper()}{front.accuracy[1:]} against {front.cost}",
+            "",
+            f"![{front.accuracy} against {front.cost}]({png.relative_to(folder).as_posix()})",
+            "",
+            *(f"{line}\n" for line in front.lines()),
+        ]
+    atomic_write(folder / REPORT, "\n".join(md).encode())
+    return [folder / REPORT, *written]
 
 
 def _pictures(

@@ -6,6 +6,11 @@ evaluates the child, adds it and removes the *oldest* member, whatever its score
 population is always the ``population`` most recently evaluated genotypes. Candidates are
 evaluated as random search evaluates them (a short training, a shared supernet, or the space's
 benchmark table; see :class:`nasplug.candidates.Evaluation`).
+
+Under a resource budget every candidate is within it: the initial draws are rejection-sampled
+(see :class:`nasplug.candidates.SamplePool`) and a mutation whose child is outside the budget
+is retried with another single change; after :data:`MUTATION_TRIES` such children the next
+best contender of the tournament is the parent.
 """
 
 from __future__ import annotations
@@ -25,7 +30,10 @@ from nasplug.candidates import (
 from nasplug.interfaces import SearchContext, SearchSpace, Strategy
 from nasplug.types import Genotype, SearchResult
 
-__all__ = ["Evolution", "mutate"]
+__all__ = ["MUTATION_TRIES", "Evolution", "mutate"]
+
+#: Children outside the budget after which a parent is given up for another one.
+MUTATION_TRIES = 50
 
 
 class Evolution(Strategy):
@@ -37,6 +45,9 @@ class Evolution(Strategy):
     candidate is checkpointed, so a killed search resumes without redoing any and ends as an
     uninterrupted one would. Each evaluation counts against ``candidates``, a child equal to an
     earlier genotype included. With ``method=table`` the search takes no data and no training.
+    With ``ctx.feasible`` (a resource budget) every candidate meets it (see the module's
+    docstring); when no contender of a step has a feasible child, the step evaluates a copy
+    of the best contender.
 
     Args:
         population: members of the population (the first ``population`` candidates are
@@ -82,24 +93,44 @@ class Evolution(Strategy):
 
     def search(self, ctx: SearchContext) -> SearchResult:
         if self.method == "table":
-            result = self.search_table(ctx.space, seed=ctx.seed, queries=self.candidates)
+            result = self.search_table(
+                ctx.space, seed=ctx.seed, queries=self.candidates, feasible=ctx.feasible
+            )
             log_queries(ctx, "evolution", result)
             return result
-        propose = _Proposer(ctx.space, ctx.seed, self.population, self.sample, ctx.task.better)
+        propose = _Proposer(
+            ctx.space, ctx.seed, self.population, self.sample, ctx.task.better, ctx.feasible
+        )
         return candidate_search(
             ctx, "evolution", self.evaluation, propose, candidates=self.candidates
         )
 
-    def search_table(self, space: SearchSpace, *, seed: int, queries: int) -> SearchResult:
-        """``queries`` evaluations under ``seed``, each a lookup in the space's table."""
-        propose = _Proposer(space, seed, self.population, self.sample, _greater)
+    def search_table(
+        self,
+        space: SearchSpace,
+        *,
+        seed: int,
+        queries: int,
+        feasible: Callable[[Genotype], bool] | None = None,
+    ) -> SearchResult:
+        """``queries`` evaluations under ``seed``, each a lookup in the space's table (only of
+        genotypes ``feasible`` accepts, when given)."""
+        propose = _Proposer(space, seed, self.population, self.sample, _greater, feasible)
         return table_search(
-            space, "evolution", propose, queries=queries, accepted=self.evaluation.accepted
+            space,
+            "evolution",
+            propose,
+            queries=queries,
+            accepted=self.evaluation.accepted,
+            feasible=feasible,
         )
 
 
 def mutate(
-    space: SearchSpace, decisions: dict[str, Any], rng: random.Random
+    space: SearchSpace,
+    decisions: dict[str, Any],
+    rng: random.Random,
+    feasible: Callable[[Genotype], bool] | None = None,
 ) -> tuple[Genotype, dict[str, Any]] | None:
     """A child of the genotype that ``decisions`` drew: one decision answered differently.
 
@@ -108,15 +139,27 @@ def mutate(
     random among those with another option, gets a different option, picked at random. A
     decision the parent never took (a space whose later decisions depend on earlier ones) is
     drawn at random. Decision names must be unique within one draw, as in every built-in space.
-    Returns the child and its decisions, or None when no decision has another option.
+    With ``feasible``, a child it refuses is replaced by another single change (the decisions
+    taken in turn, again and again), up to :data:`MUTATION_TRIES` children.
+    Returns the child and its decisions, or None when no decision has another option (or no
+    feasible child was found).
     """
     names = list(decisions)
     rng.shuffle(names)
-    for target in names:
-        child = _replay(space, decisions, target, rng)
-        if child is not None:
-            return child
-    return None
+    refused = 0
+    while True:
+        changed = False
+        for target in names:
+            child = _replay(space, decisions, target, rng)
+            if child is None:
+                continue
+            if feasible is None or feasible(child[0]):
+                return child
+            changed, refused = True, refused + 1
+            if refused >= MUTATION_TRIES:
+                return None
+        if not changed:
+            return None
 
 
 def _replay(
@@ -155,10 +198,11 @@ class _Proposer:
         population: int,
         sample: int,
         better: Callable[[float, float], bool],
+        feasible: Callable[[Genotype], bool] | None = None,
     ) -> None:
-        self.space, self.seed = space, seed
+        self.space, self.seed, self.feasible = space, seed, feasible
         self.population, self.sample, self.better = population, sample, better
-        self.pool = SamplePool(space, seed)
+        self.pool = SamplePool(space, seed, feasible)
 
     def __call__(self, rows: list[dict[str, Any]], i: int) -> tuple[Genotype, dict[str, Any]]:
         """The i-th candidate, its decisions and where it came from, given the rows before it."""
@@ -169,18 +213,32 @@ class _Proposer:
         rng = random.Random(f"evolution/{self.seed}/{i}")
         members = rows[-self.population :]
         contenders = rng.sample(range(len(members)), min(self.sample, len(members)))
-        parent = contenders[0]
-        for k in contenders[1:]:
-            m, b = members[k]["metric"], members[parent]["metric"]
-            if _finite(m) and (not _finite(b) or self.better(m, b)):
-                parent = k
-        mutated = mutate(self.space, members[parent]["decisions"], rng)
-        if mutated is None:  # a space of one genotype: nothing to mutate
-            row = members[parent]
-            copy = {"decisions": dict(row["decisions"]), "origin": "copy"}
-            return Genotype.from_dict(row["genotype"]), copy
-        genotype, decisions = mutated
-        return genotype, {"decisions": decisions, "origin": f"mutant of {members[parent]['index']}"}
+        ranked = self._ranked(members, contenders)
+        # Without a budget only the tournament's winner is tried, as it always was.
+        tried = ranked if self.feasible is not None else ranked[:1]
+        for parent in tried:
+            mutated = mutate(self.space, members[parent]["decisions"], rng, self.feasible)
+            if mutated is not None:
+                genotype, decisions = mutated
+                origin = f"mutant of {members[parent]['index']}"
+                return genotype, {"decisions": decisions, "origin": origin}
+        # A space of one genotype, or no contender with a child within the budget.
+        row = members[ranked[0]]
+        copy = {"decisions": dict(row["decisions"]), "origin": "copy"}
+        return Genotype.from_dict(row["genotype"]), copy
+
+    def _ranked(self, members: list[dict[str, Any]], contenders: list[int]) -> list[int]:
+        """The contenders, best first: the tournament's winner, then the winner of the rest..."""
+        left, ranked = list(contenders), []
+        while left:
+            best = left[0]
+            for k in left[1:]:
+                m, b = members[k]["metric"], members[best]["metric"]
+                if _finite(m) and (not _finite(b) or self.better(m, b)):
+                    best = k
+            ranked.append(best)
+            left.remove(best)
+        return ranked
 
 
 def _greater(a: float, b: float) -> bool:

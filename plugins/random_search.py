@@ -4,11 +4,13 @@ Valid genotypes are drawn with ``space.sample`` from a seeded ``random.Random`` 
 one by one: by a short training of each discrete network, by the weights they share in a
 supernet trained along uniformly sampled paths, or by the space's benchmark table. The budget
 is a number of candidates or a wall-clock time, so that random search can be given the compute
-of a DARTS run.
+of a DARTS run. Under a resource budget only genotypes within it are drawn (rejection
+sampling; see :class:`nasplug.candidates.SamplePool`).
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 from nasplug.candidates import (
@@ -74,23 +76,38 @@ class RandomSearch(Strategy):
 
     def search(self, ctx: SearchContext) -> SearchResult:
         if self.method == "table":
-            result = self.search_table(ctx.space, seed=ctx.seed, queries=self.candidates)
+            result = self.search_table(
+                ctx.space, seed=ctx.seed, queries=self.candidates, feasible=ctx.feasible
+            )
             log_queries(ctx, "random", result)
             return result
         return candidate_search(
             ctx,
             "random",
             self.evaluation,
-            _drawn(SamplePool(ctx.space, ctx.seed)),
+            _drawn(SamplePool(ctx.space, ctx.seed, ctx.feasible)),
             candidates=self.candidates,
             time_budget=self.time_budget,
         )
 
-    def search_table(self, space: SearchSpace, *, seed: int, queries: int) -> SearchResult:
-        """``queries`` distinct genotypes drawn under ``seed``, each looked up in the table."""
-        propose = _drawn(SamplePool(space, seed))
+    def search_table(
+        self,
+        space: SearchSpace,
+        *,
+        seed: int,
+        queries: int,
+        feasible: Callable[[Genotype], bool] | None = None,
+    ) -> SearchResult:
+        """``queries`` distinct genotypes drawn under ``seed`` (only those ``feasible``
+        accepts, when given), each looked up in the table."""
+        propose = _drawn(SamplePool(space, seed, feasible))
         return table_search(
-            space, "random", propose, queries=queries, accepted=self.evaluation.accepted
+            space,
+            "random",
+            propose,
+            queries=queries,
+            accepted=self.evaluation.accepted,
+            feasible=feasible,
         )
 
 

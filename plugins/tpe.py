@@ -4,6 +4,13 @@ Each trial draws a genotype with ``space.sample(trial.suggest_categorical)`` and
 briefly (the validation metric is reported after every epoch so that a pruner can stop
 hopeless trials early), or looks it up in the space's benchmark table (``method=table``). The study lives in an Optuna storage, so several ``nasplug run``
 processes, on one machine or many, can work on one study and Optuna's own tools can read it.
+
+Under a resource budget (``ctx.feasible``) no genotype outside it is trained or looked up:
+such a trial is marked infeasible with Optuna's ``Trial.set_constraint`` (the way Optuna 5
+takes constraints, replacing the sampler's ``constraints_func``) and told PRUNED, so that the
+TPE sampler files it among its worst trials and samples away from it; then a fresh trial is
+asked. These trials cost no training, count against no budget and never become the result.
+(FAIL would hide them from the sampler, which would keep proposing the same region.)
 """
 
 from __future__ import annotations
@@ -13,6 +20,7 @@ import os
 import socket
 import time
 import warnings
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any, Literal
 
@@ -22,6 +30,7 @@ from nasplug.candidates import (
     benchmark_of,
     best_candidate,
     forget_checkpoint,
+    infeasible_error,
     log_queries,
     table_result,
     train_candidate,
@@ -30,7 +39,7 @@ from nasplug.interfaces import SearchContext, SearchSpace, Strategy
 from nasplug.training import count_params
 from nasplug.types import Genotype, SearchResult
 
-__all__ = ["METHODS", "PRUNERS", "TPE", "open_storage"]
+__all__ = ["METHODS", "PRUNERS", "REFUSED_TRIALS", "TPE", "open_storage"]
 
 METHODS = ("train", "table")
 PRUNERS = ("median", "hyperband", "none")
@@ -40,6 +49,13 @@ _STORAGE_HELP = (
 )
 # Trial states that count against the budget: finished ones and those being worked on.
 _COUNTED = ("COMPLETE", "PRUNED", "RUNNING", "WAITING")
+# The constraint and user attribute of a trial whose genotype is outside the budget.
+_BUDGET = "budget"
+_INFEASIBLE = "infeasible"
+#: Trials outside the budget in a row after which a search gives up. Fewer than a random
+#: search's draws (:data:`nasplug.candidates.FEASIBLE_DRAWS`): each costs the sampler a model
+#: fit over every trial before it.
+REFUSED_TRIALS = 500
 
 
 class TPE(Strategy):
@@ -56,6 +72,12 @@ class TPE(Strategy):
     trials beyond the budget, never fewer. On start, trials left RUNNING by a killed process of
     the same run directory (or by a dead process on this host) are marked FAIL; failed trials
     do not count, so a rerun completes the budget.
+
+    Under a budget (``ctx.feasible``), a trial whose genotype is outside it is told PRUNED with
+    a violated constraint and user attribute ``infeasible`` (see the module's docstring); it
+    neither counts against ``trials`` nor is trained. After :data:`REFUSED_TRIALS` such trials
+    in a row without a feasible one before, the search fails in one
+    line saying the budget may be too tight; after a feasible one, it stops there.
 
     With ``method=table`` each trial looks its genotype up in the space's benchmark table: no
     data, no training, no pruning; the study is private and in memory (a table search takes
@@ -116,7 +138,9 @@ class TPE(Strategy):
         import optuna
 
         if self.method == "table":
-            result = self.search_table(ctx.space, seed=ctx.seed, queries=self.trials)
+            result = self.search_table(
+                ctx.space, seed=ctx.seed, queries=self.trials, feasible=ctx.feasible
+            )
             log_queries(ctx, "tpe", result)
             return result
 
@@ -151,37 +175,60 @@ class TPE(Strategy):
         counted = tuple(optuna.trial.TrialState[s] for s in _COUNTED)
         worker = {"run_dir": str(run_dir or ""), "host": socket.gethostname(), "pid": os.getpid()}
         start, ran = time.time(), 0
-        while len(study.get_trials(deepcopy=False, states=counted)) < self.trials:
+        refused = [0]  # trials outside the budget since the last one within it
+        while _count(study.get_trials(deepcopy=False, states=counted)) < self.trials:
             if self.time_budget and ran and time.time() - start >= self.time_budget:
                 break
             ran += 1
             study.optimize(
-                lambda trial: self._objective(ctx, trial, worker),
+                lambda trial: self._objective(ctx, trial, worker, refused),
                 n_trials=1,
                 catch=(),
                 gc_after_trial=False,
             )
+            if refused[0] >= REFUSED_TRIALS:
+                if not _count(study.get_trials(deepcopy=False, states=counted)):
+                    raise infeasible_error(REFUSED_TRIALS)
+                break
         return self._result(ctx, study)
 
-    def search_table(self, space: SearchSpace, *, seed: int, queries: int) -> SearchResult:
-        """``queries`` trials of a private in-memory study, each a lookup in the table."""
+    def search_table(
+        self,
+        space: SearchSpace,
+        *,
+        seed: int,
+        queries: int,
+        feasible: Callable[[Genotype], bool] | None = None,
+    ) -> SearchResult:
+        """``queries`` trials of a private in-memory study, each a lookup in the table; with
+        ``feasible``, trials it refuses are told to the sampler unqueried (see the class)."""
         import optuna
 
         t0 = time.perf_counter()
         table = benchmark_of(space, "tpe", METHODS)
         rows: list[dict[str, Any]] = []
-
-        def objective(trial: Any) -> float:
-            genotype = space.sample(trial.suggest_categorical)
-            value = table.query(genotype)
-            rows.append({"index": trial.number, "genotype": genotype.to_dict(), "metric": value})
-            return value
-
         verbosity = optuna.logging.get_verbosity()
         optuna.logging.set_verbosity(optuna.logging.WARNING)
         try:
             study = optuna.create_study(direction="maximize", sampler=self._sampler(seed))
-            study.optimize(objective, n_trials=queries, catch=(), gc_after_trial=False)
+            refused = 0
+            while len(rows) < queries:
+                trial = study.ask()
+                genotype = space.sample(trial.suggest_categorical)
+                if feasible is not None and not feasible(genotype):
+                    _refuse(study, trial)
+                    refused += 1
+                    if refused < REFUSED_TRIALS:
+                        continue
+                    if not rows:
+                        raise infeasible_error(REFUSED_TRIALS)
+                    break
+                refused = 0
+                value = table.query(genotype)
+                rows.append(
+                    {"index": trial.number, "genotype": genotype.to_dict(), "metric": value}
+                )
+                study.tell(trial, value)
         finally:
             optuna.logging.set_verbosity(verbosity)
         return table_result(table, rows, time.perf_counter() - t0)
@@ -199,7 +246,9 @@ class TPE(Strategy):
                 group=self.multivariate,
             )
 
-    def _objective(self, ctx: SearchContext, trial: Any, worker: dict[str, Any]) -> float:
+    def _objective(
+        self, ctx: SearchContext, trial: Any, worker: dict[str, Any], refused: list[int]
+    ) -> float:
         import optuna
 
         trainer, m = ctx.trainer, ctx.task.metric
@@ -207,6 +256,12 @@ class TPE(Strategy):
             trial.set_user_attr(k, v)
         genotype = ctx.space.sample(trial.suggest_categorical)
         trial.set_user_attr("genotype", genotype.to_json())
+        if ctx.feasible is not None and not ctx.feasible(genotype):
+            refused[0] += 1
+            trial.set_user_attr(_INFEASIBLE, True)
+            trial.set_constraint(_BUDGET, 1.0)
+            raise optuna.TrialPruned("outside the budget: not trained")
+        refused[0] = 0
         trainer.log("trial_start", number=trial.number, genotype=genotype.to_dict())
         # Every trial's training depends only on the run's seed and the trial's number.
         torch.manual_seed(ctx.seed * 100003 + trial.number)
@@ -276,6 +331,8 @@ class TPE(Strategy):
         states = (optuna.trial.TrialState.COMPLETE, optuna.trial.TrialState.PRUNED)
         rows = []
         for t in study.get_trials(deepcopy=False, states=states):
+            if t.user_attrs.get(_INFEASIBLE):
+                continue
             value = t.value if t.value is not None else _last(t.intermediate_values)
             rows.append(
                 {
@@ -344,6 +401,20 @@ def open_storage(url: str | None, run_dir: str | None) -> Any:
     raise ValueError(
         f"cannot open Optuna storage {url!r} ({type(last).__name__}: {detail}); {_STORAGE_HELP}"
     ) from last
+
+
+def _refuse(study: Any, trial: Any) -> None:
+    """Tell ``trial`` to the study as outside the budget: PRUNED, its constraint violated."""
+    import optuna
+
+    trial.set_user_attr(_INFEASIBLE, True)
+    trial.set_constraint(_BUDGET, 1.0)
+    study.tell(trial, state=optuna.trial.TrialState.PRUNED)
+
+
+def _count(trials: Any) -> int:
+    """How many of ``trials`` count against the budget: those within it."""
+    return sum(not t.user_attrs.get(_INFEASIBLE) for t in trials)
 
 
 def _alive(pid: Any) -> bool:
