@@ -1,0 +1,105 @@
+"""Candidate costs: params and FLOPs exact for every genotype of each built-in space."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from nasplug.costs import RESOURCES, candidate_costs, genotype_cost, module_cost
+from nasplug.interfaces import ReportsCosts
+from nasplug.testing import TinySpace, random_suggest
+from nasplug.training import count_params
+from nasplug.types import Costs, Genotype, Task
+from nasplug_spaces.cell import CellSpace
+from nasplug_spaces.dense import DenseSpace
+from nasplug_spaces.nb201 import EDGE_NAMES, Nb201Space
+
+# Odd sides: each reduction rounds up, which the sites must follow.
+IMAGES = Task("classification", (3, 9, 7), 10)
+VECTORS = Task("regression", (5,), 2)
+
+
+def measured(space: object, genotype: Genotype, task: Task, resource: str) -> float:
+    net = space.build(genotype, task)  # type: ignore[attr-defined]
+    if resource == "params":
+        return float(count_params(net))
+    return module_cost(net, (1, *task.input_shape), "flops")
+
+
+@pytest.mark.parametrize("resource", ["params", "flops"])
+@pytest.mark.parametrize(
+    "space",
+    [
+        CellSpace(channels=4, layers=3, nodes=2),
+        # node_inputs=1, the auxiliary head (not counted at inference) and the reference impl
+        CellSpace(channels=4, layers=4, nodes=3, node_inputs=1, auxiliary=True, impl="reference"),
+        CellSpace(channels=4, layers=3, nodes=2, ops="none,skip_connect,sep_conv_3x3,max_pool_3x3"),
+    ],
+    ids=["cell", "cell-aux", "cell-ops"],
+)
+def test_cell_genotype_cost_is_the_built_networks_exactly(space: CellSpace, resource: str) -> None:
+    costs = candidate_costs(space, IMAGES, resource)
+    values = set()
+    for seed in range(6):
+        g = space.sample(random_suggest(seed))
+        values.add(genotype_cost(space, costs, g))
+        assert genotype_cost(space, costs, g) == measured(space, g, IMAGES, resource)
+    assert len(values) > 1, "random genotypes of different cost"
+
+
+def test_cell_costs_sum_every_cell_of_a_type() -> None:
+    # Three normal cells at 4, 8 and 16 channels: a 3x3 separable convolution's params there.
+    space = CellSpace(channels=4, layers=5, nodes=1, node_inputs=1)
+    costs = candidate_costs(space, IMAGES, "params")
+    sep = {c: 2 * (c * 9 + c * c + 2 * c) for c in (4, 8, 16)}
+    assert costs.entries[("normal:2<-1", "sep_conv_3x3")] == sum(sep.values())
+    # A reduction cell's input edges have stride 2: skip_connect is then a factorized reduce.
+    assert costs.entries[("reduce:2<-0", "skip_connect")] > 0
+    assert ("normal:2<-0", "skip_connect") not in costs.entries or (
+        costs.entries[("normal:2<-0", "skip_connect")] == 0
+    )
+    assert not any(op == "none" for _, op in costs.entries)
+
+
+@pytest.mark.parametrize("resource", ["params", "flops"])
+def test_nb201_genotype_cost_is_the_built_networks_exactly(resource: str) -> None:
+    space = Nb201Space(cells=2, channels=4)
+    costs = candidate_costs(space, IMAGES, resource)
+    for seed in range(8):
+        g = space.sample(random_suggest(seed))
+        assert genotype_cost(space, costs, g) == measured(space, g, IMAGES, resource)
+    # A cell of ``none`` edges builds no op: the network costs just ``fixed``.
+    empty = Genotype("nb201", {"choices": dict.fromkeys(EDGE_NAMES, "none")})
+    assert costs.fixed == measured(space, empty, IMAGES, resource)
+
+
+@pytest.mark.parametrize("resource", ["params", "flops"])
+def test_dense_genotype_cost_is_the_built_networks_exactly(resource: str) -> None:
+    space = DenseSpace(blocks=4, layers=3, width=8, max_skip=3)
+    costs = candidate_costs(space, VECTORS, resource)
+    for b in range(4):
+        g = space.derive({"block": torch.eye(4)[b]})
+        assert genotype_cost(space, costs, g) == measured(space, g, VECTORS, resource)
+    # The input projection (5 -> 8) and the head (8 -> 2) are what no block changes.
+    if resource == "params":
+        assert costs.fixed == 5 * 8 + 8 + 8 * 2 + 2
+
+
+def test_costs_round_trip_through_json_data() -> None:
+    costs = candidate_costs(Nb201Space(cells=1, channels=2), IMAGES, "params")
+    assert Costs.from_dict(costs.to_dict()) == costs
+    assert costs.unit == "" and costs.resource == "params"
+
+
+def test_unknown_resource_and_a_space_without_costs_are_one_line_errors() -> None:
+    space = Nb201Space(cells=1, channels=2)
+    with pytest.raises(
+        ValueError, match="unknown resource 'energy'; accepted: params, flops, latency"
+    ):
+        candidate_costs(space, IMAGES, "energy")
+    assert RESOURCES == ("params", "flops", "latency")
+    tiny = TinySpace()
+    assert not isinstance(tiny, ReportsCosts)
+    with pytest.raises(ValueError, match="does not report costs") as e:
+        candidate_costs(tiny, IMAGES, "params")
+    assert "\n" not in str(e.value)
