@@ -1,10 +1,15 @@
-"""Candidate costs: params and FLOPs exact for every genotype of each built-in space."""
+"""Candidate costs: params and FLOPs exact for every genotype of each built-in space, and the
+cached latency table."""
 
 from __future__ import annotations
+
+import json
+from pathlib import Path
 
 import pytest
 import torch
 
+import nasplug.costs as costs_module
 from nasplug.costs import RESOURCES, candidate_costs, genotype_cost, module_cost
 from nasplug.interfaces import ReportsCosts
 from nasplug.testing import TinySpace, random_suggest
@@ -103,3 +108,77 @@ def test_unknown_resource_and_a_space_without_costs_are_one_line_errors() -> Non
     with pytest.raises(ValueError, match="does not report costs") as e:
         candidate_costs(tiny, IMAGES, "params")
     assert "\n" not in str(e.value)
+
+
+# ---- latency ------------------------------------------------------------------------------------
+
+
+@pytest.fixture
+def timer(monkeypatch: pytest.MonkeyPatch) -> list[int]:
+    """No real timing: every module "takes" 1 ms; the list counts the measurements."""
+    calls: list[int] = []
+
+    def fake(run: object, device: torch.device) -> float:
+        calls.append(1)
+        return 1.0
+
+    monkeypatch.setattr(costs_module, "_median_ms", fake)
+    return calls
+
+
+def test_latency_table_is_built_once_then_reused(timer: list[int], tmp_path: Path) -> None:
+    space = Nb201Space(cells=1, channels=2)
+    first = candidate_costs(space, IMAGES, "latency", cache_dir=str(tmp_path))
+    assert timer and first.source["built"] and not first.source["reused"]
+    assert first.unit == "ms" and first.source["batch"] == 1 and first.source["device"]
+    assert Path(first.source["cache"]).parent == tmp_path
+    measured_once = len(timer)
+    again = candidate_costs(space, IMAGES, "latency", cache_dir=str(tmp_path))
+    assert len(timer) == measured_once, "a reused table measures nothing"
+    assert again.source["reused"] and not again.source["built"]
+    assert again.entries == first.entries and again.fixed == first.fixed
+    assert again.source["cache"] == first.source["cache"]
+
+
+def test_a_damaged_table_is_measured_again_with_a_one_line_warning(
+    timer: list[int], tmp_path: Path
+) -> None:
+    space = Nb201Space(cells=1, channels=2)
+    path = Path(candidate_costs(space, IMAGES, "latency", cache_dir=tmp_path).source["cache"])
+    path.write_text('{"key": ')
+    with pytest.warns(UserWarning, match="damaged or for another setting") as record:
+        rebuilt = candidate_costs(space, IMAGES, "latency", cache_dir=tmp_path)
+    assert len(record) == 1 and "\n" not in str(record[0].message)
+    assert (
+        rebuilt.source["built"] and json.loads(path.read_text())["costs"]["resource"] == "latency"
+    )
+    assert candidate_costs(space, IMAGES, "latency", cache_dir=tmp_path).source["reused"]
+
+
+def test_another_batch_is_another_table_and_a_foreign_file_is_rebuilt(
+    timer: list[int], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("NASPLUG_CACHE_DIR", str(tmp_path))
+    space = Nb201Space(cells=1, channels=2)
+    one = candidate_costs(space, IMAGES, "latency")
+    two = candidate_costs(space, IMAGES, "latency", batch=2)
+    assert two.source["built"] and two.source["batch"] == 2
+    assert one.source["cache"] != two.source["cache"]
+    assert sorted(p.name for p in tmp_path.iterdir()) == sorted(
+        Path(c.source["cache"]).name for c in (one, two)
+    )
+    # The batch-2 table under the batch-1 name: read, found foreign, measured again.
+    Path(one.source["cache"]).write_text(Path(two.source["cache"]).read_text())
+    with pytest.warns(UserWarning, match="another setting"):
+        assert candidate_costs(space, IMAGES, "latency").source["batch"] == 1
+
+
+def test_latency_bad_settings_are_one_line_errors(tmp_path: Path) -> None:
+    space = Nb201Space(cells=1, channels=2)
+    with pytest.raises(ValueError, match="batch must be an integer >= 1"):
+        candidate_costs(space, IMAGES, "latency", batch=0, cache_dir=tmp_path)
+    with pytest.raises(ValueError, match="cpu or cuda"):
+        candidate_costs(space, IMAGES, "latency", device="meta", cache_dir=tmp_path)
+    with pytest.raises(ValueError, match="does not report costs"):
+        candidate_costs(TinySpace(), IMAGES, "latency", cache_dir=tmp_path)
+    assert not any(tmp_path.iterdir()), "nothing written"
