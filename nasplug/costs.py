@@ -41,6 +41,7 @@ __all__ = [
     "genotype_cost",
     "latency_costs",
     "module_cost",
+    "module_latency",
     "reference_genotype",
 ]
 
@@ -67,7 +68,7 @@ def candidate_costs(
     *,
     device: str | torch.device = "cpu",
     batch: int = 1,
-    cache_dir: str | None = None,
+    cache_dir: str | os.PathLike[str] | None = None,
 ) -> Costs:
     """Every candidate's cost in ``resource`` where it sits in ``space``'s network for ``task``.
 
@@ -224,11 +225,11 @@ def latency_costs(
             full = (batch, *shape[1:])
             site = (repr(module), full)
             if site not in timed:
-                timed[site] = _time_module(module, full, dev)
+                timed[site] = module_latency(module, full, dev)
             total += timed[site]
         entries[entry] = total
     gaps = [
-        _time_module(net, (batch, *task.input_shape), dev) - _entries_sum(space, entries, g)
+        module_latency(net, (batch, *task.input_shape), dev) - _entries_sum(space, entries, g)
         for g, net in zip(calibration, nets, strict=True)
     ]
     source.update(
@@ -337,8 +338,10 @@ def _write_atomically(path: Path, data: Mapping[str, Any]) -> None:
         raise
 
 
-def _time_module(module: nn.Module, shape: Sequence[int], device: torch.device) -> float:
-    """Median milliseconds of one forward of ``module`` on random input of ``shape``."""
+def module_latency(module: nn.Module, shape: Sequence[int], device: torch.device) -> float:
+    """Milliseconds of one forward of ``module`` on random input of ``shape`` on ``device``,
+    measured as :func:`latency_costs` measures its table (eval mode, inference mode, the median
+    of :data:`REPEATS` runs after :data:`WARMUP`; 4-D inputs in ``channels_last``)."""
     module = module.to(device).eval()
     x = torch.randn(tuple(shape), device=device)
     if x.dim() == 4:
