@@ -10,6 +10,7 @@ cost from the table. For params and FLOPs the sum equals the built network's own
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import os
@@ -89,13 +90,14 @@ def candidate_costs(
         raise ValueError(f"unknown resource {resource!r}; accepted: {', '.join(RESOURCES)}")
     if resource == "latency":
         return latency_costs(space, task, device=device, batch=batch, cache_dir=cache_dir)
-    sites = _sites(space, task)
-    entries = {
-        key: float(sum(module_cost(m, shape, resource) for m, shape in where))
-        for key, where in sites.items()
-    }
-    reference = reference_genotype(space)
-    whole = module_cost(space.build(reference, task), (1, *task.input_shape), resource)
+    with _own_rng():
+        sites = _sites(space, task)
+        entries = {
+            key: float(sum(module_cost(m, shape, resource) for m, shape in where))
+            for key, where in sites.items()
+        }
+        reference = reference_genotype(space)
+        whole = module_cost(space.build(reference, task), (1, *task.input_shape), resource)
     fixed = whole - _entries_sum(space, entries, reference)
     return Costs(resource, _UNITS[resource], fixed, entries, {"reference": str(reference)})
 
@@ -125,6 +127,11 @@ def module_cost(module: nn.Module, shape: Sequence[int], resource: str) -> float
 def reference_genotype(space: SearchSpace) -> Genotype:
     """The genotype whose whole network gives ``fixed``: ``space.derive`` of equal weights."""
     return space.derive({c.name: torch.ones(len(c.candidates)) for c in space.choices()})
+
+
+def _own_rng() -> contextlib.AbstractContextManager[None]:
+    """Building modules draws their initial weights: keep that off the global random state."""
+    return torch.random.fork_rng(devices=[])
 
 
 def _sites(space: SearchSpace, task: Task) -> Sites:
@@ -172,20 +179,31 @@ def latency_costs(
     head, the sums and concatenations between ops) as one constant.
 
     The table is built once per key (device name, torch version, intra-op threads, batch, the
-    space's registered name, the task's shapes and a digest of every site module, its shape
-    and the calibration networks, which is where the space's options show) and kept as JSON
+    space's registered name and public settings, the task's shapes, and a digest of every site
+    module, its shape and the calibration networks, which catches what settings alone miss,
+    such as a restricted space's candidates) and kept as JSON
     in ``cache_dir``, else ``$NASPLUG_CACHE_DIR``, else the user's cache directory (see
     :func:`cache_directory`). The next call with the same key reads it back and measures
     nothing (``source["reused"]`` is true); a file that cannot be read or holds another key is
     rebuilt with a one-line warning. Files are written whole or not at all.
+
+    The modules are built and fed under a forked random state: costing leaves torch's global
+    random numbers as they were, so a seeded search is the same with or without it.
 
     ``source`` records ``device``, ``device_type``, ``batch``, ``threads``, ``torch``, ``cache``
     (the file), ``built`` and ``reused``, ``calibration`` (the genotypes) and ``build_seconds``.
     """
     if isinstance(batch, bool) or not isinstance(batch, int) or batch < 1:
         raise ValueError(f"batch must be an integer >= 1, got {batch!r}")
-    sites = _sites(space, task)
     dev = _check_device(device)
+    with _own_rng():
+        return _latency_table(space, task, dev, batch, cache_directory(cache_dir))
+
+
+def _latency_table(
+    space: SearchSpace, task: Task, dev: torch.device, batch: int, directory: Path
+) -> Costs:
+    sites = _sites(space, task)
     calibration = calibration_genotypes(space)
     nets = [space.build(g, task).eval() for g in calibration]
     key = {
@@ -195,10 +213,11 @@ def latency_costs(
         "threads": torch.get_num_threads(),
         "batch": batch,
         "space": registry.name_of(space),
+        "options": _options(space),
         "task": {"input_shape": list(task.input_shape), "outputs": task.outputs},
         "digest": _digest(sites, nets),
     }
-    path = cache_directory(cache_dir) / f"latency-{_file_digest(key)}.json"
+    path = directory / f"latency-{_file_digest(key)}.json"
     source = {
         "device": key["device"],
         "device_type": dev.type,
@@ -277,6 +296,15 @@ def _check_device(device: str | torch.device) -> torch.device:
     return dev
 
 
+def _options(space: SearchSpace) -> dict[str, Any]:
+    """The space's public settings of plain types (its constructor's options, as a rule)."""
+    return {
+        k: v
+        for k, v in sorted(vars(space).items())
+        if not k.startswith("_") and isinstance(v, (bool, int, float, str))
+    }
+
+
 def _device_name(dev: torch.device) -> str:
     if dev.type == "cuda":
         return torch.cuda.get_device_name(dev)
@@ -343,7 +371,7 @@ def module_latency(module: nn.Module, shape: Sequence[int], device: torch.device
     measured as :func:`latency_costs` measures its table (eval mode, inference mode, the median
     of :data:`REPEATS` runs after :data:`WARMUP`; 4-D inputs in ``channels_last``)."""
     module = module.to(device).eval()
-    x = torch.randn(tuple(shape), device=device)
+    x = torch.randn(tuple(shape), generator=torch.Generator().manual_seed(0)).to(device)
     if x.dim() == 4:
         x = x.contiguous(memory_format=torch.channels_last)
     with torch.inference_mode():

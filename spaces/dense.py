@@ -456,7 +456,8 @@ class DenseSpace(SearchSpace):
         (see :class:`~nasplug.interfaces.ReportsCosts`). The input projection and the head are
         what no choice changes. Exact for genotypes of this space's ``width`` and
         ``activation``, which :meth:`derive` gives; :meth:`one_hot` takes no other DAG than a
-        current block's.
+        current block's. In mode ``"sampling"`` a replaced block costs what its new DAG costs:
+        ask again after :meth:`on_epoch_end` replaces blocks.
         """
         sites: dict[tuple[str, str], list[tuple[nn.Module, tuple[int, ...]]]] = {}
         for name, dag in zip(self._names, self._dags, strict=True):

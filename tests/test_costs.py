@@ -182,3 +182,13 @@ def test_latency_bad_settings_are_one_line_errors(tmp_path: Path) -> None:
     with pytest.raises(ValueError, match="does not report costs"):
         candidate_costs(TinySpace(), IMAGES, "latency", cache_dir=tmp_path)
     assert not any(tmp_path.iterdir()), "nothing written"
+
+
+def test_costing_leaves_the_global_random_state_alone(timer: list[int], tmp_path: Path) -> None:
+    # Building the ops draws initial weights; a seeded search must not see that.
+    space = CellSpace(channels=4, layers=3, nodes=2)
+    torch.manual_seed(0)
+    before = torch.get_rng_state()
+    for resource in ("params", "flops", "latency"):
+        candidate_costs(space, IMAGES, resource, cache_dir=tmp_path)
+    assert torch.equal(torch.get_rng_state(), before)
