@@ -5,7 +5,6 @@ A space with the :class:`~nasplug.interfaces.ReportsCosts` capability names, for
 shapes. :func:`candidate_costs` costs those modules and finds the rest of the network (stem,
 preprocessing, head: ``fixed``) from whole networks; :func:`genotype_cost` adds up a genotype's
 cost from the table. For params and FLOPs the sum equals the built network's own count exactly.
-
 """
 
 from __future__ import annotations
@@ -76,7 +75,10 @@ def candidate_costs(
     ``params`` counts parameters as :func:`nasplug.training.count_params` does (an auxiliary
     head, used in training only, is left out); ``flops`` counts what
     ``torch.utils.flop_counter.FlopCounterMode`` counts (a multiply-add is two FLOPs; the
-    convolutions and matrix products) in one forward of batch 1, in eval mode. For both,
+    convolutions and matrix products) in one forward of batch 1, in eval mode: the work the
+    built network does, so an op that a space computes by a faster equivalent counts that
+    equivalent's work (the cell space's polyphase dilated convolutions pad an odd-sized map to
+    an even one, a few percent more than the plain convolution's count). For both,
     ``fixed`` is a reference genotype's (:func:`reference_genotype`) whole-network cost minus
     its candidates' entries, so :func:`genotype_cost` equals the built network's own count for
     every genotype of the space. ``latency`` is a table measured on ``device`` at ``batch``

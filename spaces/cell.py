@@ -645,7 +645,9 @@ class CellSpace(SearchSpace):
 
         The shapes are read from a built network. A reduction cell's edges from its inputs have
         stride 2 (``skip_connect`` is then a factorized reduction); its other edges see the
-        halved map. The ops are the discrete network's whatever the supernet's ``impl``. Exact
+        halved map. The ops are the discrete network's whatever the supernet's ``impl`` (so a
+        dilated convolution's FLOPs are its polyphase computation's, which on odd-sized maps
+        pads to even ones). Exact
         for genotypes that concatenate every intermediate node, as :meth:`derive` and
         :meth:`sample` make them: a shorter ``*_concat`` narrows the next cells' inputs, which
         no edge's cost accounts for.
