@@ -22,7 +22,6 @@ from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-import platformdirs
 import torch
 from torch import nn
 from torch.utils.flop_counter import FlopCounterMode
@@ -269,7 +268,11 @@ def cache_directory(cache_dir: str | os.PathLike[str] | None = None) -> Path:
     ``platformdirs.user_cache_dir("nasplug")``."""
     if cache_dir is not None:
         return Path(cache_dir)
-    return Path(os.environ.get(CACHE_ENV) or platformdirs.user_cache_dir("nasplug"))
+    if os.environ.get(CACHE_ENV):
+        return Path(os.environ[CACHE_ENV])
+    import platformdirs  # only where it is needed: params and FLOPs work without it
+
+    return Path(platformdirs.user_cache_dir("nasplug"))
 
 
 def calibration_genotypes(space: SearchSpace) -> list[Genotype]:

@@ -192,3 +192,15 @@ def test_costing_leaves_the_global_random_state_alone(timer: list[int], tmp_path
     for resource in ("params", "flops", "latency"):
         candidate_costs(space, IMAGES, resource, cache_dir=tmp_path)
     assert torch.equal(torch.get_rng_state(), before)
+
+
+def test_latency_tables_go_to_the_users_cache_directory_by_default(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    import platformdirs
+
+    monkeypatch.delenv("NASPLUG_CACHE_DIR", raising=False)
+    assert costs_module.cache_directory() == Path(platformdirs.user_cache_dir("nasplug"))
+    monkeypatch.setenv("NASPLUG_CACHE_DIR", str(tmp_path / "env"))
+    assert costs_module.cache_directory() == tmp_path / "env"
+    assert costs_module.cache_directory(tmp_path / "arg") == tmp_path / "arg"
