@@ -30,6 +30,7 @@ __all__ = [
     "OffersBenchmark",
     "ParsesGenotype",
     "Relaxation",
+    "ReportsCosts",
     "SearchContext",
     "SearchSpace",
     "SearchesTable",
@@ -280,6 +281,26 @@ class DeclaresParameterFree(Protocol):
     """
 
     def parameter_free(self) -> Mapping[str, Sequence[tuple[str, str]]]: ...
+
+
+@runtime_checkable
+class ReportsCosts(Protocol):
+    """A space capability: where each candidate sits in the network, to cost it.
+
+    ``cost_sites(task)`` maps every (choice, candidate) to the op modules that candidate puts
+    into ``build(genotype, task)``, one per place the network uses it (every cell of a type),
+    each built as ``build`` builds it, with the input shape it gets there (batch 1 first).
+    A candidate that puts nothing in the network (a cell's ``none``) is left out.
+    :func:`nasplug.costs.candidate_costs` counts or times these modules; the rest of the
+    network (stem, preprocessing, head) is found from whole networks, so that for params and
+    FLOPs a genotype's cost equals its built network's exactly, provided the network is the
+    sum of its parts: what one choice builds must not depend on another choice. 4-D inputs are
+    timed in ``torch.channels_last`` memory format, the one nasplug's image spaces run in.
+    """
+
+    def cost_sites(
+        self, task: Task
+    ) -> Mapping[tuple[str, str], Sequence[tuple[nn.Module, tuple[int, ...]]]]: ...
 
 
 @runtime_checkable

@@ -57,10 +57,12 @@ from torch import nn
 from torch.utils.data import Dataset as TorchDataset
 
 from nasplug import registry
+from nasplug.costs import candidate_costs, genotype_cost, module_cost
 from nasplug.interfaces import (
     Dataset,
     DeclaresParameterFree,
     Relaxation,
+    ReportsCosts,
     SearchSpace,
     Strategy,
     Suggest,
@@ -995,6 +997,36 @@ class SpaceConformance:
         constraint_layout(
             choices, group_layout(choices, space.groups()), cap_constraints(cells, large)
         )
+
+    def test_reported_costs_are_the_built_networks(self, space: SearchSpace, task: Task) -> None:
+        """A space that reports cost sites names its own (choice, candidate) entries, and a
+        derived or sampled genotype's summed params and FLOPs are its built network's exactly."""
+        if not isinstance(space, ReportsCosts):
+            pytest.skip(f"{type(space).__name__} reports no costs")
+        candidates = {c.name: c.candidates for c in space.choices()}
+        for choice, candidate in space.cost_sites(task):
+            assert candidate in candidates.get(choice, ()), (
+                f"cost_sites names {candidate!r} of {choice!r}, not a candidate there"
+            )
+        tables = {r: candidate_costs(space, task, r) for r in ("params", "flops")}
+        genotypes = [
+            space.derive(_softmax_weights(space.choices(), torch.device("cpu"), seed))
+            for seed in range(4)
+        ]
+        for seed in range(4):
+            sampled = space.sample(random_suggest(seed))
+            with contextlib.suppress(ValueError):  # a sample need not be a supernet's (dense)
+                space.one_hot(sampled)
+                genotypes.append(sampled)
+        for genotype in genotypes:
+            net = space.build(genotype, task)
+            for resource, costs in tables.items():
+                built = module_cost(net, (1, *task.input_shape), resource)
+                assert genotype_cost(space, costs, genotype) == built, (
+                    f"{resource} of {genotype} summed from cost_sites is "
+                    f"{genotype_cost(space, costs, genotype)}, its built network has {built}: "
+                    f"is a site missing, or does what one choice builds depend on another?"
+                )
 
     def test_state_dict_survives_a_checkpoint(self, space: SearchSpace) -> None:
         choices = space.choices()

@@ -19,6 +19,7 @@ import torch.utils.data
 
 __all__ = [
     "Choice",
+    "Costs",
     "Data",
     "Genotype",
     "Group",
@@ -109,6 +110,62 @@ class LinearConstraint:
                 f"constraint {self.name!r} needs finite coefficients and bound >= 0, got "
                 f"{bad[0] if bad else self.bound}"
             )
+
+
+@dataclass(frozen=True)
+class Costs:
+    """What each candidate of a space costs where it sits in the network, for one resource.
+
+    The whole network of a genotype costs ``fixed`` plus the entries of its candidates (see
+    :func:`nasplug.costs.genotype_cost`); an entry sums every place the network uses that
+    candidate (every cell of a type), and a missing entry costs nothing.
+
+    Attributes:
+        resource: ``"params"``, ``"flops"`` or ``"latency"``.
+        unit: ``""`` for params and FLOPs, ``"ms"`` for latency.
+        fixed: what no choice changes (stem, preprocessing, head).
+        entries: ``(choice, candidate) -> cost``.
+        source: how the costs were made (for latency: device, batch, threads, torch version,
+            cache file, built or reused).
+
+    Example:
+        >>> c = Costs("params", "", 10.0, {("edge", "conv"): 4.0})
+        >>> Costs.from_dict(c.to_dict()) == c
+        True
+    """
+
+    resource: str
+    unit: str
+    fixed: float
+    entries: Mapping[tuple[str, str], float]
+    source: Mapping[str, Any] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        object.__setattr__(
+            self, "entries", {(str(c), str(k)): float(v) for (c, k), v in self.entries.items()}
+        )
+        object.__setattr__(self, "source", dict(self.source))
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON data: the entries as ``[choice, candidate, cost]`` rows."""
+        return {
+            "resource": self.resource,
+            "unit": self.unit,
+            "fixed": self.fixed,
+            "entries": [[c, k, v] for (c, k), v in self.entries.items()],
+            "source": json.loads(json.dumps(self.source)),
+        }
+
+    @classmethod
+    def from_dict(cls, d: Mapping[str, Any]) -> Costs:
+        """The inverse of :meth:`to_dict`; a KeyError, TypeError or ValueError if malformed."""
+        return cls(
+            resource=str(d["resource"]),
+            unit=str(d["unit"]),
+            fixed=float(d["fixed"]),
+            entries={(str(c), str(k)): float(v) for c, k, v in d["entries"]},
+            source=dict(d.get("source", {})),
+        )
 
 
 @dataclass(frozen=True)

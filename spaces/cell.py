@@ -637,6 +637,45 @@ class CellSpace(SearchSpace):
             for kind in CELL_TYPES
         }
 
+    def cost_sites(
+        self, task: Task
+    ) -> dict[tuple[str, str], list[tuple[nn.Module, tuple[int, ...]]]]:
+        """Per (edge, op), the op as :meth:`build` builds it in every cell of the edge's type,
+        with its input shape there (see :class:`~nasplug.interfaces.ReportsCosts`).
+
+        The shapes are read from a built network. A reduction cell's edges from its inputs have
+        stride 2 (``skip_connect`` is then a factorized reduction); its other edges see the
+        halved map. The ops are the discrete network's whatever the supernet's ``impl`` (so a
+        dilated convolution's FLOPs are its polyphase computation's, which on odd-sized maps
+        pads to even ones). Exact
+        for genotypes that concatenate every intermediate node, as :meth:`derive` and
+        :meth:`sample` make them: a shorter ``*_concat`` narrows the next cells' inputs, which
+        no edge's cost accounts for.
+        """
+        shapes: list[tuple[int, ...]] = []
+        net = self.build(_first_genotype(self), task).eval()
+        cells = cast(Sequence[Cell], net.cells)
+        hooks = [c.pre1.register_forward_hook(_record_shape(shapes)) for c in cells]
+        with torch.no_grad():
+            net(torch.zeros(1, *task.input_shape))
+        for hook in hooks:
+            hook.remove()
+        sites: dict[tuple[str, str], list[tuple[nn.Module, tuple[int, ...]]]] = {}
+        reductions = _reduction_layers(self.layers)
+        for i, (_, c, h, w) in enumerate(shapes):
+            reduction = i in reductions
+            kind = "reduce" if reduction else "normal"
+            halved = (1, c, (h + 1) // 2, (w + 1) // 2) if reduction else (1, c, h, w)
+            for name, _, source in _edges(kind, self.nodes):
+                stride = 2 if reduction and source < 2 else 1
+                for op in self._edge_ops[name]:
+                    if op == NONE:
+                        continue
+                    module = OPS[op](c, stride, True).to(memory_format=torch.channels_last)
+                    shape = (1, c, h, w) if source < 2 else halved
+                    sites.setdefault((name, op), []).append((module, shape))
+        return sites
+
     def supernet(self, task: Task) -> CellSupernet:
         _check_image_side(task, self.layers)
         return CellSupernet(
@@ -795,6 +834,18 @@ class CellSpace(SearchSpace):
             )
         self.layers = int(state["layers"])
         self._edge_ops = {k: edge_ops[k] for k in self._edge_ops}
+
+
+def _first_genotype(space: CellSpace) -> Genotype:
+    """Any genotype of ``space``: every decision takes its first option."""
+    return space.sample(lambda name, options: options[0])
+
+
+def _record_shape(shapes: list[tuple[int, ...]]) -> Any:
+    def hook(module: nn.Module, inputs: Any, output: torch.Tensor) -> None:
+        shapes.append(tuple(output.shape))
+
+    return hook
 
 
 def _validate(genotype: Genotype, inputs: int = 2) -> None:

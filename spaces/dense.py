@@ -322,6 +322,19 @@ class DenseNet(_Base):
         )
 
 
+class _Block(nn.Module):
+    """The DAG part of a :class:`DenseNet` (its edges, norms and activation), from the
+    embedded input to the block output: what the choice ``"block"`` picks."""
+
+    def __init__(self, net: DenseNet) -> None:
+        super().__init__()
+        self.edge_ops, self.norms, self.act = net.edge_ops, net.norms, net.act
+        self._incoming = net._incoming
+
+    def forward(self, h: torch.Tensor) -> torch.Tensor:
+        return _propagate(h, self._incoming, self.edge_ops, self.norms, self.act)
+
+
 # ---- the space -----------------------------------------------------------------------------------
 
 
@@ -434,6 +447,23 @@ class DenseSpace(SearchSpace):
             spec["width"],
             spec["activation"],
         )
+
+    def cost_sites(
+        self, task: Task
+    ) -> dict[tuple[str, str], list[tuple[nn.Module, tuple[int, ...]]]]:
+        """Per block, the whole block as :meth:`build` builds it for the block's DAG: its edges'
+        linear maps, its layers' norms and activations, on the embedded input ``(1, width)``
+        (see :class:`~nasplug.interfaces.ReportsCosts`). The input projection and the head are
+        what no choice changes. Exact for genotypes of this space's ``width`` and
+        ``activation``, which :meth:`derive` gives; :meth:`one_hot` takes no other DAG than a
+        current block's. In mode ``"sampling"`` a replaced block costs what its new DAG costs:
+        ask again after :meth:`on_epoch_end` replaces blocks.
+        """
+        sites: dict[tuple[str, str], list[tuple[nn.Module, tuple[int, ...]]]] = {}
+        for name, dag in zip(self._names, self._dags, strict=True):
+            net = self.build(self._genotype(dag), task)
+            sites[(CHOICE, name)] = [(_Block(net), (1, self.width))]
+        return sites
 
     def derive(self, weights: Weights) -> Genotype:
         """The DAG of the block with the largest weight (the first one on ties)."""

@@ -402,6 +402,35 @@ class Nb201Space(SearchSpace):
             )
         }
 
+    def cost_sites(
+        self, task: Task
+    ) -> dict[tuple[str, str], list[tuple[nn.Module, tuple[int, ...]]]]:
+        """Per (edge, op), the op as :meth:`build` builds it in every cell, with the cell's input
+        shape, read from a built network (see :class:`~nasplug.interfaces.ReportsCosts`).
+        ``none`` builds nothing and is left out: it costs nothing."""
+        shapes: list[tuple[int, ...]] = []
+        net = self.build(Genotype(SPACE_NAME, {"choices": dict.fromkeys(EDGE_NAMES, NONE)}), task)
+        hooks = [
+            layer.register_forward_pre_hook(
+                lambda module, inputs: shapes.append(tuple(inputs[0].shape))
+            )
+            for layer in net.layers
+            if isinstance(layer, Cell)
+        ]
+        with torch.no_grad():
+            net.eval()(torch.zeros(1, *task.input_shape))
+        for hook in hooks:
+            hook.remove()
+        sites: dict[tuple[str, str], list[tuple[nn.Module, tuple[int, ...]]]] = {}
+        for shape in shapes:
+            for name, ops in self._edge_ops.items():
+                for op in ops:
+                    make = OPS[op]
+                    if make is not None:
+                        module = make(shape[1], True).to(memory_format=torch.channels_last)
+                        sites.setdefault((name, op), []).append((module, shape))
+        return sites
+
     def supernet(self, task: Task) -> Nb201Supernet:
         return Nb201Supernet(task, self.channels, self.cells, self._edge_ops)
 

@@ -502,3 +502,32 @@ def test_declaring_a_candidate_the_space_lacks_fails_the_parameter_free_check():
     check(space=DeclaresIdentity())
     with pytest.raises(AssertionError, match="declares 'max_pool_3x3' of 'activation'"):
         check(space=DeclaresAnotherSpacesOp())
+
+
+class CostsBothLayers(TinySpace):
+    """Reports where each width sits: both linear layers it sizes."""
+
+    def cost_sites(self, task: Task) -> dict[tuple[str, str], list[tuple[nn.Module, tuple]]]:
+        n = task.input_shape[0] * task.input_shape[1] * task.input_shape[2]
+        return {
+            ("width", w): [
+                (nn.Linear(n, int(w)), (1, n)),
+                (nn.Linear(int(w), task.outputs), (1, int(w))),
+            ][: self.sites]
+            for w in self.widths
+        }
+
+    sites = 2
+
+
+class CostsFirstLayerOnly(CostsBothLayers):
+    """Forgets that the head's input is as wide as the hidden layer."""
+
+    sites = 1
+
+
+def test_a_cost_site_missing_fails_the_costs_check():
+    check = SpaceConformance().test_reported_costs_are_the_built_networks
+    check(space=CostsBothLayers(), task=TINY_TASK)
+    with pytest.raises(AssertionError, match="is a site missing"):
+        check(space=CostsFirstLayerOnly(), task=TINY_TASK)
