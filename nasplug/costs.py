@@ -12,6 +12,7 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import json
+import math
 import os
 import platform
 import statistics
@@ -50,11 +51,11 @@ _UNITS = {"params": "", "flops": "", "latency": "ms"}
 #: The environment variable naming the cache directory of latency tables.
 CACHE_ENV = "NASPLUG_CACHE_DIR"
 # The version of the latency table files: a file of another version is rebuilt.
-_TABLE_FORMAT = 1
+_TABLE_FORMAT = 2
 #: Untimed runs before the timed ones, and timed runs per module (their median is kept).
 WARMUP, REPEATS = 5, 25
-#: Reference genotypes whose whole-network timings give the latency table's ``fixed``.
-CALIBRATION = 5
+#: Reference genotypes whose whole-network timings calibrate the latency table.
+CALIBRATION = 8
 
 #: ``(choice, candidate) -> [(module, input shape), ...]``, as ``cost_sites`` returns them.
 Sites = Mapping[tuple[str, str], Sequence[tuple[nn.Module, tuple[int, ...]]]]
@@ -169,15 +170,23 @@ def latency_costs(
 ) -> Costs:
     """A latency table (milliseconds) of ``space``'s candidates, measured on ``device``.
 
-    Every site of ``space.cost_sites(task)`` is timed on its own at its input shape with
-    ``batch`` examples: the module in eval mode under ``torch.inference_mode``, :data:`WARMUP`
-    untimed runs, then the median of :data:`REPEATS` timed runs (on CUDA each run is bracketed
-    by ``torch.cuda.synchronize``); sites whose module and shape print the same are timed once.
-    An entry sums its sites. ``fixed`` is calibrated on whole networks: for each of the
-    :func:`calibration_genotypes`, its built network is timed the same way on ``(batch,
-    *task.input_shape)``, its entries are subtracted, and ``fixed`` is the median of these
-    differences. So the table predicts what it cannot see from single ops (the stem, the
-    head, the sums and concatenations between ops) as one constant.
+    Every site of ``space.cost_sites(task)`` is timed at its input shape with ``batch``
+    examples: the module in eval mode under ``torch.inference_mode``, all sites in rotation
+    (see :func:`_rotated_latencies`), the median of :data:`REPEATS` timed rounds after
+    :data:`WARMUP` (on CUDA each run is bracketed by ``torch.cuda.synchronize``); sites whose
+    module and shape print the same are timed once.
+    An entry sums its sites. The table is then calibrated on whole networks: each of the
+    :func:`calibration_genotypes` is built and timed the same way on ``(batch,
+    *task.input_shape)``, and a least-squares line ``measured = fixed + scale * (sum of its
+    entries)`` is fitted through them, or the offset alone (``scale`` 1) where that predicts a
+    left-out calibration network better; the entries are stored multiplied by ``scale``. ``fixed``
+    carries what no single op shows (the stem, the head), ``scale`` what the ops' timings still
+    miss inside a network (the sums and concatenations between them). Where the calibration networks' sums do not spread (a space
+    with one genotype) ``scale`` is 1 and ``fixed`` the median difference.
+
+    On the CPU with one intra-op thread each run is timed by the thread's CPU clock
+    (``time.thread_time``), so other processes on a shared machine do not inflate it; otherwise
+    by the wall clock. ``source["clock"]`` says which.
 
     The table is built once per key (device name, torch version, intra-op threads, batch, the
     space's registered name and public settings, the task's shapes, and a digest of every site
@@ -237,30 +246,66 @@ def _latency_table(
             {**cached.source, **source, "built": False, "reused": True},
         )
     started = time.perf_counter()
-    timed: dict[tuple[str, tuple[int, ...]], float] = {}
-    entries = {}
-    for entry, where in sites.items():
-        total = 0.0
+    distinct: dict[tuple[str, tuple[int, ...]], nn.Module] = {}
+    for where in sites.values():
         for module, shape in where:
-            full = (batch, *shape[1:])
-            site = (repr(module), full)
-            if site not in timed:
-                timed[site] = module_latency(module, full, dev)
-            total += timed[site]
-        entries[entry] = total
-    gaps = [
-        module_latency(net, (batch, *task.input_shape), dev) - _entries_sum(space, entries, g)
-        for g, net in zip(calibration, nets, strict=True)
-    ]
+            distinct.setdefault((repr(module), (batch, *shape[1:])), module)
+    timed = _rotated_latencies(distinct, dev)
+    entries = {
+        entry: sum(timed[(repr(module), (batch, *shape[1:]))] for module, shape in where)
+        for entry, where in sites.items()
+    }
+    sums = [_entries_sum(space, entries, g) for g in calibration]
+    measured = [module_latency(net, (batch, *task.input_shape), dev) for net in nets]
+    fixed, scale = _calibration_line(sums, measured)
     source.update(
         built=True,
         reused=False,
         calibration=[str(g) for g in calibration],
+        scale=scale,
+        clock=_clock_name(dev),
         build_seconds=round(time.perf_counter() - started, 3),
     )
-    costs = Costs("latency", "ms", statistics.median(gaps), entries, source)
+    scaled = {entry: scale * value for entry, value in entries.items()}
+    costs = Costs("latency", "ms", fixed, scaled, source)
     _write_atomically(path, {"key": key, "costs": costs.to_dict()})
     return costs
+
+
+def _calibration_line(sums: Sequence[float], measured: Sequence[float]) -> tuple[float, float]:
+    """``(fixed, scale)`` through the calibration networks: either an offset alone (scale 1,
+    ``fixed`` the median difference) or the least-squares line ``measured = fixed + scale *
+    sums``, whichever predicts each network better when it is left out of its own fit (the
+    median relative error); the line only where its slope is positive."""
+
+    def offset(xs: Sequence[float], ys: Sequence[float]) -> tuple[float, float]:
+        return statistics.median(y - x for x, y in zip(xs, ys, strict=True)), 1.0
+
+    def line(xs: Sequence[float], ys: Sequence[float]) -> tuple[float, float] | None:
+        mean_x, mean_y = statistics.fmean(xs), statistics.fmean(ys)
+        spread = sum((x - mean_x) ** 2 for x in xs)
+        if spread <= 1e-12 * max(1.0, mean_x**2) * len(xs):
+            return None
+        slope = sum((x - mean_x) * (y - mean_y) for x, y in zip(xs, ys, strict=True)) / spread
+        return (mean_y - slope * mean_x, slope) if slope > 0 else None
+
+    def left_out_error(fit: Callable[..., tuple[float, float] | None]) -> float:
+        errors = []
+        for i, (x, y) in enumerate(zip(sums, measured, strict=True)):
+            params = fit([*sums[:i], *sums[i + 1 :]], [*measured[:i], *measured[i + 1 :]])
+            if params is None:
+                return math.inf
+            errors.append(abs(params[0] + params[1] * x - y) / y)
+        return statistics.median(errors)
+
+    fitted = line(sums, measured)
+    if fitted is not None and len(sums) > 2 and left_out_error(line) < left_out_error(offset):
+        return fitted
+    return offset(sums, measured)
+
+
+def _clock_name(device: torch.device) -> str:
+    return "thread" if device.type == "cpu" and torch.get_num_threads() == 1 else "wall"
 
 
 def cache_directory(cache_dir: str | os.PathLike[str] | None = None) -> Path:
@@ -383,18 +428,53 @@ def module_latency(module: nn.Module, shape: Sequence[int], device: torch.device
         return _median_ms(lambda: module(x), device)
 
 
+def _rotated_latencies(
+    sites: Mapping[tuple[str, tuple[int, ...]], nn.Module], device: torch.device
+) -> dict[tuple[str, tuple[int, ...]], float]:
+    """Milliseconds of one forward of each site, timed in rotation: every round runs each site
+    once, in turn, so that, as inside a network, an op finds its weights and input no longer
+    warm in the cache (timed alone and repeated, nb201's convolutions summed to about 80% of
+    the network's time; in rotation, to within a few percent). :data:`WARMUP` untimed rounds,
+    then the median of :data:`REPEATS` timed ones per site, with the clock of
+    :func:`module_latency`."""
+    gen = torch.Generator().manual_seed(0)
+    runs = []
+    for (_, shape), module in sites.items():
+        module = module.to(device).eval()
+        x = torch.randn(shape, generator=gen).to(device)
+        if x.dim() == 4:
+            x = x.contiguous(memory_format=torch.channels_last)
+        runs.append((module, x))
+    clock = time.thread_time if _clock_name(device) == "thread" else time.perf_counter
+    sync: Callable[[], None] = (
+        (lambda: torch.cuda.synchronize(device)) if device.type == "cuda" else (lambda: None)
+    )
+    times: list[list[float]] = [[] for _ in runs]
+    with torch.inference_mode():
+        for round_ in range(WARMUP + REPEATS):
+            for i, (module, x) in enumerate(runs):
+                sync()
+                start = clock()
+                module(x)
+                sync()
+                if round_ >= WARMUP:
+                    times[i].append(clock() - start)
+    return {site: 1000.0 * statistics.median(t) for site, t in zip(sites, times, strict=True)}
+
+
 def _median_ms(run: Callable[[], Any], device: torch.device) -> float:
     """The median of :data:`REPEATS` timed calls of ``run`` after :data:`WARMUP` untimed ones."""
     sync: Callable[[], None] = (
         (lambda: torch.cuda.synchronize(device)) if device.type == "cuda" else (lambda: None)
     )
+    clock = time.thread_time if _clock_name(device) == "thread" else time.perf_counter
     for _ in range(WARMUP):
         run()
     sync()
     times = []
     for _ in range(REPEATS):
-        start = time.perf_counter()
+        start = clock()
         run()
         sync()
-        times.append(time.perf_counter() - start)
+        times.append(clock() - start)
     return 1000.0 * statistics.median(times)

@@ -122,7 +122,12 @@ def timer(monkeypatch: pytest.MonkeyPatch) -> list[int]:
         calls.append(1)
         return 1.0
 
+    def fake_rotation(sites: dict, device: torch.device) -> dict:
+        calls.extend(1 for _ in sites)
+        return dict.fromkeys(sites, 1.0)
+
     monkeypatch.setattr(costs_module, "_median_ms", fake)
+    monkeypatch.setattr(costs_module, "_rotated_latencies", fake_rotation)
     return calls
 
 
@@ -204,3 +209,15 @@ def test_latency_tables_go_to_the_users_cache_directory_by_default(
     monkeypatch.setenv("NASPLUG_CACHE_DIR", str(tmp_path / "env"))
     assert costs_module.cache_directory() == tmp_path / "env"
     assert costs_module.cache_directory(tmp_path / "arg") == tmp_path / "arg"
+
+
+def test_the_latency_calibration_fits_a_fixed_part_and_a_scale() -> None:
+    from nasplug.costs import _calibration_line
+
+    assert _calibration_line([1.0, 2.0, 4.0, 5.0], [3.5, 5.0, 8.0, 9.5]) == pytest.approx(
+        (2.0, 1.5)
+    )
+    # a line no better than an offset on left-out networks: the offset
+    assert _calibration_line([1.0, 2.0, 3.0, 4.0], [3.0, 4.5, 5.0, 6.0])[1] == 1.0
+    # one genotype (no spread): scale 1, fixed the median difference
+    assert _calibration_line([2.0, 2.0], [3.0, 3.5]) == (pytest.approx(1.25), 1.0)
