@@ -6,8 +6,9 @@ Usage::
     python benchmarks/oneshot_table.py OUT_DIR [--seeds 0,1,2] [--jobs 2] [--space nb201]
         [--space-opt KEY=VALUE ...] [--method NAME=RELAX[,KEY=VALUE...] ...]
 
-A method's ``KEY=VALUE`` goes to ``--relax-opt``, or to ``--strategy-opt`` when the key starts
-with ``strategy.`` (``--method "warm3=sparsemax,strategy.warmup=3"``).
+A method's ``KEY=VALUE`` goes to ``--relax-opt``, to ``--strategy-opt`` when the key starts
+with ``strategy.`` (``--method "warm3=sparsemax,strategy.warmup=3"``), or to the run's own flag
+when it starts with ``run.`` (``--method "b=sparsemax,run.budget=params=40k"``).
 
 Each search is a real ``nasplug run`` in its own process with ``OMP_NUM_THREADS=1`` (``--jobs``
 at once), into ``OUT_DIR/NAME-sS``; a run directory that already holds ``metrics.json`` is
@@ -49,6 +50,9 @@ def _run(out: Path, space: str, space_opts: list[str], relax: str, opts: list[st
     for o in opts:
         if o.startswith("strategy."):
             cmd += ["--strategy-opt", o.removeprefix("strategy.")]
+        elif o.startswith("run."):
+            flag, _, value = o.removeprefix("run.").partition("=")
+            cmd += [f"--{flag}", value]
         else:
             cmd += ["--relax-opt", o]
     env = {**os.environ, "OMP_NUM_THREADS": "1"}

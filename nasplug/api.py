@@ -76,6 +76,8 @@ DEFAULTS: dict[str, Any] = {
     "tensorboard": False,
     "compile": None,
     "threads": None,
+    "budget": None,  # {resource: limit}, see nasplug.budget
+    "budget_penalty": None,
 }
 #: config key -> plugin axis (the option tables of a config file and of config.json)
 PLUGIN_KEYS = {"space": "space", "relax": "relaxation", "strategy": "strategy", "data": "dataset"}
@@ -252,6 +254,8 @@ def search(
     storage: str | None = None,
     study: str | None = None,
     tensorboard: bool | None = None,
+    budget: str | Sequence[str] | Mapping[str, Any] | None = None,
+    budget_penalty: float | None = None,
     resume: str | Path | None = None,
     quiet: bool = False,
 ) -> SearchRun:
@@ -284,6 +288,19 @@ def search(
         storage, study: Optuna storage URL (or ``env:NAME``, ``file:PATH``) and study name of
             black-box strategies.
         tensorboard: also log scalars for TensorBoard into ``out/tensorboard``.
+        budget: what the derived network may cost: ``"params=50k"``, a list of such texts
+            (``["params=50k", "latency=4ms"]``) or a mapping (``{"flops": 3e8}``); resources
+            ``params``, ``flops`` and ``latency`` (milliseconds at batch 1 on the run's device,
+            from a table measured there once and cached). A supernet search with a relaxation
+            that has the :class:`~nasplug.interfaces.Constrains` capability (``sparsemax``,
+            ``gumbel-hard``) meets it inside its projection, so the derived network is the one
+            it trained; other relaxations derive the best network within it; black-box
+            strategies propose only networks within it. A budget no network meets is refused
+            before anything is written, naming the least cost.
+        budget_penalty: instead of meeting the budget by construction, add ``budget_penalty``
+            times the expected cost over the limit (summed over the budget's resources) to the
+            architecture loss, as ProxylessNAS does; the derived network may then break the
+            budget (``metrics["feasible"]`` says). Supernet strategies only.
         resume: a run directory to continue; its stored settings are used (``device`` and
             ``storage`` may be given again). A run started with plugin instances or in-memory
             data needs them passed again; data whose fingerprint differs from the one stored
@@ -294,7 +311,7 @@ def search(
     from nasplug import ddp, registry
     from nasplug.options import OptionError
     from nasplug.rng import current_threads, fixed_threads
-    from nasplug.rundir import RunDir
+    from nasplug.rundir import COSTS, RunDir
 
     given = {"space": space, "relax": relax, "strategy": strategy, "data": data}
     opts_given = {
@@ -341,6 +358,8 @@ def search(
                 "storage": storage,
                 "study": study,
                 "tensorboard": tensorboard,
+                "budget": budget,
+                "budget_penalty": budget_penalty,
             }
             cfg.update({k: v for k, v in settings.items() if v is not None})
             cfg["opts"] = {k: dict(v or {}) for k, v in opts_given.items()}
@@ -348,8 +367,14 @@ def search(
             cfg["threads"] = cfg["threads"] or current_threads()
             if cfg.get("tensorboard") and cfg["out"] is None:
                 raise OptionError("tensorboard logs go into the run directory: give out=DIR")
-        resolved_storage, plugins, loaded = _prepare(
-            cfg, instances, task=task, test=test, writer=writer, resume=resume is not None
+        resolved_storage, plugins, loaded, costs = _prepare(
+            cfg,
+            instances,
+            task=task,
+            test=test,
+            writer=writer,
+            resume=resume is not None,
+            stored_costs=run.read_json(COSTS) if run is not None else None,
         )
         if run is not None:
             run.log("resumed", device=cfg["device"])
@@ -359,7 +384,7 @@ def search(
         quiet = quiet or not writer
 
         def work() -> SearchRun:
-            return _execute(cfg, run, plugins, loaded, quiet=quiet, storage=resolved_storage)
+            return _execute(cfg, run, plugins, loaded, costs, quiet=quiet, storage=resolved_storage)
 
         with fixed_threads(cfg["threads"]):
             if run is None:
@@ -435,6 +460,7 @@ def check_config(cfg: dict[str, Any]) -> None:
     Also checks that the device exists here, so that nothing is written for a run that
     cannot start.
     """
+    from nasplug.budget import check_budget, check_penalty
     from nasplug.options import OptionError
     from nasplug.rng import check_threads
     from nasplug.trainer import pick_device
@@ -450,6 +476,10 @@ def check_config(cfg: dict[str, Any]) -> None:
             raise OptionError(f"{key} must be true or false, got {cfg.get(key)!r}")
     check_data_settings(cfg)
     check_threads(cfg.get("threads"))
+    cfg["budget"] = check_budget(cfg.get("budget")) or None
+    cfg["budget_penalty"] = check_penalty(cfg.get("budget_penalty"))
+    if cfg["budget_penalty"] is not None and not cfg["budget"]:
+        raise OptionError("budget_penalty needs a budget (--budget RESOURCE=VALUE)")
     for key in ("out", "storage", "study"):
         if cfg.get(key) is not None and (not isinstance(cfg[key], str) or not cfg[key]):
             raise OptionError(f"{key} must be text, got {cfg[key]!r}")
@@ -714,21 +744,49 @@ def _data_name(given: Any) -> str | None:
     return "arrays"
 
 
-def _check_constraints(space: Any, relaxation: Any, cfg: Mapping[str, Any]) -> None:
-    """The relaxation's constraints on the space (a cap on parameter-free ops) can be met."""
+def _check_constraints(
+    space: Any, relaxation: Any, cfg: Mapping[str, Any], task: Any, stored: Any
+) -> dict[str, Any]:
+    """The relaxation's constraints on the space (a cap on parameter-free ops) and the run's
+    budget can be met; returns the budget's costs (``{resource: Costs}``, empty without one),
+    read from the run's ``costs.json`` when ``stored`` holds it (a resume), else made here."""
+    from nasplug.budget import budget_constraints, budget_costs, cost_range, format_cost
     from nasplug.interfaces import Constrains
     from nasplug.options import OptionError
     from nasplug.polytope import constraint_layout, group_layout
+    from nasplug.trainer import pick_device
+    from nasplug.types import Costs
 
-    if not isinstance(relaxation, Constrains):
-        return
-    choices = space.choices()
-    try:
-        constraint_layout(
-            choices, group_layout(choices, space.groups()), relaxation.constraints(space)
-        )
-    except ValueError as e:
-        raise OptionError(f"relaxation {cfg['relax']!r} on space {cfg['space']!r}: {e}") from e
+    limits = cfg.get("budget") or {}
+    costs: dict[str, Any] = {}
+    if limits:
+        if isinstance(stored, dict) and set(limits) <= set(stored):
+            costs = {r: Costs.from_dict(stored[r]) for r in limits}
+        else:
+            try:
+                costs = budget_costs(space, task, list(limits), device=pick_device(cfg["device"]))
+            except ValueError as e:
+                raise OptionError(f"budget on space {cfg['space']!r}: {one_line(e)}") from e
+        for resource, limit in limits.items():
+            least, largest = cost_range(space, costs[resource])
+            if least > limit:
+                raise OptionError(
+                    f"budget {resource}={format_cost(resource, limit)} cannot be met on space "
+                    f"{cfg['space']!r}: the smallest network it can derive costs "
+                    f"{format_cost(resource, least)} (the largest {format_cost(resource, largest)})"
+                )
+    constraints: tuple[Any, ...] = ()
+    if isinstance(relaxation, Constrains):
+        constraints = relaxation.constraints(space)
+        if cfg.get("budget_penalty") is None:
+            constraints += budget_constraints(space, costs, limits)
+    if constraints:
+        choices = space.choices()
+        try:
+            constraint_layout(choices, group_layout(choices, space.groups()), constraints)
+        except ValueError as e:
+            raise OptionError(f"relaxation {cfg['relax']!r} on space {cfg['space']!r}: {e}") from e
+    return costs
 
 
 def _prepare(
@@ -739,9 +797,11 @@ def _prepare(
     test: Any,
     writer: bool,
     resume: bool,
-) -> tuple[str | None, dict[str, Any], Any]:
+    stored_costs: Any = None,
+) -> tuple[str | None, dict[str, Any], Any, dict[str, Any]]:
     """Every check that can fail before anything is written: the output path, the storage,
-    the device and compiler, the plugins, the data, and whether the space takes the data."""
+    the device and compiler, the plugins, the data, whether the space takes the data, and
+    whether its constraints and budget can be met (whose costs are returned last)."""
     from nasplug import ddp
     from nasplug.credentials import has_secret, resolve_storage
     from nasplug.rundir import check_new_run_path
@@ -770,14 +830,14 @@ def _prepare(
     data = load_data(cfg["data"], cfg["opts"]["data"], given_data, task=task, test=test)
     settle_data(cfg, data, given_data, test, resume=resume, label="the run")
     _check_space_takes(plugins["space"], data, cfg)
-    _check_constraints(plugins["space"], plugins["relax"], cfg)
+    costs = _check_constraints(plugins["space"], plugins["relax"], cfg, data.task, stored_costs)
     if writer and not resume and cfg.get("storage") and has_secret(cfg["storage"]):
         print(
             "nasplug: warning: the storage password is not stored (config.json shows ***); "
             "to resume, give --storage again, or pass the URL as env:NAME or file:PATH",
             file=sys.stderr,
         )
-    return storage, plugins, data
+    return storage, plugins, data, costs
 
 
 def _check_table(plugins: Mapping[str, Any], cfg: Mapping[str, Any]) -> None:
@@ -851,18 +911,21 @@ def _execute(
     run: RunDir | None,
     plugins: dict[str, Any],
     data: Data,
+    costs: Mapping[str, Any],
     *,
     quiet: bool = False,
     storage: str | None = None,
 ) -> SearchRun:
     """Build the trainer, run the strategy and write the results into ``run`` (if any).
 
-    ``storage`` is the storage URL itself (``cfg`` holds it masked or as ``env:``/``file:``).
+    ``storage`` is the storage URL itself (``cfg`` holds it masked or as ``env:``/``file:``);
+    ``costs`` are the budget's (see :func:`_check_constraints`).
     """
+    from nasplug.budget import budget_constraints
     from nasplug.credentials import resolve_storage
     from nasplug.inputs import Normalisation
     from nasplug.interfaces import SearchContext
-    from nasplug.rundir import INPUTS
+    from nasplug.rundir import COSTS, INPUTS
     from nasplug.trainer import Trainer
 
     sink = None
@@ -889,6 +952,9 @@ def _execute(
         "run_dir": str(run.path) if run is not None else None,
         "tensorboard": cfg.get("tensorboard"),
     }
+    limits = cfg.get("budget") or {}
+    if run is not None and run.writer and limits and run.read_json(COSTS) is None:
+        run.write_json(COSTS, {r: c.to_dict() for r, c in costs.items()})
     ctx = SearchContext(
         space=plugins["space"],
         relaxation=plugins["relax"],
@@ -898,6 +964,9 @@ def _execute(
         batch_size=cfg["batch_size"],
         seed=cfg["seed"],
         options=options,
+        feasible=_feasible(plugins["space"], costs, limits) if limits else None,
+        constraints=budget_constraints(plugins["space"], costs, limits),
+        budget_penalty=cfg.get("budget_penalty"),
     )
     where = f"; run directory {run.path}" if run is not None else ""
     trainer.say(
@@ -920,6 +989,7 @@ def _execute(
         "higher_is_better": data.task.higher_is_better,
     }
     _check_ranks_agree(result, metrics)
+    metrics.update(cost_metrics(plugins["space"], data.task, result.genotype, costs, cfg))
     metrics.update(benchmark_metrics(plugins["space"], result.genotype, trainer.say))
     if run is not None:
         run.write_json("genotype.json", result.genotype.to_dict())
@@ -944,6 +1014,63 @@ def _execute(
         run_dir=run.path if run is not None else None,
         normalisation=normalisation,
     )
+
+
+def _feasible(
+    space: SearchSpace, costs: Mapping[str, Any], limits: Mapping[str, float]
+) -> Callable[[Genotype], bool]:
+    """Whether a genotype's network meets every limit, by the costs' tables."""
+    from nasplug.budget import genotype_costs, within
+
+    def feasible(genotype: Genotype) -> bool:
+        spent = genotype_costs(space, costs, genotype)
+        return all(within(spent[r], limit) for r, limit in limits.items())
+
+    return feasible
+
+
+def cost_metrics(
+    space: SearchSpace,
+    task: Task,
+    genotype: Genotype,
+    costs: Mapping[str, Any],
+    cfg: Mapping[str, Any],
+) -> dict[str, Any]:
+    """The derived network's ``params`` and ``flops`` (counted on the built network), its
+    ``latency_ms`` and ``latency_source`` where the budget timed a table, and with a budget:
+    ``budget``, ``budget_cost`` and ``feasible``.
+
+    Raises:
+        RuntimeError: a search that meets its budget by construction (no ``budget_penalty``)
+            derived a network outside it: the search, not the input, is wrong.
+    """
+    from nasplug.budget import format_cost, genotype_costs, within
+    from nasplug.costs import module_cost
+    from nasplug.training import count_params
+
+    net = space.build(genotype, task)
+    out: dict[str, Any] = {
+        "params": float(count_params(net)),
+        "flops": module_cost(net, (1, *task.input_shape), "flops"),
+    }
+    limits = cfg.get("budget") or {}
+    if not limits:
+        return out
+    spent = genotype_costs(space, costs, genotype)
+    spent.update({r: out[r] for r in ("params", "flops") if r in spent})  # exact counts
+    if "latency" in spent:
+        out["latency_ms"] = spent["latency"]
+        out["latency_source"] = dict(costs["latency"].source)
+    feasible = all(within(spent[r], limit) for r, limit in limits.items())
+    if not feasible and cfg.get("budget_penalty") is None:
+        over = ", ".join(
+            f"{r} {format_cost(r, spent[r])} > {format_cost(r, limit)}"
+            for r, limit in limits.items()
+            if not within(spent[r], limit)
+        )
+        raise RuntimeError(f"the search derived a network outside its budget: {over}")
+    out.update(budget=dict(limits), budget_cost={r: spent[r] for r in limits}, feasible=feasible)
+    return out
 
 
 def benchmark_metrics(

@@ -209,6 +209,22 @@ def _parser() -> argparse.ArgumentParser:
         help="torch.compile the networks (backend: inductor when not given); the "
         "compile time is printed and logged",
     )
+    r.add_argument(
+        "--budget",
+        action="append",
+        metavar="RESOURCE=VALUE",
+        help="what the derived network may cost: params=50k, flops=300M or latency=4ms "
+        "(batch 1 on the run's device, from a table timed there once and cached); repeatable. "
+        "Sparse relaxations meet it inside the search, black-box strategies sample within it",
+    )
+    r.add_argument(
+        "--budget-penalty",
+        type=float,
+        dest="budget_penalty",
+        metavar="LAMBDA",
+        help="do not meet --budget by construction: add LAMBDA times the expected cost over the "
+        "budget to the architecture loss (a soft penalty; the network may break the budget)",
+    )
     r.add_argument("--resume", metavar="RUN_DIR", help="continue an interrupted run")
     r.add_argument("--quiet", action="store_true", help="no progress bars")
     r.set_defaults(func=cmd_run)

@@ -431,6 +431,12 @@ class SearchContext:
     ``feasible`` is a predicate the run sets from the user's resource budget (``--budget``):
     whether a genotype's network meets it. Black-box strategies propose only genotypes it
     accepts (see :class:`~nasplug.candidates.SamplePool`); None: every genotype is feasible.
+    ``constraints`` is the same budget as linear constraints on the mixing weights (``cost . x
+    <= limit - fixed`` per resource, see :func:`nasplug.budget.budget_constraints`), made on
+    the full space: a supernet strategy weighs them with its relaxation's own (see
+    :func:`nasplug.supernet.search_supernet`). With ``budget_penalty`` (lambda) they are not
+    met by construction but penalised: lambda times the expected cost over the limit, summed
+    over the resources, is added to the architecture loss.
     """
 
     space: SearchSpace
@@ -442,6 +448,8 @@ class SearchContext:
     seed: int
     options: dict[str, Any] = field(default_factory=dict)
     feasible: Callable[[Genotype], bool] | None = None
+    constraints: tuple[LinearConstraint, ...] = ()
+    budget_penalty: float | None = None
 
     @property
     def task(self) -> Task:

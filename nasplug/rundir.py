@@ -39,6 +39,8 @@ GENOTYPE = "genotype.json"
 METRICS = "metrics.json"
 #: The statistics that prepare new inputs as the run's were (see :mod:`nasplug.inputs`).
 INPUTS = "inputs.json"
+#: What each candidate costs in every resource of the run's budget (see :mod:`nasplug.budget`).
+COSTS = "costs.json"
 CHECKPOINTS = "checkpoints"
 LOCK = "nasplug.lock"
 #: Keys of a run's metrics that say which benchmark table its genotype was looked up in: the

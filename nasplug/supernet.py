@@ -31,7 +31,7 @@ from nasplug.logits import ArchLogits
 from nasplug.memo import Memo
 from nasplug.trainer import Trainer
 from nasplug.training import count_params
-from nasplug.types import Genotype, SearchResult
+from nasplug.types import Choice, Genotype, LinearConstraint, SearchResult
 
 __all__ = [
     "RECALIBRATION_BATCHES",
@@ -64,6 +64,9 @@ class SupernetRun:
     logits: ArchLogits
     history: list[dict[str, Any]] = field(default_factory=list)
     seconds: float = 0.0
+    #: The budget's soft penalty of the mixing weights, added to the architecture loss (see
+    #: :attr:`~nasplug.interfaces.SearchContext.budget_penalty`); None without one.
+    penalty: Callable[[Mapping[str, torch.Tensor]], torch.Tensor] | None = None
 
 
 #: ``step(run, trainer, relaxation, val_batch, train_batch, w_opt)``: one architecture update.
@@ -111,14 +114,22 @@ def search_supernet(
             over the remaining epochs.
         logits: initial logits (e.g. carried from a previous stage); fresh ones otherwise,
             under the relaxation's constraints where it has any (see
-            :class:`~nasplug.interfaces.Constrains`).
+            :class:`~nasplug.interfaces.Constrains`) and the run's budget
+            (:attr:`~nasplug.interfaces.SearchContext.constraints`, on ``space``'s candidates),
+            unless the budget is a soft penalty or ``sample_paths``.
         before_epoch: called with the epoch and the supernet before each epoch.
     """
     trainer, relax = ctx.trainer, ctx.relaxation
     net = trainer.place(space.supernet(ctx.task))
+    budget = () if sample_paths else tuple(c.on(space.choices()) for c in ctx.constraints)
+    soft = ctx.budget_penalty is not None
     if logits is None:
         constraints = relax.constraints(space) if isinstance(relax, Constrains) else ()
-        logits = ArchLogits(space.choices(), groups=space.groups(), constraints=constraints)
+        logits = ArchLogits(
+            space.choices(),
+            groups=space.groups(),
+            constraints=constraints + (() if soft else budget),
+        )
     logits = trainer.place(logits)
     stepper = SupernetStepper(
         trainer,
@@ -136,6 +147,8 @@ def search_supernet(
     memo = Memo(history=[], seconds=0.0)
     run = stepper.run = SupernetRun(space, net, logits)
     choices, groups = space.choices(), space.groups()
+    if soft and budget:
+        run.penalty = expected_cost_penalty(choices, budget, float(ctx.budget_penalty or 0.0))
     warmup = max(min(warmup, epochs - 1), 0)
     steps = min(trainer.steps("weight", ctx.batch_size), trainer.steps("arch", ctx.batch_size))
     state = {
@@ -369,14 +382,37 @@ def first_order_step(a_opt: torch.optim.Optimizer) -> ArchStep:
     ) -> None:
         xa, ta = val_batch
         with trainer.autocast():
-            loss = trainer.loss(run.net(xa, run.logits.weights(relax)), ta)
+            weights = run.logits.weights(relax)
+            loss = trainer.loss(run.net(xa, weights), ta)
             pen = relax.penalty(run.logits.as_dict(), "arch")
             if pen is not None:
                 loss = loss + pen
+            if run.penalty is not None:
+                loss = loss + run.penalty(weights)
         trainer.check_finite(loss, "architecture step")
         trainer.update(loss, a_opt, clip=False)
 
     return step
+
+
+def expected_cost_penalty(
+    choices: Sequence[Choice], constraints: Sequence[LinearConstraint], lam: float
+) -> Callable[[Mapping[str, torch.Tensor]], torch.Tensor]:
+    """``lam`` times, summed over ``constraints``, the weights' expected cost over the
+    constraint's bound (``sum(coefficient * weight) / bound``): ProxylessNAS's soft budget,
+    which pulls the architecture toward cheap candidates without any guarantee."""
+    rates = {c.name: torch.zeros(len(c.candidates), dtype=torch.float64) for c in choices}
+    position = {c.name: {k: i for i, k in enumerate(c.candidates)} for c in choices}
+    for c in constraints:
+        for choice, candidate, coefficient in c.terms:
+            rates[choice][position[choice][candidate]] += coefficient / max(c.bound, 1e-12)
+    used = {name: rate for name, rate in rates.items() if bool(rate.any())}
+
+    def penalty(weights: Mapping[str, torch.Tensor]) -> torch.Tensor:
+        terms = [(rate.to(weights[name]) * weights[name]).sum() for name, rate in used.items()]
+        return lam * torch.stack(terms).sum()
+
+    return penalty
 
 
 def _uniform_path(logits: ArchLogits) -> dict[str, torch.Tensor]:

@@ -111,6 +111,14 @@ class LinearConstraint:
                 f"{bad[0] if bad else self.bound}"
             )
 
+    def on(self, choices: Sequence[Choice]) -> LinearConstraint:
+        """The constraint on ``choices`` only: terms naming a choice or candidate they do not
+        have (a space restricted since the constraint was made) left out."""
+        have = {(c.name, k) for c in choices for k in c.candidates}
+        return LinearConstraint(
+            self.name, tuple(t for t in self.terms if (t[0], t[1]) in have), self.bound
+        )
+
 
 @dataclass(frozen=True)
 class Costs:

@@ -101,6 +101,8 @@ def second_order_step(
         pen = relax.penalty(logits.as_dict(), "arch")
         if pen is not None:
             surrogate = surrogate + pen
+        if run.penalty is not None:
+            surrogate = surrogate + run.penalty(weights)
         surrogate.backward()
         a_opt.step()
 

@@ -72,6 +72,25 @@ no_cuda = pytest.mark.skipif(torch.cuda.is_available(), reason="needs a machine 
 # Each case: (name, args given a scratch folder, what the one line must say). ``OUT`` is the
 # path that must not appear.
 CASES = [
+    *(
+        pytest.param(
+            lambda d, flags=flags: ["run", *TINY, "--device", "cpu", "--out", d / "OUT", *flags],
+            needle,
+            id=f"run-budget-{name}",
+        )
+        for name, flags, needle in [
+            ("negative", ["--budget", "params=-5k"], "the value must be positive"),
+            ("resource", ["--budget", "watts=3"], "unknown resource 'watts'; accepted: params"),
+            ("twice", ["--budget", "params=5k", "--budget", "params=6k"], "params is given twice"),
+            (
+                "unmeetable",
+                ["--relax", "sparsemax", "--budget", "params=100"],
+                "cannot be met on space 'cell': the smallest network it can derive costs",
+            ),
+            ("penalty-alone", ["--budget-penalty", "1"], "budget_penalty needs a budget"),
+            ("penalty-negative", ["--budget", "params=9k", "--budget-penalty", "-1"], ">= 0"),
+        ]
+    ),
     pytest.param(
         lambda d: ["run", *TINY, "--device", "cuda", "--out", d / "OUT"],
         "CUDA is not available",
