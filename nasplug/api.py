@@ -1231,11 +1231,14 @@ def train(
 
 
 # ---- compare -----------------------------------------------------------------------------------
-def compare(runs: Sequence[Any], *, mean: bool = False) -> str:
+def compare(runs: Sequence[Any], *, mean: bool = False, pareto: str | None = None) -> str:
     """A Markdown table of search and training runs on one dataset.
 
     ``runs`` are run directories, or :class:`SearchRun` / :class:`TrainRun` results that have
-    one. With ``mean``, runs of the same method (e.g. seeds) share a row with mean ± sd.
+    one. With ``mean``, runs of the same method (e.g. seeds) share a row with mean ± sd. With
+    ``pareto`` (``params``, ``flops`` or ``latency``), as ``nasplug compare --pareto``: the
+    resource's column, the runs on the Pareto front of accuracy against it marked, and a line
+    naming the front (:func:`nasplug.comparison.pareto_of` gives the front and its plot).
     """
     from nasplug.comparison import compare_table
     from nasplug.options import OptionError
@@ -1250,4 +1253,4 @@ def compare(runs: Sequence[Any], *, mean: bool = False) -> str:
             paths.append(r)
     if not paths:
         raise OptionError("compare needs at least one run")
-    return compare_table(paths, mean=mean)
+    return compare_table(paths, mean=mean, pareto=pareto)

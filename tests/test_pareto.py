@@ -10,6 +10,7 @@ from pathlib import Path
 
 import pytest
 
+import nasplug
 from nasplug.cli import main
 from nasplug.comparison import pareto_of
 from nasplug.rundir import TABLE_LABEL, TABLE_METRIC, RunDir
@@ -141,6 +142,8 @@ def test_compare_adds_the_cost_and_front_columns_and_writes_the_plot(runs, tmp_p
     plot = out.parent / "table-pareto-flops.png"
     assert plot.read_bytes()[:8] == PNG
     assert f"wrote {plot}" in captured.err
+    # The API gives the same table.
+    assert nasplug.compare(list(runs.values()), pareto="flops").strip() == captured.out.strip()
 
 
 def test_an_unknown_resource_is_one_line_and_writes_nothing(runs, tmp_path, capsys):
