@@ -51,11 +51,14 @@ _UNITS = {"params": "", "flops": "", "latency": "ms"}
 #: The environment variable naming the cache directory of latency tables.
 CACHE_ENV = "NASPLUG_CACHE_DIR"
 # The version of the latency table files: a file of another version is rebuilt.
-_TABLE_FORMAT = 2
-#: Untimed runs before the timed ones, and timed runs per module (their median is kept).
+_TABLE_FORMAT = 3
+#: Untimed runs before the timed ones, and timed runs per module (the fastest is kept: another
+#: process on the machine, or on the core's sibling thread, only ever adds time to a run, so the
+#: fastest of many is the least disturbed; medians drifted by 20% between two builds of one
+#: table on a shared machine, minima by a few percent).
 WARMUP, REPEATS = 5, 25
 #: Reference genotypes whose whole-network timings calibrate the latency table.
-CALIBRATION = 8
+CALIBRATION = 16
 
 #: ``(choice, candidate) -> [(module, input shape), ...]``, as ``cost_sites`` returns them.
 Sites = Mapping[tuple[str, str], Sequence[tuple[nn.Module, tuple[int, ...]]]]
@@ -172,7 +175,7 @@ def latency_costs(
 
     Every site of ``space.cost_sites(task)`` is timed at its input shape with ``batch``
     examples: the module in eval mode under ``torch.inference_mode``, all sites in rotation
-    (see :func:`_rotated_latencies`), the median of :data:`REPEATS` timed rounds after
+    (see :func:`_rotated_latencies`), the fastest of :data:`REPEATS` timed rounds after
     :data:`WARMUP` (on CUDA each run is bracketed by ``torch.cuda.synchronize``); sites whose
     module and shape print the same are timed once.
     An entry sums its sites. The table is then calibrated on whole networks: each of the
@@ -418,14 +421,14 @@ def _write_atomically(path: Path, data: Mapping[str, Any]) -> None:
 
 def module_latency(module: nn.Module, shape: Sequence[int], device: torch.device) -> float:
     """Milliseconds of one forward of ``module`` on random input of ``shape`` on ``device``,
-    measured as :func:`latency_costs` measures its table (eval mode, inference mode, the median
+    measured as :func:`latency_costs` measures its table (eval mode, inference mode, the fastest
     of :data:`REPEATS` runs after :data:`WARMUP`; 4-D inputs in ``channels_last``)."""
     module = module.to(device).eval()
     x = torch.randn(tuple(shape), generator=torch.Generator().manual_seed(0)).to(device)
     if x.dim() == 4:
         x = x.contiguous(memory_format=torch.channels_last)
     with torch.inference_mode():
-        return _median_ms(lambda: module(x), device)
+        return _fastest_ms(lambda: module(x), device)
 
 
 def _rotated_latencies(
@@ -435,7 +438,7 @@ def _rotated_latencies(
     once, in turn, so that, as inside a network, an op finds its weights and input no longer
     warm in the cache (timed alone and repeated, nb201's convolutions summed to about 80% of
     the network's time; in rotation, to within a few percent). :data:`WARMUP` untimed rounds,
-    then the median of :data:`REPEATS` timed ones per site, with the clock of
+    then the fastest of :data:`REPEATS` timed ones per site, with the clock of
     :func:`module_latency`."""
     gen = torch.Generator().manual_seed(0)
     runs = []
@@ -459,11 +462,11 @@ def _rotated_latencies(
                 sync()
                 if round_ >= WARMUP:
                     times[i].append(clock() - start)
-    return {site: 1000.0 * statistics.median(t) for site, t in zip(sites, times, strict=True)}
+    return {site: 1000.0 * min(t) for site, t in zip(sites, times, strict=True)}
 
 
-def _median_ms(run: Callable[[], Any], device: torch.device) -> float:
-    """The median of :data:`REPEATS` timed calls of ``run`` after :data:`WARMUP` untimed ones."""
+def _fastest_ms(run: Callable[[], Any], device: torch.device) -> float:
+    """The fastest of :data:`REPEATS` timed calls of ``run`` after :data:`WARMUP` untimed ones."""
     sync: Callable[[], None] = (
         (lambda: torch.cuda.synchronize(device)) if device.type == "cuda" else (lambda: None)
     )
@@ -477,4 +480,4 @@ def _median_ms(run: Callable[[], Any], device: torch.device) -> float:
         run()
         sync()
         times.append(clock() - start)
-    return 1000.0 * statistics.median(times)
+    return 1000.0 * min(times)

@@ -126,7 +126,7 @@ def timer(monkeypatch: pytest.MonkeyPatch) -> list[int]:
         calls.extend(1 for _ in sites)
         return dict.fromkeys(sites, 1.0)
 
-    monkeypatch.setattr(costs_module, "_median_ms", fake)
+    monkeypatch.setattr(costs_module, "_fastest_ms", fake)
     monkeypatch.setattr(costs_module, "_rotated_latencies", fake_rotation)
     return calls
 
