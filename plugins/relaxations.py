@@ -338,15 +338,15 @@ class Sparsemax(_CellCap, Tempered):
         self,
         groups: Sequence[Sequence[torch.Tensor]],
         ks: Sequence[int],
-        costs: Sequence[Sequence[torch.Tensor]],
-        bound: float,
+        costs: Sequence[Sequence[Sequence[torch.Tensor]]],
+        bounds: Sequence[float],
         *,
         evaluation: bool = False,
     ) -> list[list[torch.Tensor]]:
         if self.frozen():
-            return constrained_vertex([[r.detach() for r in g] for g in groups], ks, costs, bound)
+            return constrained_vertex([[r.detach() for r in g] for g in groups], ks, costs, bounds)
         tau = self.tau
-        return constrained_projection([[r / tau for r in g] for g in groups], ks, costs, bound)
+        return constrained_projection([[r / tau for r in g] for g in groups], ks, costs, bounds)
 
     def weights(self, logits: torch.Tensor) -> torch.Tensor:
         return sparsemax(logits / self.tau, dim=-1)
@@ -522,13 +522,13 @@ class GumbelHard(_CellCap, Gumbel):
         self,
         groups: Sequence[Sequence[torch.Tensor]],
         ks: Sequence[int],
-        costs: Sequence[Sequence[torch.Tensor]],
-        bound: float,
+        costs: Sequence[Sequence[Sequence[torch.Tensor]]],
+        bounds: Sequence[float],
         *,
         evaluation: bool = False,
     ) -> list[list[torch.Tensor]]:
         if evaluation:
-            return constrained_vertex([[r.detach() for r in g] for g in groups], ks, costs, bound)
+            return constrained_vertex([[r.detach() for r in g] for g in groups], ks, costs, bounds)
         flats = [torch.cat(list(rows)) for rows in groups]
         perturbed = [_perturbed(flat) for flat in flats]
         hard = constrained_vertex(
@@ -538,7 +538,7 @@ class GumbelHard(_CellCap, Gumbel):
             ],
             ks,
             costs,
-            bound,
+            bounds,
         )
         out = []
         for rows, k, flat, pert, vertex in zip(groups, ks, flats, perturbed, hard, strict=True):

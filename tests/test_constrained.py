@@ -104,7 +104,7 @@ def _cut_groups(draw, max_entries: int = 6):
 @given(_cut_groups())
 def test_projection_is_the_euclidean_projection_onto_the_cut_polytope(case):
     groups, ks, costs, bound = case
-    x = constrained_projection(_tensors(groups), ks, _tensors(costs), bound)
+    x = constrained_projection(_tensors(groups), ks, [_tensors(costs)], [bound])
     for g, k in zip(x, ks, strict=True):
         assert all((r >= 0).all() and float(r.sum()) <= 1 + 1e-12 for r in g)
         assert float(sum(r.sum() for r in g)) == pytest.approx(k, abs=1e-12)
@@ -117,7 +117,7 @@ def test_a_slack_constraint_leaves_each_group_projection_bit_for_bit():
     gen = torch.Generator().manual_seed(1)
     groups = [[torch.randn(4, generator=gen) for _ in range(e)] for e in (2, 3, 4)]
     costs = [[torch.ones(4) for _ in g] for g in groups]
-    x = constrained_projection(groups, [2, 2, 2], costs, 6.0)
+    x = constrained_projection(groups, [2, 2, 2], [costs], [6.0])
     for got, rows in zip(x, groups, strict=True):
         assert all(torch.equal(a, b) for a, b in zip(got, group_projection(rows, 2), strict=True))
 
@@ -164,7 +164,7 @@ def test_capped_vertex_rule_is_the_best_genotype_by_enumeration(cap):
         groups, ks, costs = _cell(gen, nodes=2, width=3)
         if trial == 2:  # ties everywhere
             groups = [[r.round() for r in g] for g in groups]
-        vertex = constrained_vertex(groups, ks, costs, cap)
+        vertex = constrained_vertex(groups, ks, [costs], [cap])
         assert all(is_vertex(v, k) for v, k in zip(vertex, ks, strict=True))
         assert _dot(vertex, costs) <= cap
         best = max(_dot(v, groups) for v in _genotypes(groups, ks) if _dot(v, costs) <= cap)
@@ -178,10 +178,10 @@ def test_tempered_to_the_limit_the_projection_is_the_capped_vertex(cap):
     gen = torch.Generator().manual_seed(10 + cap)
     for _ in range(10):
         groups, ks, costs = _cell(gen, nodes=4, width=7)
-        x = constrained_projection([[r / 1e-4 for r in g] for g in groups], ks, costs, cap)
+        x = constrained_projection([[r / 1e-4 for r in g] for g in groups], ks, [costs], [cap])
         assert all(is_vertex(v, k) for v, k in zip(x, ks, strict=True))
         assert _dot(x, costs) <= cap
-        vertex = constrained_vertex(groups, ks, costs, cap)
+        vertex = constrained_vertex(groups, ks, [costs], [cap])
         assert all(
             torch.equal(a, b)
             for ga, gb in zip(x, vertex, strict=True)
@@ -208,7 +208,7 @@ def test_jacobian_matches_finite_differences(case):
         return parts
 
     def f(v: torch.Tensor) -> torch.Tensor:
-        return torch.cat([torch.cat(g) for g in constrained_projection(split(v), ks, costs, bound)])
+        return torch.cat([torch.cat(g) for g in constrained_projection(split(v), ks, [costs], [bound])])
 
     x = f(flat)
     a = torch.cat([torch.cat(c) for c in costs])
@@ -259,11 +259,15 @@ def test_bad_constraints_are_one_line_errors():
         ValueError, match="'skip' is not a candidate of 'a'; candidates: none, pool, conv"
     ):
         build(LinearConstraint("x", (("a", "skip", 1.0),), 1))
-    with pytest.raises(ValueError, match="spanned by constraints 'x' and 'y'"):
-        build(
-            LinearConstraint("x", (("a", "pool", 1.0),), 1),
-            LinearConstraint("y", (("b", "pool", 1.0),), 1),
-        )
+    pools = tuple((c, "pool", 1.0) for c in "ab")
+    convs = tuple((c, "conv", 1.0) for c in "ab")
+    # Each can be met (two convs; two pools), not both: the group uses both of its members.
+    with pytest.raises(
+        ValueError,
+        match="constraints 'x' and 'y' cannot be met together: with 'x' met, the least any "
+        "genotype costs in 'y' is 1, its bound is 0",
+    ):
+        build(LinearConstraint("x", pools, 1), LinearConstraint("y", convs, 0))
     only_pools = tuple((c, "pool", 1.0) for c in "ab") + tuple((c, "conv", 1.0) for c in "ab")
     with pytest.raises(
         ValueError, match="cannot be met: its bound is 1, the least any genotype costs is 2"
