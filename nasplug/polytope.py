@@ -295,13 +295,13 @@ def constraint_layout(
         if spanned:
             blocks.setdefault(root(i), []).append(i)
     out: Coupling = []
-    for members in blocks.values():
-        positions = sorted({g for i in members for g in spans[i]})
+    for linked in blocks.values():
+        positions = sorted({g for i in linked for g in spans[i]})
         costs = [
             [spans[i].get(g) or [[0.0] * len(keep) for _, keep in layout[g][2]] for g in positions]
-            for i in members
+            for i in linked
         ]
-        block = tuple(constraints[i] for i in members)
+        block = tuple(constraints[i] for i in linked)
         _check_together(block, [layout[g][1] for g in positions], costs)
         out.append((block, positions, costs))
     return out
@@ -568,6 +568,7 @@ def _best_genotype(
         return None
     tol = 1e-12 * max(1.0, sum(float(np.abs(s).max()) for _, s, _ in fronts))
     mu, bound, found = _lagrangian(fronts, b, tol)
+    chosen: list[int] | None
     if found is not None and bound - found[0] <= tol:  # the duality gap is closed
         chosen = found[1]
     else:
@@ -714,10 +715,10 @@ def _front(cost: np.ndarray, score: np.ndarray) -> np.ndarray:
         return order[keep]
     # An option is beaten by an earlier one in this order that costs no more anywhere.
     keep = np.zeros(n, dtype=bool)
-    kept = np.zeros((0, d))
+    kept: np.ndarray = np.zeros((0, d))
     for start in range(0, n, 256):
-        chunk = c[start : start + 256]
-        beaten = (kept[None] <= chunk[:, None]).all(axis=2).any(axis=1)
+        chunk: np.ndarray = c[start : start + 256]
+        beaten = np.any(np.all(kept[None] <= chunk[:, None], axis=2), axis=1)
         beaten |= np.tril((chunk[None] <= chunk[:, None]).all(axis=2), -1).any(axis=1)
         keep[start : start + 256] = ~beaten
         kept = np.concatenate([kept, chunk[~beaten]])
@@ -960,19 +961,20 @@ def _primal_multipliers(
         outside = np.ones(len(c), dtype=bool)
         outside[working] = False
         outside[:equal] = False
-        for i in np.flatnonzero(outside & (rate > 1e-15)):
+        for i in np.flatnonzero(outside & (rate > 1e-15)).tolist():
             if gap[i] / rate[i] < alpha:
-                alpha, blocking = max(gap[i] / rate[i], 0.0), ("row", int(i))
+                alpha, blocking = max(float(gap[i] / rate[i]), 0.0), ("row", int(i))
         shrinking = free & (step < 0)
-        for j in np.flatnonzero(shrinking):
+        for j in np.flatnonzero(shrinking).tolist():
             if x[j] / -step[j] < alpha:
-                alpha, blocking = x[j] / -step[j], ("zero", int(j))
+                alpha, blocking = float(x[j] / -step[j]), ("zero", int(j))
         x = x + alpha * step
         if blocking is not None and blocking[0] == "zero":
             x[blocking[1]] = 0.0
             free[blocking[1]] = False
             # Rows the fixed variable leaves implied by the others go: the systems stay regular.
-            kept, rank = [], 0
+            kept: list[int] = []
+            rank = 0
             for w in working:
                 trial = kept + [w]
                 r = int(np.linalg.matrix_rank(c[np.ix_(trial, free)])) if free.any() else 0
