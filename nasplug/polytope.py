@@ -353,10 +353,15 @@ def constrained_projection(
     each group's :func:`group_projection` of ``z - sum(lam_i * a_i)``. With one constraint, its
     left side is continuous, piecewise linear and non-increasing in ``lam``, so ``lam`` is found
     by a bracketing search whose steps are the roots of the pieces (bisection where they leave
-    the bracket). With several, the multipliers are found by cyclic coordinate ascent on the
-    dual, each step that same exact search with the other multipliers fixed, and a Newton step
-    on the current piece after every round, until the KKT conditions hold to ``1e-9`` of each
-    bound. All of this runs without gradients; the active sets at the multipliers then give
+    the bracket). With several, a few steps on the dual first: each to the maximum, along the
+    segment, of the dual as it is on the current piece (a concave quadratic, its maximum over
+    ``lam >= 0`` found by trying every set of binding constraints), every other step also one
+    exact search per multiplier with the others fixed. Where these have not met the KKT
+    conditions to ``1e-9`` of each bound (constraints pulling opposite ways, such as a
+    cap that wants convolutions and a budget that wants none, make them zig-zag), a primal
+    active-set method from the best genotype meeting them all finds the multipliers in finitely
+    many steps; they are certified by the same KKT test, or a RuntimeError is raised. All of
+    this runs without gradients; the active sets at the multipliers then give
     ``x`` in closed form inside autograd, ``x = X(z) - sum(lam_i * D(a_i))`` on the pieces'
     linear maps, ``lam`` of the binding constraints from a small linear system (constraints
     whose ``D(a_i)`` depend linearly on the others' are left out of it: ``x`` is the same), so

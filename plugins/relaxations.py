@@ -301,6 +301,9 @@ class Sparsemax(_CellCap, Tempered):
     search as it was, until the capped search's accuracy has been measured against it
     (``cap=2`` is what P-DARTS keeps of skips); ``cap=none``, or an ``M`` of at least a cell's
     op count (nodes times ``node_inputs``), is exactly the search without a cap, bit for bit.
+    Constraints a search adds beside the cap (resource budgets over the whole network) share its
+    groups: each block of linked groups is projected under all of its constraints at once, and
+    the hard phase trains the best genotype meeting them all.
 
     Skipping zero-weight candidates is gradient-exact: the projection's Jacobian is zero
     outside its support.

@@ -427,3 +427,23 @@ def test_constraints_sharing_groups_form_one_block_checked_together():
         "'cell:parameter-free' met, the least any genotype costs in 'params' is 6, its bound is 5",
     ):
         ArchLogits(choices, groups=groups, constraints=(cap, LinearConstraint("params", convs, 5)))
+
+
+def test_the_vertex_of_repeated_logits_is_remembered(monkeypatch):
+    import nasplug.polytope as polytope
+
+    gen = torch.Generator().manual_seed(7)
+    groups, ks, caps, params = _cell_with_budget(gen)
+    calls = []
+    solve = polytope._best_genotype
+    monkeypatch.setattr(polytope, "_best_genotype", lambda *args: calls.append(1) or solve(*args))
+    first = constrained_vertex(groups, ks, [caps, params], [1.0, 8.0])
+    assert calls, "the DARTS rule's vertex breaks the cap here"
+    first[0][0].add_(5.0)  # the caller's copy: what is remembered stays as it was
+    again = constrained_vertex(
+        [[r.clone() for r in g] for g in groups], ks, [caps, params], [1.0, 8.0]
+    )
+    assert len(calls) == 1
+    assert all(is_vertex(v, k) for v, k in zip(again, ks, strict=True))
+    other = constrained_vertex(groups, ks, [caps, params], [1.0, 7.0])
+    assert len(calls) == 2 and _dot(other, params) <= 7.0
