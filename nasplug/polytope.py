@@ -818,6 +818,7 @@ def _multipliers(
                 [(ai * _np_linear(ai, sets, 0.0, np.zeros_like(ks))).sum() for ai in a]
             )
             curve = np.maximum(curve, 1e-6 * (a * a).sum(axis=(1, 2, 3)))
+            curve[curve == 0] = 1.0  # a constraint naming nothing here: its slope stays 0
             direction = np.where((lam > 0) | (side > 0), side / curve, 0.0)
             shrink = direction < 0
             top = float((lam[shrink] / -direction[shrink]).min()) if shrink.any() else math.inf
