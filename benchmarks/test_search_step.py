@@ -18,14 +18,26 @@ from nasplug import registry
 from nasplug.logits import ArchLogits
 from nasplug.supernet import SupernetStepper
 from nasplug.trainer import Trainer
-from nasplug.types import Data, Task
+from nasplug.types import Data, LinearConstraint, Task
 
 RELAXATIONS = registry.names("relaxation")
 BATCHES = [16, 64]
 
 
-def make_stepper(relax_name: str, batch: int, state: str, *, layers: int = 8, channels: int = 16):
-    torch.set_num_threads(2)
+def make_stepper(
+    relax_name: str,
+    batch: int,
+    state: str,
+    *,
+    layers: int = 8,
+    channels: int = 16,
+    grouped: bool = False,
+    constraints: tuple[LinearConstraint, ...] = (),
+    threads: int = 2,
+):
+    """A stepper in ``state``; ``grouped``: the cell's nodes grouped whatever the state (and
+    under ``constraints``)."""
+    torch.set_num_threads(threads)
     torch.manual_seed(0)
     task = Task("classification", (3, 32, 32), 10)
     x = torch.randn(batch * 2, 3, 32, 32)
@@ -34,8 +46,8 @@ def make_stepper(relax_name: str, batch: int, state: str, *, layers: int = 8, ch
     space = registry.load("space", "cell")(channels=channels, layers=layers)
     relax = registry.load("relaxation", relax_name)()
     net = trainer.place(space.supernet(task))
-    groups = space.groups() if state == "vertex" else ()
-    logits = trainer.place(ArchLogits(space.choices(), groups=groups))
+    groups = space.groups() if state == "vertex" or grouped else ()
+    logits = trainer.place(ArchLogits(space.choices(), groups=groups, constraints=constraints))
     if state in ("sparse", "vertex"):
         set_sparse(logits, space.choices())
     if state == "vertex":

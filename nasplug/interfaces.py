@@ -309,13 +309,15 @@ class Constrains(Protocol):
 
     ``constraints(space)`` is asked once when a supernet search starts (empty: none; a
     relaxation typically builds them from a space capability such as
-    :class:`DeclaresParameterFree`). Every group a constraint spans is then weighed with the
-    others it spans, through ``constrained_weights`` instead of ``group_weights``: ``groups``
+    :class:`DeclaresParameterFree`; a search may add others, such as resource budgets). A group
+    may be spanned by several constraints, and constraints sharing a group link the groups they
+    span into one block (see :func:`nasplug.polytope.constraint_layout`). Every block is then
+    weighed at once, through ``constrained_weights`` instead of ``group_weights``: ``groups``
     holds per group its members' logits (``unused`` left out, as for ``group_weights``), ``ks``
-    their masses, ``costs`` the constraint's coefficients shaped as ``groups``, ``bound`` its
-    bound; the result is shaped as ``groups`` and must meet ``sum(costs * weights) <= bound``.
-    ``evaluation`` asks for the deterministic weights (validation, derivation). A group is
-    spanned by at most one constraint.
+    their masses, ``costs`` per constraint of the block its coefficients shaped as ``groups``
+    (0.0 where it names nothing), ``bounds`` per constraint its bound; the result is shaped as
+    ``groups`` and must meet ``sum(costs[i] * weights) <= bounds[i]`` for every ``i``.
+    ``evaluation`` asks for the deterministic weights (validation, derivation).
     """
 
     def constraints(self, space: SearchSpace) -> tuple[LinearConstraint, ...]: ...
@@ -324,8 +326,8 @@ class Constrains(Protocol):
         self,
         groups: Sequence[Sequence[torch.Tensor]],
         ks: Sequence[int],
-        costs: Sequence[Sequence[torch.Tensor]],
-        bound: float,
+        costs: Sequence[Sequence[Sequence[torch.Tensor]]],
+        bounds: Sequence[float],
         *,
         evaluation: bool = False,
     ) -> list[list[torch.Tensor]]: ...

@@ -21,8 +21,10 @@ class ArchLogits(nn.Module):
     members of each group at once, without their ``unused`` candidate, which then weighs zero;
     every other choice goes to it as a group of one with k = 1. A relaxation without
     ``group_weights`` weighs every choice on its own. With ``constraints`` (see
-    :class:`~nasplug.interfaces.Constrains`), the groups each one spans go to the relaxation's
-    ``constrained_weights`` together.
+    :class:`~nasplug.interfaces.Constrains`; any number, a group may be spanned by several), the
+    groups that constraints link go to the relaxation's ``constrained_weights`` together, one
+    block at a time, with every constraint of the block (see
+    :func:`~nasplug.polytope.constraint_layout`).
     """
 
     def __init__(
@@ -46,12 +48,15 @@ class ArchLogits(nn.Module):
             (k, [self.names.index(n) for n, _ in members], [keep for _, keep in members])
             for _, k, members in layout
         ]
-        #: Per constraint: its bound, the positions in ``_members`` of the groups it spans, and
-        #: per such group and member the coefficients of the kept candidates.
+        #: Per block of groups that constraints link: the constraints' bounds, the positions in
+        #: ``_members`` of the groups it spans, and per constraint, per such group and member,
+        #: the coefficients of the kept candidates.
         self._coupled = [
-            (c.bound, positions, costs)
-            for c, positions, costs in constraint_layout(choices, layout, self.constraints)
+            ([c.bound for c in block], positions, costs)
+            for block, positions, costs in constraint_layout(choices, layout, self.constraints)
         ]
+        #: The coefficients as tensors, per block, device and dtype: made once, not every step.
+        self._cost_tensors: dict[tuple[int, str, torch.dtype], list[list[list[torch.Tensor]]]] = {}
 
     def items(self) -> Iterator[tuple[str, torch.Tensor]]:
         return zip(self.names, self.logits, strict=True)
@@ -73,13 +78,13 @@ class ArchLogits(nn.Module):
                     f"relaxation {type(relaxation).__name__} cannot weigh groups under "
                     f"constraints {', '.join(c.name for c in self.constraints)}"
                 )
-            for bound, positions, costs in self._coupled:
+            for block, (bounds, positions, _) in enumerate(self._coupled):
                 rows = [self._rows(self._members[g]) for g in positions]
                 ws = relaxation.constrained_weights(
                     [kept for _, kept in rows],
                     [self._members[g][0] for g in positions],
-                    self._costs(costs, rows),
-                    bound,
+                    self._costs(block, rows),
+                    bounds,
                     evaluation=evaluation,
                 )
                 for g, (index, _), coupled_ws in zip(positions, rows, ws, strict=True):
@@ -102,29 +107,31 @@ class ArchLogits(nn.Module):
     @torch.no_grad()
     def derivable(self, weights: Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]:
         """What the derive rule reads so that the genotype meets the constraints: ``weights``
-        as they are, except for the groups of a constraint that the DARTS rule's vertex of the
-        weights breaks; those get the vertex maximising ``<weights, x>`` under it.
+        as they are, except for the blocks of groups whose constraints the DARTS rule's vertex
+        of the weights breaks; those get the vertex maximising ``<weights, x>`` under all of
+        the block's constraints.
 
         Without constraints, or where none binds, this is ``weights`` itself.
         """
         out = dict(weights)
-        for bound, positions, costs in self._coupled:
+        for block, (bounds, positions, _) in enumerate(self._coupled):
             rows = [self._rows(self._members[g], weights) for g in positions]
             kept = [r for _, r in rows]
             ks = [self._members[g][0] for g in positions]
-            tensors = self._costs(costs, rows)
+            tensors = self._costs(block, rows)
             plain = [nearest_vertex(r, k) for r, k in zip(kept, ks, strict=True)]
-            if (
+            if all(
                 sum(
                     float((v * c).sum())
-                    for vs, cs in zip(plain, tensors, strict=True)
+                    for vs, cs in zip(plain, costs, strict=True)
                     for v, c in zip(vs, cs, strict=True)
                 )
                 <= bound
+                for costs, bound in zip(tensors, bounds, strict=True)
             ):
                 continue
             for g, (index, _), ws in zip(
-                positions, rows, constrained_vertex(kept, ks, tensors, bound), strict=True
+                positions, rows, constrained_vertex(kept, ks, tensors, bounds), strict=True
             ):
                 self._put(out, g, index, ws, weights)
         return out
@@ -143,14 +150,21 @@ class ArchLogits(nn.Module):
         ]
         return index, [row if i is None else row[i] for row, i in zip(full, index, strict=True)]
 
-    @staticmethod
     def _costs(
-        costs: list[list[list[float]]], rows: list[tuple[list, list[torch.Tensor]]]
-    ) -> list[list[torch.Tensor]]:
-        return [
-            [torch.tensor(c, dtype=r.dtype, device=r.device) for c, r in zip(cs, kept, strict=True)]
-            for cs, (_, kept) in zip(costs, rows, strict=True)
-        ]
+        self, block: int, rows: list[tuple[list, list[torch.Tensor]]]
+    ) -> list[list[list[torch.Tensor]]]:
+        """Per constraint of a block, its coefficients shaped as the block's ``rows``."""
+        like = rows[0][1][0]
+        key = (block, str(like.device), like.dtype)
+        if key not in self._cost_tensors:
+            self._cost_tensors[key] = [
+                [
+                    [torch.tensor(c, dtype=like.dtype, device=like.device) for c in member_costs]
+                    for member_costs in group_costs
+                ]
+                for group_costs in self._coupled[block][2]
+            ]
+        return self._cost_tensors[key]
 
     def _put(
         self,

@@ -12,20 +12,24 @@ member and k = 1); :func:`nearest_vertex` is the vertex that maximises ``<z, x>`
 nearest to ``z``. Structure-aware relaxations build on both; :func:`vertex_distance` measures how
 far mixing weights still are from a genotype.
 
-**Under a linear constraint.** A :class:`~nasplug.types.LinearConstraint` ``a . x <= b`` (for
-example "a cell's mass on parameter-free candidates is at most M", 0/1 coefficients) couples the
-groups it spans. :func:`constrained_projection` projects all of them at once onto the product
-of their polytopes cut by the constraint: one more multiplier ``lam``, found by a monotone
-one-dimensional search, and each group's projection of ``z - lam * a``.
-:func:`constrained_vertex` is the genotype maximising ``<z, x>`` under the constraint, exactly
-(a multiple-choice knapsack, solved over Pareto fronts of cost and score). With 0/1
-coefficients and an integer bound the constraint matrix stays totally unimodular, so the cut
-polytope's vertices are still genotypes.
+**Under linear constraints.** A :class:`~nasplug.types.LinearConstraint` ``a . x <= b`` (for
+example "a cell's mass on parameter-free candidates is at most M", 0/1 coefficients, or a
+parameter budget over the whole network, each candidate's cost) couples the groups it spans,
+and constraints sharing a group couple theirs into one block (:func:`constraint_layout`).
+:func:`constrained_projection` projects a block's groups at once onto the product of their
+polytopes cut by all of its constraints: one more multiplier per constraint, and each group's
+projection of ``z - sum(lam_i * a_i)``. :func:`constrained_vertex` is the genotype maximising
+``<z, x>`` under them, exactly (a multiple-choice knapsack, solved over Pareto fronts of costs
+and score). With 0/1 coefficients and an integer bound the constraint matrix stays totally
+unimodular, so the cut polytope's vertices are still genotypes; real-valued costs can cut
+vertices that are not.
 """
 
 from __future__ import annotations
 
+import itertools
 import math
+from collections import OrderedDict
 from collections.abc import Mapping, Sequence
 
 import numpy as np
@@ -51,9 +55,10 @@ __all__ = [
 #: Per group: its name, its ``k``, and per member the choice's name with the positions of the
 #: candidates it keeps (all but the group's ``unused`` one).
 Layout = list[tuple[str, int, list[tuple[str, list[int]]]]]
-#: Per constraint: the constraint, the positions in a :data:`Layout` of the groups it spans, and
-#: per such group and member the coefficient of each kept candidate.
-Coupling = list[tuple[LinearConstraint, list[int], list[list[list[float]]]]]
+#: Per block of groups that constraints link: its constraints, the positions in a :data:`Layout`
+#: of the groups it spans, and per constraint, per such group and member, the coefficient of
+#: each kept candidate.
+Coupling = list[tuple[tuple[LinearConstraint, ...], list[int], list[list[list[list[float]]]]]]
 
 
 def group_layout(choices: Sequence[Choice], groups: Sequence[Group]) -> Layout:
@@ -194,14 +199,20 @@ def is_vertex(rows: Sequence[torch.Tensor], k: int) -> bool:
     return all(torch.equal(r, v) for r, v in zip(rows, nearest_vertex(rows, k), strict=True))
 
 
-# --- several groups under one linear constraint ------------------------------------------------
+# --- several groups under linear constraints ---------------------------------------------------
 
 #: The active sets of a block of groups, as boolean arrays (groups, members[, candidates]): the
 #: capped rows (each on its own simplex), the entries of the other rows above their group's
 #: threshold (free), the support of the capped rows.
 _Sets = tuple[np.ndarray, np.ndarray, np.ndarray]
-#: A point of a Pareto front: (cost, score, chosen (group, member, candidate) entries).
-_Option = tuple[float, float, tuple[tuple[int, int, int], ...]]
+#: A group's genotypes as arrays: per genotype its costs (one column per constraint), its score
+#: and its chosen entries (positions in the group's concatenated rows, one per used member).
+_Options = tuple[np.ndarray, np.ndarray, np.ndarray]
+#: Steps of the multipliers' search on the dual before the primal active-set method takes over.
+_ROUNDS = 6
+#: How many vertices :func:`constrained_vertex` remembers, by the values of its inputs.
+_MEMORY = 16
+_vertices: OrderedDict[bytes, list[list[torch.Tensor]]] = OrderedDict()
 
 
 def cap_constraints(
@@ -223,11 +234,17 @@ def cap_constraints(
 def constraint_layout(
     choices: Sequence[Choice], layout: Layout, constraints: Sequence[LinearConstraint]
 ) -> Coupling:
-    """Per constraint, the positions in ``layout`` of the groups it spans and, per such group and
-    member, the coefficient of every kept candidate (0.0 where the constraint names none).
+    """The blocks of groups that constraints link: constraints sharing a group are in one block.
 
-    Raises a one-line ValueError for a term naming an unknown choice or candidate, a group that
-    two constraints span, or a constraint no genotype meets (naming the least cost there is).
+    Per block (in the order of their first constraints): its constraints, in the order given;
+    the positions in ``layout`` of the groups it spans, ascending; and per constraint, per such
+    group and member, the coefficient of every kept candidate (0.0 where the constraint names
+    none). A constraint that spans no group is met by every genotype and left out.
+
+    Raises a one-line ValueError for a term naming an unknown choice or candidate, a constraint
+    no genotype meets (naming the least cost there is), or a block whose constraints no genotype
+    meets together (naming the least the first one that cannot be met costs with the ones
+    before it met).
     """
     candidates = {c.name: c.candidates for c in choices}
     where = {
@@ -235,8 +252,7 @@ def constraint_layout(
         for g, (_, _, members) in enumerate(layout)
         for e, (name, _) in enumerate(members)
     }
-    taken: dict[int, str] = {}
-    out: Coupling = []
+    spans: list[dict[int, list[list[float]]]] = []
     for c in constraints:
         spanned: dict[int, list[list[float]]] = {}
         for choice, candidate, coefficient in c.terms:
@@ -253,23 +269,68 @@ def constraint_layout(
             position = candidates[choice].index(candidate)
             if position in members[e][1]:  # a group's unused candidate carries no mass
                 rows[e][members[e][1].index(position)] = float(coefficient)
-        for g in spanned:
-            if g in taken:
-                raise ValueError(
-                    f"group {layout[g][0]!r} is spanned by constraints {taken[g]!r} and "
-                    f"{c.name!r}; accepted: at most one constraint per group"
-                )
-            taken[g] = c.name
         positions = sorted(spanned)
-        costs = [spanned[g] for g in positions]
-        least = least_cost([layout[g][1] for g in positions], costs)
+        least = least_cost([layout[g][1] for g in positions], [spanned[g] for g in positions])
         if least > c.bound + _slack(c.bound):
             raise ValueError(
                 f"constraint {c.name!r} cannot be met: its bound is {c.bound:g}, the least "
                 f"any genotype costs is {least:g}"
             )
-        out.append((c, positions, costs))
+        spans.append(spanned)
+    # Constraints linked by a shared group, merged: each points towards its block's first one.
+    parent = list(range(len(constraints)))
+
+    def root(i: int) -> int:
+        while parent[i] != i:
+            i = parent[i]
+        return i
+
+    first: dict[int, int] = {}
+    for i, spanned in enumerate(spans):
+        for g in spanned:
+            j = root(first.setdefault(g, i))
+            parent[max(j, root(i))] = min(j, root(i))
+    blocks: dict[int, list[int]] = {}
+    for i, spanned in enumerate(spans):
+        if spanned:
+            blocks.setdefault(root(i), []).append(i)
+    out: Coupling = []
+    for linked in blocks.values():
+        positions = sorted({g for i in linked for g in spans[i]})
+        costs = [
+            [spans[i].get(g) or [[0.0] * len(keep) for _, keep in layout[g][2]] for g in positions]
+            for i in linked
+        ]
+        block = tuple(constraints[i] for i in linked)
+        _check_together(block, [layout[g][1] for g in positions], costs)
+        out.append((block, positions, costs))
     return out
+
+
+def _check_together(
+    constraints: Sequence[LinearConstraint],
+    ks: Sequence[int],
+    costs: Sequence[Sequence[Sequence[Sequence[float]]]],
+) -> None:
+    """Raises a one-line ValueError where no genotype meets the constraints of a block at once:
+    for the first constraint that cannot be met with those before it, the least it costs."""
+    arrays = [[[np.asarray(r, dtype=np.float64) for r in g] for g in c] for c in costs]
+    bounds = [c.bound for c in constraints]
+    for i in range(1, len(constraints)):
+        score = [[-r for r in g] for g in arrays[i]]
+        picks = _best_genotype(score, ks, arrays[:i], bounds[:i])
+        least = -sum(score[g][e][j] for g, chosen in enumerate(picks or []) for e, j in chosen)
+        if picks is None or least > bounds[i] + _slack(bounds[i]):
+            names = [repr(c.name) for c in constraints[: i + 1]]
+            raise ValueError(
+                f"constraints {_listed(names)} cannot be met together: with "
+                f"{_listed(names[:-1])} met, the least any genotype costs in {names[-1]} is "
+                f"{least:g}, its bound is {bounds[i]:g}"
+            )
+
+
+def _listed(names: Sequence[str]) -> str:
+    return names[0] if len(names) == 1 else f"{', '.join(names[:-1])} and {names[-1]}"
 
 
 def least_cost(ks: Sequence[int], costs: Sequence[Sequence[Sequence[float]]]) -> float:
@@ -282,39 +343,109 @@ def least_cost(ks: Sequence[int], costs: Sequence[Sequence[Sequence[float]]]) ->
 def constrained_projection(
     groups: Sequence[Sequence[torch.Tensor]],
     ks: Sequence[int],
-    costs: Sequence[Sequence[torch.Tensor]],
-    bound: float,
+    costs: Sequence[Sequence[Sequence[torch.Tensor]]],
+    bounds: Sequence[float],
 ) -> list[list[torch.Tensor]]:
     """The Euclidean projection of several groups' rows onto the product of their polytopes cut
-    by ``sum(a * x) <= bound``, with its exact Jacobian.
+    by ``sum(a_i * x) <= b_i`` for every constraint ``i``, with its exact Jacobian.
 
-    The KKT conditions give one more multiplier ``lam >= 0``: the solution is each group's
-    :func:`group_projection` of ``z - lam * a``, and the constraint's left side is continuous,
-    piecewise linear and non-increasing in ``lam``. So ``lam`` is found without gradients by a
-    bracketing search whose steps are the roots of the pieces (bisection where they leave the
-    bracket); the active sets at the root then give ``x`` and ``lam`` in closed form inside
-    autograd, as :func:`group_projection` does. Where the constraint is slack at ``lam = 0``
-    the result is :func:`group_projection` per group, bit for bit. All groups are computed at
-    once, padded into one (groups, members, candidates) block.
+    The KKT conditions give one more multiplier ``lam_i >= 0`` per constraint: the solution is
+    each group's :func:`group_projection` of ``z - sum(lam_i * a_i)``. With one constraint, its
+    left side is continuous, piecewise linear and non-increasing in ``lam``, so ``lam`` is found
+    by a bracketing search whose steps are the roots of the pieces (bisection where they leave
+    the bracket). With several, a few steps on the dual first: each to the maximum, along the
+    segment, of the dual as it is on the current piece (a concave quadratic, its maximum over
+    ``lam >= 0`` found by trying every set of binding constraints), every other step also one
+    exact search per multiplier with the others fixed. Where these have not met the KKT
+    conditions to ``1e-9`` of each bound (constraints pulling opposite ways, such as a
+    cap that wants convolutions and a budget that wants none, make them zig-zag), a primal
+    active-set method from the best genotype meeting them all finds the multipliers in finitely
+    many steps; they are certified by the same KKT test, or a RuntimeError is raised. All of
+    this runs without gradients; the active sets at the multipliers then give
+    ``x`` in closed form inside autograd, ``x = X(z) - sum(lam_i * D(a_i))`` on the pieces'
+    linear maps, ``lam`` of the binding constraints from a small linear system (constraints
+    whose ``D(a_i)`` depend linearly on the others' are left out of it: ``x`` is the same), so
+    the Jacobian is exact. Where every constraint is slack the result is
+    :func:`group_projection` per group, bit for bit; where one binds, the one-constraint
+    projection under it. All groups are computed at once, padded into one (groups, members,
+    candidates) block.
 
     Args:
         groups: per group, one 1-D tensor of logits per member.
         ks: per group, its mass.
-        costs: the coefficients ``a``, shaped as ``groups``, non-negative.
-        bound: the constraint's bound; at least the least cost (see :func:`least_cost`).
+        costs: per constraint, its coefficients ``a_i``, shaped as ``groups``, non-negative.
+        bounds: per constraint, its bound; together reachable by some genotype (see
+            :func:`constraint_layout`).
+
+    Raises:
+        RuntimeError: where the multipliers' search does not meet the KKT conditions.
     """
     for rows, k in zip(groups, ks, strict=True):
         _check_group(rows, k)
+    if len(costs) != len(bounds):
+        raise ValueError(f"{len(costs)} cost arrays for {len(bounds)} bounds; give one per bound")
+    if not costs:
+        return [group_projection(rows, k) for rows, k in zip(groups, ks, strict=True)]
     block = _Block(groups)
     flat_z = torch.cat([torch.cat(list(rows)) for rows in groups])
-    flat_a = torch.cat([torch.cat(list(rows)) for rows in costs]).to(flat_z)
+    flat_a = [torch.cat([torch.cat(list(rows)) for rows in c]).to(flat_z) for c in costs]
     z = block.padded(flat_z.detach().double().cpu().numpy(), -math.inf)
-    a = block.padded(flat_a.detach().double().cpu().numpy(), 0.0)
+    a = np.stack([block.padded(f.detach().double().cpu().numpy(), 0.0) for f in flat_a])
     mass = np.array(ks, dtype=np.float64)
-    found = _multiplier(z, a, block.members, mass, float(bound))
+    b = np.array(bounds, dtype=np.float64)
+    if len(b) == 1:
+        return _one_cut(groups, ks, block, flat_z, flat_a[0], z, a[0], float(b[0]))
+    lam, sets = _multipliers(z, a, block.members, mass, b)
+    binding = [i for i in range(len(b)) if lam[i] > 0]
+    if not binding:
+        return [group_projection(rows, k) for rows, k in zip(groups, ks, strict=True)]
+    if len(binding) == 1:
+        (i,) = binding
+        return _one_cut(groups, ks, block, flat_z, flat_a[i], z, a[i], float(b[i]))
+    capped, free, support = sets
+    d = np.stack([_np_linear(a[i], sets, 0.0, np.zeros_like(mass)) for i in binding])
+    used = [binding[i] for i in _independent(d.reshape(len(binding), -1))]
+    device = flat_z.device
+    capped_t, free_t, support_t = (torch.from_numpy(m).to(device) for m in (capped, free, support))
+    index = torch.from_numpy(block.index).to(device)
+
+    def placed(flat: torch.Tensor) -> torch.Tensor:
+        return flat.new_zeros(z.size).index_copy(0, index, flat).view(z.shape)
+
+    zg = placed(flat_z)
+    free_mass = torch.from_numpy(mass - capped.sum(axis=1)).to(zg)
+    x = _above_thresholds(zg, capped_t, free_t, support_t, 1.0, free_mass)
+    if used:
+        ag = [placed(flat_a[i]) for i in used]
+        ds = [
+            _above_thresholds(ai, capped_t, free_t, support_t, 0.0, torch.zeros_like(free_mass))
+            for ai in ag
+        ]
+        gram = torch.stack([torch.stack([(ai * dj).sum() for dj in ds]) for ai in ag])
+        side = torch.stack([(ai * x).sum() for ai in ag]) - torch.tensor(b[used]).to(zg)
+        lams = torch.linalg.solve(gram, side)
+        x = x - sum(lam_i * d_i for lam_i, d_i in zip(lams, ds, strict=True))
+    x = torch.where(support_t | free_t, x.clamp_min(0), torch.zeros_like(x))
+    parts = iter(x.reshape(-1).index_select(0, index).split(block.sizes))
+    return [[next(parts) for _ in rows] for rows in groups]
+
+
+def _one_cut(
+    groups: Sequence[Sequence[torch.Tensor]],
+    ks: Sequence[int],
+    block: _Block,
+    flat_z: torch.Tensor,
+    flat_a: torch.Tensor,
+    z: np.ndarray,
+    a: np.ndarray,
+    bound: float,
+) -> list[list[torch.Tensor]]:
+    """The projection under one constraint (``z`` and ``a`` padded as ``block`` says)."""
+    mass = np.array(ks, dtype=np.float64)
+    found = _multiplier(z, a, block.members, mass, bound)
     if found is None:
         return [group_projection(rows, k) for rows, k in zip(groups, ks, strict=True)]
-    (capped, free, support), flat = found
+    (capped, free, support), flat, _ = found
     device = flat_z.device
     capped_t, free_t, support_t = (torch.from_numpy(m).to(device) for m in (capped, free, support))
     index = torch.from_numpy(block.index).to(device)
@@ -333,71 +464,275 @@ def constrained_projection(
 def constrained_vertex(
     groups: Sequence[Sequence[torch.Tensor]],
     ks: Sequence[int],
-    costs: Sequence[Sequence[torch.Tensor]],
-    bound: float,
+    costs: Sequence[Sequence[Sequence[torch.Tensor]]],
+    bounds: Sequence[float],
 ) -> list[list[torch.Tensor]]:
-    """The genotype maximising ``<z, x>`` with ``sum(a * x) <= bound``, as one-hot rows.
+    """The genotype maximising ``<z, x>`` with ``sum(a_i * x) <= b_i`` for every constraint, as
+    one-hot rows.
 
     Each group keeps ``k`` members with one candidate each. Where the DARTS rule's vertex
-    (:func:`nearest_vertex` per group) meets the constraint it is the answer, ties broken as
-    there; otherwise an exact multiple-choice knapsack: per member the Pareto front of (cost,
-    candidate's logit), per group the front of its ``k``-member choices, then the groups' fronts
-    combined, dominated options pruned at every stage. With 0/1 coefficients and an integer
+    (:func:`nearest_vertex` per group) meets every constraint it is the answer, ties broken as
+    there. Otherwise an exact multiple-choice knapsack over Pareto fronts of (costs, score):
+    per member its candidates, per group its ``k``-member choices, then the groups' fronts
+    combined one group at a time. An option is dropped where another beats it in score and in
+    every cost still open (a constraint whose groups are all placed is closed), where its costs
+    plus the least the remaining groups cost exceed a bound, or where its score plus the best
+    the remaining groups can add (bounded plainly and by Lagrangian duality) falls below the
+    best genotype found by a Lagrangian search first. With 0/1 coefficients and an integer
     bound (a cap on parameter-free candidates) it is also the capped polytope's vertex nearest
     to ``z``.
+
+    The last few results are remembered by the values of the inputs, so calls on frozen or
+    repeated logits cost a lookup.
+
+    Raises:
+        ValueError: where no genotype meets the constraints together.
     """
     for rows, k in zip(groups, ks, strict=True):
         _check_group(rows, k)
+    if len(costs) != len(bounds):
+        raise ValueError(f"{len(costs)} cost arrays for {len(bounds)} bounds; give one per bound")
+    key = _vertex_key(groups, ks, costs, bounds)
+    if key in _vertices:
+        _vertices.move_to_end(key)
+        return [[r.clone() for r in rows] for rows in _vertices[key]]
+    z = [[r.detach().double().cpu().numpy() for r in rows] for rows in groups]
+    a = [[[r.detach().double().cpu().numpy() for r in rows] for rows in c] for c in costs]
     plain = [nearest_vertex(rows, k) for rows, k in zip(groups, ks, strict=True)]
-    cost = sum(
-        float((v.double() * c.double().to(v.device)).sum())
-        for vs, cs in zip(plain, costs, strict=True)
-        for v, c in zip(vs, cs, strict=True)
+    met = all(
+        sum(
+            float((v.double().cpu().numpy() * ar).sum())
+            for vs, ars in zip(plain, ai, strict=True)
+            for v, ar in zip(vs, ars, strict=True)
+        )
+        <= bound + _slack(bound)
+        for ai, bound in zip(a, bounds, strict=True)
     )
-    if cost <= bound + _slack(bound):
-        return plain
-    front: list[_Option] = [(0.0, 0.0, ())]
-    for g, (rows, k, a_rows) in enumerate(zip(groups, ks, costs, strict=True)):
-        z = [r.detach().double().cpu().tolist() for r in rows]
-        a = [c.detach().double().cpu().tolist() for c in a_rows]
-        front = _pareto([_joined(f, o) for f in front for o in _group_front(z, a, k, g)])
-    feasible = [f for f in front if f[0] <= bound + _slack(bound)]
-    out = [[torch.zeros_like(r) for r in rows] for rows in groups]
-    for g, e, j in feasible[-1][2]:  # the front's score rises with its cost
-        out[g][e][j] = 1.0
+    if met:
+        out = plain
+    else:
+        picks = _best_genotype(z, ks, a, bounds)
+        if picks is None:
+            raise ValueError(
+                f"no genotype meets the bounds {', '.join(f'{b:g}' for b in bounds)} together"
+            )
+        out = [[torch.zeros_like(r) for r in rows] for rows in groups]
+        for g, chosen in enumerate(picks):
+            for e, j in chosen:
+                out[g][e][j] = 1.0
+    _vertices[key] = [[r.clone() for r in rows] for rows in out]
+    if len(_vertices) > _MEMORY:
+        _vertices.popitem(last=False)
     return out
+
+
+def _vertex_key(
+    groups: Sequence[Sequence[torch.Tensor]],
+    ks: Sequence[int],
+    costs: Sequence[Sequence[Sequence[torch.Tensor]]],
+    bounds: Sequence[float],
+) -> bytes:
+    """The inputs' values, shapes, dtype and device as bytes."""
+    rows = [r.detach() for g in groups for r in g]
+    flat = torch.cat(
+        [r.double() for r in rows]
+        + [r.detach().double().to(rows[0].device) for c in costs for g in c for r in g]
+    )
+    shape = (
+        tuple(ks),
+        tuple(len(r) for r in rows),
+        tuple(float(b) for b in bounds),
+        len(costs),
+        str(rows[0].dtype),
+        str(rows[0].device),
+    )
+    return repr(shape).encode() + flat.cpu().numpy().tobytes()
+
+
+def _best_genotype(
+    z: Sequence[Sequence[np.ndarray]],
+    ks: Sequence[int],
+    costs: Sequence[Sequence[Sequence[np.ndarray]]],
+    bounds: Sequence[float],
+) -> list[list[tuple[int, int]]] | None:
+    """Per group, the (member, candidate) entries of the genotype of largest score ``z`` that
+    meets every bound (see :func:`constrained_vertex`); None where none does."""
+    m, n_groups = len(bounds), len(z)
+    b = np.array([bound + _slack(bound) for bound in bounds], dtype=np.float64)
+    least = np.array(
+        [
+            [sum(sorted(float(r.min()) for r in c[g])[: ks[g]]) for c in costs]
+            for g in range(n_groups)
+        ]
+    ).reshape(n_groups, m)
+    fronts = [
+        _group_options(z[g], [c[g] for c in costs], ks[g], b - (least.sum(axis=0) - least[g]))
+        for g in range(n_groups)
+    ]
+    if any(not len(s) for _, s, _ in fronts):
+        return None
+    tol = 1e-12 * max(1.0, sum(float(np.abs(s).max()) for _, s, _ in fronts))
+    mu, bound, found = _lagrangian(fronts, b, tol)
+    chosen: list[int] | None
+    if found is not None and bound - found[0] <= tol:  # the duality gap is closed
+        chosen = found[1]
+    else:
+        chosen = _combined(fronts, b, least, mu, -math.inf if found is None else found[0] - tol)
+        if chosen is None and found is not None:
+            chosen = found[1]
+    if chosen is None:
+        return None
+    out = []
+    for (_, _, entries), option, rows in zip(fronts, chosen, z, strict=True):
+        starts = np.cumsum([0] + [len(r) for r in rows])
+        picks = []
+        for flat in entries[option].tolist():
+            e = int(np.searchsorted(starts, flat, side="right")) - 1
+            picks.append((e, int(flat - starts[e])))
+        out.append(picks)
+    return out
+
+
+def _combined(
+    fronts: Sequence[_Options],
+    b: np.ndarray,
+    least: np.ndarray,
+    mu: np.ndarray,
+    floor: float,
+) -> list[int] | None:
+    """Per group, the option of the best genotype meeting ``b``: the groups' fronts combined
+    one at a time, pruned by dominance in the costs still open, by the least the remaining
+    groups cost, and by upper bounds on the score against ``floor``; None where none meets it."""
+    m = len(b)
+    last = np.full(m, -1)
+    for g, (c, _, _) in enumerate(fronts):
+        last[(c != 0).any(axis=0)] = g
+    # Per group, what the groups after it contribute at least (costs) and at most (scores).
+    after_least = np.cumsum(least[::-1], axis=0)[::-1] - least
+    top = np.array([float(s.max()) for _, s, _ in fronts])
+    reduced = np.array([float((s - c @ mu).max()) for c, s, _ in fronts])
+    after_top = np.cumsum(top[::-1])[::-1] - top
+    after_reduced = np.cumsum(reduced[::-1])[::-1] - reduced + float(mu @ b)
+    cost, score = np.zeros((1, m)), np.zeros(1)
+    backs = []
+    for t, (c, s, _) in enumerate(fronts):
+        plain = score[:, None] + s[None, :] + after_top[t]
+        dual = (score - cost @ mu)[:, None] + (s - c @ mu)[None, :] + after_reduced[t]
+        ok = np.minimum(plain, dual) >= floor
+        for i in range(m):
+            ok &= cost[:, i, None] + c[None, :, i] <= b[i] - after_least[t, i]
+        parent, option = np.nonzero(ok)
+        cost, score = cost[parent] + c[option], score[parent] + s[option]
+        keep = _front(cost[:, last > t], score)
+        cost, score = cost[keep], score[keep]
+        backs.append((parent[keep], option[keep]))
+        if not len(score):
+            return None
+    i = int(np.argmax(score))
+    chosen = []
+    for parent, option in reversed(backs):
+        chosen.append(int(option[i]))
+        i = int(parent[i])
+    return chosen[::-1]
+
+
+def _lagrangian(
+    fronts: Sequence[_Options], b: np.ndarray, tol: float
+) -> tuple[np.ndarray, float, tuple[float, list[int]] | None]:
+    """Multipliers ``mu >= 0`` whose Lagrangian bound ``max <z - mu A, x> + mu b`` is low, that
+    bound, and the best genotype meeting ``b`` among the maximisers seen (its score and per
+    group its option), by a subgradient search with Polyak steps."""
+    m = len(b)
+    spread = np.array([sum(float(np.ptp(c[:, i])) for c, _, _ in fronts) for i in range(m)])
+    unit = np.where(spread > 0, spread, 1.0)  # each cost in units of its range
+    width = max(sum(float(np.ptp(s)) for _, s, _ in fronts), tol)
+    u = np.zeros(m)
+    best_mu, best = np.zeros(m), math.inf
+    found: tuple[float, list[int]] | None = None
+    for step in range(60):
+        mu = u / unit
+        values = [s - c @ mu for c, s, _ in fronts]
+        chosen = [int(np.argmax(v)) for v in values]
+        bound = sum(float(v[o]) for v, o in zip(values, chosen, strict=True)) + float(mu @ b)
+        cost = sum(c[o] for (c, _, _), o in zip(fronts, chosen, strict=True))
+        score = sum(float(s[o]) for (_, s, _), o in zip(fronts, chosen, strict=True))
+        if bound < best:
+            best, best_mu = bound, mu
+        if (cost <= b).all() and (found is None or score > found[0]):
+            found = (score, chosen)
+        if found is not None and best - found[0] <= tol:
+            break
+        g = (cost - b) / unit
+        g = np.where((u <= 0) & (g < 0), 0.0, g)
+        norm = float(g @ g)
+        if norm == 0:
+            break
+        target = found[0] if found is not None else best - width / (1 + step)
+        u = np.maximum(u + max(bound - target, tol) / norm * g, 0.0)
+    return best_mu, best, found
+
+
+def _group_options(
+    z: Sequence[np.ndarray], a: Sequence[Sequence[np.ndarray]], k: int, cap: np.ndarray
+) -> _Options:
+    """The Pareto front of a group's genotypes (``k`` members, one candidate each) whose costs
+    are at most ``cap``, by falling score."""
+    m = len(a)
+    starts = np.cumsum([0] + [len(r) for r in z])
+    table: list[_Options] = [(np.zeros((1, m)), np.zeros(1), np.zeros((1, 0), dtype=np.int64))]
+    table += [
+        (np.zeros((0, m)), np.zeros(0), np.zeros((0, u), dtype=np.int64)) for u in range(1, k + 1)
+    ]
+    for e, row in enumerate(z):
+        own = np.stack([ai[e] for ai in a], axis=1).reshape(len(row), m)
+        keep = _front(own, row)  # a candidate another beats in score and costs never helps
+        own, row_score, entry = own[keep], row[keep], starts[e] + keep
+        for used in range(min(e + 1, k), 0, -1):  # downwards: a member is used at most once
+            pc, ps, pe = table[used - 1]
+            if not len(ps):
+                continue
+            c = np.concatenate([table[used][0], (pc[:, None] + own[None]).reshape(-1, m)])
+            s = np.concatenate([table[used][1], (ps[:, None] + row_score[None]).reshape(-1)])
+            picked = np.concatenate(
+                [np.repeat(pe, len(row_score), axis=0), np.tile(entry, len(ps))[:, None]], axis=1
+            )
+            ent = np.concatenate([table[used][2], picked])
+            ok = (c <= cap).all(axis=1)
+            c, s, ent = c[ok], s[ok], ent[ok]
+            front = _front(c, s)
+            table[used] = (c[front], s[front], ent[front])
+    return table[k]
+
+
+def _front(cost: np.ndarray, score: np.ndarray) -> np.ndarray:
+    """Positions of the options no other beats (at least the score at no more of any cost; of
+    equal ones, the first listed), by falling score, then rising total cost."""
+    n, d = cost.shape
+    order = np.lexsort((np.arange(n), cost.sum(axis=1), -score))
+    if n <= 1:
+        return order
+    if d == 0:
+        return order[:1]
+    c = cost[order]
+    if d == 1:
+        keep = np.ones(n, dtype=bool)
+        keep[1:] = c[1:, 0] < np.minimum.accumulate(c[:, 0])[:-1]
+        return order[keep]
+    # An option is beaten by an earlier one in this order that costs no more anywhere.
+    keep = np.zeros(n, dtype=bool)
+    kept: np.ndarray = np.zeros((0, d))
+    for start in range(0, n, 256):
+        chunk: np.ndarray = c[start : start + 256]
+        beaten = np.any(np.all(kept[None] <= chunk[:, None], axis=2), axis=1)
+        beaten |= np.tril((chunk[None] <= chunk[:, None]).all(axis=2), -1).any(axis=1)
+        keep[start : start + 256] = ~beaten
+        kept = np.concatenate([kept, chunk[~beaten]])
+    return order[keep]
 
 
 def _slack(bound: float) -> float:
     """How far above ``bound`` a cost computed in floating point still meets it."""
     return 1e-9 * max(1.0, abs(bound))
-
-
-def _joined(a: _Option, b: _Option) -> _Option:
-    return (a[0] + b[0], a[1] + b[1], a[2] + b[2])
-
-
-def _pareto(options: list[_Option]) -> list[_Option]:
-    """The options no other beats in both cost and score, by rising cost (and so score); of
-    equal ones, the first listed."""
-    out: list[_Option] = []
-    for option in sorted(options, key=lambda o: (o[0], -o[1])):
-        if not out or option[1] > out[-1][1]:
-            out.append(option)
-    return out
-
-
-def _group_front(z: list[list[float]], a: list[list[float]], k: int, g: int) -> list[_Option]:
-    """The Pareto front of a group's genotypes: ``k`` members, one candidate each."""
-    table: list[list[_Option]] = [[(0.0, 0.0, ())]]
-    table += [[] for _ in range(k)]
-    for e, (zr, ar) in enumerate(zip(z, a, strict=True)):
-        options = _pareto([(ar[j], zr[j], ((g, e, j),)) for j in range(len(zr))])
-        for used in range(min(e + 1, k), 0, -1):  # downwards: a member is used at most once
-            table[used] = _pareto(
-                table[used] + [_joined(t, o) for t in table[used - 1] for o in options]
-            )
-    return table[k]
 
 
 class _Block:
@@ -441,12 +776,275 @@ def _above_thresholds(
     return torch.where(support | free, v - thr[..., None], torch.zeros_like(v))
 
 
+def _np_linear(v: np.ndarray, sets: _Sets, row_mass: float, free_mass: np.ndarray) -> np.ndarray:
+    """:func:`_above_thresholds` in numpy."""
+    capped, free, support = sets
+    t = (np.where(support, v, 0.0).sum(axis=2) - row_mass) / np.maximum(support.sum(axis=2), 1)
+    n_free = np.maximum(free.sum(axis=(1, 2)), 1)
+    tau = (np.where(free, v, 0.0).sum(axis=(1, 2)) - free_mass) / n_free
+    thr = np.where(capped, t, tau[:, None])
+    with np.errstate(invalid="ignore"):
+        return np.where(support | free, v - thr[..., None], 0.0)
+
+
+def _multipliers(
+    z: np.ndarray, a: np.ndarray, members: np.ndarray, ks: np.ndarray, bounds: np.ndarray
+) -> tuple[np.ndarray, _Sets]:
+    """The multipliers of several constraints (``a``: one padded array per constraint) and the
+    active sets at them, certified by the KKT conditions to :func:`_slack` of each bound."""
+    m = len(bounds)
+    tol = np.array([_slack(float(b)) for b in bounds])
+
+    def at(lam: np.ndarray) -> tuple[_Sets, np.ndarray, bool]:
+        y = z - np.tensordot(lam, a, axes=1)
+        sets = _np_sets(y, members, ks)
+        side = (a * _np_solution(y, ks, sets)).sum(axis=(1, 2, 3)) - bounds
+        met = bool((side <= tol).all() and (np.abs(side[lam > 0]) <= tol[lam > 0]).all())
+        return sets, side, met
+
+    lam = np.zeros(m)
+    for step in range(_ROUNDS):
+        sets, side, met = at(lam)
+        if met:
+            return lam, sets
+        guess = _newton(z, a, ks, bounds, sets, tol)
+        if guess is not None:
+            guess_sets, _, guess_met = at(guess)
+            if guess_met:
+                return guess, guess_sets
+            direction, top = guess - lam, 1.0
+        else:  # the dual's slope, each multiplier scaled by its constraint's curvature
+            curve = np.stack(
+                [(ai * _np_linear(ai, sets, 0.0, np.zeros_like(ks))).sum() for ai in a]
+            )
+            curve = np.maximum(curve, 1e-6 * (a * a).sum(axis=(1, 2, 3)))
+            curve[curve == 0] = 1.0  # a constraint naming nothing here: its slope stays 0
+            direction = np.where((lam > 0) | (side > 0), side / curve, 0.0)
+            shrink = direction < 0
+            top = float((lam[shrink] / -direction[shrink]).min()) if shrink.any() else math.inf
+        # The dual along the direction is concave: its maximum is where its slope turns.
+        y = z - np.tensordot(lam, a, axes=1)
+        along = np.tensordot(direction, a, axes=1)
+        t = _line(y, along, members, ks, float(direction @ bounds), top)
+        lam = np.maximum(lam + t * direction, 0.0)
+        if step % 2 == 1:  # a round of exact steps per multiplier: the dual never falls
+            for i in range(m):
+                others = np.tensordot(np.delete(lam, i), np.delete(a, i, axis=0), axes=1)
+                found = _multiplier(z - others, a[i], members, ks, float(bounds[i]))
+                lam[i] = 0.0 if found is None else found[2]
+    lam = _primal_multipliers(z, a, members, ks, bounds)
+    sets, _, met = at(lam)
+    if not met:
+        raise RuntimeError("the projection's multipliers do not meet the KKT conditions")
+    return lam, sets
+
+
+def _line(
+    y: np.ndarray, along: np.ndarray, members: np.ndarray, ks: np.ndarray, target: float, top: float
+) -> float:
+    """The step ``t`` in ``[0, top]`` where ``along . x(y - t * along) - target`` (the dual's
+    slope along a direction: continuous, piecewise linear, non-increasing) turns from positive
+    to negative; 0 or ``top`` where it does not."""
+    tol = 1e-13 * (1.0 + abs(target) + float(np.abs(along).sum()))
+    flat = 1e-12 * max(1e-300, float((along * along).sum()))
+
+    def at(t: float) -> tuple[float, float, float, _Sets]:
+        shifted = y - t * along
+        sets = _np_sets(shifted, members, ks)
+        side = float((along * _np_solution(shifted, ks, sets)).sum()) - target
+        return t, side, _np_slope(along, sets), sets
+
+    lo = at(0.0)
+    if lo[1] <= tol:
+        return 0.0
+    if math.isinf(top):
+        top = 1.0
+        while at(top)[1] > tol and top < 1e300:
+            top *= 2
+    hi = at(top)
+    if hi[1] >= -tol:
+        return top
+    for _ in range(200):
+        if lo[2] > flat and lo[0] < lo[0] + lo[1] / lo[2] <= hi[0] and _same(lo[3], hi[3]):
+            return lo[0] + lo[1] / lo[2]
+        t = lo[0] + lo[1] / lo[2] if lo[2] > flat else math.nan
+        if not lo[0] < t < hi[0]:
+            t = hi[0] + hi[1] / hi[2] if hi[2] > flat else math.nan
+        if not lo[0] < t < hi[0]:
+            t = (lo[0] + hi[0]) / 2
+        point = at(t)
+        if abs(point[1]) <= tol or hi[0] - lo[0] <= 1e-15 * hi[0]:
+            return point[0]
+        lo, hi = (point, hi) if point[1] > 0 else (lo, point)
+    return lo[0]
+
+
+def _primal_multipliers(
+    z: np.ndarray, a: np.ndarray, members: np.ndarray, ks: np.ndarray, bounds: np.ndarray
+) -> np.ndarray:
+    """The constraints' multipliers by a primal active-set method (Nocedal and Wright's
+    algorithm 16.3), from the best genotype that meets them: a finite method where the dual
+    steps zig-zag between constraints that pull opposite ways (a cap that wants convolutions,
+    a budget that wants none). Variables fixed at zero leave the small systems it solves."""
+    valid = np.isfinite(z)
+    n_groups, n_members, _ = z.shape
+    zf = z[valid]
+    n, m = len(zf), len(a)
+    group = np.broadcast_to(np.arange(n_groups)[:, None, None], z.shape)[valid]
+    row = np.broadcast_to(np.arange(n_groups * n_members).reshape(n_groups, n_members, 1), z.shape)[
+        valid
+    ]
+    rows = np.unique(row)
+    # Constraint rows c . x (=, <=) d: the groups' sums (kept), the members' sums, the cuts.
+    c = np.concatenate(
+        [
+            (group[None] == np.arange(n_groups)[:, None]).astype(float),
+            (row[None] == rows[:, None]).astype(float),
+            a[:, valid],
+        ]
+    )
+    d = np.concatenate([ks, np.ones(len(rows)), bounds])
+    # Rows of unit norm, so that a budget in FLOPs and a cap in ops are solved alike.
+    scale = np.sqrt((c * c).sum(axis=1))
+    scale[scale == 0] = 1.0
+    c, d = c / scale[:, None], d / scale
+    equal = n_groups
+    scores = [
+        [z[g, e][np.isfinite(z[g, e])] for e in range(n_members) if members[g, e]]
+        for g in range(n_groups)
+    ]
+    costs = [
+        [
+            [ai[g, e][np.isfinite(z[g, e])] for e in range(n_members) if members[g, e]]
+            for g in range(n_groups)
+        ]
+        for ai in a
+    ]
+    picks = _best_genotype(scores, [int(k) for k in ks], costs, list(bounds))
+    if picks is None:
+        raise ValueError("no genotype meets the constraints' bounds together")
+    x = np.zeros_like(z)
+    for g, chosen in enumerate(picks):
+        for e, j in chosen:
+            x[g, e, np.flatnonzero(np.isfinite(z[g, e]))[j]] = 1.0
+    x = x[valid]
+    tiny = 1e-12
+    free = x > 0
+    working = list(range(equal))
+    for i in range(equal, len(c)):
+        if abs(c[i] @ x - d[i]) <= tiny * max(1.0, abs(d[i])):
+            trial = working + [i]
+            if np.linalg.matrix_rank(c[np.ix_(trial, free)]) == len(trial):
+                working = trial
+    for _ in range(20 * n + 100):
+        cf = c[np.ix_(working, free)]
+        g = x - zf
+        nu = np.linalg.lstsq(cf.T, -g[free], rcond=None)[0]
+        step = np.zeros(n)
+        step[free] = -g[free] - cf.T @ nu
+        if np.abs(step).max() <= 1e-12 * max(1.0, float(np.abs(g).max())):
+            bound_nu = g + c[working].T @ nu  # of x_j >= 0, for the variables held at zero
+            bound_nu[free] = 0.0
+            other = np.array([nu[p] if w >= equal else 0.0 for p, w in enumerate(working)])
+            worst_bound = int(np.argmin(bound_nu))
+            worst_other = int(np.argmin(other)) if len(other) else 0
+            floor = -1e-12 * max(1.0, float(np.abs(zf).max()))
+            if bound_nu[worst_bound] >= floor and (not len(other) or other[worst_other] >= floor):
+                lam = np.zeros(m)
+                for p, w in enumerate(working):
+                    if w >= len(c) - m:
+                        lam[w - (len(c) - m)] = max(nu[p], 0.0) / scale[w]
+                return lam
+            if bound_nu[worst_bound] < (other[worst_other] if len(other) else 0.0):
+                free[worst_bound] = True
+            else:
+                working.pop(worst_other)
+            continue
+        # Step towards the working set's optimum, stopped by the first constraint it meets.
+        rate = c @ step
+        gap = d - c @ x
+        alpha, blocking = 1.0, None
+        outside = np.ones(len(c), dtype=bool)
+        outside[working] = False
+        outside[:equal] = False
+        for i in np.flatnonzero(outside & (rate > 1e-15)).tolist():
+            if gap[i] / rate[i] < alpha:
+                alpha, blocking = max(float(gap[i] / rate[i]), 0.0), ("row", int(i))
+        shrinking = free & (step < 0)
+        for j in np.flatnonzero(shrinking).tolist():
+            if x[j] / -step[j] < alpha:
+                alpha, blocking = float(x[j] / -step[j]), ("zero", int(j))
+        x = x + alpha * step
+        if blocking is not None and blocking[0] == "zero":
+            x[blocking[1]] = 0.0
+            free[blocking[1]] = False
+            # Rows the fixed variable leaves implied by the others go: the systems stay regular.
+            kept: list[int] = []
+            rank = 0
+            for w in working:
+                trial = kept + [w]
+                r = int(np.linalg.matrix_rank(c[np.ix_(trial, free)])) if free.any() else 0
+                if w < equal or r > rank:
+                    kept, rank = trial, r
+            working = kept
+        elif blocking is not None:
+            working.append(blocking[1])
+    raise RuntimeError("the projection's active-set method did not converge")
+
+
+def _newton(
+    z: np.ndarray,
+    a: np.ndarray,
+    ks: np.ndarray,
+    bounds: np.ndarray,
+    sets: _Sets,
+    tol: np.ndarray,
+) -> np.ndarray | None:
+    """The multipliers ``lam >= 0`` that maximise the dual as it is on the piece of ``sets``
+    (a concave quadratic: ``x = X(z) - sum(lam_i * D(a_i))`` there), by trying every set of
+    binding constraints; None where that quadratic has no maximum over ``lam >= 0``."""
+    m = len(a)
+    x = _np_linear(z, sets, 1.0, ks - sets[0].sum(axis=1))
+    d = np.stack([_np_linear(ai, sets, 0.0, np.zeros_like(ks)) for ai in a]).reshape(m, -1)
+    gram = d @ d.T  # a_i . D(a_j), D being an orthogonal projector
+    side = (a * x).sum(axis=(1, 2, 3)) - bounds  # the dual's slope at lam = 0
+    for size in range(m + 1):
+        for binding in itertools.combinations(range(m), size):
+            lam = np.zeros(m)
+            if binding:
+                sub = gram[np.ix_(binding, binding)]
+                lam[list(binding)] = np.linalg.lstsq(sub, side[list(binding)], rcond=None)[0]
+            slope = side - gram @ lam
+            if (
+                (lam >= 0).all()
+                and (slope <= tol).all()
+                and (np.abs(slope[lam > 0]) <= tol[lam > 0]).all()
+            ):
+                return lam
+    return None
+
+
+def _independent(d: np.ndarray) -> list[int]:
+    """Positions of rows of ``d`` that are linearly independent, in order, each kept where it
+    adds a direction to those kept before it (zero rows never do)."""
+    norms = np.sqrt((d * d).sum(axis=1))
+    unit = d / np.where(norms > 0, norms, 1.0)[:, None]
+    keep: list[int] = []
+    for i in range(len(d)):
+        if norms[i] <= 1e-10 * max(float(norms.max()), 1e-300):
+            continue
+        trial = keep + [i]
+        if np.linalg.eigvalsh(unit[trial] @ unit[trial].T).min() > 1e-10:
+            keep = trial
+    return keep
+
+
 def _multiplier(
     z: np.ndarray, a: np.ndarray, members: np.ndarray, ks: np.ndarray, bound: float
-) -> tuple[_Sets, bool] | None:
-    """The active sets at the constraint's multiplier, and whether its piece is flat; None when
-    the constraint is slack without it. ``z`` is padded with -inf, ``a`` with 0; ``members``
-    marks the real rows."""
+) -> tuple[_Sets, bool, float] | None:
+    """The active sets at the constraint's multiplier, whether its piece is flat, and the
+    multiplier; None when the constraint is slack without it. ``z`` is padded with -inf, ``a``
+    with 0; ``members`` marks the real rows."""
     tol = _slack(bound)
     flat = 1e-12 * max(1.0, float((a * a).sum()))
 
@@ -483,11 +1081,11 @@ def _multiplier(
             # lam, exactly: a vertex stays exactly one-hot.
             right = at(hi[0] + 1e-9 * max(1.0, hi[0]))
             if right[1] >= bound - tol and right[2] <= flat:
-                return right[3], True
-        return hi[3], hi[2] <= flat
+                return right[3], True, hi[0]
+        return hi[3], hi[2] <= flat, hi[0]
     if lo[2] > flat:  # lo's piece reaches the root
-        return lo[3], False
-    return hi[3], hi[2] <= flat
+        return lo[3], False, lo[0] + (lo[1] - bound) / lo[2]
+    return hi[3], hi[2] <= flat, hi[0]
 
 
 def _same(a: _Sets, b: _Sets) -> bool:

@@ -59,6 +59,7 @@ from torch.utils.data import Dataset as TorchDataset
 from nasplug import registry
 from nasplug.costs import candidate_costs, genotype_cost, module_cost
 from nasplug.interfaces import (
+    Constrains,
     Dataset,
     DeclaresParameterFree,
     Relaxation,
@@ -69,7 +70,13 @@ from nasplug.interfaces import (
     Weights,
 )
 from nasplug.logits import ArchLogits
-from nasplug.polytope import cap_constraints, constraint_layout, group_layout, nearest_vertex
+from nasplug.polytope import (
+    cap_constraints,
+    constrained_vertex,
+    constraint_layout,
+    group_layout,
+    nearest_vertex,
+)
 from nasplug.streaming import resident
 from nasplug.types import Choice, Data, Genotype, Group, SearchResult, Task
 
@@ -1327,6 +1334,61 @@ class RelaxationConformance:
                     assert other is not None, "eval_group_weights gave weights once and None once"
                     assert all(torch.equal(a, b) for a, b in zip(again, other, strict=True)), (
                         "eval_group_weights must not depend on random state"
+                    )
+
+    def test_constrained_weights_meet_every_constraint(
+        self, relaxation: Relaxation, device: torch.device
+    ) -> None:
+        """Where the relaxation meets constraints (:class:`~nasplug.interfaces.Constrains`), its
+        weights of a block of groups meet every constraint of the block at once (a 0/1 cap on
+        each member's first candidate and a real-valued cost on the others), and each group
+        keeps its shape: rows of at most 1, ``k`` units in all."""
+        if not isinstance(relaxation, Constrains):
+            pytest.skip(f"{type(relaxation).__name__} does not meet constraints")
+        block = self._groups(device)[:3]
+        groups, ks = [rows for rows, _ in block], [k for _, k in block]
+
+        def per_row(values: Callable[[int], list[float]]) -> list[list[torch.Tensor]]:
+            return [[torch.tensor(values(len(r)), device=device) for r in rows] for rows in groups]
+
+        cap = per_row(lambda n: [1.0] + [0.0] * (n - 1))
+        cost = per_row(lambda n: [0.0] + [0.5 + j for j in range(n - 1)])
+        # The least the cost can be with the cap met, plus some room.
+        cheapest = constrained_vertex([[-c for c in g] for g in cost], ks, [cap], [1.0])
+        least = sum(
+            float((v * c).sum())
+            for vs, cs in zip(cheapest, cost, strict=True)
+            for v, c in zip(vs, cs, strict=True)
+        )
+        bounds = [1.0, least + 0.75]
+        for clock in self.CLOCK:
+            self._at(relaxation, clock)
+            for evaluation in (False, True):
+                torch.manual_seed(1)
+                ws = relaxation.constrained_weights(
+                    groups, ks, [cap, cost], bounds, evaluation=evaluation
+                )
+                what = f"constrained_weights(evaluation={evaluation}) at {clock}"
+                for rows, k, wg in zip(groups, ks, ws, strict=True):
+                    assert [w.shape for w in wg] == [r.shape for r in rows], (
+                        f"{what} must give one tensor per member, shaped like its row"
+                    )
+                    assert all(bool((w >= 0).all()) and float(w.sum()) <= 1 + 1e-5 for w in wg), (
+                        f"{what}: a member's weights are negative or sum to more than 1"
+                    )
+                    total = float(sum(w.detach().sum() for w in wg))
+                    assert abs(total - k) <= 1e-4 * k, (
+                        f"{what}: a group carries {total:.3g}, not k={k}"
+                    )
+                for name, costs, bound in zip(("cap", "cost"), (cap, cost), bounds, strict=True):
+                    spent = sum(
+                        float((w.detach() * c).sum())
+                        for wg, cg in zip(ws, costs, strict=True)
+                        for w, c in zip(wg, cg, strict=True)
+                    )
+                    assert spent <= bound * (1 + 1e-4) + 1e-5, (
+                        f"{what}: the weights spend {spent:.4g} on the {name}, above its bound "
+                        f"{bound:g}"
                     )
 
     def test_zero_weights_are_exact(self, relaxation: Relaxation, device: torch.device) -> None:

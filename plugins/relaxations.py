@@ -304,6 +304,9 @@ class Sparsemax(_CellCap, Tempered):
         or slower anneal, a longer warm-up or a shorter hard phase did not beat the default schedule
         (docs/benchmarks.md). ``cap=none``, or an ``M`` of at least a cell's
     op count (nodes times ``node_inputs``), is exactly the search without a cap, bit for bit.
+    Constraints a search adds beside the cap (resource budgets over the whole network) share its
+    groups: each block of linked groups is projected under all of its constraints at once, and
+    the hard phase trains the best genotype meeting them all.
 
         Skipping zero-weight candidates is gradient-exact: the projection's Jacobian is zero
         outside its support.
@@ -341,15 +344,15 @@ class Sparsemax(_CellCap, Tempered):
         self,
         groups: Sequence[Sequence[torch.Tensor]],
         ks: Sequence[int],
-        costs: Sequence[Sequence[torch.Tensor]],
-        bound: float,
+        costs: Sequence[Sequence[Sequence[torch.Tensor]]],
+        bounds: Sequence[float],
         *,
         evaluation: bool = False,
     ) -> list[list[torch.Tensor]]:
         if self.frozen():
-            return constrained_vertex([[r.detach() for r in g] for g in groups], ks, costs, bound)
+            return constrained_vertex([[r.detach() for r in g] for g in groups], ks, costs, bounds)
         tau = self.tau
-        return constrained_projection([[r / tau for r in g] for g in groups], ks, costs, bound)
+        return constrained_projection([[r / tau for r in g] for g in groups], ks, costs, bounds)
 
     def weights(self, logits: torch.Tensor) -> torch.Tensor:
         return sparsemax(logits / self.tau, dim=-1)
@@ -527,13 +530,13 @@ class GumbelHard(_CellCap, Gumbel):
         self,
         groups: Sequence[Sequence[torch.Tensor]],
         ks: Sequence[int],
-        costs: Sequence[Sequence[torch.Tensor]],
-        bound: float,
+        costs: Sequence[Sequence[Sequence[torch.Tensor]]],
+        bounds: Sequence[float],
         *,
         evaluation: bool = False,
     ) -> list[list[torch.Tensor]]:
         if evaluation:
-            return constrained_vertex([[r.detach() for r in g] for g in groups], ks, costs, bound)
+            return constrained_vertex([[r.detach() for r in g] for g in groups], ks, costs, bounds)
         flats = [torch.cat(list(rows)) for rows in groups]
         perturbed = [_perturbed(flat) for flat in flats]
         hard = constrained_vertex(
@@ -543,7 +546,7 @@ class GumbelHard(_CellCap, Gumbel):
             ],
             ks,
             costs,
-            bound,
+            bounds,
         )
         out = []
         for rows, k, flat, pert, vertex in zip(groups, ks, flats, perturbed, hard, strict=True):

@@ -7,9 +7,11 @@ import torch
 
 from nasplug.interfaces import Constrains, DeclaresParameterFree, SearchContext
 from nasplug.logits import ArchLogits
+from nasplug.polytope import cap_constraints
 from nasplug.rundir import RunDir
+from nasplug.supernet import search_supernet, supernet_result
 from nasplug.trainer import Trainer
-from nasplug.types import Data, Genotype, Task
+from nasplug.types import Data, Genotype, LinearConstraint, Task
 from nasplug_plugins.darts import Darts
 from nasplug_plugins.relaxations import GumbelHard, Sparsemax
 from nasplug_spaces.cell import CellSpace, edge_name
@@ -142,3 +144,28 @@ def test_bad_caps_are_one_line_errors():
     with pytest.raises(ValueError, match="the least any genotype costs is 4"):
         ArchLogits(space.choices(), groups=space.groups(), constraints=relax.constraints(space))
     assert Sparsemax(grouped=False).constraints(space) == ()
+
+
+def test_a_search_under_a_cap_and_a_budget_over_both_cells_ends_at_a_vertex_meeting_both(
+    tmp_path,
+):
+    space = CellSpace(channels=4, layers=3, nodes=3)
+    # A made-up cost per op, the same in both cells: the search may keep at most 9 units of it.
+    price = {"sep_conv_3x3": 1.0, "sep_conv_5x5": 2.5, "dil_conv_3x3": 0.5, "dil_conv_5x5": 1.5}
+    terms = tuple(
+        (c.name, op, price[op]) for c in space.choices() for op in c.candidates if op in price
+    )
+    budget = LinearConstraint("cost", terms, 9.0)
+    constraints = cap_constraints(space.parameter_free(), 1) + (budget,)
+    logits = ArchLogits(space.choices(), groups=space.groups(), constraints=constraints)
+    ctx = _ctx(tmp_path / "run", Sparsemax(cap=1), space)
+    result = supernet_result(
+        ctx, search_supernet(ctx, space, epochs=4, phase="search", logits=logits)
+    )
+    m = result.metrics
+    assert m["final_vertex"] == 1.0 and m["discretisation_gap"] == 0.0
+    assert max(_parameter_free_ops(space, result.genotype).values()) <= 1
+    hot = space.one_hot(result.genotype)
+    candidates = {c.name: c.candidates for c in space.choices()}
+    spent = sum(float(hot[c][candidates[c].index(op)]) * v for c, op, v in terms)
+    assert 5.0 <= spent <= 9.0  # five convolutions per cell at least, by the cap
