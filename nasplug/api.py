@@ -775,11 +775,10 @@ def _check_constraints(
                     f"{cfg['space']!r}: the smallest network it can derive costs "
                     f"{format_cost(resource, least)} (the largest {format_cost(resource, largest)})"
                 )
-    constraints: tuple[Any, ...] = ()
-    if isinstance(relaxation, Constrains):
-        constraints = relaxation.constraints(space)
-        if cfg.get("budget_penalty") is None:
-            constraints += budget_constraints(space, costs, limits)
+    # Checked together: the relaxation's cap and the budget's resources can each be met and
+    # still not all at once.
+    constraints = relaxation.constraints(space) if isinstance(relaxation, Constrains) else ()
+    constraints += budget_constraints(space, costs, limits)
     if constraints:
         choices = space.choices()
         try:

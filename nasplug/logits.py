@@ -67,17 +67,18 @@ class ArchLogits(nn.Module):
     def weights(
         self, relaxation: Relaxation, *, evaluation: bool = False
     ) -> dict[str, torch.Tensor]:
-        """Mixing weights of every choice, by group where the relaxation knows groups."""
+        """Mixing weights of every choice, by group where the relaxation knows groups.
+
+        A relaxation without the :class:`~nasplug.interfaces.Constrains` capability weighs
+        every group as without constraints; :meth:`derivable` still makes the derived genotype
+        meet them.
+        """
         fn = relaxation.eval_weights if evaluation else relaxation.weights
         group_fn = relaxation.eval_group_weights if evaluation else relaxation.group_weights
         out: dict[str, torch.Tensor] = {}
-        coupled = {g for _, positions, _ in self._coupled for g in positions}
-        if self._coupled:
-            if not isinstance(relaxation, Constrains):
-                raise TypeError(
-                    f"relaxation {type(relaxation).__name__} cannot weigh groups under "
-                    f"constraints {', '.join(c.name for c in self.constraints)}"
-                )
+        coupled: set[int] = set()
+        if self._coupled and isinstance(relaxation, Constrains):
+            coupled = {g for _, positions, _ in self._coupled for g in positions}
             for block, (bounds, positions, _) in enumerate(self._coupled):
                 rows = [self._rows(self._members[g]) for g in positions]
                 ws = relaxation.constrained_weights(
