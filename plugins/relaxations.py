@@ -258,68 +258,69 @@ class _CellCap:
 class Sparsemax(_CellCap, Tempered):
     """``sparsemax(logits / tau)``: a projection with exact zeros, by group where a space has them.
 
-        **Per choice** (``grouped=false``) it projects each choice's tempered logits onto the
-        simplex, as earlier versions did.
+    **Per choice** (``grouped=false``) it projects each choice's tempered logits onto the
+    simplex, as earlier versions did.
 
-        **By group** (the default on spaces that declare :class:`~nasplug.types.Group` s, such as
-        the cell space's nodes) it projects the tempered logits ``z`` of a group's members (a
-        matrix, members x candidates, ``unused`` left out) onto the polytope
+    **By group** (the default on spaces that declare :class:`~nasplug.types.Group` s, such as
+    the cell space's nodes) it projects the tempered logits ``z`` of a group's members (a
+    matrix, members x candidates, ``unused`` left out) onto the polytope
 
-            P = {x >= 0 : every member's row sums to at most 1, all of x sums to k}.
+        P = {x >= 0 : every member's row sums to at most 1, all of x sums to k}.
 
-        A member's slack means "unused", P's vertices are exactly the genotypes the DARTS rule can
-        derive (k members, one candidate each), and maximising ``<z, x>`` over P is that rule, so
-        the supernet gives a node the mass the derived network gives it. See
-        :func:`nasplug.polytope.group_projection`. Sparsemax is its case of one member and k = 1,
-        which is how a choice outside every group is weighed (its vertex: the argmax).
+    A member's slack means "unused", P's vertices are exactly the genotypes the DARTS rule can
+    derive (k members, one candidate each), and maximising ``<z, x>`` over P is that rule, so
+    the supernet gives a node the mass the derived network gives it. See
+    :func:`nasplug.polytope.group_projection`. Sparsemax is its case of one member and k = 1,
+    which is how a choice outside every group is weighed (its vertex: the argmax).
 
-        **Schedule.** The architecture optimiser moves logits slowly (Adam at lr 3e-4 moves them
-        about 0.06 in 200 steps), and the projection of nearly equal logits keeps every candidate.
-        So ``tau`` falls geometrically from ``tau_start = 1`` (every candidate kept while the logits
-        are nearly equal: the first part explores) to ``tau_end = 0.001``, where gaps of a few
-        hundredths between logits leave about one candidate per choice. By group, the fall takes the
-        first ``1 - hard`` of the search; the last ``hard`` (half, by default) trains on the vertex
-        nearest to the tempered logits (the DARTS rule's genotype, exactly one-hot), the logits
-        frozen. So the search ends with the supernet equal to the derived network, its weights
-        trained for that very path. The fall brings the weights near a vertex before the hard phase
-        (a mean distance of 0.63 against 0.93 with ``tau_end = 0.005`` in the default search), so
-        the switch to it disturbs the weights less; the hard phase's steps compute 8 ops per cell
-        and take no architecture step, which is why it can take half the search. The rule follows
-        the search's own length. ``grouped=false tau_end=0.005`` is the per-choice sparsemax
-        of earlier versions.
+    **Schedule.** The architecture optimiser moves logits slowly (Adam at lr 3e-4 moves them
+    about 0.06 in 200 steps), and the projection of nearly equal logits keeps every candidate.
+    So ``tau`` falls geometrically from ``tau_start = 1`` (every candidate kept while the logits
+    are nearly equal: the first part explores) to ``tau_end = 0.001``, where gaps of a few
+    hundredths between logits leave about one candidate per choice. By group, the fall takes the
+    first ``1 - hard`` of the search; the last ``hard`` (half, by default) trains on the vertex
+    nearest to the tempered logits (the DARTS rule's genotype, exactly one-hot), the logits
+    frozen. So the search ends with the supernet equal to the derived network, its weights
+    trained for that very path. The fall brings the weights near a vertex before the hard phase
+    (a mean distance of 0.63 against 0.93 with ``tau_end = 0.005`` in the default search), so
+    the switch to it disturbs the weights less; the hard phase's steps compute 8 ops per cell
+    and take no architecture step, which is why it can take half the search. The rule follows
+    the search's own length. ``grouped=false tau_end=0.005`` is the per-choice sparsemax
+    of earlier versions.
 
-        **Cap on parameter-free ops.** On a space that declares its parameter-free candidates
-        (:class:`~nasplug.interfaces.DeclaresParameterFree`; the cell space's pools, and its skips
-        where they hold no convolution), ``cap = M`` adds per cell the constraint "the mass on
-        parameter-free candidates is at most M" to the projection, which then weighs the cell's
-        nodes together (:func:`nasplug.polytope.constrained_projection`, exact, with an exact
-        Jacobian). The cut polytope's vertices are the genotypes with at most ``M`` parameter-free
-        ops, and the hard phase trains the best of them
-        (:func:`nasplug.polytope.constrained_vertex`), which is what the search derives. Without
-        it, parameter-free ops win the early race, before the convolutions are trained: the
-        uncapped search chose 6, 6 and 7 of 8 normal edges parameter-free on three seeds. The
-        default is ``cap=2`` (what P-DARTS keeps of skips, here inside the search): in the cell
-        space it keeps 2 of 8 on every seed with the trained networks at least as accurate, and in
-        ``nb201`` it scored higher on the benchmark table with a third of the spread, while a later
-        or slower anneal, a longer warm-up or a shorter hard phase did not beat the default schedule
-        (docs/benchmarks.md). ``cap=none``, or an ``M`` of at least a cell's
+    **Cap on parameter-free ops.** On a space that declares its parameter-free candidates
+    (:class:`~nasplug.interfaces.DeclaresParameterFree`; the cell space's pools, and its skips
+    where they hold no convolution), ``cap = M`` adds per cell the constraint "the mass on
+    parameter-free candidates is at most M" to the projection, which then weighs the cell's
+    nodes together (:func:`nasplug.polytope.constrained_projection`, exact, with an exact
+    Jacobian). The cut polytope's vertices are the genotypes with at most ``M`` parameter-free
+    ops, and the hard phase trains the best of them
+    (:func:`nasplug.polytope.constrained_vertex`), which is what the search derives. Without
+    it, parameter-free ops win the early race, before the convolutions are trained: the
+    uncapped search chose 6, 6 and 7 of 8 normal edges parameter-free on three seeds. The
+    default is ``cap=2`` (what P-DARTS keeps of skips, here inside the search): in the cell
+    space it keeps 2 of 8 on every seed with the trained networks at least as accurate, and in
+    ``nb201`` it scored higher on the benchmark table with a third of the spread, while a later
+    or slower anneal, a longer warm-up or a shorter hard phase did not beat the default schedule
+    (docs/benchmarks.md). ``cap=none``, or an ``M`` of at least a cell's
     op count (nodes times ``node_inputs``), is exactly the search without a cap, bit for bit.
+
     Constraints a search adds beside the cap (resource budgets over the whole network) share its
     groups: each block of linked groups is projected under all of its constraints at once, and
     the hard phase trains the best genotype meeting them all.
 
-        Skipping zero-weight candidates is gradient-exact: the projection's Jacobian is zero
-        outside its support.
+    Skipping zero-weight candidates is gradient-exact: the projection's Jacobian is zero
+    outside its support.
 
-        Args:
-            tau_start: temperature at the first step.
-            tau_end: temperature at the end of the fall.
-            schedule: shape of the temperature curve: constant (stays at ``tau_start``), linear,
-                exp or cosine.
-            grouped: project each group onto its polytope; false: per-choice sparsemax everywhere,
-                with no hard phase and no cap.
-            hard: the share of the search, at its end, trained on the vertex (grouped only; 0: none).
-            cap: the most parameter-free candidates a cell keeps (grouped only); none: no cap.
+    Args:
+        tau_start: temperature at the first step.
+        tau_end: temperature at the end of the fall.
+        schedule: shape of the temperature curve: constant (stays at ``tau_start``), linear,
+            exp or cosine.
+        grouped: project each group onto its polytope; false: per-choice sparsemax everywhere,
+            with no hard phase and no cap.
+        hard: the share of the search, at its end, trained on the vertex (grouped only; 0: none).
+        cap: the most parameter-free candidates a cell keeps (grouped only); none: no cap.
     """
 
     def __init__(
