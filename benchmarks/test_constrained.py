@@ -21,8 +21,8 @@ import torch
 from test_search_step import make_stepper
 
 from nasplug import registry
+from nasplug.budget import budget_constraints, cost_range
 from nasplug.costs import candidate_costs
-from nasplug.interfaces import SearchSpace
 from nasplug.logits import ArchLogits
 from nasplug.polytope import cap_constraints
 from nasplug.types import LinearConstraint, Task
@@ -39,25 +39,9 @@ def constraints(case: str) -> tuple[LinearConstraint, ...]:
     caps = cap_constraints(space.parameter_free(), 2)
     if case == "cap=2":
         return caps
-    costs = candidate_costs(space, TASK, "params")
-    least, largest = _extremes(space, costs.entries)
-    # The budget is fixed + least + half the range; the constraint bounds what the ops add.
-    terms = tuple((c, op, v) for (c, op), v in costs.entries.items() if v > 0)
-    return caps + (LinearConstraint("params", terms, least + 0.5 * (largest - least)),)
-
-
-def _extremes(space: SearchSpace, entries: dict[tuple[str, str], float]) -> tuple[float, float]:
-    """The least and the largest the ops of a genotype can cost: per node, its k cheapest and
-    its k dearest edges at their cheapest and dearest op."""
-    candidates = {c.name: c.candidates for c in space.choices()}
-    least = largest = 0.0
-    for g in space.groups():
-        ops = [
-            [entries.get((n, op), 0.0) for op in candidates[n] if op != g.unused] for n in g.choices
-        ]
-        least += sum(sorted(min(o) for o in ops)[: g.k])
-        largest += sum(sorted((max(o) for o in ops), reverse=True)[: g.k])
-    return least, largest
+    costs = {"params": candidate_costs(space, TASK, "params")}
+    least, largest = cost_range(space, costs["params"])
+    return caps + budget_constraints(space, costs, {"params": least + 0.5 * (largest - least)})
 
 
 @pytest.mark.parametrize("state", ["start", "annealed"])
