@@ -65,7 +65,7 @@ def parse_budget(text: str) -> tuple[str, float]:
 
 
 def _amount(resource: str, value: str | float, text: Any) -> float:
-    if isinstance(value, bool):
+    if isinstance(value, bool) or not isinstance(value, (int, float, str)):
         raise OptionError(f"budget {text!r}: the value must be a number, got {value!r}")
     if isinstance(value, (int, float)):
         number = float(value)

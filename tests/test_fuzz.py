@@ -39,7 +39,7 @@ def run_cli(args: list[str]) -> tuple[int, str]:
     return code, err.getvalue()
 
 
-def _stub_search(cfg, run, plugins, data, **kw):
+def _stub_search(cfg, run, plugins, data, costs=None, **kw):
     return api.SearchRun(
         plugins["space"].sample(lambda name, options: options[0]),
         {},

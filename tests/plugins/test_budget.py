@@ -105,6 +105,8 @@ def test_budgets_are_read_with_their_units(text, expected):
         ("latency=4k", "must be positive"),
         (["params=1k", "params=2k"], "params is given twice"),
         ({"watts": 3}, "unknown resource 'watts'"),
+        ({"params": [1]}, "the value must be a number"),
+        ({"params": True}, "the value must be a number"),
         (3, "budget must be text"),
     ],
 )
