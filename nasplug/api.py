@@ -298,8 +298,8 @@ def search(
             strategies propose only networks within it. A budget no network meets is refused
             before anything is written, naming the least cost.
         budget_penalty: instead of meeting the budget by construction, add ``budget_penalty``
-            times the expected cost over the limit (summed over the budget's resources) to the
-            architecture loss, as ProxylessNAS does; the derived network may then break the
+            times the weights' expected cost over what the budget leaves the candidates (summed
+            over the budget's resources) to the architecture loss, as ProxylessNAS does; the derived network may then break the
             budget (``metrics["feasible"]`` says). Supernet strategies only.
         resume: a run directory to continue; its stored settings are used (``device`` and
             ``storage`` may be given again). A run started with plugin instances or in-memory

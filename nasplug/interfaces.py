@@ -437,8 +437,9 @@ class SearchContext:
     <= limit - fixed`` per resource, see :func:`nasplug.budget.budget_constraints`), made on
     the full space: a supernet strategy weighs them with its relaxation's own (see
     :func:`nasplug.supernet.search_supernet`). With ``budget_penalty`` (lambda) they are not
-    met by construction but penalised: lambda times the expected cost over the limit, summed
-    over the resources, is added to the architecture loss.
+    met by construction but penalised: lambda times the weights' expected cost over what the
+    budget leaves the candidates (the bound), summed over the resources, is added to the
+    architecture loss.
     """
 
     space: SearchSpace
