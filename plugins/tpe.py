@@ -70,8 +70,10 @@ class TPE(Strategy):
     PRUNED, RUNNING and WAITING trials and stops once they reach ``trials``. Workers that check
     at the same moment may each start one more, so a study can end with up to (workers - 1)
     trials beyond the budget, never fewer. On start, trials left RUNNING by a killed process of
-    the same run directory (or by a dead process on this host) are marked FAIL; failed trials
-    do not count, so a rerun completes the budget.
+    the same run directory (or by a dead process on this host) are marked FAIL, and so is every
+    RUNNING trial of the run's own study file (no storage given: the run directory's lock keeps
+    other processes out, and a trial killed before it was labelled with its worker is found
+    too); failed trials do not count, so a rerun completes the budget.
 
     Under a budget (``ctx.feasible``), a trial whose genotype is outside it is told PRUNED with
     a violated constraint and user attribute ``infeasible`` (see the module's docstring); it
@@ -167,7 +169,7 @@ class TPE(Strategy):
                 f"this task's {task.metric} needs {direction}; use another --study"
             )
         study.set_user_attr("metric", task.metric)
-        self._fail_stale(study, storage, run_dir)
+        self._fail_stale(study, storage, run_dir, private=url is None)
         # A private study gets a reproducible sampler; workers sharing one must not all
         # propose the same first trials.
         seed = ctx.seed + len(study.trials) if url is None else None
@@ -311,7 +313,7 @@ class TPE(Strategy):
         return optuna.pruners.NopPruner()
 
     @staticmethod
-    def _fail_stale(study: Any, storage: Any, run_dir: str | None) -> None:
+    def _fail_stale(study: Any, storage: Any, run_dir: str | None, *, private: bool) -> None:
         """Mark FAIL the RUNNING trials whose process is gone (see the class docstring)."""
         import optuna
 
@@ -319,7 +321,7 @@ class TPE(Strategy):
         study_id = storage.get_study_id_from_name(study.study_name)
         for t in study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.RUNNING,)):
             attrs = t.user_attrs
-            mine = run_dir is not None and attrs.get("run_dir") == str(run_dir)
+            mine = private or (run_dir is not None and attrs.get("run_dir") == str(run_dir))
             dead = attrs.get("host") == host and not _alive(attrs.get("pid"))
             if mine or dead:
                 trial_id = storage.get_trial_id_from_study_id_trial_number(study_id, t.number)

@@ -80,15 +80,12 @@ CASES = [
         )
         for name, flags, needle in [
             ("negative", ["--budget", "params=-5k"], "the value must be positive"),
-            ("resource", ["--budget", "watts=3"], "unknown resource 'watts'; accepted: params"),
-            ("twice", ["--budget", "params=5k", "--budget", "params=6k"], "params is given twice"),
             (
                 "unmeetable",
                 ["--relax", "sparsemax", "--budget", "params=100"],
                 "cannot be met on space 'cell': the smallest network it can derive costs",
             ),
             ("penalty-alone", ["--budget-penalty", "1"], "budget_penalty needs a budget"),
-            ("penalty-negative", ["--budget", "params=9k", "--budget-penalty", "-1"], ">= 0"),
         ]
     ),
     pytest.param(

@@ -185,7 +185,7 @@ def test_sigkill_mid_epoch_then_resume_matches_uninterrupted_run(tmp_path):
         "--space-opt",
         "layers=2",
         "--data-opt",
-        "train_per_class=200",
+        "train_per_class=100",
         "--data-opt",
         "test_per_class=8",
         "--batch-size",

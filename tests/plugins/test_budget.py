@@ -14,6 +14,7 @@ from nasplug.budget import (
     budget_constraints,
     budget_costs,
     check_budget,
+    check_penalty,
     cost_range,
     genotype_costs,
     parse_budget,
@@ -35,7 +36,7 @@ TINY = {
     "data_opts": {"train_per_class": 16, "test_per_class": 8},
     "batch_size": 32,
     "device": "cpu",
-    "epochs": 2,
+    "epochs": 1,
     "quiet": True,
 }
 
@@ -114,6 +115,12 @@ def test_bad_budgets_are_one_line_errors(value, needle):
     with pytest.raises(OptionError, match=needle) as e:
         check_budget(value)
     assert "\n" not in str(e.value)
+
+
+@pytest.mark.parametrize("value", [-1, float("nan"), float("inf"), True, "1"])
+def test_a_bad_penalty_is_one_line(value):
+    with pytest.raises(OptionError, match="budget_penalty must be a number >= 0"):
+        check_penalty(value)
 
 
 def test_a_budget_in_any_form_is_one_mapping():
