@@ -299,8 +299,9 @@ def search(
             before anything is written, naming the least cost.
         budget_penalty: instead of meeting the budget by construction, add ``budget_penalty``
             times the weights' expected cost over what the budget leaves the candidates (summed
-            over the budget's resources) to the architecture loss, as ProxylessNAS does; the derived network may then break the
-            budget (``metrics["feasible"]`` says). Supernet strategies only.
+            over the budget's resources) to the architecture loss, as ProxylessNAS does; the
+            derived network may then break the budget (``metrics["feasible"]`` says).
+            Supernet strategies only.
         resume: a run directory to continue; its stored settings are used (``device`` and
             ``storage`` may be given again). A run started with plugin instances or in-memory
             data needs them passed again; data whose fingerprint differs from the one stored
