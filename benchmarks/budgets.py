@@ -26,11 +26,10 @@ import argparse
 import json
 import statistics
 import sys
-from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).parent))
-from oneshot_table import _mean_sd, _run  # noqa: E402
+from oneshot_table import _mean_sd, run_all  # noqa: E402
 
 
 def _cost_range(space: str, space_opts: list[str], resource: str) -> tuple[float, float]:
@@ -75,21 +74,8 @@ def main(argv: list[str] | None = None) -> None:
                 [budget, f"run.budget-penalty={lam}"],
                 limit,
             )
-    jobs = [(name, s) for name in methods for s in seeds]
-    with ThreadPoolExecutor(args.jobs) as pool:
-        list(
-            pool.map(
-                lambda j: _run(
-                    args.out / f"{j[0]}-s{j[1]}",
-                    args.space,
-                    args.space_opt,
-                    methods[j[0]][0],
-                    methods[j[0]][1],
-                    j[1],
-                ),
-                jobs,
-            )
-        )
+    runs = {name: (relax, opts) for name, (relax, opts, _) in methods.items()}
+    run_all(args.out, args.space, args.space_opt, runs, seeds, args.jobs)
     print(
         f"{args.resource} of derivable networks: {least:,.0f} to {largest:,.0f}; budgets "
         + ", ".join(f"{share} = {limit:,}" for share, limit in budgets.items())

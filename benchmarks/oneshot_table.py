@@ -60,6 +60,25 @@ def _run(out: Path, space: str, space_opts: list[str], relax: str, opts: list[st
     return out
 
 
+def run_all(
+    out: Path,
+    space: str,
+    space_opts: list[str],
+    methods: dict[str, tuple[str, list[str]]],
+    seeds: list[int],
+    jobs: int,
+) -> None:
+    """Every method (name -> relaxation and its options) at every seed, ``jobs`` at a time,
+    into ``out/NAME-sSEED``."""
+    with ThreadPoolExecutor(jobs) as pool:
+        list(
+            pool.map(
+                lambda j: _run(out / f"{j[0]}-s{j[1]}", space, space_opts, *methods[j[0]], j[1]),
+                [(name, seed) for name in methods for seed in seeds],
+            )
+        )
+
+
 def _mean_sd(values: list[float], fmt: str = "{:.2f}") -> str:
     if not values:
         return ""
@@ -82,20 +101,7 @@ def main(argv: list[str] | None = None) -> None:
         name, _, spec = m.partition("=")
         relax, *opts = spec.split(",")
         methods[name] = (relax, opts)
-    jobs = [(n, s) for n in methods for s in seeds]
-    with ThreadPoolExecutor(args.jobs) as pool:
-        list(
-            pool.map(
-                lambda j: _run(
-                    args.out / f"{j[0]}-s{j[1]}",
-                    args.space,
-                    args.space_opt,
-                    *methods[j[0]],
-                    j[1],
-                ),
-                jobs,
-            )
-        )
+    run_all(args.out, args.space, args.space_opt, methods, seeds, args.jobs)
     print(
         "| method | table accuracy | parameter-free edges | derived in supernet | gap | search s | cells |"
     )
