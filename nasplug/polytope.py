@@ -402,32 +402,18 @@ def constrained_projection(
     if len(binding) == 1:
         (i,) = binding
         return _one_cut(groups, ks, block, flat_z, flat_a[i], z, a[i], float(b[i]))
-    capped, free, support = sets
     d = np.stack([_np_linear(a[i], sets, 0.0, np.zeros_like(mass)) for i in binding])
     used = [binding[i] for i in _independent(d.reshape(len(binding), -1))]
-    device = flat_z.device
-    capped_t, free_t, support_t = (torch.from_numpy(m).to(device) for m in (capped, free, support))
-    index = torch.from_numpy(block.index).to(device)
-
-    def placed(flat: torch.Tensor) -> torch.Tensor:
-        return flat.new_zeros(z.size).index_copy(0, index, flat).view(z.shape)
-
-    zg = placed(flat_z)
-    free_mass = torch.from_numpy(mass - capped.sum(axis=1)).to(zg)
-    x = _above_thresholds(zg, capped_t, free_t, support_t, 1.0, free_mass)
+    on = _OnSets(block, sets, mass, flat_z.device)
+    x = on.solution(flat_z)
     if used:
-        ag = [placed(flat_a[i]) for i in used]
-        ds = [
-            _above_thresholds(ai, capped_t, free_t, support_t, 0.0, torch.zeros_like(free_mass))
-            for ai in ag
-        ]
+        ag = [on.placed(flat_a[i]) for i in used]
+        ds = [on.direction(ai) for ai in ag]
         gram = torch.stack([torch.stack([(ai * dj).sum() for dj in ds]) for ai in ag])
-        side = torch.stack([(ai * x).sum() for ai in ag]) - torch.tensor(b[used]).to(zg)
+        side = torch.stack([(ai * x).sum() for ai in ag]) - torch.tensor(b[used]).to(x)
         lams = torch.linalg.solve(gram, side)
         x = x - sum(lam_i * d_i for lam_i, d_i in zip(lams, ds, strict=True))
-    x = torch.where(support_t | free_t, x.clamp_min(0), torch.zeros_like(x))
-    parts = iter(x.reshape(-1).index_select(0, index).split(block.sizes))
-    return [[next(parts) for _ in rows] for rows in groups]
+    return on.rows(x, groups)
 
 
 def _one_cut(
@@ -445,20 +431,14 @@ def _one_cut(
     found = _multiplier(z, a, block.members, mass, bound)
     if found is None:
         return [group_projection(rows, k) for rows, k in zip(groups, ks, strict=True)]
-    (capped, free, support), flat, _ = found
-    device = flat_z.device
-    capped_t, free_t, support_t = (torch.from_numpy(m).to(device) for m in (capped, free, support))
-    index = torch.from_numpy(block.index).to(device)
-    zg = flat_z.new_zeros(z.size).index_copy(0, index, flat_z).view(z.shape)
-    ag = flat_a.new_zeros(a.size).index_copy(0, index, flat_a).view(a.shape)
-    free_mass = torch.from_numpy(mass - capped.sum(axis=1)).to(zg)
-    x = _above_thresholds(zg, capped_t, free_t, support_t, 1.0, free_mass)
+    sets, flat, _ = found
+    on = _OnSets(block, sets, mass, flat_z.device)
+    x = on.solution(flat_z)
     if not flat:  # on a flat piece (the constraint's side constant in lam) x does not need lam
-        d = _above_thresholds(ag, capped_t, free_t, support_t, 0.0, torch.zeros_like(free_mass))
+        ag = on.placed(flat_a)
+        d = on.direction(ag)
         x = x - ((ag * x).sum() - bound) / (ag * d).sum() * d
-    x = torch.where(support_t | free_t, x.clamp_min(0), torch.zeros_like(x))
-    parts = iter(x.reshape(-1).index_select(0, index).split(block.sizes))
-    return [[next(parts) for _ in rows] for rows in groups]
+    return on.rows(x, groups)
 
 
 def constrained_vertex(
@@ -758,6 +738,45 @@ class _Block:
         out = np.full(self.shape, value)
         out.reshape(-1)[self.index] = flat
         return out
+
+
+class _OnSets:
+    """A block's active sets as tensors on ``device``: the closed-form pieces, inside autograd,
+    of a projection whose multipliers were found without gradients."""
+
+    def __init__(self, block: _Block, sets: _Sets, mass: np.ndarray, device: torch.device) -> None:
+        capped, free, support = sets
+        self.block = block
+        self.capped, self.free, self.support = (
+            torch.from_numpy(m).to(device) for m in (capped, free, support)
+        )
+        self.index = torch.from_numpy(block.index).to(device)
+        self.free_mass = mass - capped.sum(axis=1)
+
+    def placed(self, flat: torch.Tensor) -> torch.Tensor:
+        """Concatenated rows laid out as the block's (groups, members, candidates) array."""
+        size = int(np.prod(self.block.shape))
+        return flat.new_zeros(size).index_copy(0, self.index, flat).view(self.block.shape)
+
+    def solution(self, flat_z: torch.Tensor) -> torch.Tensor:
+        """``X(z)``: the projection of the logits on these sets without the multipliers."""
+        zg = self.placed(flat_z)
+        free_mass = torch.from_numpy(self.free_mass).to(zg)
+        return _above_thresholds(zg, self.capped, self.free, self.support, 1.0, free_mass)
+
+    def direction(self, placed_a: torch.Tensor) -> torch.Tensor:
+        """``D(a)``: how the solution moves per unit of the multiplier of coefficients ``a``."""
+        zero = torch.zeros(len(self.free_mass), dtype=placed_a.dtype, device=placed_a.device)
+        return _above_thresholds(placed_a, self.capped, self.free, self.support, 0.0, zero)
+
+    def rows(
+        self, x: torch.Tensor, groups: Sequence[Sequence[torch.Tensor]]
+    ) -> list[list[torch.Tensor]]:
+        """``x`` clipped to its active sets, split back into the groups' rows."""
+        active = self.support | self.free
+        x = torch.where(active, x.clamp_min(0), torch.zeros_like(x))
+        parts = iter(x.reshape(-1).index_select(0, self.index).split(self.block.sizes))
+        return [[next(parts) for _ in rows] for rows in groups]
 
 
 def _above_thresholds(
