@@ -226,7 +226,8 @@ def test_jacobian_matches_finite_differences(case):
     assert torch.autograd.gradcheck(f, (flat.clone().requires_grad_(),), eps=1e-7, atol=1e-6)
 
 
-def test_cell_capped_through_arch_logits_and_derivable_weights():
+def _tiny_cell() -> tuple[tuple[Choice, ...], tuple[Group, ...], list[tuple[str, str]]]:
+    """Two nodes (2 and 3 incoming edges, 2 kept each) and their parameter-free entries."""
     choices = tuple(
         Choice(f"n{i}<-{j}", ("none", "pool", "skip", "conv")) for i in (2, 3) for j in range(i)
     )
@@ -234,7 +235,11 @@ def test_cell_capped_through_arch_logits_and_derivable_weights():
         Group("n2", ("n2<-0", "n2<-1"), 2, "none"),
         Group("n3", ("n3<-0", "n3<-1", "n3<-2"), 2, "none"),
     )
-    free = [(c.name, op) for c in choices for op in ("pool", "skip")]
+    return choices, groups, [(c.name, op) for c in choices for op in ("pool", "skip")]
+
+
+def test_cell_capped_through_arch_logits_and_derivable_weights():
+    choices, groups, free = _tiny_cell()
     (cap,) = cap_constraints({"cell": free}, 1)
     assert cap == LinearConstraint("cell:parameter-free", tuple((c, k, 1.0) for c, k in free), 1)
     logits = ArchLogits(choices, groups=groups, constraints=(cap,))
@@ -402,14 +407,7 @@ def test_vertex_under_two_costs_is_the_best_genotype_by_enumeration(seed):
 
 
 def test_constraints_sharing_groups_form_one_block_checked_together():
-    choices = tuple(
-        Choice(f"n{i}<-{j}", ("none", "pool", "skip", "conv")) for i in (2, 3) for j in range(i)
-    )
-    groups = (
-        Group("n2", ("n2<-0", "n2<-1"), 2, "none"),
-        Group("n3", ("n3<-0", "n3<-1", "n3<-2"), 2, "none"),
-    )
-    free = [(c.name, op) for c in choices for op in ("pool", "skip")]
+    choices, groups, free = _tiny_cell()
     (cap,) = cap_constraints({"cell": free}, 1)
     convs = tuple((c.name, "conv", 2.0) for c in choices)
     budget = LinearConstraint("params", convs, 7.0)  # at most three convolutions
