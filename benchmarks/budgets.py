@@ -7,7 +7,7 @@ Usage::
         [--relax sparsemax] [--seeds 0,1,2] [--jobs 2]
 
 For each share ``s`` the budget is ``least + s * (largest - least)``, the least and the largest
-cost of a network the space can derive (:func:`nasplug.budget.cost_range`). At each budget it
+cost of a network the space can derive (:func:`nasplug.run.budget.cost_range`). At each budget it
 runs the search with ``--budget`` (met inside the relaxation's projection) and with
 ``--budget-penalty LAMBDA`` for every lambda (the same relaxation, the budget only penalised),
 plus one search without a budget, each a real ``nasplug run`` per seed (see
@@ -33,10 +33,10 @@ from oneshot_table import _mean_sd, run_all  # noqa: E402
 
 
 def _cost_range(space: str, space_opts: list[str], resource: str) -> tuple[float, float]:
-    from nasplug import registry
     from nasplug.api import load_data
-    from nasplug.budget import budget_costs, cost_range
-    from nasplug.options import instantiate, parse_pairs
+    from nasplug.core import registry
+    from nasplug.core.options import instantiate, parse_pairs
+    from nasplug.run.budget import budget_costs, cost_range
 
     opts = parse_pairs(space_opts, "--space-opt")
     sp = instantiate(registry.load("space", space), opts, f"space {space!r}")

@@ -1,6 +1,6 @@
 """How well a latency table predicts whole networks: relative error over random genotypes.
 
-Builds a space's latency table on the CPU (``nasplug.costs.candidate_costs(..., "latency")``,
+Builds a space's latency table on the CPU (``nasplug.searchlib.costs.candidate_costs(..., "latency")``,
 in a fresh cache directory, timed), reads it back (timed: the reuse), then measures the
 whole-network latency of ``--genotypes`` random genotypes the table was not calibrated on, the
 way the table times its ops, and compares each with the table's prediction
@@ -28,12 +28,17 @@ import time
 
 import torch
 
-from nasplug import registry
-from nasplug.costs import calibration_genotypes, candidate_costs, genotype_cost, module_latency
-from nasplug.interfaces import SearchSpace
-from nasplug.options import instantiate, parse_pairs
-from nasplug.rng import fixed_threads
-from nasplug.types import Genotype, Task
+from nasplug.core import registry
+from nasplug.core.interfaces import SearchSpace
+from nasplug.core.options import instantiate, parse_pairs
+from nasplug.core.types import Genotype, Task
+from nasplug.engine.rng import fixed_threads
+from nasplug.searchlib.costs import (
+    calibration_genotypes,
+    candidate_costs,
+    genotype_cost,
+    module_latency,
+)
 
 #: The task each built-in space is measured on: CIFAR-sized images, or 32 features.
 TASKS = {

@@ -47,11 +47,11 @@ def build_step(
     threads: int = 2,
 ) -> Any:
     """A function that takes one first-order search step of the cell supernet (no warm-up)."""
-    from nasplug import registry
-    from nasplug.logits import ArchLogits
-    from nasplug.supernet import SupernetStepper
-    from nasplug.trainer import Trainer
-    from nasplug.types import Data, Task
+    from nasplug.core import registry
+    from nasplug.core.types import Data, Task
+    from nasplug.engine.trainer import Trainer
+    from nasplug.searchlib.logits import ArchLogits
+    from nasplug.searchlib.supernet import SupernetStepper
 
     torch.set_num_threads(threads)
     torch.manual_seed(0)

@@ -6,7 +6,7 @@ and the architecture frozen during the weight step. The plain supernet here has 
 and nothing else: the cell space's reference path (``CellSpace(impl="reference")``), where every
 op of every edge is its own module chain (DARTS's ``MixedOp``) of torch's own modules, mixed as
 ``sum(w * op(x))``, with native dilated convolutions. It is the baseline for nasplug's own
-supernet-level work (``nasplug_spaces.fast``: shared ReLU, pooling and polyphase splits per
+supernet-level work (``nasplug_builtins.spaces.cell.fast``: shared ReLU, pooling and polyphase splits per
 state, the mixing weight folded into BatchNorm, dense gradients out of the cell's
 concatenation), on whatever machine runs it: absolute times differ a lot between CPUs (AVX-512
 against AVX2 alone).
@@ -31,8 +31,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from nasplug.types import Task
-from nasplug_spaces.cell import CellSpace
+from nasplug.core.types import Task
+from nasplug_builtins.spaces.cell import CellSpace
 
 CHANNELS, CELLS, NODES, CLASSES = 16, 8, 4, 10
 TASK = Task("classification", (3, 32, 32), CLASSES)

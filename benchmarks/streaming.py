@@ -58,8 +58,8 @@ def _setup(
 ) -> tuple[Any, Any]:
     import torch
 
-    from nasplug.trainer import Trainer
-    from nasplug_plugins.datasets import ImageFolder
+    from nasplug.engine.trainer import Trainer
+    from nasplug_builtins.datasets import ImageFolder
 
     data = ImageFolder(path=str(folder), size=size, mean="127.5", std="73.9").load()
     if limit:
@@ -76,10 +76,10 @@ def _setup(
 
 def _search_steps(trainer: Any, steps: int, batch: int) -> int:
     """``steps`` first-order search steps of a tiny cell supernet; returns images read."""
-    from nasplug.logits import ArchLogits
-    from nasplug.supernet import SupernetStepper
-    from nasplug_plugins.relaxations import Softmax
-    from nasplug_spaces.cell import CellSpace
+    from nasplug.searchlib.logits import ArchLogits
+    from nasplug.searchlib.supernet import SupernetStepper
+    from nasplug_builtins.relaxations import Softmax
+    from nasplug_builtins.spaces.cell import CellSpace
 
     space = CellSpace(channels=4, layers=2, nodes=2)
     net = trainer.place(space.supernet(trainer.task))

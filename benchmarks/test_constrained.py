@@ -20,12 +20,12 @@ import pytest
 import torch
 from test_search_step import make_stepper
 
-from nasplug import registry
-from nasplug.budget import budget_constraints, cost_range
-from nasplug.costs import candidate_costs
-from nasplug.logits import ArchLogits
-from nasplug.polytope import cap_constraints
-from nasplug.types import LinearConstraint, Task
+from nasplug.core import registry
+from nasplug.core.types import LinearConstraint, Task
+from nasplug.run.budget import budget_constraints, cost_range
+from nasplug.searchlib.costs import candidate_costs
+from nasplug.searchlib.logits import ArchLogits
+from nasplug.searchlib.polytope import cap_constraints
 
 CASES = ["none", "cap=2", "cap=2+params"]
 TASK = Task("classification", (3, 32, 32), 10)

@@ -12,7 +12,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from nasplug_spaces.fast import DepthwiseConv2d
+from nasplug_builtins.spaces.cell.fast import DepthwiseConv2d
 
 CHANNELS, SIZE, KERNEL = 64, 4, 5
 

@@ -13,8 +13,8 @@ from __future__ import annotations
 import pytest
 import torch
 
-from nasplug import registry
-from nasplug_spaces.cell import MixedOp
+from nasplug.core import registry
+from nasplug_builtins.spaces.cell import MixedOp
 
 CHANNELS, SIZE = 16, 32
 #: Logits where sparsemax (and entmax 1.5) at temperature 1 keep sep_conv_3x3 and sep_conv_5x5.

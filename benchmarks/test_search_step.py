@@ -14,11 +14,11 @@ from __future__ import annotations
 import pytest
 import torch
 
-from nasplug import registry
-from nasplug.logits import ArchLogits
-from nasplug.supernet import SupernetStepper
-from nasplug.trainer import Trainer
-from nasplug.types import Data, LinearConstraint, Task
+from nasplug.core import registry
+from nasplug.core.types import Data, LinearConstraint, Task
+from nasplug.engine.trainer import Trainer
+from nasplug.searchlib.logits import ArchLogits
+from nasplug.searchlib.supernet import SupernetStepper
 
 RELAXATIONS = registry.names("relaxation")
 BATCHES = [16, 64]

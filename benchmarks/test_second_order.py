@@ -22,13 +22,13 @@ from functools import partial
 import pytest
 import torch
 
-from nasplug.logits import ArchLogits
-from nasplug.supernet import SupernetStepper
-from nasplug.trainer import Trainer
-from nasplug.types import Data, Task
-from nasplug.unrolled import second_order_step
-from nasplug_plugins.relaxations import Softmax
-from nasplug_spaces.cell import CellSpace
+from nasplug.core.types import Data, Task
+from nasplug.engine.trainer import Trainer
+from nasplug.searchlib.logits import ArchLogits
+from nasplug.searchlib.supernet import SupernetStepper
+from nasplug.searchlib.unrolled import second_order_step
+from nasplug_builtins.relaxations import Softmax
+from nasplug_builtins.spaces.cell import CellSpace
 
 TASK = Task("classification", (3, 32, 32), 10)
 TARGET_RATIO = 2.5

@@ -13,9 +13,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from nasplug.types import Task
-from nasplug_spaces.cell import CellSpace
-from nasplug_spaces.fast import PolyphaseConv2d
+from nasplug.core.types import Task
+from nasplug_builtins.spaces.cell import CellSpace
+from nasplug_builtins.spaces.cell.fast import PolyphaseConv2d
 
 TASK = Task("classification", (3, 32, 32), 10)
 

@@ -21,7 +21,7 @@ import nasplug
 
 def load_arrays(per_class: int) -> tuple[tuple[np.ndarray, np.ndarray], tuple[np.ndarray, ...]]:
     """``per_class`` training and a quarter as many test images per class, as float arrays."""
-    with resources.as_file(resources.files("nasplug_plugins") / "data") as folder:
+    with resources.as_file(resources.files("nasplug_builtins.datasets") / "data") as folder:
         d = np.load(folder / "fashion_mnist_small.npz")
         split = {k: d[k] for k in ("x_train", "y_train", "x_test", "y_test")}
 

@@ -13,9 +13,9 @@ import torch
 
 import nasplug
 from nasplug.cli import main
-from nasplug.options import OptionError
-from nasplug.registry import PluginError
-from nasplug.rundir import RunError
+from nasplug.core.options import OptionError
+from nasplug.core.registry import PluginError
+from nasplug.run.rundir import RunError
 from nasplug.testing import TinySoftmax, TinySpace
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -168,7 +168,7 @@ def test_a_run_records_its_thread_count_and_a_resume_uses_it(
     default = nasplug.search(**TINY)
     assert default.config["threads"] == before
 
-    from nasplug.rng import resumed_threads
+    from nasplug.engine.rng import resumed_threads
 
     capsys.readouterr()
     torch.set_num_threads(2)

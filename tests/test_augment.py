@@ -5,9 +5,9 @@ from __future__ import annotations
 
 import torch
 
-from nasplug import augment
-from nasplug.trainer import Trainer
-from nasplug.types import Data, Task
+from nasplug.core.types import Data, Task
+from nasplug.engine import augment
+from nasplug.engine.trainer import Trainer
 
 IMAGES = Task("classification", (2, 8, 8), 2)
 

@@ -11,11 +11,11 @@ from pathlib import Path
 import pytest
 
 import nasplug
-from nasplug.interfaces import BenchmarkTable, OffersBenchmark
-from nasplug.options import OptionError
-from nasplug.report import summary_text
+from nasplug.core.interfaces import BenchmarkTable, OffersBenchmark
+from nasplug.core.options import OptionError
+from nasplug.core.types import Genotype
+from nasplug.report.summary import summary_text
 from nasplug.testing import TinySoftmax, TinySpace
-from nasplug.types import Genotype
 
 LABEL = "made-up accuracy (%) of a tiny table"
 SETTINGS = {

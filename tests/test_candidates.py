@@ -7,11 +7,11 @@ from pathlib import Path
 
 import pytest
 
-from nasplug.candidates import Evaluation, SamplePool, candidate_search
-from nasplug.interfaces import SearchContext
-from nasplug.rundir import RunDir
+from nasplug.core.interfaces import SearchContext
+from nasplug.engine.trainer import Trainer
+from nasplug.run.rundir import RunDir
+from nasplug.searchlib.candidates import Evaluation, SamplePool, candidate_search
 from nasplug.testing import TinySoftmax, TinySpace, tiny_data
-from nasplug.trainer import Trainer
 
 
 def _ctx(run_dir: Path) -> SearchContext:

@@ -16,9 +16,10 @@ import numpy as np
 import pytest
 import torch
 
-from nasplug import registry
-from nasplug.options import instantiate
-from nasplug.streaming import resident
+from nasplug.core import registry
+from nasplug.core.options import instantiate
+from nasplug.core.types import Genotype
+from nasplug.engine.streaming import resident
 from nasplug.testing import (
     DatasetConformance,
     RelaxationConformance,
@@ -26,7 +27,6 @@ from nasplug.testing import (
     StrategyConformance,
     plugin_test_options,
 )
-from nasplug.types import Genotype
 
 
 def _npz(tmp: Path) -> dict[str, Any]:
@@ -177,7 +177,7 @@ def test_darts_v2_string_parses_to_its_cell_without_eval_and_builds(monkeypatch,
     assert (
         list(genotype.spec["normal_concat"]) == list(genotype.spec["reduce_concat"]) == [2, 3, 4, 5]
     )
-    from nasplug.types import Task
+    from nasplug.core.types import Task
 
     space = make("space", "cell", tmp_path)
     task = Task("classification", (3, 16, 16), 10)

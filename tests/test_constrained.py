@@ -10,8 +10,9 @@ import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from nasplug.logits import ArchLogits
-from nasplug.polytope import (
+from nasplug.core.types import Choice, Group, LinearConstraint
+from nasplug.searchlib.logits import ArchLogits
+from nasplug.searchlib.polytope import (
     cap_constraints,
     constrained_projection,
     constrained_vertex,
@@ -19,7 +20,6 @@ from nasplug.polytope import (
     is_vertex,
     least_cost,
 )
-from nasplug.types import Choice, Group, LinearConstraint
 
 
 def _tensors(groups):
@@ -428,7 +428,7 @@ def test_constraints_sharing_groups_form_one_block_checked_together():
 
 
 def test_the_vertex_of_repeated_logits_is_remembered(monkeypatch):
-    import nasplug.polytope as polytope
+    from nasplug.searchlib import polytope as polytope
 
     gen = torch.Generator().manual_seed(7)
     groups, ks, caps, params = _cell_with_budget(gen)

@@ -9,15 +9,15 @@ from pathlib import Path
 import pytest
 import torch
 
-import nasplug.costs as costs_module
-from nasplug.costs import RESOURCES, candidate_costs, genotype_cost, module_cost
-from nasplug.interfaces import ReportsCosts
+from nasplug.core.interfaces import ReportsCosts
+from nasplug.core.types import Costs, Genotype, Task
+from nasplug.engine.memory import count_params
+from nasplug.searchlib import costs as costs_module
+from nasplug.searchlib.costs import RESOURCES, candidate_costs, genotype_cost, module_cost
 from nasplug.testing import TinySpace, random_suggest
-from nasplug.training import count_params
-from nasplug.types import Costs, Genotype, Task
-from nasplug_spaces.cell import CellSpace
-from nasplug_spaces.dense import DenseSpace
-from nasplug_spaces.nb201 import EDGE_NAMES, Nb201Space
+from nasplug_builtins.spaces.cell import CellSpace
+from nasplug_builtins.spaces.dense import DenseSpace
+from nasplug_builtins.spaces.nb201 import EDGE_NAMES, Nb201Space
 
 # Odd sides: each reduction rounds up, which the sites must follow.
 IMAGES = Task("classification", (3, 9, 7), 10)
@@ -212,7 +212,7 @@ def test_latency_tables_go_to_the_users_cache_directory_by_default(
 
 
 def test_the_latency_calibration_fits_a_fixed_part_and_a_scale() -> None:
-    from nasplug.costs import _calibration_line
+    from nasplug.searchlib.costs import _calibration_line
 
     assert _calibration_line([1.0, 2.0, 4.0, 5.0], [3.5, 5.0, 8.0, 9.5]) == pytest.approx(
         (2.0, 1.5)

@@ -11,9 +11,9 @@ import pytest
 import torch
 
 import nasplug
-from nasplug import inputs
-from nasplug.options import OptionError
-from nasplug.userdata import fingerprint, to_data
+from nasplug.core.options import OptionError
+from nasplug.engine.userdata import fingerprint, to_data
+from nasplug.run import inputs
 
 SEARCH = {"epochs": 1, "batch_size": 16, "device": "cpu", "quiet": True}
 
@@ -133,13 +133,13 @@ def test_a_training_resume_refuses_other_data_and_asks_for_in_memory_data(tmp_pa
         raise KeyboardInterrupt
 
     out = tmp_path / "t"
-    with mock.patch("nasplug.training.fit", side_effect=stop), pytest.raises(KeyboardInterrupt):
+    with mock.patch("nasplug.run.training.fit", side_effect=stop), pytest.raises(KeyboardInterrupt):
         found.train(epochs=2, out=out, quiet=True)
     with pytest.raises(OptionError, match=r"in-memory data \(arrays-.*pass the same data again"):
         nasplug.train(resume=out, quiet=True)
     with pytest.raises(OptionError, match="differs from the data the run was made with"):
         nasplug.train(resume=out, data=(x[::-1], y[::-1]), quiet=True)
     resumed = ({}, [], None, None)
-    with mock.patch("nasplug.training.fit", return_value=resumed) as fit:
+    with mock.patch("nasplug.run.training.fit", return_value=resumed) as fit:
         nasplug.train(resume=out, data=(x, y), quiet=True)
     assert fit.called

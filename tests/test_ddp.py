@@ -24,10 +24,10 @@ import torch
 import torch.distributed as dist
 import torch.multiprocessing as mp
 
-from nasplug import ddp
 from nasplug.cli import main
-from nasplug.trainer import NonFiniteLoss, Trainer
-from nasplug.types import Data, Task
+from nasplug.core.types import Data, Task
+from nasplug.engine import ddp
+from nasplug.engine.trainer import NonFiniteLoss, Trainer
 
 ENV = {**os.environ, "OMP_NUM_THREADS": "1", "NASPLUG_QUIET": "1"}
 DATA = [
@@ -246,7 +246,7 @@ def test_collectives_average_gradients_statistics_metrics_and_nan_flags(tmp_path
     assert r0["grad"] == [1.5] and r0["grad_channels_last"] and r0["no_grad"]
     assert r0["running_mean"] == [1.0, 1.0] and r0["tracked"] == 10
     # The metrics of the 8 rows together, as one process would compute them.
-    from nasplug.tasks import Metrics, Objective
+    from nasplug.engine.tasks import Metrics, Objective
 
     y = torch.tensor([[1.0, 0.0], [0.0, 1.0]] * 4)
     whole = Metrics(Objective(Task("multilabel", (4,), 2), y))

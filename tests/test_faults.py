@@ -19,10 +19,10 @@ from test_registry import fake_dist
 from torch import nn
 
 from nasplug import cli
-from nasplug.credentials import mask, resolve_storage
-from nasplug.rundir import LOCK, RunDir, RunError
-from nasplug.trainer import NonFiniteLoss, Trainer
-from nasplug.types import Data, Task
+from nasplug.core.types import Data, Task
+from nasplug.engine.trainer import NonFiniteLoss, Trainer
+from nasplug.run.credentials import mask, resolve_storage
+from nasplug.run.rundir import LOCK, RunDir, RunError
 
 TINY = [
     "--space-opt",
@@ -181,7 +181,7 @@ def test_a_failure_while_creating_the_run_leaves_nothing(tmp_path, monkeypatch):
 
 # ---- the lock and leftovers ----------------------------------------------------------------
 HOLD = (
-    "import sys, time; from nasplug.rundir import RunDir; "
+    "import sys, time; from nasplug.run.rundir import RunDir; "
     "RunDir.open(sys.argv[1]).lock(); print('held', flush=True); time.sleep(120)"
 )
 
@@ -390,9 +390,9 @@ def test_epochs_too_large_in_a_config_file_are_refused(tmp_path):
 
 
 def test_a_supernet_larger_than_memory_is_refused_before_it_is_allocated(tmp_path):
-    from nasplug.memory import available_bytes, check_fits, on_meta
-    from nasplug.options import OptionError
-    from nasplug_spaces.cell import CellSpace
+    from nasplug.core.options import OptionError
+    from nasplug.engine.memory import available_bytes, check_fits, on_meta
+    from nasplug_builtins.spaces.cell import CellSpace
 
     task = Task("classification", (1, 28, 28), 10)
     net = on_meta(lambda: CellSpace(channels=10000, layers=5).supernet(task))

@@ -16,9 +16,10 @@ from unittest import mock
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from nasplug import api, cli, registry
-from nasplug.options import accepted
-from nasplug.types import Genotype
+from nasplug import api, cli
+from nasplug.core import registry
+from nasplug.core.options import accepted
+from nasplug.core.types import Genotype
 
 BUDGET = settings(
     max_examples=20, deadline=None, derandomize=True, suppress_health_check=[HealthCheck.too_slow]
@@ -31,7 +32,7 @@ def run_cli(args: list[str]) -> tuple[int, str]:
     err = io.StringIO()
     with (
         mock.patch("nasplug.api._execute", side_effect=_stub_search),
-        mock.patch("nasplug.training.fit", side_effect=_stub_train),
+        mock.patch("nasplug.run.training.fit", side_effect=_stub_train),
         contextlib.redirect_stdout(io.StringIO()),
         contextlib.redirect_stderr(err),
     ):

@@ -1,7 +1,7 @@
 """A grouped third-party space with only the required methods: the defaults honour its groups.
 
 ``NodeSpace`` declares ``choices``, ``groups``, ``supernet`` and ``build`` and nothing else: one
-node sums two of three edges, each from an input of its own (a :class:`~nasplug.types.Group`
+node sums two of three edges, each from an input of its own (a :class:`~nasplug.core.types.Group`
 with k = 2, ``none`` unused), then an activation is chosen. ``sample``, ``derive`` and ``one_hot`` are
 ``SearchSpace``'s defaults, and it passes the space suite and the strategy suite.
 """
@@ -15,9 +15,10 @@ import pytest
 import torch
 from torch import nn
 
-from nasplug import registry
-from nasplug.interfaces import SearchSpace, Weights
-from nasplug.polytope import is_vertex
+from nasplug.core import registry
+from nasplug.core.interfaces import SearchSpace, Weights
+from nasplug.core.types import Choice, Genotype, Group, Task
+from nasplug.searchlib.polytope import is_vertex
 from nasplug.testing import (
     SpaceConformance,
     StrategyConformance,
@@ -25,7 +26,6 @@ from nasplug.testing import (
     random_suggest,
     tiny_instance,
 )
-from nasplug.types import Choice, Genotype, Group, Task
 
 OPS = {"relu": nn.ReLU, "tanh": nn.Tanh, "sigmoid": nn.Sigmoid}
 ACTS = {"identity": nn.Identity, "relu": nn.ReLU, "tanh": nn.Tanh}

@@ -1,6 +1,6 @@
 import pytest
 
-from nasplug.options import OptionError, instantiate, parse_pairs, read_toml
+from nasplug.core.options import OptionError, instantiate, parse_pairs, read_toml
 
 
 class Plugin:

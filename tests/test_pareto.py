@@ -12,9 +12,9 @@ import pytest
 
 import nasplug
 from nasplug.cli import main
-from nasplug.comparison import pareto_of
-from nasplug.rundir import TABLE_LABEL, TABLE_METRIC, RunDir
-from nasplug.training import TRAIN_JSON
+from nasplug.report.comparison import pareto_of
+from nasplug.run.rundir import TABLE_LABEL, TABLE_METRIC, RunDir
+from nasplug.run.training import TRAIN_JSON
 
 PNG = b"\x89PNG\r\n\x1a\n"
 

@@ -17,8 +17,8 @@ from pathlib import Path
 
 import pytest
 
-from nasplug import registry
 from nasplug.cli import main
+from nasplug.core import registry
 from nasplug.testing import (
     DatasetConformance,
     RelaxationConformance,
@@ -308,8 +308,8 @@ class TestDocsDataset(DatasetConformance):
 
 
 def test_the_docs_benchmark_table_is_one(docs) -> None:
-    from nasplug.interfaces import BenchmarkTable
-    from nasplug.types import Genotype
+    from nasplug.core.interfaces import BenchmarkTable
+    from nasplug.core.types import Genotype
 
     table = docs["ActivationTable"]()
     assert isinstance(table, BenchmarkTable)

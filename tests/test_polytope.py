@@ -11,9 +11,9 @@ from entmax import sparsemax
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from nasplug.logits import ArchLogits
-from nasplug.polytope import group_projection, is_vertex, nearest_vertex, vertex_distance
-from nasplug.registry import load
+from nasplug.core.registry import load
+from nasplug.searchlib.logits import ArchLogits
+from nasplug.searchlib.polytope import group_projection, is_vertex, nearest_vertex, vertex_distance
 
 
 def _brute_force(rows: list[np.ndarray], k: int) -> np.ndarray:

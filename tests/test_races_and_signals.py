@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 
 from nasplug import cli
-from nasplug.rundir import CONFIG, LOCK, RunDir, RunError
+from nasplug.run.rundir import CONFIG, LOCK, RunDir, RunError
 
 TINY = [
     "--space-opt",

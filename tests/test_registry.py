@@ -7,12 +7,12 @@ from pathlib import Path
 
 import pytest
 
-from nasplug import registry
 from nasplug.cli import main
+from nasplug.core import registry
 
 GOOD = """
 import torch
-from nasplug.interfaces import Relaxation
+from nasplug.core.interfaces import Relaxation
 
 
 class Uniform(Relaxation):

@@ -13,8 +13,9 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from nasplug import plotting, report
 from nasplug.cli import main
+from nasplug.report import plotting
+from nasplug.report import summary as report
 
 TINY = [
     "--space-opt",

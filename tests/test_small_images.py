@@ -12,12 +12,12 @@ import torch
 from PIL import Image
 
 import nasplug
-import nasplug.userdata
-from nasplug import augment
-from nasplug.options import OptionError
-from nasplug.trainer import Trainer
-from nasplug.types import Data, Task
-from nasplug_plugins.datasets import ImageFolder
+import nasplug.engine.userdata
+from nasplug.core.options import OptionError
+from nasplug.core.types import Data, Task
+from nasplug.engine import augment
+from nasplug.engine.trainer import Trainer
+from nasplug_builtins.datasets import ImageFolder
 
 SEARCH = {"epochs": 1, "batch_size": 8, "device": "cpu"}
 
@@ -115,20 +115,22 @@ def test_the_crop_padding_scales_with_the_image(side, shifts):
 def test_a_dataset_chooses_its_augmentation_unless_the_user_does():
     x = np.random.default_rng(0).normal(size=(32, 1, 8, 8)).astype(np.float32)
     y = np.arange(32) % 2
-    data = dataclasses.replace(nasplug.userdata.to_data((x, y)), augment="no-flip")
+    data = dataclasses.replace(nasplug.engine.userdata.to_data((x, y)), augment="no-flip")
     tiny = {"space_opts": {"channels": 4, "layers": 1}, "quiet": True, **SEARCH}
     assert nasplug.search("cell", data=data, **tiny).config["augment"] == "no-flip"
     assert (
         nasplug.search("cell", data=data, augment="standard", **tiny).config["augment"]
         == "standard"
     )
-    plain = nasplug.userdata.to_data((x, y))
+    plain = nasplug.engine.userdata.to_data((x, y))
     assert nasplug.search("cell", data=plain, **tiny).config["augment"] == "standard"
 
 
 def test_a_dataset_declaring_an_unknown_augmentation_is_refused():
     x = np.random.default_rng(0).normal(size=(32, 1, 8, 8)).astype(np.float32)
-    data = dataclasses.replace(nasplug.userdata.to_data((x, np.arange(32) % 2)), augment="sideways")
+    data = dataclasses.replace(
+        nasplug.engine.userdata.to_data((x, np.arange(32) % 2)), augment="sideways"
+    )
     with pytest.raises(
         OptionError, match="declares augment='sideways'; accepted: standard, no-flip"
     ):

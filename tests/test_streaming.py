@@ -7,14 +7,14 @@ from pathlib import Path
 import pytest
 import torch
 
-from nasplug import ddp
-from nasplug.interfaces import SearchContext
-from nasplug.rundir import RunDir
-from nasplug.supernet import search_supernet, supernet_result
-from nasplug.trainer import Trainer
-from nasplug.types import Data, Task
-from nasplug_plugins.relaxations import Softmax
-from nasplug_spaces.cell import CellSpace
+from nasplug.core.interfaces import SearchContext
+from nasplug.core.types import Data, Task
+from nasplug.engine import ddp
+from nasplug.engine.trainer import Trainer
+from nasplug.run.rundir import RunDir
+from nasplug.searchlib.supernet import search_supernet, supernet_result
+from nasplug_builtins.relaxations import Softmax
+from nasplug_builtins.spaces.cell import CellSpace
 
 TASK = Task("classification", (3, 8, 8), 3)
 
@@ -126,7 +126,7 @@ def test_streaming_and_resident_searches_find_the_same_result():
 
 def test_a_killed_streaming_search_resumes_identically(tmp_path, monkeypatch):
     straight = _search(tmp_path / "straight", "on")
-    import nasplug.supernet as supernet
+    from nasplug.searchlib import supernet as supernet
 
     real = supernet.edge_stats
     calls = {"n": 0}

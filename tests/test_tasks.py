@@ -3,8 +3,8 @@ import math
 import pytest
 import torch
 
-from nasplug.tasks import Objective
-from nasplug.types import Task
+from nasplug.core.types import Task
+from nasplug.engine.tasks import Objective
 
 sk = pytest.importorskip("sklearn.metrics")
 

@@ -16,9 +16,10 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from nasplug.interfaces import Dataset, Relaxation, SearchContext, Strategy
-from nasplug.polytope import group_projection, nearest_vertex
-from nasplug.supernet import search_supernet, supernet_result
+from nasplug.core.interfaces import Dataset, Relaxation, SearchContext, Strategy
+from nasplug.core.types import Data, Genotype, SearchResult, Task
+from nasplug.searchlib.polytope import group_projection, nearest_vertex
+from nasplug.searchlib.supernet import search_supernet, supernet_result
 from nasplug.testing import (
     TINY_TASK,
     DatasetConformance,
@@ -29,7 +30,6 @@ from nasplug.testing import (
     TinySpace,
     tiny_data,
 )
-from nasplug.types import Data, Genotype, SearchResult, Task
 
 DEVICE = torch.device("cpu")
 
@@ -301,8 +301,8 @@ def dataset_check(name: str, dataset: Dataset) -> None:
 
 def strategy_check(name: str, strategy: Strategy, tmp_path: Path, epochs: int = 1) -> None:
     """Run the check ``name`` of :class:`StrategyConformance` with its default fixtures."""
-    from nasplug.rundir import RunDir
-    from nasplug.trainer import Trainer
+    from nasplug.engine.trainer import Trainer
+    from nasplug.run.rundir import RunDir
 
     data = tiny_data(TINY_TASK)
     run = RunDir.create(tmp_path / "run", {"test": "strategy conformance"})

@@ -8,9 +8,10 @@ from pathlib import Path
 import pytest
 import torch
 
-from nasplug import registry
 from nasplug.cli import main
-from nasplug.options import OptionError
+from nasplug.core import registry
+from nasplug.core.options import OptionError
+from nasplug.core.types import Genotype
 from nasplug.testing import (
     TINY_TASK,
     TinySpace,
@@ -18,7 +19,6 @@ from nasplug.testing import (
     random_suggest,
     tiny_instance,
 )
-from nasplug.types import Genotype
 
 SPACE = '''
 from typing import Any, ClassVar

@@ -13,12 +13,12 @@ import pytest
 import torch
 from torch import nn
 
-from nasplug import ddp
-from nasplug.compiling import check_compile
-from nasplug.memo import Memo
-from nasplug.rundir import RunDir, RunError
-from nasplug.trainer import NonFiniteLoss, Trainer
-from nasplug.types import Data, Task
+from nasplug.core.types import Data, Task
+from nasplug.engine import ddp
+from nasplug.engine.compiling import check_compile
+from nasplug.engine.memo import Memo
+from nasplug.engine.trainer import NonFiniteLoss, Trainer
+from nasplug.run.rundir import RunDir, RunError
 
 TASK = Task("classification", (6,), 3)
 
@@ -112,7 +112,7 @@ def test_a_checkpoint_write_that_dies_midway_leaves_the_old_checkpoint(tmp_path,
 
 
 def test_a_failed_rename_leaves_the_old_checkpoint_and_no_temporary_file(tmp_path, monkeypatch):
-    import nasplug.rundir as rundir
+    from nasplug.run import rundir as rundir
 
     run = RunDir.create(tmp_path / "run", {})
     run.save_checkpoint("p", {"epoch": 1})
@@ -187,8 +187,8 @@ def test_a_finished_phase_yields_nothing_and_leaves_its_final_state(tmp_path):
 # ---- batches ----------------------------------------------------------------------------------
 _ORDER_SCRIPT = """
 import json, torch
-from nasplug.trainer import Trainer
-from nasplug.types import Data, Task
+from nasplug.engine.trainer import Trainer
+from nasplug.core.types import Data, Task
 x = torch.arange(40.0).unsqueeze(1).repeat(1, 6); y = torch.arange(40) % 3
 orders = []
 for seed, epoch, stream in {keys}:

@@ -8,10 +8,10 @@ from pathlib import Path
 import pytest
 import torch
 
-from nasplug.baselines import ResidualMLP, ResNet, baseline
 from nasplug.cli import main
-from nasplug.training import count_params
-from nasplug.types import Task
+from nasplug.core.types import Task
+from nasplug.engine.baselines import ResidualMLP, ResNet, baseline
+from nasplug.engine.memory import count_params
 
 DATA = ["--data-opt", "train_per_class=20", "--data-opt", "test_per_class=10"]
 TINY = [
@@ -225,8 +225,8 @@ def test_train_a_darts_genotype_string(tmp_path, capsys):
     config = json.loads((out / "config.json").read_text())
     assert config["space"] == "cell" and config["opts"]["space"]["auxiliary"] is True
     # The auxiliary head trains the network but is not part of it.
-    from nasplug.types import Genotype
-    from nasplug_spaces.cell import CellSpace
+    from nasplug.core.types import Genotype
+    from nasplug_builtins.spaces.cell import CellSpace
 
     plain = CellSpace(channels=4, layers=3).build(
         Genotype.from_dict(res["genotype"]), Task("classification", (1, 28, 28), 10)
@@ -235,7 +235,7 @@ def test_train_a_darts_genotype_string(tmp_path, capsys):
 
 
 def test_train_resumes_a_killed_training(tmp_path, capsys, monkeypatch):
-    from nasplug.trainer import Trainer
+    from nasplug.engine.trainer import Trainer
 
     out = tmp_path / "r"
     real_fit = Trainer.fit
@@ -330,7 +330,7 @@ def test_resnet_baseline_is_resnet20_for_images_and_an_mlp_for_vectors():
 
 def test_compare_names_the_augmentation_a_run_did_not_default() -> None:
     """``compare --mean`` must not average runs with and without augmentation."""
-    from nasplug.comparison import _augment_label
+    from nasplug.report.comparison import _augment_label
 
     assert _augment_label({"augment": "standard"}) == ""
     assert _augment_label({}) == "augment off"  # from before augmentation existed

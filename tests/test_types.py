@@ -2,7 +2,7 @@ import json
 
 import pytest
 
-from nasplug.types import Choice, Genotype, Task
+from nasplug.core.types import Choice, Genotype, Task
 
 DARTS_V2 = (
     "DARTS_V2 = Genotype(normal=[('sep_conv_3x3', 0), ('sep_conv_3x3', 1), ('sep_conv_3x3', 0), "

@@ -10,12 +10,12 @@ import torch.nn.functional as F
 from torch import nn
 from torch.func import functional_call
 
-from nasplug.logits import ArchLogits
-from nasplug.supernet import SupernetRun, SupernetStepper
-from nasplug.trainer import Trainer
-from nasplug.types import Choice, Data, Task
-from nasplug.unrolled import second_order_step
-from nasplug_plugins.relaxations import Softmax
+from nasplug.core.types import Choice, Data, Task
+from nasplug.engine.trainer import Trainer
+from nasplug.searchlib.logits import ArchLogits
+from nasplug.searchlib.supernet import SupernetRun, SupernetStepper
+from nasplug.searchlib.unrolled import second_order_step
+from nasplug_builtins.relaxations import Softmax
 
 LR, MOMENTUM, WD = 0.1, 0.9, 3e-4
 
@@ -148,7 +148,7 @@ def test_second_order_matches_exact_unrolled_gradient_on_the_cell_supernet() -> 
     0.01 move of the weights flips a ReLU or a max-pool's argmax, the quotient jumps (in DARTS
     too). With smooth ops the error shrinks as R**2, which is what shows the step is right.
     """
-    from nasplug_spaces.cell import CellSpace
+    from nasplug_builtins.spaces.cell import CellSpace
 
     task = Task("classification", (3, 8, 8), 4)
     space = CellSpace(
@@ -221,9 +221,9 @@ def test_real_lookahead_matches_exact_unrolled_gradient(clip: float) -> None:
 
 @pytest.mark.parametrize("lookahead", ["virtual", "real"])
 def test_second_order_darts_search_returns_a_buildable_genotype(lookahead: str) -> None:
-    from nasplug.interfaces import SearchContext
-    from nasplug_plugins.darts import Darts
-    from nasplug_spaces.cell import CellSpace
+    from nasplug.core.interfaces import SearchContext
+    from nasplug_builtins.spaces.cell import CellSpace
+    from nasplug_builtins.strategies.darts import Darts
 
     task = Task("classification", (1, 8, 8), 3)
     x, y = torch.randn(48, 1, 8, 8), torch.randint(0, 3, (48,))
@@ -253,7 +253,7 @@ def test_second_order_darts_search_returns_a_buildable_genotype(lookahead: str) 
     ],
 )
 def test_bad_options_are_one_line_errors(opts, message) -> None:
-    from nasplug_plugins.darts import Darts
+    from nasplug_builtins.strategies.darts import Darts
 
     with pytest.raises(ValueError, match=message):
         Darts(**opts)

@@ -6,9 +6,9 @@ import numpy as np
 import pytest
 import torch
 
-from nasplug.trainer import Trainer
-from nasplug.types import Task
-from nasplug.userdata import to_data
+from nasplug.core.types import Task
+from nasplug.engine.trainer import Trainer
+from nasplug.engine.userdata import to_data
 
 
 def _arrays(n: int = 40, shape: tuple[int, ...] = (5,)):

@@ -27,7 +27,7 @@ from pathlib import Path
 
 import numpy as np
 
-from nasplug_plugins.datasets import (
+from nasplug_builtins.datasets import (
     DEBIAN_FASHION_MNIST,
     EMBEDDED,
     SHIPPED_TEST_PER_CLASS,

@@ -10,7 +10,12 @@ import pytest
 import torch
 
 import nasplug
-from nasplug.budget import (
+from nasplug.core.interfaces import SearchContext
+from nasplug.core.options import OptionError
+from nasplug.core.types import Data, Task
+from nasplug.engine.memory import count_params
+from nasplug.engine.trainer import Trainer
+from nasplug.run.budget import (
     budget_constraints,
     budget_costs,
     check_budget,
@@ -19,16 +24,11 @@ from nasplug.budget import (
     genotype_costs,
     parse_budget,
 )
-from nasplug.interfaces import SearchContext
-from nasplug.options import OptionError
-from nasplug.rundir import RunDir
-from nasplug.supernet import expected_cost_penalty
-from nasplug.trainer import Trainer
-from nasplug.training import count_params
-from nasplug.types import Data, Task
-from nasplug_plugins.darts import Darts
-from nasplug_plugins.relaxations import GumbelHard, Softmax, Sparsemax
-from nasplug_spaces.cell import CellSpace
+from nasplug.run.rundir import RunDir
+from nasplug.searchlib.supernet import expected_cost_penalty
+from nasplug_builtins.relaxations import GumbelHard, Softmax, Sparsemax
+from nasplug_builtins.spaces.cell import CellSpace
+from nasplug_builtins.strategies.darts import Darts
 
 TASK = Task("classification", (1, 8, 8), 3)
 TINY = {

@@ -5,16 +5,16 @@ from __future__ import annotations
 import pytest
 import torch
 
-from nasplug.interfaces import Constrains, DeclaresParameterFree, SearchContext
-from nasplug.logits import ArchLogits
-from nasplug.polytope import cap_constraints
-from nasplug.rundir import RunDir
-from nasplug.supernet import search_supernet, supernet_result
-from nasplug.trainer import Trainer
-from nasplug.types import Data, Genotype, LinearConstraint, Task
-from nasplug_plugins.darts import Darts
-from nasplug_plugins.relaxations import GumbelHard, Sparsemax
-from nasplug_spaces.cell import CellSpace, edge_name
+from nasplug.core.interfaces import Constrains, DeclaresParameterFree, SearchContext
+from nasplug.core.types import Data, Genotype, LinearConstraint, Task
+from nasplug.engine.trainer import Trainer
+from nasplug.run.rundir import RunDir
+from nasplug.searchlib.logits import ArchLogits
+from nasplug.searchlib.polytope import cap_constraints
+from nasplug.searchlib.supernet import search_supernet, supernet_result
+from nasplug_builtins.relaxations import GumbelHard, Sparsemax
+from nasplug_builtins.spaces.cell import CellSpace, edge_name
+from nasplug_builtins.strategies.darts import Darts
 
 TASK = Task("classification", (1, 8, 8), 3)
 

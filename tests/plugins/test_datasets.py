@@ -10,10 +10,10 @@ import numpy as np
 import pytest
 import torch
 
-from nasplug import registry
-from nasplug.interfaces import Dataset
-from nasplug.types import Data
-from nasplug_plugins import datasets as ds
+from nasplug.core import registry
+from nasplug.core.interfaces import Dataset
+from nasplug.core.types import Data
+from nasplug_builtins import datasets as ds
 
 BUILTIN = (
     "cifar10",
@@ -421,7 +421,7 @@ def test_npz_class_too_small_to_split(tmp_path):
 # ---- image folders -----------------------------------------------------------------------------
 def _resident(data: Data) -> Data:
     """The data as the trainer holds it in memory: normalised tensors, read by 2 workers."""
-    from nasplug.trainer import Trainer
+    from nasplug.engine.trainer import Trainer
 
     t = Trainer(data, device="cpu", quiet=True, stream="off", augment="off")
     x, y = t.splits["train"]
@@ -445,7 +445,7 @@ def test_imagefolder_loads_resized_images(tmp_path):
 
 
 def test_imagefolder_streams_the_same_batches_it_loads_resident(tmp_path):
-    from nasplug.trainer import Trainer
+    from nasplug.engine.trainer import Trainer
 
     root = image_folder(tmp_path / "imgs", {"cat": 6, "dog": 6})
     data = ds.ImageFolder(path=str(root), size=8).load()

@@ -15,17 +15,17 @@ from pathlib import Path
 import pytest
 import torch
 
-from nasplug import registry
-from nasplug.candidates import SamplePool
-from nasplug.interfaces import SearchContext
-from nasplug.options import OptionError
-from nasplug.rundir import RunDir
-from nasplug.trainer import Trainer
-from nasplug.training import count_params
-from nasplug.types import Data, Genotype, Task
-from nasplug_plugins.evolution import mutate
-from nasplug_plugins.relaxations import Softmax
-from nasplug_spaces.cell import CellSpace
+from nasplug.core import registry
+from nasplug.core.interfaces import SearchContext
+from nasplug.core.options import OptionError
+from nasplug.core.types import Data, Genotype, Task
+from nasplug.engine.memory import count_params
+from nasplug.engine.trainer import Trainer
+from nasplug.run.rundir import RunDir
+from nasplug.searchlib.candidates import SamplePool
+from nasplug_builtins.relaxations import Softmax
+from nasplug_builtins.spaces.cell import CellSpace
+from nasplug_builtins.strategies.evolution import mutate
 
 TASK = Task("classification", (1, 8, 8), 3)
 BUDGETS = {"random": "candidates", "tpe": "trials", "evolution": "candidates"}
@@ -114,7 +114,7 @@ def test_evolution_mutates_only_into_feasible_children():
 
 
 def test_a_parent_without_a_feasible_child_is_given_up_for_the_next_best():
-    from nasplug_plugins.evolution import _Proposer
+    from nasplug_builtins.strategies.evolution import _Proposer
 
     space = _nb201()
 
@@ -148,8 +148,8 @@ def test_a_parent_without_a_feasible_child_is_given_up_for_the_next_best():
 
 @pytest.mark.parametrize("name", ["random", "evolution", "tpe"])
 def test_a_budget_no_genotype_meets_is_one_line(name, monkeypatch):
-    import nasplug.candidates as candidates
-    import nasplug_plugins.tpe as tpe
+    import nasplug_builtins.strategies.tpe as tpe
+    from nasplug.searchlib import candidates as candidates
 
     space = _nb201()
     monkeypatch.setattr(candidates, "FEASIBLE_DRAWS", 300)
@@ -259,7 +259,7 @@ def test_tpe_trains_only_feasible_trials_and_counts_only_them(tmp_path):
 
 
 def test_a_proposer_that_ignores_the_budget_is_stopped_before_its_candidate_is_trained(tmp_path):
-    from nasplug.candidates import Evaluation, candidate_search
+    from nasplug.searchlib.candidates import Evaluation, candidate_search
 
     space = CellSpace(channels=4, layers=2, nodes=2)
     ctx = _ctx(tmp_path / "run", lambda g: False)

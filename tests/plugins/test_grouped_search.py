@@ -9,18 +9,18 @@ import pytest
 import torch
 
 from nasplug.cli import main
-from nasplug.diagnostics import at_vertex
-from nasplug.interfaces import SearchContext
-from nasplug.logits import ArchLogits
-from nasplug.rundir import RunDir
-from nasplug.trainer import Trainer
-from nasplug.types import Data, Group, Task
-from nasplug_plugins.darts import Darts
-from nasplug_plugins.pdarts import ProgressiveDarts
-from nasplug_plugins.random_search import RandomSearch
-from nasplug_plugins.relaxations import GumbelHard, Softmax, Sparsemax
-from nasplug_spaces.cell import CellSpace
-from nasplug_spaces.dense import DenseSpace
+from nasplug.core.interfaces import SearchContext
+from nasplug.core.types import Data, Group, Task
+from nasplug.engine.trainer import Trainer
+from nasplug.run.rundir import RunDir
+from nasplug.searchlib.diagnostics import at_vertex
+from nasplug.searchlib.logits import ArchLogits
+from nasplug_builtins.relaxations import GumbelHard, Softmax, Sparsemax
+from nasplug_builtins.spaces.cell import CellSpace
+from nasplug_builtins.spaces.dense import DenseSpace
+from nasplug_builtins.strategies.darts import Darts
+from nasplug_builtins.strategies.pdarts import ProgressiveDarts
+from nasplug_builtins.strategies.random_search import RandomSearch
 
 TASK = Task("classification", (1, 8, 8), 3)
 

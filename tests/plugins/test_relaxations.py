@@ -11,11 +11,11 @@ import torch
 import torch.nn.functional as F
 
 import nasplug
-from nasplug import registry
 from nasplug.cli import main
+from nasplug.core import registry
+from nasplug.core.types import Task
 from nasplug.testing import RelaxationConformance, TinySoftmax, tiny_instance
-from nasplug.types import Task
-from nasplug_plugins.relaxations import SHAPES, Schedule
+from nasplug_builtins.relaxations import SHAPES, Schedule
 
 #: Built-ins only: a third-party relaxation may leave the simplex (FairDARTS's sigmoids) or add a
 #: penalty by default; the promises every relaxation keeps are in nasplug.testing.
@@ -352,7 +352,7 @@ def test_entmax_alpha_one_is_softmax_and_two_is_sparsemax():
 
 
 def _grouped_gradients(space, relax, skip_zeros: bool):
-    from nasplug.logits import ArchLogits
+    from nasplug.searchlib.logits import ArchLogits
 
     torch.manual_seed(0)
     net = space.supernet(Task("classification", (3, 8, 8), 5)).double()

@@ -17,16 +17,16 @@ import pytest
 import torch
 
 from nasplug.cli import main
-from nasplug.interfaces import SearchContext
-from nasplug.rundir import RunDir
-from nasplug.supernet import recalibrate_batchnorm, search_supernet, supernet_result
-from nasplug.trainer import Trainer
-from nasplug.types import Data, Task
-from nasplug_plugins.pdarts import ProgressiveDarts, cap_candidate
-from nasplug_plugins.random_search import RandomSearch
-from nasplug_plugins.relaxations import Softmax
-from nasplug_plugins.tpe import TPE, open_storage
-from nasplug_spaces.cell import CellSpace
+from nasplug.core.interfaces import SearchContext
+from nasplug.core.types import Data, Task
+from nasplug.engine.trainer import Trainer
+from nasplug.run.rundir import RunDir
+from nasplug.searchlib.supernet import recalibrate_batchnorm, search_supernet, supernet_result
+from nasplug_builtins.relaxations import Softmax
+from nasplug_builtins.spaces.cell import CellSpace
+from nasplug_builtins.strategies.pdarts import ProgressiveDarts, cap_candidate
+from nasplug_builtins.strategies.random_search import RandomSearch
+from nasplug_builtins.strategies.tpe import TPE, open_storage
 
 TASK = Task("classification", (1, 8, 8), 3)
 TINY = [
@@ -148,7 +148,7 @@ def test_pdarts_resumes_in_the_stage_it_was_killed_in(tmp_path, monkeypatch):
     strategy = ProgressiveDarts(stages=2, depths="2,2", keep="4", skip_dropout="0.0,0.3")
     whole = strategy.search(_ctx(tmp_path / "whole", epochs=2))
 
-    import nasplug_plugins.pdarts as pdarts
+    import nasplug_builtins.strategies.pdarts as pdarts
 
     real = pdarts.search_supernet
 
@@ -252,8 +252,8 @@ def test_random_search_by_time(tmp_path):
 
 @pytest.mark.parametrize("name", ["random", "evolution"])
 def test_a_black_box_search_does_not_redo_finished_candidates(tmp_path, monkeypatch, name):
-    import nasplug.candidates as candidates
-    from nasplug import registry
+    from nasplug.core import registry
+    from nasplug.searchlib import candidates as candidates
 
     def strategy():
         opts = {"population": 2, "sample": 2} if name == "evolution" else {}

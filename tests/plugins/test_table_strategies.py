@@ -15,14 +15,14 @@ import textwrap
 import pytest
 
 from nasplug.cli import main
-from nasplug.interfaces import SearchesTable
+from nasplug.core.interfaces import SearchesTable
 
 SPACE_MODULE = textwrap.dedent(
     """
     from torch import nn
 
-    from nasplug.interfaces import SearchSpace
-    from nasplug.types import Choice
+    from nasplug.core.interfaces import SearchSpace
+    from nasplug.core.types import Choice
 
     OPS = ("p", "q", "r", "s")
 
@@ -93,7 +93,7 @@ def table_space(tmp_path_factory, monkeypatch):
 
 
 def _strategy(name: str, **opts):
-    from nasplug import registry
+    from nasplug.core import registry
 
     return registry.load("strategy", name)(**opts)
 
@@ -110,7 +110,7 @@ def test_a_table_search_returns_the_tables_best_among_its_queries(table_space, n
     rows = found.history
     assert len(rows) == 12 == space.table.queries
     fresh = table_space.Table()
-    from nasplug.types import Genotype
+    from nasplug.core.types import Genotype
 
     values = [fresh.query(Genotype.from_dict(r["genotype"])) for r in rows]
     assert [r["metric"] for r in rows] == values  # each row carries its own table value
@@ -129,7 +129,7 @@ def test_evolution_is_reproducible_under_a_seed(table_space):
 
 
 def test_evolution_mutation_changes_exactly_one_decision(table_space):
-    from nasplug_plugins.evolution import mutate
+    from nasplug_builtins.strategies.evolution import mutate
 
     space = table_space.TableSpace()
     rng = random.Random(0)
@@ -141,9 +141,9 @@ def test_evolution_mutation_changes_exactly_one_decision(table_space):
 
 
 def test_evolution_mutants_of_a_grouped_space_are_valid_and_differ_from_their_parent():
-    from nasplug.candidates import SamplePool
-    from nasplug_plugins.evolution import mutate
-    from nasplug_spaces.cell import CellSpace
+    from nasplug.searchlib.candidates import SamplePool
+    from nasplug_builtins.spaces.cell import CellSpace
+    from nasplug_builtins.strategies.evolution import mutate
 
     space = CellSpace(channels=4, layers=2, nodes=3)  # each node keeps 2 of its inputs
     pool, rng = SamplePool(space, 0), random.Random(0)

@@ -13,12 +13,11 @@ import pytest
 import torch
 import torch.nn.functional as F
 
+from nasplug.core.types import Genotype, Task
 from nasplug.testing import count_module_calls
-from nasplug.types import Genotype, Task
-from nasplug_spaces import fast
-from nasplug_spaces import ops as cell_ops
-from nasplug_spaces.cell import CellSpace, MixedOp
-from nasplug_spaces.ops import FactorizedReduce
+from nasplug_builtins.spaces.cell import CellSpace, MixedOp, fast
+from nasplug_builtins.spaces.cell import ops as cell_ops
+from nasplug_builtins.spaces.cell.ops import FactorizedReduce
 
 DARTS_V2 = (
     "DARTS_V2 = Genotype(normal=[('sep_conv_3x3', 0), ('sep_conv_3x3', 1), ('sep_conv_3x3', 0), "
@@ -738,9 +737,9 @@ def test_vector_input_is_refused() -> None:
 
 _STRIDED_1X1_CASES = """
 import torch
-from nasplug_spaces.cell import CellSpace
-from nasplug_spaces.ops import FactorizedReduce
-from nasplug.types import Task
+from nasplug_builtins.spaces.cell import CellSpace
+from nasplug_builtins.spaces.cell.ops import FactorizedReduce
+from nasplug.core.types import Task
 
 cl = torch.channels_last
 # An odd batch behind the cell's torch.cat, and a 48-pixel map with few channels: shapes on which

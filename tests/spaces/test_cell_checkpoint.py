@@ -6,8 +6,8 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from nasplug.types import Task
-from nasplug_spaces.cell import CellSpace
+from nasplug.core.types import Task
+from nasplug_builtins.spaces.cell import CellSpace
 
 TASK = Task("classification", (1, 12, 12), 10)
 

@@ -7,8 +7,8 @@ import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from nasplug.types import Genotype, Task
-from nasplug_spaces.dense import (
+from nasplug.core.types import Genotype, Task
+from nasplug_builtins.spaces.dense import (
     PROPERTIES,
     DenseNet,
     DenseSpace,

@@ -15,11 +15,17 @@ import pytest
 import torch
 
 import nasplug
-from nasplug.options import OptionError
-from nasplug.training import count_params
-from nasplug.types import Genotype, Task
-from nasplug_spaces import nb201_table
-from nasplug_spaces.nb201 import CANDIDATES, EDGE_NAMES, Nb201Space, arch_string, parse_arch
+from nasplug.core.options import OptionError
+from nasplug.core.types import Genotype, Task
+from nasplug.engine.memory import count_params
+from nasplug_builtins.spaces.nb201 import (
+    CANDIDATES,
+    EDGE_NAMES,
+    Nb201Space,
+    arch_string,
+    parse_arch,
+)
+from nasplug_builtins.spaces.nb201 import table as nb201_table
 
 EXAMPLE = "|nor_conv_3x3~0|+|nor_conv_3x3~0|skip_connect~1|+|skip_connect~0|none~1|nor_conv_3x3~2|"
 CIFAR = Task("classification", (3, 32, 32), 10)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 
+from nasplug.core.types import Task
 from nasplug.testing import (
     RelaxationConformance,
     SpaceConformance,
@@ -12,7 +13,6 @@ from nasplug.testing import (
     tiny_data,
     tiny_instance,
 )
-from nasplug.types import Task
 from nasplug_example.relaxation import FairSigmoid
 from nasplug_example.space import MlpSpace
 from nasplug_example.strategy import RegularisedEvolution
@@ -69,9 +69,9 @@ def test_threshold_zeroes_weak_candidates_but_keeps_the_strongest():
 
 
 def test_evolution_mutates_one_decision_of_a_parent(tmp_path):
-    from nasplug.interfaces import SearchContext
-    from nasplug.rundir import RunDir
-    from nasplug.trainer import Trainer
+    from nasplug.core.interfaces import SearchContext
+    from nasplug.engine.trainer import Trainer
+    from nasplug.run.rundir import RunDir
 
     data = tiny_data(VECTORS)
     trainer = Trainer(data, run=RunDir.create(tmp_path / "run", {}), device="cpu", quiet=True)

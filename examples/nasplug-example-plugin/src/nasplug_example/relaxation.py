@@ -13,7 +13,7 @@ from typing import Any
 
 import torch
 
-from nasplug.interfaces import Relaxation
+from nasplug.core.interfaces import Relaxation
 
 __all__ = ["FairSigmoid"]
 

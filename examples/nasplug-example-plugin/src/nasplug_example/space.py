@@ -4,7 +4,7 @@ It keeps nasplug's default ``derive`` (the strongest candidate of every choice),
 and ``one_hot``, so its genotypes have the shape ``{"choices": {choice: candidate}}``.
 
 Example:
-    >>> from nasplug.types import Task
+    >>> from nasplug.core.types import Task
     >>> space = MlpSpace(layers=2, widths="8,16")
     >>> [c.name for c in space.choices()]
     ['width:layer1', 'activation:layer1', 'width:layer2', 'activation:layer2']
@@ -20,8 +20,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from nasplug.interfaces import SearchSpace, Weights
-from nasplug.types import Choice, Genotype, Task
+from nasplug.core.interfaces import SearchSpace, Weights
+from nasplug.core.types import Choice, Genotype, Task
 
 __all__ = ["ACTIVATIONS", "MlpSpace"]
 

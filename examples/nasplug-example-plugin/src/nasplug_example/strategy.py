@@ -13,10 +13,10 @@ import random
 from collections.abc import Sequence
 from typing import Any, ClassVar
 
-from nasplug.interfaces import SearchContext, Strategy
-from nasplug.memo import Memo
-from nasplug.trainer import NonFiniteLoss
-from nasplug.types import Genotype, SearchResult
+from nasplug.core.interfaces import SearchContext, Strategy
+from nasplug.core.types import Genotype, SearchResult
+from nasplug.engine.memo import Memo
+from nasplug.engine.trainer import NonFiniteLoss
 
 __all__ = ["RegularisedEvolution"]
 
