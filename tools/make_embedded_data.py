@@ -1,4 +1,4 @@
-"""Rebuild ``plugins/data/fashion_mnist_small.npz``, the embedded default dataset.
+"""Rebuild ``src/nasplug_builtins/datasets/data/fashion_mnist_small.npz``, the embedded default dataset.
 
 Usage::
 
@@ -7,7 +7,7 @@ Usage::
 ``IDX_FOLDER`` holds Fashion-MNIST's four IDX files, gzipped or not (default:
 /usr/share/datasets/fashion-mnist, where Debian's dataset-fashion-mnist package installs them;
 they are also at https://github.com/zalandoresearch/fashion-mnist). The data is MIT-licensed by
-Zalando SE; its notice ships as ``plugins/data/FASHION_MNIST_LICENSE.txt``.
+Zalando SE; its notice ships as ``src/nasplug_builtins/datasets/data/FASHION_MNIST_LICENSE.txt``.
 
 The output keeps 1000 train and 200 test images per class, drawn with a fixed seed, as uint8 in
 one compressed ``.npz``:
