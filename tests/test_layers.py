@@ -72,3 +72,16 @@ def test_a_broken_layer_is_caught(tmp_path, module, line, broken):
     result = _lint(tmp_path / "src")
     assert result.returncode == 1, result.stdout
     assert broken in result.stdout
+
+
+def test_a_clone_in_the_working_directory_does_not_shadow_the_installed_package(tmp_path):
+    # a notebook started in the folder that holds a clone named nasplug: the clone's root is a
+    # folder without __init__.py, which must not win over the installed package
+    (tmp_path / "nasplug" / "src").mkdir(parents=True)
+    result = subprocess.run(
+        [sys.executable, "-c", "import nasplug; print(nasplug.search.__module__)"],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+    )
+    assert result.stdout.strip() == "nasplug.api", result.stderr
