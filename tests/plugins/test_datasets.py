@@ -13,6 +13,8 @@ import torch
 from nasplug.core import registry
 from nasplug.core.interfaces import Dataset
 from nasplug.core.types import Data
+from nasplug.engine.streaming import resident
+from nasplug.testing import tiny_instance
 from nasplug_builtins import datasets as ds
 from nasplug_builtins.datasets import embedded, torchvision_sets
 
@@ -106,6 +108,19 @@ def test_every_builtin_dataset_is_registered_and_is_a_dataset():
     assert set(BUILTIN) <= set(names)
     for name in BUILTIN:
         assert issubclass(registry.load("dataset", name), Dataset)
+
+
+def test_file_datasets_write_the_files_of_their_test_options(tmp_path):
+    """npz and imagefolder read the user's files: their tiny instances read files they write."""
+    for cls, shape in ((ds.Npz, (5,)), (ds.ImageFolder, (3, 8, 8))):
+        if cls is ds.ImageFolder:
+            pytest.importorskip("torchvision")
+        folder = tmp_path / cls.__name__
+        folder.mkdir()
+        data = resident(tiny_instance(cls, folder).load())
+        assert data.task.input_shape == shape and len(data.train[0]) + len(data.test[0]) > 0
+        with pytest.raises(TypeError, match="pass a folder"):
+            tiny_instance(cls)
 
 
 # ---- the embedded default ----------------------------------------------------------------------

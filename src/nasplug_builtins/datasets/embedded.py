@@ -3,7 +3,9 @@ and the multi-label pairs made from it."""
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from pathlib import Path
+from typing import Any, ClassVar
 
 import numpy as np
 
@@ -35,6 +37,9 @@ class FashionMnistSmall(Dataset):
         train_per_class: train images per class, 1 to 1000.
         test_per_class: test images per class, 1 to 200.
     """
+
+    #: Options of a tiny instance, for tests (``nasplug.testing.tiny_instance``).
+    test_options: ClassVar[Mapping[str, Any]] = {"train_per_class": 3, "test_per_class": 2}
 
     def __init__(
         self, train_per_class: int = 250, test_per_class: int = SHIPPED_TEST_PER_CLASS
@@ -71,6 +76,9 @@ class FashionMnistMultilabel(Dataset):
         test_size: number of test pairs.
         seed: seed of the pairing.
     """
+
+    #: Options of a tiny instance, for tests (``nasplug.testing.tiny_instance``).
+    test_options: ClassVar[Mapping[str, Any]] = {"train_size": 20, "test_size": 10}
 
     def __init__(self, train_size: int = 5000, test_size: int = 1000, seed: int = 0) -> None:
         check_range("fashion-mnist-multilabel", "train_size", train_size, 1)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import zipfile
 from collections import Counter
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -53,6 +53,15 @@ class Npz(Dataset):
         seed: seed of that split.
         classes: number of classes (0: the largest label plus one, or the length of ``labels``).
     """
+
+    @classmethod
+    def write_test_files(cls, folder: Path) -> Mapping[str, Any]:
+        """For tests: a tiny ``.npz`` file in ``folder`` (30 vectors of 5 features, 3 classes),
+        and the options that read it (see ``nasplug.testing.WritesTestFiles``)."""
+        rng = np.random.default_rng(0)
+        path = folder / "tiny.npz"
+        np.savez(path, X=rng.normal(size=(30, 5)), y=np.arange(30) % 3)
+        return {"path": str(path)}
 
     def __init__(
         self,
@@ -127,6 +136,20 @@ class ImageFolder(Dataset):
         mean: per-channel means of the pixel values, e.g. ``125.3,123.0,113.9``; empty: computed.
         std: per-channel standard deviations, e.g. ``63.0,62.1,66.7``; empty: computed.
     """
+
+    @classmethod
+    def write_test_files(cls, folder: Path) -> Mapping[str, Any]:
+        """For tests: a tiny image folder in ``folder`` (two classes of five 6x6 colour
+        images), and the options that read it at 8x8 (see ``nasplug.testing.WritesTestFiles``)."""
+        from PIL import Image
+
+        rng = np.random.default_rng(0)
+        for cls_name in ("cat", "dog"):
+            (folder / "images" / cls_name).mkdir(parents=True)
+            for i in range(5):
+                pixels = rng.integers(0, 255, size=(6, 6, 3), dtype=np.uint8)
+                Image.fromarray(pixels).save(folder / "images" / cls_name / f"{i}.png")
+        return {"path": str(folder / "images"), "size": 8}
 
     def __init__(
         self,

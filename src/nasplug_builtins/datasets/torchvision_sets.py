@@ -7,7 +7,9 @@ import dataclasses
 import gzip
 import math
 from abc import abstractmethod
+from collections.abc import Mapping
 from pathlib import Path
+from typing import Any, ClassVar
 
 import numpy as np
 
@@ -54,6 +56,14 @@ IDX_FILES = (
 
 class _TorchvisionSet(Dataset):
     """A full image-classification set with optional balanced subsets; subclasses read the arrays."""
+
+    #: Options of a tiny instance, for tests (``nasplug.testing.tiny_instance``); without a
+    #: download the data may be missing, and the tests then skip.
+    test_options: ClassVar[Mapping[str, Any]] = {
+        "download": False,
+        "train_per_class": 3,
+        "test_per_class": 2,
+    }
 
     name = ""
     classes: tuple[str, ...] = ()

@@ -19,7 +19,7 @@ import contextlib
 import copy
 import itertools
 from collections.abc import Mapping, Sequence
-from typing import Any, cast
+from typing import Any, ClassVar, cast
 
 import torch
 import torch.nn.functional as F
@@ -558,6 +558,10 @@ class CellSpace(SearchSpace):
             ``reference`` (DARTS's plain ``sum(w * op(x))`` with torch's own modules, slower;
             the same results, for checking).
     """
+
+    #: Options of a tiny instance, for tests (``nasplug.testing.tiny_instance``); 3 layers hold
+    #: both cell types.
+    test_options: ClassVar[Mapping[str, Any]] = {"channels": 4, "layers": 3, "nodes": 2}
 
     def __init__(
         self,
