@@ -5,6 +5,11 @@ normalised with the mean and standard deviation of the train split only (per cha
 ``[N, C, H, W]``, per feature for vectors ``[N, D]``). Bad data raises a one-line ``ValueError``
 that names the problem and what is accepted, before any tensor reaches the trainer.
 
+One module per family: :mod:`.embedded` (the shipped Fashion-MNIST subset and its multi-label
+pairs, the file in ``data/``), :mod:`.torchvision_sets` (MNIST, Fashion-MNIST, CIFAR-10),
+:mod:`.files` (``.npz`` arrays, image folders) and :mod:`.diabetes`; their shared checks are in
+``_common``. The classes are re-exported here.
+
 Example:
     >>> data = FashionMnistSmall(train_per_class=10, test_per_class=5).load()
     >>> data.task.input_shape, len(data.train[0]), len(data.test[0])

@@ -1,6 +1,10 @@
 """The built-in relaxations: softmax (with beta-DARTS), sparsemax, entmax (1.5 and any alpha),
 soft and hard Gumbel, and DrNAS's Dirichlet.
 
+One module per family (:mod:`.softmax`, :mod:`.sparse`, :mod:`.gumbel`, :mod:`.drnas`); what
+they share, the schedules and the cap on parameter-free candidates, is in ``_common``. The
+classes are re-exported here.
+
 Every relaxation works over the last dimension of its logits, so one call can serve a single
 choice (a 1-D tensor) or a batch of choices stacked into rows.
 
