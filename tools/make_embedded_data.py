@@ -1,4 +1,4 @@
-"""Rebuild ``src/nasplug_builtins/datasets/data/fashion_mnist_small.npz``, the embedded default dataset.
+"""Rebuild the embedded default dataset, ``nasplug_builtins/datasets/data/fashion_mnist_small.npz``.
 
 Usage::
 
@@ -7,7 +7,7 @@ Usage::
 ``IDX_FOLDER`` holds Fashion-MNIST's four IDX files, gzipped or not (default:
 /usr/share/datasets/fashion-mnist, where Debian's dataset-fashion-mnist package installs them;
 they are also at https://github.com/zalandoresearch/fashion-mnist). The data is MIT-licensed by
-Zalando SE; its notice ships as ``src/nasplug_builtins/datasets/data/FASHION_MNIST_LICENSE.txt``.
+Zalando SE; its notice ships as ``nasplug_builtins/datasets/data/FASHION_MNIST_LICENSE.txt``.
 
 The output keeps 1000 train and 200 test images per class, drawn with a fixed seed, as uint8 in
 one compressed ``.npz``:
@@ -27,13 +27,12 @@ from pathlib import Path
 
 import numpy as np
 
-from nasplug_builtins.datasets import (
-    DEBIAN_FASHION_MNIST,
+from nasplug_builtins.datasets.embedded import (
     EMBEDDED,
     SHIPPED_TEST_PER_CLASS,
     SHIPPED_TRAIN_PER_CLASS,
-    read_idx,
 )
+from nasplug_builtins.datasets.torchvision_sets import DEBIAN_FASHION_MNIST, read_idx
 
 
 def balanced_sample(labels: np.ndarray, per_class: int, rng: np.random.Generator) -> np.ndarray:

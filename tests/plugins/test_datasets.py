@@ -13,7 +13,10 @@ import torch
 from nasplug.core import registry
 from nasplug.core.interfaces import Dataset
 from nasplug.core.types import Data
+from nasplug.engine.streaming import resident
+from nasplug.testing import tiny_instance
 from nasplug_builtins import datasets as ds
+from nasplug_builtins.datasets import embedded, torchvision_sets
 
 BUILTIN = (
     "cifar10",
@@ -27,7 +30,10 @@ BUILTIN = (
 )
 REAL_FASHION_MNIST = [
     p
-    for p in (ds.DEBIAN_FASHION_MNIST, Path("/tmp/fm/usr/share/datasets/fashion-mnist"))
+    for p in (
+        torchvision_sets.DEBIAN_FASHION_MNIST,
+        Path("/tmp/fm/usr/share/datasets/fashion-mnist"),
+    )
     if (p / "t10k-labels-idx1-ubyte.gz").is_file()
 ]
 
@@ -56,7 +62,7 @@ def write_idx(path: Path, array: np.ndarray, compress: bool = True) -> None:
 def tiny_idx_folder(folder: Path, compress: bool = True) -> tuple[np.ndarray, np.ndarray]:
     """Three train and two test images per class, taken from the embedded data, as IDX files."""
     folder.mkdir(parents=True, exist_ok=True)
-    with np.load(ds.EMBEDDED) as f:
+    with np.load(embedded.EMBEDDED) as f:
         parts = {}
         for split, prefix, k in (("train", "train", 3), ("test", "t10k", 2)):
             y = f[f"y_{split}"]
@@ -104,6 +110,19 @@ def test_every_builtin_dataset_is_registered_and_is_a_dataset():
         assert issubclass(registry.load("dataset", name), Dataset)
 
 
+def test_file_datasets_write_the_files_of_their_test_options(tmp_path):
+    """npz and imagefolder read the user's files: their tiny instances read files they write."""
+    for cls, shape in ((ds.Npz, (5,)), (ds.ImageFolder, (3, 8, 8))):
+        if cls is ds.ImageFolder:
+            pytest.importorskip("torchvision")
+        folder = tmp_path / cls.__name__
+        folder.mkdir()
+        data = resident(tiny_instance(cls, folder).load())
+        assert data.task.input_shape == shape and len(data.train[0]) + len(data.test[0]) > 0
+        with pytest.raises(TypeError, match="pass a folder"):
+            tiny_instance(cls)
+
+
 # ---- the embedded default ----------------------------------------------------------------------
 def test_embedded_default_is_balanced_fashion_mnist():
     assert ds.FashionMnistSmall().load().train[0].shape == (2500, 1, 28, 28)
@@ -120,8 +139,8 @@ def test_embedded_default_is_balanced_fashion_mnist():
 
 
 def test_embedded_file_is_small_and_documented():
-    assert ds.EMBEDDED.stat().st_size < 10_000_000
-    notice = (ds.EMBEDDED.parent / "FASHION_MNIST_LICENSE.txt").read_text()
+    assert embedded.EMBEDDED.stat().st_size < 10_000_000
+    notice = (embedded.EMBEDDED.parent / "FASHION_MNIST_LICENSE.txt").read_text()
     assert "MIT" in notice and "Zalando" in notice
 
 
@@ -136,7 +155,7 @@ def test_embedded_subsets_are_balanced_deterministic_and_nested():
     )
     check_normalised(small)
     # A larger subset holds the smaller one: the same raw images, in the same order.
-    with np.load(ds.EMBEDDED) as f:
+    with np.load(embedded.EMBEDDED) as f:
         y = f["y_train"]
         first5 = np.sort(np.concatenate([np.flatnonzero(y == c)[:5] for c in range(10)]))
         assert np.array_equal(y[first5], small.train[1].numpy())
@@ -161,7 +180,7 @@ def test_embedded_images_are_the_original_test_images():
     x = ds.read_idx(folder / "t10k-images-idx3-ubyte.gz")
     y = ds.read_idx(folder / "t10k-labels-idx1-ubyte.gz")
     assert x.shape == (10000, 28, 28) and y.shape == (10000,)
-    with np.load(ds.EMBEDDED) as f:
+    with np.load(embedded.EMBEDDED) as f:
         index = f["test_index"].astype(np.int64)
         assert np.array_equal(f["x_test"], x[index]) and np.array_equal(f["y_test"], y[index])
 
@@ -546,7 +565,7 @@ def test_missing_torchvision_says_what_to_install(tmp_path, monkeypatch):
 
 def test_fashion_mnist_reads_the_debian_folder(tmp_path, monkeypatch):
     y_train, y_test = tiny_idx_folder(tmp_path / "debian")
-    monkeypatch.setattr(ds, "DEBIAN_FASHION_MNIST", tmp_path / "debian")
+    monkeypatch.setattr(torchvision_sets, "DEBIAN_FASHION_MNIST", tmp_path / "debian")
     monkeypatch.setitem(sys.modules, "torchvision", None)  # IDX files need no torchvision
     data = ds.FashionMnist().load()
     assert data.task.input_shape == (1, 28, 28) and data.task.outputs == 10

@@ -268,20 +268,33 @@ def test_plans_are_made_once_and_again_after_a_module_is_replaced(monkeypatch) -
     assert walks["walk"] > 0
 
 
-def test_plain_turns_fast_ops_into_torch_modules_sharing_parameters() -> None:
+def test_accelerated_turns_torch_ops_into_fast_ones_sharing_parameters() -> None:
     op = cell_ops.OPS["dil_conv_5x5"](4, 1, False)
     sep = cell_ops.OPS["sep_conv_3x3"](4, 2, False)
     pool = cell_ops.OPS["max_pool_3x3"](4, 2, False)
+    assert not any(isinstance(m, FAST_OPS) for m in (*op.modules(), *sep.modules(), pool))
     params = [p for m in (op, sep) for p in m.parameters()]
     state = torch.random.get_rng_state()
-    plain = [fast.plain(copy.copy(m)) for m in (op, sep)] + [fast.plain(pool)]
+    quick = [fast.accelerated(copy.deepcopy(m)) for m in (op, sep, pool)]
     assert torch.equal(state, torch.random.get_rng_state())  # no random numbers drawn
-    assert [p for m in plain[:2] for p in m.parameters()] == params
-    assert type(plain[0][1]) is torch.nn.Conv2d and plain[0][1].dilation == (2, 2)
-    assert type(plain[1][0][1]) is torch.nn.Conv2d and type(plain[2]) is torch.nn.MaxPool2d
+    assert type(quick[0][1]) is fast.PolyphaseConv2d and quick[0][1].dilation == (2, 2)
+    assert type(quick[1][0][1]) is fast.DepthwiseConv2d and type(quick[2]) is fast.MaxPool2d
+    assert type(quick[1][0][2]) is torch.nn.Conv2d  # the pointwise convolution stays
     x = torch.randn(2, 4, 7, 7)
-    for a, b in zip((op, sep, pool), plain, strict=True):
+    for a, b in zip((op, sep, pool), quick, strict=True):
         torch.testing.assert_close(a(x), b(x), rtol=1e-5, atol=1e-6)
+    shared = [fast.accelerated(m) for m in (op, sep)]
+    assert [p for m in shared for p in m.parameters()] == params
+
+
+def test_discrete_networks_run_the_fast_layers() -> None:
+    space = tiny(impl="reference")
+    weights = {
+        c.name: torch.tensor([float(k == "dil_conv_3x3") for k in c.candidates])
+        for c in space.choices()
+    }
+    net = space.build(space.derive(weights), MNIST)
+    assert any(isinstance(m, fast.PolyphaseConv2d) for m in net.modules())
 
 
 @pytest.mark.parametrize("stride", [1, 2])

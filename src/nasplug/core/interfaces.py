@@ -61,6 +61,10 @@ class SearchSpace(ABC):
     checkpoints.
     """
 
+    #: Constructor options that make a tiny instance for tests (see
+    #: :func:`nasplug.testing.tiny_instance`); empty: the defaults.
+    test_options: ClassVar[Mapping[str, Any]] = {}
+
     @abstractmethod
     def choices(self) -> tuple[Choice, ...]:
         """The supernet's mixing points, in a stable order."""
@@ -386,6 +390,10 @@ class Relaxation(ABC):
 
     skip_is_exact: ClassVar[bool] = True
 
+    #: Constructor options that make a tiny instance for tests (see
+    #: :func:`nasplug.testing.tiny_instance`); empty: the defaults.
+    test_options: ClassVar[Mapping[str, Any]] = {}
+
     @abstractmethod
     def weights(self, logits: torch.Tensor) -> torch.Tensor:
         """Training-time mixing weights over the last dimension of ``logits``."""
@@ -470,6 +478,10 @@ class Strategy(ABC):
     tensors, checkpoints and logs.
     """
 
+    #: Constructor options that make a tiny instance for tests (see
+    #: :func:`nasplug.testing.tiny_instance`); empty: the defaults.
+    test_options: ClassVar[Mapping[str, Any]] = {}
+
     @abstractmethod
     def search(self, ctx: SearchContext) -> SearchResult:
         """Run the search and return the chosen genotype with its metrics."""
@@ -526,6 +538,10 @@ class Dataset(ABC):
     ``Data.augment`` declares the augmentation the data suits when the user gives none (e.g.
     ``no-flip`` for digits), and ``Data.note`` says what loading did to the source.
     """
+
+    #: Constructor options that make a tiny instance for tests (see
+    #: :func:`nasplug.testing.tiny_instance`); empty: the defaults.
+    test_options: ClassVar[Mapping[str, Any]] = {}
 
     @abstractmethod
     def load(self) -> Data:

@@ -48,7 +48,8 @@ import os
 import random
 from collections import Counter
 from collections.abc import Callable, Iterator, Mapping, Sequence
-from typing import Any
+from pathlib import Path
+from typing import Any, Protocol, runtime_checkable
 
 import pytest
 import torch
@@ -87,6 +88,7 @@ __all__ = [
     "StrategyConformance",
     "TinySoftmax",
     "TinySpace",
+    "WritesTestFiles",
     "count_module_calls",
     "default_device",
     "random_suggest",
@@ -276,42 +278,70 @@ def _saved(state: Any) -> Any:
     return torch.load(buf, weights_only=True)
 
 
-def plugin_test_options(plugin: type) -> dict[str, Any]:
+@runtime_checkable
+class WritesTestFiles(Protocol):
+    """A plugin capability for tests: its tiny instance reads files, which it writes itself.
+
+    ``write_test_files(folder)``, a classmethod, writes tiny files into the empty ``folder``
+    and returns the options that name them; they update the plugin's ``test_options``. The
+    suites pass a temporary folder (pytest's ``tmp_path``).
+    """
+
+    @classmethod
+    def write_test_files(cls, folder: Path) -> Mapping[str, Any]: ...
+
+
+def plugin_test_options(plugin: type, folder: Path | None = None) -> dict[str, Any]:
     """The options that make a tiny instance of ``plugin``, as the plugin declares them.
 
-    A plugin declares them as a class attribute ``test_options: ClassVar[dict[str, Any]]``
-    (constructor keyword arguments, typed like ``--*-opt`` values); none declared: ``{}``, the
-    defaults. The conformance suites and nasplug's own tests build the plugin with them.
+    A plugin declares them as a class attribute ``test_options: ClassVar[Mapping[str, Any]]``
+    (constructor keyword arguments, typed like ``--*-opt`` values; the axes' base classes
+    declare ``{}``, the defaults); a plugin that reads files also has
+    :class:`WritesTestFiles`, and its files are written into ``folder``. The conformance
+    suites and nasplug's own tests build the plugin with them.
     """
-    opts = getattr(plugin, "test_options", {})
+    opts = _options_mapping(plugin, "test_options", getattr(plugin, "test_options", {}))
+    if isinstance(plugin, WritesTestFiles):
+        if folder is None:
+            raise TypeError(
+                f"{plugin.__name__} writes the files of its test options: pass a folder for them"
+            )
+        written = plugin.write_test_files(Path(folder))
+        opts.update(_options_mapping(plugin, "write_test_files()", written))
+    return opts
+
+
+def _options_mapping(plugin: type, what: str, opts: Any) -> dict[str, Any]:
     if not isinstance(opts, Mapping) or not all(isinstance(k, str) for k in opts):
         raise TypeError(
-            f"{plugin.__name__}.test_options must be a dict of option name to value, "
+            f"{plugin.__name__}.{what} must be a dict of option name to value, "
             f"got {type(opts).__name__}"
         )
     return dict(opts)
 
 
-def tiny_instance(plugin: type, **overrides: Any) -> Any:
+def tiny_instance(plugin: type, folder: Path | None = None, /, **overrides: Any) -> Any:
     """``plugin`` built with its :func:`plugin_test_options`, updated by ``overrides``.
 
-    Options are checked against the constructor as the CLI checks them: an unknown name or a
-    value of the wrong type is a one-line :class:`~nasplug.core.options.OptionError`.
+    ``folder`` receives the files of a plugin with :class:`WritesTestFiles`. Options are
+    checked against the constructor as the CLI checks them: an unknown name or a value of the
+    wrong type is a one-line :class:`~nasplug.core.options.OptionError`.
     """
     from nasplug.core.options import instantiate
 
     name = registry.registered_name(plugin) or plugin.__name__
-    return instantiate(plugin, {**plugin_test_options(plugin), **overrides}, f"plugin {name!r}")
+    options = {**plugin_test_options(plugin, folder), **overrides}
+    return instantiate(plugin, options, f"plugin {name!r}")
 
 
-def _suite_plugin(plugin: type | None, fixture: str) -> Any:
+def _suite_plugin(plugin: type | None, fixture: str, folder: Path) -> Any:
     """The default plugin fixture of a suite: its ``plugin`` class, tiny."""
     if plugin is None:
         raise NotImplementedError(
             f"set the suite's class attribute `plugin` to your {fixture} class, or override "
             f"the `{fixture}` fixture with a tiny instance of it"
         )
-    return tiny_instance(plugin)
+    return tiny_instance(plugin, folder)
 
 
 def _instantiate(axis: str, name: str) -> Any:
@@ -701,8 +731,8 @@ class SpaceConformance:
     plugin: type[SearchSpace] | None = None
 
     @pytest.fixture
-    def space(self) -> SearchSpace:
-        return _suite_plugin(self.plugin, "space")
+    def space(self, tmp_path: Path) -> SearchSpace:
+        return _suite_plugin(self.plugin, "space", tmp_path)
 
     @pytest.fixture
     def task(self) -> Task:
@@ -1089,8 +1119,8 @@ class RelaxationConformance:
     plugin: type[Relaxation] | None = None
 
     @pytest.fixture
-    def relaxation(self) -> Relaxation:
-        return _suite_plugin(self.plugin, "relaxation")
+    def relaxation(self, tmp_path: Path) -> Relaxation:
+        return _suite_plugin(self.plugin, "relaxation", tmp_path)
 
     @pytest.fixture
     def device(self) -> torch.device:
@@ -1456,8 +1486,8 @@ class StrategyConformance:
     plugin: type[Strategy] | None = None
 
     @pytest.fixture
-    def strategy(self) -> Strategy:
-        return _suite_plugin(self.plugin, "strategy")
+    def strategy(self, tmp_path: Path) -> Strategy:
+        return _suite_plugin(self.plugin, "strategy", tmp_path)
 
     @pytest.fixture
     def space(self) -> SearchSpace:
@@ -1601,8 +1631,8 @@ class DatasetConformance:
     plugin: type[Dataset] | None = None
 
     @pytest.fixture
-    def dataset(self) -> Dataset:
-        return _suite_plugin(self.plugin, "dataset")
+    def dataset(self, tmp_path: Path) -> Dataset:
+        return _suite_plugin(self.plugin, "dataset", tmp_path)
 
     @pytest.fixture
     def data(self, dataset: Dataset) -> Data:

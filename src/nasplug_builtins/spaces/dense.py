@@ -26,7 +26,7 @@ import copy
 import math
 import random
 from collections.abc import Callable, Iterable, Mapping, Sequence
-from typing import Any
+from typing import Any, ClassVar
 
 import networkx as nx
 import numpy as np
@@ -374,6 +374,9 @@ class DenseSpace(SearchSpace):
         seed: seed of the DAG draws.
         activation: one of ``ACTIVATIONS``.
     """
+
+    #: Options of a tiny instance, for tests (``nasplug.testing.tiny_instance``).
+    test_options: ClassVar[Mapping[str, Any]] = {"blocks": 3, "layers": 2, "width": 8}
 
     def __init__(
         self,

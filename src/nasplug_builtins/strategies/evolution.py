@@ -17,8 +17,8 @@ from __future__ import annotations
 
 import math
 import random
-from collections.abc import Callable, Sequence
-from typing import Any
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any, ClassVar
 
 from nasplug.core.interfaces import SearchContext, SearchSpace, Strategy
 from nasplug.core.types import Genotype, SearchResult
@@ -63,6 +63,14 @@ class Evolution(Strategy):
         recalibrate: batches on which BatchNorm statistics are re-estimated for each candidate
             (``supernet``; 0: use the shared statistics).
     """
+
+    #: Options of a tiny instance, for tests (``nasplug.testing.tiny_instance``).
+    test_options: ClassVar[Mapping[str, Any]] = {
+        "population": 2,
+        "sample": 2,
+        "candidates": 3,
+        "train_epochs": 1,
+    }
 
     def __init__(
         self,

@@ -14,8 +14,8 @@ from __future__ import annotations
 
 import dataclasses
 import math
-from collections.abc import Callable
-from typing import Any, Protocol, runtime_checkable
+from collections.abc import Callable, Mapping
+from typing import Any, ClassVar, Protocol, runtime_checkable
 
 from torch import nn
 
@@ -63,6 +63,14 @@ class ProgressiveDarts(Strategy):
         warmup: epochs of weight steps only at the start of every stage, the architecture
             frozen (P-DARTS: 10 of 25), at most the stage's epochs - 1; default as ``darts``.
     """
+
+    #: Options of a tiny instance, for tests (``nasplug.testing.tiny_instance``).
+    test_options: ClassVar[Mapping[str, Any]] = {
+        "stages": 2,
+        "depths": "",
+        "keep": "2",
+        "skip_dropout": "0.0,0.4",
+    }
 
     def __init__(
         self,

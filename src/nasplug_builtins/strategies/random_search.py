@@ -10,8 +10,8 @@ sampling; see :class:`nasplug.searchlib.candidates.SamplePool`).
 
 from __future__ import annotations
 
-from collections.abc import Callable
-from typing import Any
+from collections.abc import Callable, Mapping
+from typing import Any, ClassVar
 
 from nasplug.core.interfaces import SearchContext, SearchSpace, Strategy
 from nasplug.core.types import Genotype, SearchResult
@@ -48,6 +48,9 @@ class RandomSearch(Strategy):
         recalibrate: batches of the weight half on which BatchNorm statistics are re-estimated
             for each candidate before it is scored (``supernet``; 0: use the shared statistics).
     """
+
+    #: Options of a tiny instance, for tests (``nasplug.testing.tiny_instance``).
+    test_options: ClassVar[Mapping[str, Any]] = {"candidates": 2, "train_epochs": 1}
 
     def __init__(
         self,

@@ -20,9 +20,9 @@ import os
 import socket
 import time
 import warnings
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, ClassVar, Literal
 
 import torch
 
@@ -103,6 +103,13 @@ class TPE(Strategy):
             nb201 table it finds better cells in fewer queries, and samples faster (see
             docs/benchmarks.md).
     """
+
+    #: Options of a tiny instance, for tests (``nasplug.testing.tiny_instance``).
+    test_options: ClassVar[Mapping[str, Any]] = {
+        "trials": 2,
+        "train_epochs": 1,
+        "startup_trials": 1,
+    }
 
     def __init__(
         self,

@@ -19,7 +19,7 @@ import contextlib
 import copy
 import itertools
 from collections.abc import Mapping, Sequence
-from typing import Any, cast
+from typing import Any, ClassVar, cast
 
 import torch
 import torch.nn.functional as F
@@ -142,8 +142,9 @@ def _as_floats(tensors: Sequence[torch.Tensor]) -> list[list[float]]:
 
 # --- the supernet ------------------------------------------------------------------------------
 
-#: The supernet's implementations: ``fast`` computes :meth:`MixedOp.reference` and
-#: :meth:`SearchCell.reference` through :mod:`nasplug_builtins.spaces.cell.fast`, with the same results.
+#: The supernet's implementations: ``reference`` is DARTS's plain computation
+#: (:meth:`MixedOp.reference`, :meth:`SearchCell.reference`) with torch's own layers; ``fast``
+#: switches on :mod:`nasplug_builtins.spaces.cell.fast`, the same results sooner.
 IMPLS: tuple[str, ...] = ("fast", "reference")
 
 
@@ -156,9 +157,11 @@ class MixedOp(nn.Module):
     """DARTS's mixed op: ``sum(w[k] * op_k(x))`` over an edge's candidates.
 
     ``none`` is never built nor computed, and an op whose weight is exactly zero is skipped.
-    ``impl="reference"`` computes exactly that (:meth:`reference`), with torch's own modules in
-    the ops (see :func:`nasplug_builtins.spaces.cell.fast.plain`); ``impl="fast"`` the same results (up to rounding) faster
-    (:func:`nasplug_builtins.spaces.cell.fast.mixed_op_forward`).
+    ``impl="reference"`` computes exactly that (:meth:`reference`) with the ops as ``OPS``
+    builds them, from torch's own layers. ``impl="fast"`` switches on the speed-ups: the ops'
+    layers made fast (:func:`~nasplug_builtins.spaces.cell.fast.accelerated`) and the edge
+    computed through :func:`~nasplug_builtins.spaces.cell.fast.mixed_op_forward`, with the same
+    results up to rounding.
     """
 
     def __init__(
@@ -173,7 +176,7 @@ class MixedOp(nn.Module):
             op = OPS[name](channels, stride, False)
             if name in NORMALISED_IN_SUPERNET:
                 op = nn.Sequential(op, nn.BatchNorm2d(channels, affine=False))
-            ops.append(op if impl == "fast" else fast.plain(op))
+            ops.append(fast.accelerated(op) if impl == "fast" else op)
             positions.append(k)
         self.impl = impl
         self.candidates = tuple(candidates)
@@ -317,8 +320,9 @@ class CellSupernet(nn.Module):
     put back as the first pass left them. Gradients and running statistics equal those without
     the saver.
 
-    ``impl`` picks how the cells compute (see :class:`MixedOp`): ``fast`` (the default) or
-    ``reference``, DARTS's plain computation; both give the same results.
+    ``impl`` picks how the cells compute (see :class:`MixedOp`): ``reference``, DARTS's plain
+    computation, or ``fast`` (the default), its speed-ups switched on; both give the same
+    results.
     """
 
     def __init__(
@@ -414,7 +418,10 @@ class CellSupernet(nn.Module):
 
 
 class Cell(nn.Module):
-    """A discrete cell: node ``i`` sums ``inputs`` ops of the genotype on earlier states."""
+    """A discrete cell: node ``i`` sums ``inputs`` ops of the genotype on earlier states.
+
+    Its ops' layers are the fast ones (:func:`~nasplug_builtins.spaces.cell.fast.accelerated`).
+    """
 
     def __init__(
         self,
@@ -436,7 +443,8 @@ class Cell(nn.Module):
         )
         self.pre1 = ReLUConvBN(c_prev, channels, 1, 1, 0, True)
         self.ops = nn.ModuleList(
-            OPS[op](channels, 2 if reduction and source < 2 else 1, True) for op, source in pairs
+            fast.accelerated(OPS[op](channels, 2 if reduction and source < 2 else 1, True))
+            for op, source in pairs
         )
         self.sources = tuple(int(source) for _, source in pairs)
         self.concat = tuple(concat)
@@ -554,10 +562,14 @@ class CellSpace(SearchSpace):
             edges form a :class:`~nasplug.core.types.Group` with ``k = node_inputs`` and ``none``
             as the unused candidate, so a group-aware relaxation gives a node in the supernet
             the mass it has in the derived network.
-        impl: how the supernet computes: ``fast`` (exact speed-ups, the default) or
-            ``reference`` (DARTS's plain ``sum(w * op(x))`` with torch's own modules, slower;
-            the same results, for checking).
+        impl: how the supernet computes: ``fast`` switches on exact speed-ups (the default);
+            ``reference`` is DARTS's plain ``sum(w * op(x))`` with torch's own layers (slower,
+            the same results, for checking). Discrete networks always run the fast layers.
     """
+
+    #: Options of a tiny instance, for tests (``nasplug.testing.tiny_instance``); 3 layers hold
+    #: both cell types.
+    test_options: ClassVar[Mapping[str, Any]] = {"channels": 4, "layers": 3, "nodes": 2}
 
     def __init__(
         self,
@@ -671,7 +683,8 @@ class CellSpace(SearchSpace):
                 for op in self._edge_ops[name]:
                     if op == NONE:
                         continue
-                    module = OPS[op](c, stride, True).to(memory_format=torch.channels_last)
+                    module = fast.accelerated(OPS[op](c, stride, True))
+                    module = module.to(memory_format=torch.channels_last)
                     shape = (1, c, h, w) if source < 2 else halved
                     sites.setdefault((name, op), []).append((module, shape))
         return sites

@@ -13,8 +13,8 @@ paths equal).
   are summed in place; the cell's concatenation hands back dense gradients (:class:`Concat`).
 - Ops: :class:`MaxPool2d` keeps one-byte argmaxes, :class:`DepthwiseConv2d` a faster weight
   gradient on small maps, :class:`PolyphaseConv2d` computes a dilated convolution undilated.
-  Each has the parameters, outputs and gradients of the torch module it subclasses, into which
-  :func:`plain` turns it back.
+  Each has the parameters, outputs and gradients of the torch module it subclasses;
+  :func:`accelerated` puts them in place of those modules.
 """
 
 from __future__ import annotations
@@ -36,9 +36,9 @@ __all__ = [
     "MaxPool2d",
     "Plan",
     "PolyphaseConv2d",
+    "accelerated",
     "cell_forward",
     "mixed_op_forward",
-    "plain",
     "plans",
     "scaled_batch_norm",
 ]
@@ -287,43 +287,87 @@ class Concat(torch.autograd.Function):
 # --- ops -----------------------------------------------------------------------------------------
 
 
-def plain(module: nn.Module) -> nn.Module:
-    """``module`` with every op of this module replaced by the torch module it stands for
-    (``nn.MaxPool2d``, ``nn.Conv2d``), sharing its parameters; ``module`` itself if it is one.
+def accelerated(module: nn.Module) -> nn.Module:
+    """``module`` with every torch layer that this module computes faster replaced by its fast
+    twin, sharing its parameters; ``module`` itself if it is one such layer.
 
-    The reference path computes with these, so that it checks the ops' speed-ups too.
+    The twins: :class:`MaxPool2d` for ``nn.MaxPool2d``; for a depthwise ``nn.Conv2d``
+    (``groups`` equal to its input and output channels, zero padding),
+    :class:`DepthwiseConv2d` when undilated and :class:`PolyphaseConv2d` when dilated with
+    "same" padding. Other layers, subclasses of these included, are kept. No random numbers
+    are drawn. The cell space builds its ops from torch's layers and turns them fast with this.
     """
-    if isinstance(module, (MaxPool2d, DepthwiseConv2d, PolyphaseConv2d)):
-        return module.plain()
+    twin = _fast_twin(module)
+    if twin is not None:
+        return twin
     for name, child in list(module.named_children()):
-        replaced = plain(child)
+        replaced = accelerated(child)
         if replaced is not child:
             setattr(module, name, replaced)
     return module
 
 
-def _plain_conv(conv: nn.Conv2d) -> nn.Conv2d:
-    """An ``nn.Conv2d`` with ``conv``'s geometry and parameters (made on the meta device, so
-    that building it draws no random numbers)."""
-    kh, kw = conv.kernel_size
-    twin = nn.Conv2d(
-        conv.in_channels,
-        conv.out_channels,
-        (kh, kw),
-        stride=(conv.stride[0], conv.stride[1]),
-        padding=conv.padding
-        if isinstance(conv.padding, str)
-        else (conv.padding[0], conv.padding[1]),
-        dilation=(conv.dilation[0], conv.dilation[1]),
-        groups=conv.groups,
-        bias=conv.bias is not None,
-        padding_mode=conv.padding_mode,
-        device="meta",
-    )
+def _fast_twin(module: nn.Module) -> nn.Module | None:
+    """The fast layer that stands for ``module``, or None if there is none."""
+    if type(module) is nn.MaxPool2d:
+        pool = MaxPool2d(
+            module.kernel_size,
+            module.stride,
+            module.padding,
+            module.dilation,
+            module.return_indices,
+            module.ceil_mode,
+        )
+        return pool.train(module.training)
+    if not (
+        type(module) is nn.Conv2d
+        and module.groups == module.in_channels == module.out_channels
+        and module.padding_mode == "zeros"
+        and not isinstance(module.padding, str)
+    ):
+        return None
+    if module.dilation == (1, 1):
+        return _conv_twin(module, DepthwiseConv2d)
+    (kh, kw), (dh, dw) = module.kernel_size, module.dilation
+    same = module.padding == (dh * (kh - 1) // 2,) * 2
+    if kh == kw and kh % 2 and dh == dw and same and module.stride in ((1, 1), (dh, dh)):
+        return _conv_twin(module, PolyphaseConv2d)
+    return None
+
+
+def _conv_twin(conv: nn.Conv2d, cls: type[nn.Conv2d]) -> nn.Conv2d:
+    """A ``cls`` with ``conv``'s geometry (zero padding, given in pixels) and parameters, made
+    on the meta device, so that building it draws no random numbers."""
+    padding = (int(conv.padding[0]), int(conv.padding[1]))
+    twin: nn.Conv2d
+    if cls is PolyphaseConv2d:
+        twin = PolyphaseConv2d(
+            conv.in_channels,
+            conv.out_channels,
+            conv.kernel_size[0],
+            conv.stride[0],
+            padding[0],
+            conv.dilation[0],
+            groups=conv.groups,
+            bias=conv.bias is not None,
+            device="meta",
+        )
+    else:
+        twin = cls(
+            conv.in_channels,
+            conv.out_channels,
+            (conv.kernel_size[0], conv.kernel_size[1]),
+            stride=(conv.stride[0], conv.stride[1]),
+            padding=padding,
+            dilation=(conv.dilation[0], conv.dilation[1]),
+            groups=conv.groups,
+            bias=conv.bias is not None,
+            device="meta",
+        )
     twin.weight = conv.weight
     if conv.bias is not None:
         twin.bias = conv.bias
-    return twin
+    return twin.train(conv.training)
 
 
 def _pair(v: Any) -> tuple[Any, Any]:
@@ -390,17 +434,6 @@ class MaxPool2d(nn.MaxPool2d):
             _pair(self.stride),
             _pair(self.padding),
             _pair(self.dilation),
-            self.ceil_mode,
-        )
-
-    def plain(self) -> nn.MaxPool2d:
-        """The ``nn.MaxPool2d`` this pool stands for."""
-        return nn.MaxPool2d(
-            self.kernel_size,
-            self.stride,
-            self.padding,
-            self.dilation,
-            self.return_indices,
             self.ceil_mode,
         )
 
@@ -527,10 +560,6 @@ class DepthwiseConv2d(nn.Conv2d):
             return super()._conv_forward(x, weight, bias)
         return _conv2d(x, weight, bias, self.stride, self.padding, self.groups)
 
-    def plain(self) -> nn.Conv2d:
-        """The ``nn.Conv2d`` this convolution stands for, sharing its parameters."""
-        return _plain_conv(self)
-
 
 class PolyphaseConv2d(nn.Conv2d):
     """A dilated convolution with "same" padding, computed as an undilated one.
@@ -553,6 +582,7 @@ class PolyphaseConv2d(nn.Conv2d):
         dilation: int,
         groups: int = 1,
         bias: bool = False,
+        device: torch.device | str | None = None,
     ) -> None:
         if (
             kernel % 2 == 0
@@ -573,6 +603,7 @@ class PolyphaseConv2d(nn.Conv2d):
             dilation=dilation,
             groups=groups,
             bias=bias,
+            device=device,
         )
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -619,7 +650,3 @@ class PolyphaseConv2d(nn.Conv2d):
             .permute(0, 3, 1, 2)
         )
         return y[:, :, :h, :w] if hd * d != h or wd * d != w else y
-
-    def plain(self) -> nn.Conv2d:
-        """The dilated ``nn.Conv2d`` this convolution stands for, sharing its parameters."""
-        return _plain_conv(self)

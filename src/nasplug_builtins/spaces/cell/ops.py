@@ -5,9 +5,11 @@
 whether BatchNorm learns a scale and shift (False in the supernet, True in discrete networks).
 A third party adds an op by adding a constructor to ``OPS``.
 
-The ops are DARTS's. Three of their layers come from :mod:`nasplug_builtins.spaces.cell.fast`, which computes
-them faster with the same parameters, outputs and gradients as the torch layers they subclass:
-the max pooling (``nn.MaxPool2d``) and the depthwise and dilated convolutions (``nn.Conv2d``).
+The ops are DARTS's, built from torch's own layers. The cell space runs them through
+:func:`nasplug_builtins.spaces.cell.fast.accelerated` (its ``impl="fast"``, the default, and its
+discrete networks), which computes three of their layers faster with the same parameters,
+outputs and gradients: the max pooling (``nn.MaxPool2d``) and the depthwise and dilated
+convolutions (``nn.Conv2d``).
 """
 
 from __future__ import annotations
@@ -19,17 +21,12 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .fast import DepthwiseConv2d, MaxPool2d, PolyphaseConv2d
-
 __all__ = [
     "NONE",
     "NORMALISED_IN_SUPERNET",
     "OPS",
-    "DepthwiseConv2d",
     "DilConv",
     "FactorizedReduce",
-    "MaxPool2d",
-    "PolyphaseConv2d",
     "ReLUConvBN",
     "SepConv",
     "Zero",
@@ -45,7 +42,7 @@ NONE = "none"
 
 OPS: dict[str, OpConstructor] = {
     NONE: lambda c, stride, affine: Zero(stride),
-    "max_pool_3x3": lambda c, stride, affine: MaxPool2d(3, stride=stride, padding=1),
+    "max_pool_3x3": lambda c, stride, affine: nn.MaxPool2d(3, stride=stride, padding=1),
     "avg_pool_3x3": lambda c, stride, affine: nn.AvgPool2d(
         3, stride=stride, padding=1, count_include_pad=False
     ),
@@ -93,11 +90,7 @@ class ReLUConvBN(nn.Sequential):
 
 
 class DilConv(nn.Sequential):
-    """ReLU, dilated depthwise convolution, pointwise convolution, BatchNorm.
-
-    The depthwise convolution is an ``nn.Conv2d`` computed faster: a :class:`PolyphaseConv2d`
-    when dilated, else a :class:`DepthwiseConv2d`.
-    """
+    """ReLU, dilated depthwise convolution, pointwise convolution, BatchNorm."""
 
     def __init__(
         self,
@@ -109,10 +102,9 @@ class DilConv(nn.Sequential):
         dilation: int,
         affine: bool,
     ) -> None:
-        conv = PolyphaseConv2d if dilation > 1 else DepthwiseConv2d
         super().__init__(
             nn.ReLU(inplace=False),
-            conv(
+            nn.Conv2d(
                 c_in,
                 c_in,
                 kernel,

@@ -373,7 +373,7 @@ class Nb201Space(SearchSpace):
             (NAS-Bench-201: 16).
     """
 
-    test_options: ClassVar[dict[str, Any]] = {"cells": 1, "channels": 4}
+    test_options: ClassVar[Mapping[str, Any]] = {"cells": 1, "channels": 4}
 
     def __init__(self, cells: int = 5, channels: int = 16) -> None:
         if isinstance(cells, bool) or not isinstance(cells, int) or cells < 1:
