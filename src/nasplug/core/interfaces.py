@@ -11,17 +11,15 @@ import itertools
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, ClassVar, Protocol, runtime_checkable
+from typing import Any, ClassVar, Protocol, runtime_checkable
 
 import torch
 from torch import nn
 
 from nasplug.core.discovery import name_of
 from nasplug.core.groups import group_layout, nearest_vertex
+from nasplug.core.protocols import RunView, TrainerView
 from nasplug.core.types import Choice, Data, Genotype, Group, LinearConstraint, SearchResult, Task
-
-if TYPE_CHECKING:
-    from nasplug.engine.trainer import RunLog, Trainer
 
 __all__ = [
     "BenchmarkTable",
@@ -32,11 +30,13 @@ __all__ = [
     "ParsesGenotype",
     "Relaxation",
     "ReportsCosts",
+    "RunView",
     "SearchContext",
     "SearchSpace",
     "SearchesTable",
     "Strategy",
     "Suggest",
+    "TrainerView",
     "restricted_candidates",
     "Weights",
 ]
@@ -443,7 +443,7 @@ class SearchContext:
 
     space: SearchSpace
     relaxation: Relaxation
-    trainer: Trainer
+    trainer: TrainerView
     data: Data
     epochs: int
     batch_size: int
@@ -458,7 +458,7 @@ class SearchContext:
         return self.data.task
 
     @property
-    def run(self) -> RunLog | None:
+    def run(self) -> RunView | None:
         return self.trainer.run
 
 
