@@ -23,7 +23,16 @@ from typing import Any, Protocol
 import torch
 from torch import nn
 
-from nasplug.core.interfaces import Constrains, Relaxation, SearchContext, SearchSpace
+from nasplug.core.interfaces import (
+    Constrains,
+    Relaxation,
+    ReplacesCandidates,
+    ScoresCandidates,
+    SearchContext,
+    SearchSpace,
+    Stateful,
+    groups_of,
+)
 from nasplug.core.protocols import TrainerView
 from nasplug.core.types import Choice, Genotype, LinearConstraint, SearchResult
 from nasplug.engine import ddp
@@ -183,7 +192,7 @@ def search_supernet(
         constraints = relax.constraints(space) if isinstance(relax, Constrains) else ()
         logits = ArchLogits(
             space.choices(),
-            groups=space.groups(),
+            groups=groups_of(space),
             constraints=constraints + (() if soft else budget),
         )
     logits = trainer.place(logits)
@@ -202,7 +211,7 @@ def search_supernet(
     sched = torch.optim.lr_scheduler.CosineAnnealingLR(stepper.w_opt, epochs, eta_min=w_lr_min)
     memo = Memo(history=[], seconds=0.0)
     run = stepper.run = SupernetRun(space, net, logits)
-    choices, groups = space.choices(), space.groups()
+    choices, groups = space.choices(), groups_of(space)
     if soft and budget:
         run.penalty = expected_cost_penalty(choices, budget, float(ctx.budget_penalty or 0.0))
     warmup = max(min(warmup, epochs - 1), 0)
@@ -214,7 +223,7 @@ def search_supernet(
         "a_opt": stepper.a_opt,
         "sched": sched,
         "relaxation": relax,
-        "space": space,
+        **({"space": space} if isinstance(space, Stateful) else {}),
         "memo": memo,
     }
     for epoch in trainer.epochs(epochs, state, phase):
@@ -252,7 +261,7 @@ def search_supernet(
             return net(x, w)
 
         val = trainer.evaluate(forward, "arch", module=net)
-        changed = space.on_epoch_end(net, eval_w)
+        changed = space.on_epoch_end(net, eval_w) if isinstance(space, ReplacesCandidates) else {}
         if changed:
             stepper.refresh(space.choices(), changed)
         stats = edge_stats(choices, eval_w)
@@ -511,7 +520,7 @@ def supernet_result(
     """
     trainer, task = ctx.trainer, ctx.task
     eval_w = run.logits.eval_weights(ctx.relaxation)
-    choices, groups = run.space.choices(), run.space.groups()
+    choices, groups = run.space.choices(), groups_of(run.space)
     derived = run.space.derive(run.logits.derivable(eval_w))
     vertex = at_vertex(choices, groups, eval_w)
     if vertex:
@@ -562,11 +571,12 @@ def supernet_result(
             m, float("nan")
         )
 
+    space = run.space
     return SearchResult(
         genotype,
         metrics,
         run.history,
-        run.space.score_candidates(eval_w, score),
+        space.score_candidates(eval_w, score) if isinstance(space, ScoresCandidates) else [],
         supernet=run.net,
         weights={k: v.detach() for k, v in eval_w.items()},
     )
