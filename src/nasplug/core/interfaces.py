@@ -879,8 +879,8 @@ class SearchContext:
         epochs: the run's epochs (``--epochs``).
         batch_size: the run's batch size.
         seed: the run's seed.
-        options: settings of the run that some strategies read (``storage``, ``study``,
-            ``run_dir``).
+        options: deprecated; read :attr:`storage`, :attr:`study` and :attr:`run_dir`. Holds
+            them under those keys for strategies written before they were fields.
         feasible: a predicate the run sets from the user's resource budget (``--budget``):
             whether a genotype's network meets it. Black-box strategies propose only genotypes
             it accepts (see :class:`~nasplug.searchlib.candidates.SamplePool`); None: every
@@ -893,6 +893,11 @@ class SearchContext:
             penalised: lambda times the weights' expected cost over what the budget leaves the
             candidates (the bound), summed over the resources, is added to the architecture
             loss. None: met by construction.
+        storage: the Optuna storage URL of a strategy that keeps an Optuna study (``--storage``);
+            None: its own default (``tpe``: SQLite in the run directory).
+        study: the Optuna study's name (``--study``); None: the strategy's default.
+        run_dir: the run directory's path, for files a strategy keeps beside its checkpoints;
+            None when the search writes nothing.
     """
 
     space: SearchSpace
@@ -906,6 +911,17 @@ class SearchContext:
     feasible: Callable[[Genotype], bool] | None = None
     constraints: tuple[LinearConstraint, ...] = ()
     budget_penalty: float | None = None
+    storage: str | None = None
+    study: str | None = None
+    run_dir: str | None = None
+
+    def __post_init__(self) -> None:
+        # Callers that still pass `options` fill the fields, and strategies that still read
+        # `options` find the fields there.
+        for key in _OPTION_FIELDS:
+            if getattr(self, key) is None and self.options.get(key) is not None:
+                setattr(self, key, self.options[key])
+        self.options = {**self.options, **{key: getattr(self, key) for key in _OPTION_FIELDS}}
 
     @property
     def task(self) -> Task:
@@ -916,6 +932,10 @@ class SearchContext:
     def run(self) -> RunView | None:
         """The run directory, as the trainer holds it; None when the search writes nothing."""
         return self.trainer.run
+
+
+#: The fields of :class:`SearchContext` that its deprecated ``options`` mirrors.
+_OPTION_FIELDS = ("storage", "study", "run_dir")
 
 
 class Strategy(ABC):
