@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import copy
+import dataclasses
 import json
 import math
 import os
@@ -53,7 +54,7 @@ def _data(n: int = 48) -> Data:
     return Data(TASK, (x, y), (x[:12], y[:12]))
 
 
-def _ctx(tmp_path: Path | None, space=None, epochs: int = 1, **options) -> SearchContext:
+def _ctx(tmp_path: Path | None, space=None, epochs: int = 1) -> SearchContext:
     data = _data()
     if tmp_path is None:
         run = None
@@ -62,12 +63,6 @@ def _ctx(tmp_path: Path | None, space=None, epochs: int = 1, **options) -> Searc
     else:
         run = RunDir.create(tmp_path, {"test": True})
     trainer = Trainer(data, run=run, device="cpu", seed=0, quiet=True)
-    opts = {
-        "storage": None,
-        "study": None,
-        "run_dir": str(tmp_path) if tmp_path else None,
-        **options,
-    }
     return SearchContext(
         space or CellSpace(channels=4, layers=2, nodes=2),
         Softmax(),
@@ -76,7 +71,7 @@ def _ctx(tmp_path: Path | None, space=None, epochs: int = 1, **options) -> Searc
         epochs=epochs,
         batch_size=16,
         seed=0,
-        options=opts,
+        run_dir=str(tmp_path) if tmp_path else None,
     )
 
 
@@ -332,6 +327,14 @@ def test_tpe_prunes_with_hyperband_and_keeps_the_study_in_the_run(tmp_path):
         assert t.user_attrs["params"] > 0
     assert result.metrics["trials"] == 4
     assert not list((tmp_path / "run/checkpoints").glob("tpe/*.pt"))
+
+
+def test_tpe_keeps_its_study_where_the_context_fields_say(tmp_path):
+    url = f"sqlite:///{tmp_path / 'shared.db'}"
+    ctx = dataclasses.replace(_ctx(tmp_path / "run"), study="mine", storage=url)
+    TPE(trials=2, train_epochs=1, startup_trials=1).search(ctx)
+    assert len(optuna.load_study(study_name="mine", storage=url).trials) == 2
+    assert not (tmp_path / "run" / "study.db").exists()
 
 
 def test_tpe_bad_pruner():

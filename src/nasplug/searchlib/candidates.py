@@ -26,10 +26,11 @@ from torch import nn
 from nasplug.core import registry
 from nasplug.core.interfaces import BenchmarkTable, OffersBenchmark, SearchContext, SearchSpace
 from nasplug.core.options import OptionError
+from nasplug.core.protocols import TrainerView
 from nasplug.core.types import Genotype, SearchResult
 from nasplug.engine.memo import Memo
 from nasplug.engine.memory import count_params
-from nasplug.engine.trainer import NonFiniteLoss, Trainer
+from nasplug.engine.trainer import NonFiniteLoss
 from nasplug.searchlib.supernet import recalibrate_batchnorm, search_supernet
 
 __all__ = [
@@ -119,7 +120,7 @@ def best_candidate(
     return best
 
 
-def forget_checkpoint(trainer: Trainer, phase: str) -> None:
+def forget_checkpoint(trainer: TrainerView, phase: str) -> None:
     """Delete a finished candidate's checkpoint: its result is kept in the search's memo."""
     if trainer.run is not None and trainer.run.writer:
         trainer.run.checkpoint_path(phase).unlink(missing_ok=True)

@@ -18,18 +18,27 @@ from __future__ import annotations
 import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Protocol
 
 import torch
 from torch import nn
 
-from nasplug.core.interfaces import Constrains, SearchContext, SearchSpace
+from nasplug.core.interfaces import (
+    Constrains,
+    Relaxation,
+    ReplacesCandidates,
+    ScoresCandidates,
+    SearchContext,
+    SearchSpace,
+    Stateful,
+    groups_of,
+)
+from nasplug.core.protocols import TrainerView
 from nasplug.core.types import Choice, Genotype, LinearConstraint, SearchResult
 from nasplug.engine import ddp
 from nasplug.engine.batchnorm import running_stats_kept
 from nasplug.engine.memo import Memo
 from nasplug.engine.memory import count_params
-from nasplug.engine.trainer import Trainer
 from nasplug.searchlib.diagnostics import (
     at_vertex,
     edge_stats,
@@ -43,8 +52,11 @@ __all__ = [
     "RECALIBRATION_BATCHES",
     "WARMUP",
     "ArchStep",
+    "ArchStepFactory",
+    "Batch",
     "SupernetRun",
     "SupernetStepper",
+    "WeightStep",
     "first_order_step",
     "recalibrate_batchnorm",
     "search_supernet",
@@ -75,12 +87,59 @@ class SupernetRun:
     penalty: Callable[[Mapping[str, torch.Tensor]], torch.Tensor] | None = None
 
 
-#: ``step(run, trainer, relaxation, val_batch, train_batch, w_opt)``: one architecture update.
-#: A step with a true ``takes_weight_step`` attribute is also passed ``weight_step=``, a function
-#: taking detached mixing weights that runs the real weight step on the training batch and returns
-#: the factor gradient clipping scaled its gradients by; such a step calls it exactly once, and
-#: the stepper then takes no weight step of its own.
-ArchStep = Callable[..., None]
+#: A batch as the trainer yields it: ``(inputs, targets)``.
+Batch = tuple[torch.Tensor, torch.Tensor]
+#: ``weight_step(mixing weights) -> clip factor``: the stepper's real weight step on the
+#: training batch, at the given detached mixing weights; it returns the factor gradient clipping
+#: scaled the gradients by (see :meth:`~nasplug.core.protocols.TrainerView.clip_factor`).
+WeightStep = Callable[[dict[str, torch.Tensor]], "torch.Tensor | float"]
+
+
+class ArchStep(Protocol):
+    """One architecture update of a supernet search (see :class:`SupernetStepper`).
+
+    An :data:`ArchStepFactory` makes it from the architecture optimiser, for
+    ``search_supernet(arch_step=...)``: :func:`first_order_step` by default,
+    :func:`nasplug.searchlib.unrolled.second_order_step` for DARTS's unrolled gradient. A plain
+    function with ``__call__``'s signature serves too; without the attribute it is taken to be
+    false.
+
+    Attributes:
+        takes_weight_step: whether the step also takes the weight step. Such a step is passed
+            ``weight_step=`` and calls it exactly once (with the mixing weights the weight
+            step is to use); the stepper then takes no weight step of its own.
+    """
+
+    takes_weight_step: bool
+
+    def __call__(
+        self,
+        run: SupernetRun,
+        trainer: TrainerView,
+        relaxation: Relaxation,
+        val_batch: Batch,
+        train_batch: Batch,
+        w_opt: torch.optim.Optimizer,
+        *,
+        weight_step: WeightStep | None = None,
+    ) -> None:
+        """Update the logits once.
+
+        Args:
+            run: the supernet and its logits (``run.net``, ``run.logits``) and the budget's
+                soft penalty (``run.penalty``), which the step adds to its loss.
+            trainer: the shared trainer.
+            relaxation: the run's relaxation; its ``penalty(logits, "arch")`` is added too.
+            val_batch: a batch of the architecture half.
+            train_batch: a batch of the weight half.
+            w_opt: the weights' optimiser (SGD), whose state a second-order step reads.
+            weight_step: the real weight step, given only when :attr:`takes_weight_step`.
+        """
+        ...
+
+
+#: ``factory(a_opt) -> step``: makes an :class:`ArchStep` from the architecture optimiser.
+ArchStepFactory = Callable[[torch.optim.Optimizer], ArchStep]
 
 
 def _freeze(params: Sequence[torch.Tensor], frozen: bool) -> None:
@@ -100,7 +159,7 @@ def search_supernet(
     w_weight_decay: float = 3e-4,
     a_lr: float = 3e-4,
     a_weight_decay: float = 1e-3,
-    arch_step: Callable[[torch.optim.Optimizer], ArchStep] | None = None,
+    arch_step: ArchStepFactory | None = None,
     sample_paths: bool = False,
     warmup: int = 0,
     logits: ArchLogits | None = None,
@@ -109,9 +168,9 @@ def search_supernet(
     """Train ``space``'s supernet for ``epochs`` with the context's relaxation.
 
     Args:
-        arch_step: a factory taking the architecture optimiser and returning the step function
-            ``step(run, trainer, relaxation, (xa, ta), (xw, tw), w_opt)`` that updates the logits;
-            default: :func:`first_order_step`. Ignored when ``sample_paths``.
+        arch_step: a factory taking the architecture optimiser and returning the
+            :class:`ArchStep` that updates the logits; default: :func:`first_order_step`.
+            Ignored when ``sample_paths``.
         sample_paths: train the weights along uniformly sampled single paths (one candidate per
             choice each step) and never update the logits (random search's weight sharing).
         warmup: the first epochs take weight steps only, the architecture frozen at its start
@@ -133,7 +192,7 @@ def search_supernet(
         constraints = relax.constraints(space) if isinstance(relax, Constrains) else ()
         logits = ArchLogits(
             space.choices(),
-            groups=space.groups(),
+            groups=groups_of(space),
             constraints=constraints + (() if soft else budget),
         )
     logits = trainer.place(logits)
@@ -152,7 +211,7 @@ def search_supernet(
     sched = torch.optim.lr_scheduler.CosineAnnealingLR(stepper.w_opt, epochs, eta_min=w_lr_min)
     memo = Memo(history=[], seconds=0.0)
     run = stepper.run = SupernetRun(space, net, logits)
-    choices, groups = space.choices(), space.groups()
+    choices, groups = space.choices(), groups_of(space)
     if soft and budget:
         run.penalty = expected_cost_penalty(choices, budget, float(ctx.budget_penalty or 0.0))
     warmup = max(min(warmup, epochs - 1), 0)
@@ -164,7 +223,7 @@ def search_supernet(
         "a_opt": stepper.a_opt,
         "sched": sched,
         "relaxation": relax,
-        "space": space,
+        **({"space": space} if isinstance(space, Stateful) else {}),
         "memo": memo,
     }
     for epoch in trainer.epochs(epochs, state, phase):
@@ -202,7 +261,7 @@ def search_supernet(
             return net(x, w)
 
         val = trainer.evaluate(forward, "arch", module=net)
-        changed = space.on_epoch_end(net, eval_w)
+        changed = space.on_epoch_end(net, eval_w) if isinstance(space, ReplacesCandidates) else {}
         if changed:
             stepper.refresh(space.choices(), changed)
         stats = edge_stats(choices, eval_w)
@@ -248,12 +307,12 @@ class SupernetStepper:
 
     def __init__(
         self,
-        trainer: Trainer,
-        relaxation: Any,
+        trainer: TrainerView,
+        relaxation: Relaxation,
         net: nn.Module,
         logits: ArchLogits,
         *,
-        arch_step: Callable[[torch.optim.Optimizer], ArchStep] | None = None,
+        arch_step: ArchStepFactory | None = None,
         w_lr: float = 0.025,
         w_momentum: float = 0.9,
         w_weight_decay: float = 3e-4,
@@ -299,8 +358,8 @@ class SupernetStepper:
 
     def step(
         self,
-        train_batch: tuple,
-        val_batch: tuple,
+        train_batch: Batch,
+        val_batch: Batch,
         *,
         sample_paths: bool = False,
         arch: bool = True,
@@ -320,6 +379,7 @@ class SupernetStepper:
                 weights = {k: w.detach() for k, w in self.logits.weights(self.relax).items()}
             return self._weight_step(train_batch, weights, where)[:2]
         _freeze(self.w_params, True)
+        # A plain function without the attribute takes no weight step (see ArchStep).
         if getattr(self.arch_step, "takes_weight_step", False):
             done: list[tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]] = []
 
@@ -350,10 +410,10 @@ class SupernetStepper:
         return self._weight_step(train_batch, weights, where)[:2]
 
     def _weight_step(
-        self, train_batch: tuple, weights: dict[str, torch.Tensor], where: str
+        self, train_batch: Batch, weights: dict[str, torch.Tensor], where: str
     ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
         """The weight half-step at fixed mixing ``weights``: (detached outputs, loss, and the
-        gradient norm clipping measured, see :meth:`Trainer.update`).
+        gradient norm clipping measured, see :meth:`~nasplug.core.protocols.TrainerView.update`).
 
         Leaves the weights trainable and the logits as they were found.
         """
@@ -376,29 +436,47 @@ class SupernetStepper:
 
 
 def first_order_step(a_opt: torch.optim.Optimizer) -> ArchStep:
-    """The first-order architecture step: the gradient of the validation loss at the current weights."""
+    """The first-order architecture step: the gradient of the validation loss at the current weights.
 
-    def step(
+    Args:
+        a_opt: the architecture optimiser.
+
+    Returns:
+        The step; it takes no weight step.
+    """
+    return _FirstOrderStep(a_opt)
+
+
+class _FirstOrderStep:
+    """:func:`first_order_step`'s step."""
+
+    takes_weight_step: bool = False
+
+    def __init__(self, a_opt: torch.optim.Optimizer) -> None:
+        self.a_opt = a_opt
+
+    def __call__(
+        self,
         run: SupernetRun,
-        trainer: Trainer,
-        relax: Any,
-        val_batch: tuple,
-        train_batch: tuple,
+        trainer: TrainerView,
+        relaxation: Relaxation,
+        val_batch: Batch,
+        train_batch: Batch,
         w_opt: torch.optim.Optimizer,
+        *,
+        weight_step: WeightStep | None = None,
     ) -> None:
         xa, ta = val_batch
         with trainer.autocast():
-            weights = run.logits.weights(relax)
+            weights = run.logits.weights(relaxation)
             loss = trainer.loss(run.net(xa, weights), ta)
-            pen = relax.penalty(run.logits.as_dict(), "arch")
+            pen = relaxation.penalty(run.logits.as_dict(), "arch")
             if pen is not None:
                 loss = loss + pen
             if run.penalty is not None:
                 loss = loss + run.penalty(weights)
         trainer.check_finite(loss, "architecture step")
-        trainer.update(loss, a_opt, clip=False)
-
-    return step
+        trainer.update(loss, self.a_opt, clip=False)
 
 
 def expected_cost_penalty(
@@ -442,7 +520,7 @@ def supernet_result(
     """
     trainer, task = ctx.trainer, ctx.task
     eval_w = run.logits.eval_weights(ctx.relaxation)
-    choices, groups = run.space.choices(), run.space.groups()
+    choices, groups = run.space.choices(), groups_of(run.space)
     derived = run.space.derive(run.logits.derivable(eval_w))
     vertex = at_vertex(choices, groups, eval_w)
     if vertex:
@@ -493,18 +571,19 @@ def supernet_result(
             m, float("nan")
         )
 
+    space = run.space
     return SearchResult(
         genotype,
         metrics,
         run.history,
-        run.space.score_candidates(eval_w, score),
+        space.score_candidates(eval_w, score) if isinstance(space, ScoresCandidates) else [],
         supernet=run.net,
         weights={k: v.detach() for k, v in eval_w.items()},
     )
 
 
 def _evaluate_with_path_statistics(
-    trainer: Trainer,
+    trainer: TrainerView,
     net: nn.Module,
     forward: Callable[[torch.Tensor], torch.Tensor],
     batch_size: int,
@@ -524,7 +603,7 @@ def _evaluate_with_path_statistics(
 def recalibrate_batchnorm(
     net: nn.Module,
     forward: Callable[[torch.Tensor], torch.Tensor],
-    trainer: Trainer,
+    trainer: TrainerView,
     batch_size: int,
     batches: int,
 ) -> None:

@@ -2,13 +2,10 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-import torch
-
-from nasplug.searchlib.supernet import WARMUP, ArchStep
+from nasplug.searchlib.supernet import WARMUP, ArchStepFactory
 from nasplug.searchlib.unrolled import check_options, second_order
 
 __all__ = ["SupernetOptions"]
@@ -50,7 +47,7 @@ class SupernetOptions:
             raise ValueError(f"warmup must be >= 0 epochs, got {self.warmup}")
 
     @property
-    def arch_step(self) -> Callable[[torch.optim.Optimizer], ArchStep] | None:
+    def arch_step(self) -> ArchStepFactory | None:
         """The architecture step's factory for :func:`search_supernet` (None: first order)."""
         return second_order(self.difference, self.lookahead) if self.order == 2 else None
 

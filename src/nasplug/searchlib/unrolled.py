@@ -25,16 +25,14 @@ from __future__ import annotations
 
 import contextlib
 import functools
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Iterator, Sequence
 from typing import Any
 
 import torch
 
-from nasplug.engine.trainer import Trainer
-from nasplug.searchlib.supernet import ArchStep, SupernetRun
-
-#: ``weight_step(mixing weights) -> clip factor``: the stepper's real weight step.
-WeightStep = Callable[[dict[str, torch.Tensor]], "torch.Tensor | float"]
+from nasplug.core.interfaces import Relaxation
+from nasplug.core.protocols import TrainerView
+from nasplug.searchlib.supernet import ArchStep, ArchStepFactory, Batch, SupernetRun, WeightStep
 
 __all__ = [
     "DIFFERENCES",
@@ -71,20 +69,37 @@ def second_order_step(
             clipping's factor scales the Hessian term as it scaled the step). ``real`` goes with
             the central difference only: its forward difference would need ``g(w)`` in full
             precision, a pass of its own, and save nothing.
+
+    Returns:
+        The step; it takes the weight step with ``lookahead="real"``.
+
+    Raises:
+        ValueError: for a difference or look-ahead it lacks (see :func:`check_options`).
     """
     check_options(difference, lookahead)
+    return _SecondOrderStep(a_opt, difference, lookahead)
 
-    def step(
+
+class _SecondOrderStep:
+    """:func:`second_order_step`'s step."""
+
+    def __init__(self, a_opt: torch.optim.Optimizer, difference: str, lookahead: str) -> None:
+        self.a_opt, self.difference = a_opt, difference
+        self.takes_weight_step = lookahead == "real"
+
+    def __call__(
+        self,
         run: SupernetRun,
-        trainer: Trainer,
-        relax: Any,
-        val_batch: tuple,
-        train_batch: tuple,
+        trainer: TrainerView,
+        relaxation: Relaxation,
+        val_batch: Batch,
+        train_batch: Batch,
         w_opt: torch.optim.Optimizer,
         weight_step: WeightStep | None = None,
     ) -> None:
-        net, logits = run.net, run.logits
-        weights = logits.weights(relax)  # keeps the graph to the logits for the final backward
+        net, logits, a_opt = run.net, run.logits, self.a_opt
+        # The weights keep the graph to the logits for the final backward.
+        weights = logits.weights(relaxation)
         grads = unrolled_gradients(
             net,
             trainer,
@@ -92,13 +107,13 @@ def second_order_step(
             val_batch,
             train_batch,
             w_opt,
-            difference=difference,
+            difference=self.difference,
             weight_step=weight_step,
         )
         a_opt.zero_grad(set_to_none=True)
         # d/da of sum(w(a) * g) is exactly J_w(a)^T g: one backward through the relaxation.
         surrogate = torch.stack([(weights[k] * g).sum() for k, g in grads.items()]).sum()
-        pen = relax.penalty(logits.as_dict(), "arch")
+        pen = relaxation.penalty(logits.as_dict(), "arch")
         if pen is not None:
             surrogate = surrogate + pen
         if run.penalty is not None:
@@ -106,13 +121,8 @@ def second_order_step(
         surrogate.backward()
         a_opt.step()
 
-    step.takes_weight_step = lookahead == "real"  # type: ignore[attr-defined]
-    return step
 
-
-def second_order(
-    difference: str = "central", lookahead: str = "virtual"
-) -> Callable[[torch.optim.Optimizer], ArchStep]:
+def second_order(difference: str = "central", lookahead: str = "virtual") -> ArchStepFactory:
     """:func:`second_order_step` with these options, for ``search_supernet(arch_step=...)``.
 
     The options are checked now, so a strategy can reject bad ones when it is made.
@@ -137,10 +147,10 @@ def check_options(difference: str, lookahead: str) -> None:
 
 def unrolled_gradients(
     net: torch.nn.Module,
-    trainer: Trainer,
+    trainer: TrainerView,
     weights: dict[str, torch.Tensor],
-    val_batch: tuple,
-    train_batch: tuple,
+    val_batch: Batch,
+    train_batch: Batch,
     w_opt: torch.optim.Optimizer,
     *,
     difference: str = "central",
@@ -148,7 +158,7 @@ def unrolled_gradients(
 ) -> dict[str, torch.Tensor]:
     """The second-order gradient with respect to each choice's mixing weights.
 
-    With ``weight_step`` (the real weight step, see :data:`nasplug.searchlib.supernet.ArchStep`) the
+    With ``weight_step`` (the real weight step, see :class:`nasplug.searchlib.supernet.ArchStep`) the
     weights are left where that step took them; without it they are restored.
     """
     check_options(difference, "virtual" if weight_step is None else "real")
@@ -230,13 +240,13 @@ def unrolled_gradients(
 
 def _mix_grad(
     net: torch.nn.Module,
-    trainer: Trainer,
+    trainer: TrainerView,
     mix: dict[str, torch.Tensor],
     params: list[torch.Tensor],
     saved: list[torch.Tensor],
     u: list[torch.Tensor],
     eps: torch.Tensor,
-    batch: tuple,
+    batch: Batch,
 ) -> list[torch.Tensor]:
     """dL_train/d(mixing weights) at ``saved + eps * u``; the weights stay frozen."""
     x, t = batch

@@ -6,8 +6,9 @@ last, each choice keeps only its strongest candidates. During each stage the out
 candidate is dropped out at a decaying rate, so that parameter-free skips do not win merely
 because they train fastest; and the final genotype holds at most ``max_skips`` skips.
 
-The strategy sees the space only through its interface (``with_depth``, ``restrict``,
-``derive``, ``one_hot``) and the supernet only through its ``candidate_dropout`` attribute.
+The strategy sees the space only through its interface (``derive``, ``one_hot``) and its
+:class:`~nasplug.core.interfaces.Progressive` capability (``with_depth``, ``restrict``), and the
+supernet only through its :class:`~nasplug.core.interfaces.DropsCandidates` capability.
 """
 
 from __future__ import annotations
@@ -15,23 +16,23 @@ from __future__ import annotations
 import dataclasses
 import math
 from collections.abc import Callable, Mapping
-from typing import Any, ClassVar, Protocol, runtime_checkable
+from typing import Any, ClassVar
 
 from torch import nn
 
-from nasplug.core.interfaces import SearchContext, SearchSpace, Strategy, Weights
+from nasplug.core.interfaces import (
+    DropsCandidates,
+    Progressive,
+    SearchContext,
+    SearchSpace,
+    Strategy,
+    Weights,
+)
 from nasplug.core.types import Genotype, SearchResult
 from nasplug.searchlib.supernet import WARMUP, SupernetRun, search_supernet, supernet_result
 from nasplug.searchlib.supernet_options import SupernetOptions
 
 __all__ = ["ProgressiveDarts", "cap_candidate", "strongest"]
-
-
-@runtime_checkable
-class _DropsCandidates(Protocol):
-    """A supernet that drops out candidates while training: ``{candidate name: rate}``."""
-
-    candidate_dropout: dict[str, float]
 
 
 class ProgressiveDarts(Strategy):
@@ -132,7 +133,7 @@ class ProgressiveDarts(Strategy):
         seconds = 0.0
         run: SupernetRun | None = None
         for s, epochs in enumerate(self.stage_epochs(ctx.epochs)):
-            stage_space = space.with_depth(self.depths[s]) if self.depths else space
+            stage_space = _deepened(space, self.depths[s]) if self.depths else space
             ctx.trainer.log(
                 "stage",
                 stage=s + 1,
@@ -152,8 +153,8 @@ class ProgressiveDarts(Strategy):
             seconds += run.seconds
             if s < self.stages - 1:
                 weights = run.logits.eval_weights(ctx.relaxation)
-                space = space.restrict(
-                    strongest(space, weights, self.keep[s], run.logits.as_dict())
+                space = _restricted(
+                    space, strongest(space, weights, self.keep[s], run.logits.as_dict())
                 )
         assert run is not None  # stages >= 1
         weights = run.logits.eval_weights(ctx.relaxation)
@@ -179,7 +180,7 @@ class ProgressiveDarts(Strategy):
             return None
 
         def before_epoch(epoch: int, net: nn.Module) -> None:
-            if not isinstance(net, _DropsCandidates):
+            if not isinstance(net, DropsCandidates):
                 if rate > 0 and epoch == 0:
                     ctx.trainer.say(
                         f"pdarts: the {type(net).__name__} supernet has no "
@@ -189,6 +190,16 @@ class ProgressiveDarts(Strategy):
             net.candidate_dropout = {self.skip_op: rate * math.exp(-self.dropout_decay * epoch)}
 
         return before_epoch
+
+
+def _deepened(space: Progressive, depth: int) -> SearchSpace:
+    """``space`` with ``depth`` units: what pdarts needs of a space, typed as its capability."""
+    return space.with_depth(depth)
+
+
+def _restricted(space: Progressive, keep: dict[str, list[str]]) -> SearchSpace:
+    """``space`` with only the candidates in ``keep``, typed as the capability pdarts uses."""
+    return space.restrict(keep)
 
 
 def strongest(

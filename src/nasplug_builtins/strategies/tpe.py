@@ -61,8 +61,8 @@ REFUSED_TRIALS = 500
 class TPE(Strategy):
     """Black-box search with Optuna's TPESampler, one short training per trial.
 
-    The study is ``ctx.options["study"]`` (default: the run directory's name) in the storage
-    ``ctx.options["storage"]`` (default: ``sqlite:///RUN_DIR/study.db``), created or loaded.
+    The study is ``ctx.study`` (default: the run directory's name) in the storage
+    ``ctx.storage`` (default: ``sqlite:///RUN_DIR/study.db``), created or loaded.
     Trials carry user attributes ``genotype`` (JSON), ``params``, ``seconds`` and the worker
     that ran them (``run_dir``, ``host``, ``pid``).
 
@@ -154,10 +154,9 @@ class TPE(Strategy):
             return result
 
         trainer, task = ctx.trainer, ctx.task
-        run_dir = ctx.options.get("run_dir")
-        url = ctx.options.get("storage")
+        run_dir, url = ctx.run_dir, ctx.storage
         storage = open_storage(url, run_dir)
-        name = ctx.options.get("study") or (Path(run_dir).name if run_dir else "nasplug")
+        name = ctx.study or (Path(run_dir).name if run_dir else "nasplug")
         if trainer.quiet:
             optuna.logging.set_verbosity(optuna.logging.WARNING)
         direction: Literal["maximize", "minimize"] = (
