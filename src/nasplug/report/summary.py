@@ -20,6 +20,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from nasplug.engine.stats import spearman
 from nasplug.run.rundir import TABLE_LABEL, TABLE_METRIC, RunDir, RunError, atomic_write
 
 __all__ = [
@@ -28,7 +29,6 @@ __all__ = [
     "add_commands",
     "candidates_text",
     "read_run",
-    "spearman",
     "summary_text",
     "tensorboard_sink",
     "write_report",
@@ -414,38 +414,6 @@ def _is_number(v: Any) -> bool:
 def _numeric_column(rows: Sequence[Mapping[str, Any]], key: str) -> bool:
     values = [r.get(key) for r in rows]
     return any(_is_number(v) for v in values) and all(v is None or _is_number(v) for v in values)
-
-
-def spearman(x: Sequence[Any], y: Sequence[Any]) -> float | None:
-    """Spearman rank correlation over the pairs where both are finite numbers (ties averaged).
-
-    None with fewer than three such pairs or a constant side.
-    """
-    pairs = [(a, b) for a, b in zip(x, y, strict=True) if _is_number(a) and _is_number(b)]
-    if len(pairs) < 3:
-        return None
-    rx, ry = _ranks([p[0] for p in pairs]), _ranks([p[1] for p in pairs])
-    mx, my = sum(rx) / len(rx), sum(ry) / len(ry)
-    sxy = sum((a - mx) * (b - my) for a, b in zip(rx, ry, strict=True))
-    sxx = sum((a - mx) ** 2 for a in rx)
-    syy = sum((b - my) ** 2 for b in ry)
-    if sxx == 0 or syy == 0:
-        return None
-    return sxy / math.sqrt(sxx * syy)
-
-
-def _ranks(values: Sequence[float]) -> list[float]:
-    order = sorted(range(len(values)), key=lambda i: values[i])
-    ranks = [0.0] * len(values)
-    i = 0
-    while i < len(order):
-        j = i
-        while j + 1 < len(order) and values[order[j + 1]] == values[order[i]]:
-            j += 1
-        for k in order[i : j + 1]:
-            ranks[k] = (i + j) / 2 + 1
-        i = j + 1
-    return ranks
 
 
 def candidate_correlations(
