@@ -20,6 +20,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from nasplug.core.errors import one_line
 from nasplug.engine.stats import spearman
 from nasplug.run.rundir import TABLE_LABEL, TABLE_METRIC, RunDir, RunError, atomic_write
 
@@ -529,9 +530,10 @@ def _pictures(
             paths = plotting.save(fig, folder / name, formats)
         except Exception as e:  # noqa: BLE001 - a report is a view of saved results (plugins' records included): show what can be shown
             print(
-                f"nasplug: warning: {caption} not drawn: {type(e).__name__}: {e}", file=sys.stderr
+                f"nasplug: warning: {caption} not drawn: {one_line(e, with_type=True)}",
+                file=sys.stderr,
             )
-            out["failed"].append((f"{caption}: {type(e).__name__}: {e}", folder / name))
+            out["failed"].append((f"{caption}: {one_line(e, with_type=True)}", folder / name))
             return
         written.extend(paths)
         out[section].append((caption, paths[0]))
@@ -575,10 +577,10 @@ def _pictures(
             groups = plotting.weights_figures(rec.search, _candidates_by_choice(rec))
         except Exception as e:  # noqa: BLE001 - as in keep()
             print(
-                f"nasplug: warning: mixing weights not drawn: {type(e).__name__}: {e}",
+                f"nasplug: warning: mixing weights not drawn: {one_line(e, with_type=True)}",
                 file=sys.stderr,
             )
-            out["failed"].append((f"mixing weights: {type(e).__name__}: {e}", folder))
+            out["failed"].append((f"mixing weights: {one_line(e, with_type=True)}", folder))
             groups = []
         for group, fig in groups:
             keep(
