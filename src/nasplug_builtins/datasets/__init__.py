@@ -27,6 +27,7 @@ import numpy as np
 import torch
 import torch.utils.data
 
+from nasplug.core.errors import one_line
 from nasplug.core.interfaces import Dataset
 from nasplug.core.types import TASK_KINDS, Data, Task
 from nasplug.engine.userdata import Split
@@ -514,7 +515,9 @@ class _Images(torch.utils.data.Dataset):
             return self.folder[i]
         except (OSError, ValueError) as e:  # PIL's UnidentifiedImageError is an OSError
             file = self.folder.samples[i][0]
-            raise ValueError(f"imagefolder: cannot read image {file}: {_one_line(e)}") from e
+            raise ValueError(
+                f"imagefolder: cannot read image {file}: {one_line(e, with_type=True)}"
+            ) from e
 
 
 def _check_headers(samples: Sequence[tuple[str, int]]) -> Counter[tuple[int, int, str]]:
@@ -528,7 +531,9 @@ def _check_headers(samples: Sequence[tuple[str, int]]) -> Counter[tuple[int, int
             with Image.open(file) as im:
                 found[(*im.size, im.mode)] += 1
         except (OSError, ValueError) as e:
-            raise ValueError(f"imagefolder: cannot read image {file}: {_one_line(e)}") from e
+            raise ValueError(
+                f"imagefolder: cannot read image {file}: {one_line(e, with_type=True)}"
+            ) from e
     return found
 
 
@@ -594,7 +599,7 @@ def read_idx(path: str | Path) -> np.ndarray:
         with gzip.open(path, "rb") if path.suffix == ".gz" else open(path, "rb") as f:
             raw = f.read()
     except (OSError, EOFError) as e:  # gzip.BadGzipFile is an OSError
-        raise ValueError(f"cannot read IDX file {path}: {_one_line(e)}") from e
+        raise ValueError(f"cannot read IDX file {path}: {one_line(e, with_type=True)}") from e
     if len(raw) < 4 or raw[:3] != b"\x00\x00\x08" or raw[3] == 0:
         raise ValueError(
             f"{path} is not an IDX file of unsigned bytes; accepted: MNIST's IDX format "
@@ -664,7 +669,9 @@ def _torchvision_arrays(
         Exception
     ) as e:  # offline or corrupt data surfaces as URLError, RuntimeError, OSError, ...
         what = "download failed" if download else "download=false"
-        raise ValueError(f"{name}: no data in {root} and {what} ({_one_line(e)}); {hint}") from e
+        raise ValueError(
+            f"{name}: no data in {root} and {what} ({one_line(e, with_type=True)}); {hint}"
+        ) from e
     out: list[np.ndarray] = []
     for s in sets:
         out += [np.asarray(s.data), np.asarray(s.targets)]
@@ -692,7 +699,9 @@ def _read_npz(path: Path) -> dict[str, np.ndarray]:
         with loaded:
             arrays = {k: loaded[k] for k in loaded.files}
     except (OSError, EOFError, zipfile.BadZipFile) as e:
-        raise ValueError(f"npz: cannot read {path} ({_one_line(e)}); {accepted}") from e
+        raise ValueError(
+            f"npz: cannot read {path} ({one_line(e, with_type=True)}); {accepted}"
+        ) from e
     except ValueError as e:  # numpy refuses pickled and object data, which could run code
         if str(e).startswith("npz:"):
             raise
@@ -786,8 +795,3 @@ def _check_folder(root: Path) -> None:
         raise ValueError(f"imagefolder: no folder {root}; {_FOLDER_ACCEPTED}")
     if not any(p.is_dir() for p in root.iterdir()):
         raise ValueError(f"imagefolder: {root} has no class subfolders; {_FOLDER_ACCEPTED}")
-
-
-def _one_line(e: BaseException) -> str:
-    text = str(e).strip().splitlines()
-    return f"{type(e).__name__}: {text[0]}" if text else type(e).__name__
