@@ -22,7 +22,16 @@ from typing import Any
 
 from nasplug.core.errors import one_line
 from nasplug.engine.stats import spearman
-from nasplug.run.rundir import TABLE_LABEL, TABLE_METRIC, RunDir, RunError, atomic_write
+from nasplug.run.rundir import (
+    GENOTYPE,
+    METRICS,
+    TABLE_LABEL,
+    TABLE_METRIC,
+    RunDir,
+    RunError,
+    atomic_write,
+)
+from nasplug.run.training import TRAIN_JSON
 
 __all__ = [
     "RunRecord",
@@ -180,9 +189,9 @@ def read_run(run_dir: RunDir | str | Path) -> RunRecord:
     candidates = run.read_json("candidates.json") or []
     if not isinstance(candidates, list):
         raise RunError(f"{run.path / 'candidates.json'} is damaged; it should hold a JSON list")
-    metrics, genotype = run.read_json("metrics.json"), run.read_json("genotype.json")
+    metrics, genotype = run.read_json(METRICS), run.read_json(GENOTYPE)
     if config.get("command") == "train":  # written by `nasplug train`
-        metrics = _flat(run.read_json("train.json"))
+        metrics = _flat(run.read_json(TRAIN_JSON))
         genotype = config.get("genotype") if isinstance(config.get("genotype"), Mapping) else None
     return RunRecord(
         path=run.path,
