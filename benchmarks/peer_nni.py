@@ -37,8 +37,11 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+sys.path.insert(0, str(Path(__file__).parent))
+
 import torch
 import torch.nn.functional as F
+from plain_supernet import darts_optimisers  # noqa: E402
 
 CHANNELS, CELLS, CLASSES = 16, 8, 10
 
@@ -72,8 +75,7 @@ def nni_step(batch: int, threads: int) -> Callable[[], None]:
         )
     ids = {id(p) for p in arch}
     weights = [p for p in net.parameters() if id(p) not in ids]
-    w_opt = torch.optim.SGD(weights, lr=0.025, momentum=0.9, weight_decay=3e-4)
-    a_opt = torch.optim.Adam(arch, lr=3e-4, betas=(0.5, 0.999), weight_decay=1e-3)
+    w_opt, a_opt = darts_optimisers(weights, arch)
     (xw, yw), (xa, ya) = _batches(batch)
     net.train()
 

@@ -32,10 +32,27 @@ import torch.nn.functional as F
 from torch import nn
 
 from nasplug.core.types import Task
+from nasplug.searchlib import supernet_defaults as defaults
 from nasplug_builtins.spaces.cell import CellSpace
 
 CHANNELS, CELLS, NODES, CLASSES = 16, 8, 4, 10
 TASK = Task("classification", (3, 32, 32), CLASSES)
+
+
+def darts_optimisers(
+    weights: list[nn.Parameter], arch: list[nn.Parameter]
+) -> tuple[torch.optim.SGD, torch.optim.Adam]:
+    """DARTS's optimisers with nasplug's supernet defaults: SGD of the weights, Adam of the logits."""
+    w_opt = torch.optim.SGD(
+        weights,
+        lr=defaults.W_LR,
+        momentum=defaults.W_MOMENTUM,
+        weight_decay=defaults.W_WEIGHT_DECAY,
+    )
+    a_opt = torch.optim.Adam(
+        arch, lr=defaults.A_LR, betas=defaults.A_BETAS, weight_decay=defaults.A_WEIGHT_DECAY
+    )
+    return w_opt, a_opt
 
 
 def plain_step(batch: int) -> Callable[[], None]:
@@ -47,8 +64,7 @@ def plain_step(batch: int) -> Callable[[], None]:
     alphas = {c.name: nn.Parameter(1e-3 * torch.randn(len(c.candidates))) for c in space.choices()}
     arch = list(alphas.values())
     weights = list(net.parameters())
-    w_opt = torch.optim.SGD(weights, lr=0.025, momentum=0.9, weight_decay=3e-4)
-    a_opt = torch.optim.Adam(arch, lr=3e-4, betas=(0.5, 0.999), weight_decay=1e-3)
+    w_opt, a_opt = darts_optimisers(weights, arch)
     x = torch.randn(2 * batch, 3, 32, 32).contiguous(memory_format=torch.channels_last)
     y = torch.randint(0, CLASSES, (2 * batch,))
 

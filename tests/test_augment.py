@@ -78,6 +78,9 @@ def test_crop_flip_and_cutout_do_what_they_say():
     out = augment.apply(x, cut)
     assert (out[0, 0, :1, :1] == 0).all() and int((out[0] == 0).sum()) == 1
     assert (out[1, 0, 1:3, 1:3] == 0).all() and int((out[1] == 0).sum()) == 4
+    odd = augment.Params(none.crop_yx, none.flip, torch.tensor([[2, 2], [2, 2]]), 2, 3)
+    out = augment.apply(x, odd)  # as DARTS: size // 2 either side of the centre, end excluded
+    assert (out[:, 0, 1:3, 1:3] == 0).all() and int((out == 0).sum()) == 2 * 4
 
 
 def test_no_flip_never_flips_and_fit_cuts_out_half_the_side_by_default():

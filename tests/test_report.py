@@ -357,16 +357,6 @@ def test_a_genotype_of_unknown_shape_is_not_drawn():
     assert plotting.genotype_figure({"space": "x", "spec": {"layers": 3}}) is None
 
 
-def test_spearman_matches_scipy_with_ties_and_gaps():
-    stats = pytest.importorskip("scipy.stats")
-    rng = np.random.default_rng(1)
-    x = rng.integers(0, 5, 40).astype(float)
-    y = x + rng.normal(size=40)
-    ours = report.spearman(list(x) + [None, float("nan")], list(y) + [1.0, 2.0])
-    assert ours == pytest.approx(stats.spearmanr(x, y).statistic, abs=1e-12)
-    assert report.spearman([1, 2], [3, 4]) is None and report.spearman([1, 1, 1], [1, 2, 3]) is None
-
-
 # ---- TensorBoard ------------------------------------------------------------------------------
 def test_tensorboard_without_the_package_is_one_line_and_writes_nothing(
     tmp_path, monkeypatch, capsys

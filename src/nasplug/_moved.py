@@ -1,4 +1,5 @@
-"""Module names of 0.1.0 that moved into the layers, importable with a DeprecationWarning.
+"""Module names of 0.1.0 that moved into the layers or were renamed since, importable with a
+DeprecationWarning.
 
 ``import nasplug.interfaces`` gives the module now at ``nasplug.core.interfaces`` (the same
 object, so classes compare equal) and warns once per name where it moved. The names go in the
@@ -22,7 +23,7 @@ MOVED: dict[str, str] = {
     "nasplug.baselines": "nasplug.engine.baselines",
     "nasplug.batchnorm": "nasplug.engine.batchnorm",
     "nasplug.budget": "nasplug.run.budget",
-    "nasplug.candidates": "nasplug.searchlib.candidates",
+    "nasplug.candidates": "nasplug.searchlib.blackbox",
     "nasplug.comparison": "nasplug.report.comparison",
     "nasplug.compiling": "nasplug.engine.compiling",
     "nasplug.costs": "nasplug.searchlib.costs",
@@ -41,6 +42,7 @@ MOVED: dict[str, str] = {
     "nasplug.registry": "nasplug.core.registry",
     "nasplug.rng": "nasplug.engine.rng",
     "nasplug.rundir": "nasplug.run.rundir",
+    "nasplug.searchlib.candidates": "nasplug.searchlib.blackbox",
     "nasplug.streaming": "nasplug.engine.streaming",
     "nasplug.supernet": "nasplug.searchlib.supernet",
     "nasplug.supernet_options": "nasplug.searchlib.supernet_options",

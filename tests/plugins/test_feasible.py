@@ -22,7 +22,7 @@ from nasplug.core.types import Data, Genotype, Task
 from nasplug.engine.memory import count_params
 from nasplug.engine.trainer import Trainer
 from nasplug.run.rundir import RunDir
-from nasplug.searchlib.candidates import SamplePool
+from nasplug.searchlib.blackbox import SamplePool
 from nasplug_builtins.relaxations import Softmax
 from nasplug_builtins.spaces.cell import CellSpace
 from nasplug_builtins.strategies.evolution import mutate
@@ -149,10 +149,10 @@ def test_a_parent_without_a_feasible_child_is_given_up_for_the_next_best():
 @pytest.mark.parametrize("name", ["random", "evolution", "tpe"])
 def test_a_budget_no_genotype_meets_is_one_line(name, monkeypatch):
     import nasplug_builtins.strategies.tpe as tpe
-    from nasplug.searchlib import candidates as candidates
+    from nasplug.searchlib import blackbox
 
     space = _nb201()
-    monkeypatch.setattr(candidates, "FEASIBLE_DRAWS", 300)
+    monkeypatch.setattr(blackbox, "FEASIBLE_DRAWS", 300)
     monkeypatch.setattr(tpe, "REFUSED_TRIALS", 30)
     strategy = _strategy(name, method="table", **{BUDGETS[name]: 10})
     with pytest.raises(OptionError) as e:
@@ -259,7 +259,7 @@ def test_tpe_trains_only_feasible_trials_and_counts_only_them(tmp_path):
 
 
 def test_a_proposer_that_ignores_the_budget_is_stopped_before_its_candidate_is_trained(tmp_path):
-    from nasplug.searchlib.candidates import Evaluation, candidate_search
+    from nasplug.searchlib.blackbox import Evaluation, candidate_search
 
     space = CellSpace(channels=4, layers=2, nodes=2)
     ctx = _ctx(tmp_path / "run", lambda g: False)

@@ -248,24 +248,24 @@ def test_random_search_by_time(tmp_path):
 @pytest.mark.parametrize("name", ["random", "evolution"])
 def test_a_black_box_search_does_not_redo_finished_candidates(tmp_path, monkeypatch, name):
     from nasplug.core import registry
-    from nasplug.searchlib import candidates as candidates
+    from nasplug.searchlib import blackbox
 
     def strategy():
         opts = {"population": 2, "sample": 2} if name == "evolution" else {}
         return registry.load("strategy", name)(candidates=4, train_epochs=1, **opts)
 
     whole = strategy().search(_ctx(tmp_path / "whole"))
-    real = candidates.train_candidate
+    real = blackbox.train_candidate
 
     def killed_at_third(ctx, genotype, *, phase, **kw):
         if phase.endswith("00002"):
             raise KeyboardInterrupt
         return real(ctx, genotype, phase=phase, **kw)
 
-    monkeypatch.setattr(candidates, "train_candidate", killed_at_third)
+    monkeypatch.setattr(blackbox, "train_candidate", killed_at_third)
     with pytest.raises(KeyboardInterrupt):
         strategy().search(_ctx(tmp_path / "killed"))
-    monkeypatch.setattr(candidates, "train_candidate", real)
+    monkeypatch.setattr(blackbox, "train_candidate", real)
     resumed = strategy().search(_ctx(tmp_path / "killed"))
 
     assert [r["genotype"] for r in resumed.candidates] == [r["genotype"] for r in whole.candidates]

@@ -141,7 +141,7 @@ def test_evolution_mutation_changes_exactly_one_decision(table_space):
 
 
 def test_evolution_mutants_of_a_grouped_space_are_valid_and_differ_from_their_parent():
-    from nasplug.searchlib.candidates import SamplePool
+    from nasplug.searchlib.blackbox import SamplePool
     from nasplug_builtins.spaces.cell import CellSpace
     from nasplug_builtins.strategies.evolution import mutate
 

@@ -15,7 +15,6 @@ from nasplug_builtins.spaces.dense import (
     DenseSupernet,
     band_edges,
     property_correlations,
-    spearman,
 )
 
 IMAGES = Task("classification", (1, 28, 28), 10)
@@ -320,16 +319,6 @@ def test_candidate_table_lists_current_and_replaced_blocks():
     )
     rows = [{"depth": d, "weight": w, "metric": None} for d, w in [(1, 0.1), (2, 0.2), (3, 0.5)]]
     assert property_correlations(rows, ["depth"]) == {"depth": {"weight": 1.0, "metric": None}}
-
-
-def test_spearman_matches_scipy_with_ties():
-    stats = pytest.importorskip("scipy.stats")
-    gen = random.Random(0)
-    x = [gen.randint(0, 4) for _ in range(30)]
-    y = [gen.random() + 0.1 * v for v in x]
-    assert spearman(x, y) == pytest.approx(stats.spearmanr(x, y).statistic)
-    assert spearman([1, 1, 1], [1, 2, 3]) is None
-    assert spearman([1, 2], [1, 2]) is None
 
 
 @pytest.mark.parametrize(

@@ -20,7 +20,8 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from nasplug.api import DEFAULTS, PLUGIN_KEYS, RunFailed, check_config, one_line
+from nasplug.api import DEFAULTS, PLUGIN_KEYS, RunFailed, check_config
+from nasplug.core.errors import one_line
 
 __all__ = ["main"]
 
@@ -120,7 +121,7 @@ def _describe(e: BaseException) -> tuple[int, str]:
     if isinstance(e, tuple(expected)):
         return code, f"error: {one_line(e)}{notes}"
     return 1, (
-        f"error: unexpected {type(e).__name__}: {one_line(e)}{notes} (rerun with --debug "
+        f"error: unexpected {one_line(e, with_type=True)}{notes} (rerun with --debug "
         f"for the traceback)"
     )
 
@@ -675,7 +676,7 @@ def cmd_list(args: argparse.Namespace) -> int:
                         registry.load(axis, name)
                     except registry.PluginError as e:
                         cause = e.__cause__
-                        why = f"{type(cause).__name__}: {one_line(cause)}" if cause else one_line(e)
+                        why = one_line(cause, with_type=True) if cause else one_line(e)
                         note = f"  [BROKEN: {why}]"
                 print(f"  {name:<26} {p.dist} {p.version} ({origin}){note}")
     if os.environ.get("NASPLUG_DISABLE_PLUGIN_AUTOLOAD", "") not in ("", "0"):

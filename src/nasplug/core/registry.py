@@ -22,6 +22,7 @@ from nasplug.core.discovery import (
     names,
     registered_name,
 )
+from nasplug.core.errors import one_line
 
 __all__ = [
     "AXES",
@@ -57,9 +58,8 @@ def load(axis: str, name: str) -> Any:
     try:
         obj = metadata.EntryPoint(p.name, p.value, AXES[axis]).load()
     except (Exception, SystemExit) as e:  # a plugin's import may fail in any way, even exit
-        detail = " ".join(str(e).split())
         raise PluginError(
-            f"{axis} {name!r} failed to load from {where}: {type(e).__name__}: {detail}"
+            f"{axis} {name!r} failed to load from {where}: {one_line(e, with_type=True)}"
         ) from e
     base = getattr(interfaces, _BASES[axis])
     if not isinstance(obj, type) or not issubclass(obj, base):

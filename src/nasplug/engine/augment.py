@@ -18,12 +18,8 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 
-from nasplug.core.options import AUGMENT_MODES
+__all__ = ["PAD", "Params", "apply", "crop_pad", "draw"]
 
-__all__ = ["MODES", "PAD", "Params", "apply", "crop_pad", "cutout", "draw"]
-
-#: Accepted values of the trainer's ``augment`` option.
-MODES = AUGMENT_MODES
 #: Padding of the random crop, in pixels (DARTS's 4 of 32), at most.
 PAD = 4
 #: Images with a shorter side below this are not cropped (a one-pixel shift is an eighth).
@@ -136,26 +132,12 @@ def apply(x: torch.Tensor, params: Params) -> torch.Tensor:
 
 
 def _hole(centre: torch.Tensor, size: int, h: int, w: int) -> torch.Tensor:
-    """1 outside and 0 inside each image's ``size`` x ``size`` square (clipped at the borders),
-    as DARTS's Cutout: rows ``[cy - size // 2, cy + size // 2)``, shape ``[N, 1, H, W]``."""
+    """1 outside and 0 inside each image's square around its centre (clipped at the borders),
+    shape ``[N, 1, H, W]``: rows ``[cy - size // 2, cy + size // 2)`` and columns likewise, as
+    DARTS's Cutout cuts them, so an odd ``size`` cuts a square of side ``size - 1``."""
     half = size // 2
     ys = torch.arange(h, device=centre.device).view(1, h, 1)
     xs = torch.arange(w, device=centre.device).view(1, 1, w)
     cy, cx = centre[:, 0].view(-1, 1, 1), centre[:, 1].view(-1, 1, 1)
     inside = (ys >= cy - half) & (ys < cy + half) & (xs >= cx - half) & (xs < cx + half)
     return (~inside).unsqueeze(1)
-
-
-def cutout(x: torch.Tensor, size: int) -> torch.Tensor:
-    """Zero one random ``size`` x ``size`` square per image, drawn from the global generator.
-
-    Kept for callers of earlier versions; the trainer uses seeded :func:`draw` and :func:`apply`.
-    """
-    n, _, h, w = x.shape
-    cy = torch.randint(0, h, (n,), device=x.device)
-    cx = torch.randint(0, w, (n,), device=x.device)
-    ys = torch.arange(h, device=x.device).view(1, h, 1)
-    xs = torch.arange(w, device=x.device).view(1, 1, w)
-    half = size // 2
-    hole = ((ys - cy.view(n, 1, 1)).abs() <= half) & ((xs - cx.view(n, 1, 1)).abs() <= half)
-    return x * (~hole).unsqueeze(1).to(x.dtype)

@@ -7,6 +7,8 @@ import functools
 import torch
 from torch import nn
 
+from nasplug.core.errors import one_line
+
 __all__ = ["check_compile", "has_forward"]
 
 
@@ -32,8 +34,7 @@ def check_compile(backend: str, device: torch.device) -> None:
         fn = torch.compile(lambda x: torch.relu(x) * 2 + 1, backend=backend)
         fn(torch.ones(8, device=device))
     except Exception as e:  # any failure of the toolchain means: not usable here
-        first = " ".join(str(e).split())[:200] or type(e).__name__
         raise ValueError(
             f"--compile {backend}: torch.compile does not work on {device.type} here "
-            f"({first}); run without --compile"
+            f"({one_line(e)}); run without --compile"
         ) from e

@@ -24,6 +24,7 @@ import torch
 from torch.utils.data import DataLoader
 from torch.utils.data import Dataset as TorchDataset
 
+from nasplug.core.errors import one_line
 from nasplug.core.types import Data
 from nasplug.engine import augment
 
@@ -95,7 +96,7 @@ class Items:
             y = torch.stack([torch.as_tensor(item[1]) for item in items])
         except (TypeError, IndexError, RuntimeError) as e:
             raise ValueError(
-                f"dataset items do not stack ({type(e).__name__}: {str(e).splitlines()[0]}); "
+                f"dataset items do not stack ({one_line(e, with_type=True)}); "
                 "accepted: (x, y) pairs of arrays or tensors, one shape for every x"
             ) from e
         return x, y

@@ -8,6 +8,7 @@ import torch
 import torch.nn.functional as F
 
 from nasplug.core.types import Task
+from nasplug.engine import stats
 
 __all__ = ["Metrics", "Objective"]
 
@@ -126,21 +127,6 @@ def _mean_auroc(scores: torch.Tensor, labels: torch.Tensor) -> float:
         pos, neg = int(y.sum()), int((~y).sum())
         if pos == 0 or neg == 0:
             continue
-        ranks = _average_ranks(scores[:, j].double())
+        ranks = torch.tensor(stats.ranks(scores[:, j].tolist()), dtype=torch.float64)
         aucs.append((float(ranks[y].sum()) - pos * (pos + 1) / 2) / (pos * neg))
     return sum(aucs) / len(aucs) if aucs else float("nan")
-
-
-def _average_ranks(x: torch.Tensor) -> torch.Tensor:
-    order = torch.argsort(x)
-    xs = x[order]
-    ranks = torch.empty_like(x)
-    i = 0
-    n = len(x)
-    while i < n:
-        j = i
-        while j + 1 < n and xs[j + 1] == xs[i]:
-            j += 1
-        ranks[order[i : j + 1]] = (i + j) / 2 + 1
-        i = j + 1
-    return ranks

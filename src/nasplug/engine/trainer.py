@@ -20,7 +20,7 @@ import torch
 from torch import nn
 
 from nasplug.core.errors import RunError
-from nasplug.core.options import STREAM_MODES
+from nasplug.core.options import AUGMENT_MODES, STREAM_MODES
 from nasplug.core.types import Data
 from nasplug.engine import augment as augment_mod
 from nasplug.engine import ddp, streaming
@@ -161,7 +161,7 @@ class Trainer:
             os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
             torch.use_deterministic_algorithms(True)
         chosen = augment if augment is not None else data.augment or "standard"
-        self.augment = _one_of("augment", chosen, augment_mod.MODES)
+        self.augment = _one_of("augment", chosen, AUGMENT_MODES)
         self.stream = _one_of("stream", stream, STREAM_MODES)
         if not isinstance(workers, int) or isinstance(workers, bool) or workers < 0:
             raise ValueError(f"workers={workers!r} is not accepted; accepted: an integer >= 0")

@@ -26,6 +26,7 @@ import torch
 from torch.utils.data import Dataset as TorchDataset
 from torch.utils.data import Subset
 
+from nasplug.core.errors import one_line
 from nasplug.core.types import TASK_KINDS, Data, Task, TaskKind
 from nasplug.engine import streaming
 
@@ -242,8 +243,8 @@ def _first(label: str, split: str, ds: TorchDataset) -> tuple[np.ndarray, np.nda
         item = ds[0]
     except (IndexError, KeyError, TypeError, ValueError, OSError) as e:
         raise ValueError(
-            f"{label}: reading item 0 of the {split} Dataset failed ({type(e).__name__}: "
-            f"{str(e).splitlines()[0] if str(e) else ''}); {_ACCEPTED}"
+            f"{label}: reading item 0 of the {split} Dataset failed "
+            f"({one_line(e, with_type=True)}); {_ACCEPTED}"
         ) from e
     if not isinstance(item, (tuple, list)) or len(item) != 2:
         raise ValueError(

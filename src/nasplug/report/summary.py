@@ -20,7 +20,18 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from nasplug.run.rundir import TABLE_LABEL, TABLE_METRIC, RunDir, RunError, atomic_write
+from nasplug.core.errors import one_line
+from nasplug.engine.stats import spearman
+from nasplug.run.rundir import (
+    GENOTYPE,
+    METRICS,
+    TABLE_LABEL,
+    TABLE_METRIC,
+    RunDir,
+    RunError,
+    atomic_write,
+)
+from nasplug.run.training import TRAIN_JSON
 
 __all__ = [
     "RunRecord",
@@ -28,7 +39,6 @@ __all__ = [
     "add_commands",
     "candidates_text",
     "read_run",
-    "spearman",
     "summary_text",
     "tensorboard_sink",
     "write_report",
@@ -179,9 +189,9 @@ def read_run(run_dir: RunDir | str | Path) -> RunRecord:
     candidates = run.read_json("candidates.json") or []
     if not isinstance(candidates, list):
         raise RunError(f"{run.path / 'candidates.json'} is damaged; it should hold a JSON list")
-    metrics, genotype = run.read_json("metrics.json"), run.read_json("genotype.json")
+    metrics, genotype = run.read_json(METRICS), run.read_json(GENOTYPE)
     if config.get("command") == "train":  # written by `nasplug train`
-        metrics = _flat(run.read_json("train.json"))
+        metrics = _flat(run.read_json(TRAIN_JSON))
         genotype = config.get("genotype") if isinstance(config.get("genotype"), Mapping) else None
     return RunRecord(
         path=run.path,
@@ -416,38 +426,6 @@ def _numeric_column(rows: Sequence[Mapping[str, Any]], key: str) -> bool:
     return any(_is_number(v) for v in values) and all(v is None or _is_number(v) for v in values)
 
 
-def spearman(x: Sequence[Any], y: Sequence[Any]) -> float | None:
-    """Spearman rank correlation over the pairs where both are finite numbers (ties averaged).
-
-    None with fewer than three such pairs or a constant side.
-    """
-    pairs = [(a, b) for a, b in zip(x, y, strict=True) if _is_number(a) and _is_number(b)]
-    if len(pairs) < 3:
-        return None
-    rx, ry = _ranks([p[0] for p in pairs]), _ranks([p[1] for p in pairs])
-    mx, my = sum(rx) / len(rx), sum(ry) / len(ry)
-    sxy = sum((a - mx) * (b - my) for a, b in zip(rx, ry, strict=True))
-    sxx = sum((a - mx) ** 2 for a in rx)
-    syy = sum((b - my) ** 2 for b in ry)
-    if sxx == 0 or syy == 0:
-        return None
-    return sxy / math.sqrt(sxx * syy)
-
-
-def _ranks(values: Sequence[float]) -> list[float]:
-    order = sorted(range(len(values)), key=lambda i: values[i])
-    ranks = [0.0] * len(values)
-    i = 0
-    while i < len(order):
-        j = i
-        while j + 1 < len(order) and values[order[j + 1]] == values[order[i]]:
-            j += 1
-        for k in order[i : j + 1]:
-            ranks[k] = (i + j) / 2 + 1
-        i = j + 1
-    return ranks
-
-
 def candidate_correlations(
     rows: Sequence[Mapping[str, Any]], metric: str
 ) -> tuple[str | None, dict[str, float | None]]:
@@ -561,9 +539,10 @@ def _pictures(
             paths = plotting.save(fig, folder / name, formats)
         except Exception as e:  # noqa: BLE001 - a report is a view of saved results (plugins' records included): show what can be shown
             print(
-                f"nasplug: warning: {caption} not drawn: {type(e).__name__}: {e}", file=sys.stderr
+                f"nasplug: warning: {caption} not drawn: {one_line(e, with_type=True)}",
+                file=sys.stderr,
             )
-            out["failed"].append((f"{caption}: {type(e).__name__}: {e}", folder / name))
+            out["failed"].append((f"{caption}: {one_line(e, with_type=True)}", folder / name))
             return
         written.extend(paths)
         out[section].append((caption, paths[0]))
@@ -607,10 +586,10 @@ def _pictures(
             groups = plotting.weights_figures(rec.search, _candidates_by_choice(rec))
         except Exception as e:  # noqa: BLE001 - as in keep()
             print(
-                f"nasplug: warning: mixing weights not drawn: {type(e).__name__}: {e}",
+                f"nasplug: warning: mixing weights not drawn: {one_line(e, with_type=True)}",
                 file=sys.stderr,
             )
-            out["failed"].append((f"mixing weights: {type(e).__name__}: {e}", folder))
+            out["failed"].append((f"mixing weights: {one_line(e, with_type=True)}", folder))
             groups = []
         for group, fig in groups:
             keep(

@@ -28,6 +28,7 @@ from torch import nn
 from torch.utils.flop_counter import FlopCounterMode
 
 from nasplug.core import registry
+from nasplug.core.errors import one_line
 from nasplug.core.interfaces import ReportsCosts, SearchSpace
 from nasplug.core.types import Costs, Genotype, Task
 from nasplug.engine.memory import count_params
@@ -400,8 +401,8 @@ def _read_table(path: Path, key: Mapping[str, Any], sites: Sites) -> Costs | Non
         return costs
     except (OSError, ValueError, KeyError, TypeError) as e:
         warnings.warn(
-            f"latency table {path} is damaged or for another setting ({type(e).__name__}: "
-            f"{str(e).splitlines()[0] if str(e) else 'unreadable'}); measuring it again",
+            f"latency table {path} is damaged or for another setting "
+            f"({one_line(e, with_type=True)}); measuring it again",
             stacklevel=3,
         )
         return None

@@ -39,6 +39,7 @@ from nasplug.engine import ddp
 from nasplug.engine.batchnorm import running_stats_kept
 from nasplug.engine.memo import Memo
 from nasplug.engine.memory import count_params
+from nasplug.searchlib import supernet_defaults as defaults
 from nasplug.searchlib.diagnostics import (
     at_vertex,
     edge_stats,
@@ -153,12 +154,12 @@ def search_supernet(
     *,
     epochs: int,
     phase: str,
-    w_lr: float = 0.025,
-    w_lr_min: float = 0.001,
-    w_momentum: float = 0.9,
-    w_weight_decay: float = 3e-4,
-    a_lr: float = 3e-4,
-    a_weight_decay: float = 1e-3,
+    w_lr: float = defaults.W_LR,
+    w_lr_min: float = defaults.W_LR_MIN,
+    w_momentum: float = defaults.W_MOMENTUM,
+    w_weight_decay: float = defaults.W_WEIGHT_DECAY,
+    a_lr: float = defaults.A_LR,
+    a_weight_decay: float = defaults.A_WEIGHT_DECAY,
     arch_step: ArchStepFactory | None = None,
     sample_paths: bool = False,
     warmup: int = 0,
@@ -313,11 +314,11 @@ class SupernetStepper:
         logits: ArchLogits,
         *,
         arch_step: ArchStepFactory | None = None,
-        w_lr: float = 0.025,
-        w_momentum: float = 0.9,
-        w_weight_decay: float = 3e-4,
-        a_lr: float = 3e-4,
-        a_weight_decay: float = 1e-3,
+        w_lr: float = defaults.W_LR,
+        w_momentum: float = defaults.W_MOMENTUM,
+        w_weight_decay: float = defaults.W_WEIGHT_DECAY,
+        a_lr: float = defaults.A_LR,
+        a_weight_decay: float = defaults.A_WEIGHT_DECAY,
     ) -> None:
         self.trainer, self.relax, self.net, self.logits = trainer, relaxation, net, logits
         self.w_params = [p for p in net.parameters() if p.requires_grad]
@@ -326,7 +327,7 @@ class SupernetStepper:
             self.w_params, lr=w_lr, momentum=w_momentum, weight_decay=w_weight_decay
         )
         self.a_opt = torch.optim.Adam(
-            self.a_params, lr=a_lr, betas=(0.5, 0.999), weight_decay=a_weight_decay
+            self.a_params, lr=a_lr, betas=defaults.A_BETAS, weight_decay=a_weight_decay
         )
         self.arch_step = (arch_step or first_order_step)(self.a_opt)
         if arch_step is not None and ddp.is_distributed():

@@ -59,11 +59,6 @@ def check_fraction(name: str, value: float) -> None:
         )
 
 
-def one_line(e: BaseException) -> str:
-    text = str(e).strip().splitlines()
-    return f"{type(e).__name__}: {text[0]}" if text else type(e).__name__
-
-
 def import_torchvision(name: str, hint: str) -> Any:
     try:
         import torchvision

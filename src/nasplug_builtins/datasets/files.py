@@ -12,6 +12,7 @@ import numpy as np
 import torch
 import torch.utils.data
 
+from nasplug.core.errors import one_line
 from nasplug.core.interfaces import Dataset
 from nasplug.core.types import TASK_KINDS, Data, Task
 from nasplug.engine.userdata import Split
@@ -21,7 +22,7 @@ from nasplug.engine.userdata import check_pair as _check_pair
 from nasplug.engine.userdata import split_indices as _split
 from nasplug.engine.userdata import target_rows as _targets
 
-from ._common import check_fraction, check_range, import_torchvision, one_line
+from ._common import check_fraction, check_range, import_torchvision
 
 __all__ = ["ImageFolder", "Npz"]
 
@@ -237,7 +238,9 @@ class _Images(torch.utils.data.Dataset):
             return self.folder[i]
         except (OSError, ValueError) as e:  # PIL's UnidentifiedImageError is an OSError
             file = self.folder.samples[i][0]
-            raise ValueError(f"imagefolder: cannot read image {file}: {one_line(e)}") from e
+            raise ValueError(
+                f"imagefolder: cannot read image {file}: {one_line(e, with_type=True)}"
+            ) from e
 
 
 def _check_headers(samples: Sequence[tuple[str, int]]) -> Counter[tuple[int, int, str]]:
@@ -251,7 +254,9 @@ def _check_headers(samples: Sequence[tuple[str, int]]) -> Counter[tuple[int, int
             with Image.open(file) as im:
                 found[(*im.size, im.mode)] += 1
         except (OSError, ValueError) as e:
-            raise ValueError(f"imagefolder: cannot read image {file}: {one_line(e)}") from e
+            raise ValueError(
+                f"imagefolder: cannot read image {file}: {one_line(e, with_type=True)}"
+            ) from e
     return found
 
 
@@ -315,7 +320,9 @@ def _read_npz(path: Path) -> dict[str, np.ndarray]:
         with loaded:
             arrays = {k: loaded[k] for k in loaded.files}
     except (OSError, EOFError, zipfile.BadZipFile) as e:
-        raise ValueError(f"npz: cannot read {path} ({one_line(e)}); {accepted}") from e
+        raise ValueError(
+            f"npz: cannot read {path} ({one_line(e, with_type=True)}); {accepted}"
+        ) from e
     except ValueError as e:  # numpy refuses pickled and object data, which could run code
         if str(e).startswith("npz:"):
             raise

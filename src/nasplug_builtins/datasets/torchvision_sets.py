@@ -13,6 +13,7 @@ from typing import Any, ClassVar
 
 import numpy as np
 
+from nasplug.core.errors import one_line
 from nasplug.core.interfaces import Dataset
 from nasplug.core.types import Data
 from nasplug.engine.userdata import Split
@@ -22,7 +23,6 @@ from ._common import (
     FASHION_MNIST_CLASSES,
     check_range,
     import_torchvision,
-    one_line,
     take_per_class,
 )
 
@@ -210,7 +210,7 @@ def read_idx(path: str | Path) -> np.ndarray:
         with gzip.open(path, "rb") if path.suffix == ".gz" else open(path, "rb") as f:
             raw = f.read()
     except (OSError, EOFError) as e:  # gzip.BadGzipFile is an OSError
-        raise ValueError(f"cannot read IDX file {path}: {one_line(e)}") from e
+        raise ValueError(f"cannot read IDX file {path}: {one_line(e, with_type=True)}") from e
     if len(raw) < 4 or raw[:3] != b"\x00\x00\x08" or raw[3] == 0:
         raise ValueError(
             f"{path} is not an IDX file of unsigned bytes; accepted: MNIST's IDX format "
@@ -268,7 +268,9 @@ def _torchvision_arrays(
         Exception
     ) as e:  # offline or corrupt data surfaces as URLError, RuntimeError, OSError, ...
         what = "download failed" if download else "download=false"
-        raise ValueError(f"{name}: no data in {root} and {what} ({one_line(e)}); {hint}") from e
+        raise ValueError(
+            f"{name}: no data in {root} and {what} ({one_line(e, with_type=True)}); {hint}"
+        ) from e
     out: list[np.ndarray] = []
     for s in sets:
         out += [np.asarray(s.data), np.asarray(s.targets)]

@@ -29,12 +29,12 @@ from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Any, ClassVar
 
 import networkx as nx
-import numpy as np
 import torch
 from torch import nn
 
 from nasplug.core.interfaces import SearchSpace, Suggest, Weights
 from nasplug.core.types import Choice, Genotype, Task
+from nasplug.engine.stats import spearman
 
 __all__ = [
     "ACTIVATIONS",
@@ -46,7 +46,6 @@ __all__ = [
     "dag_properties",
     "property_correlations",
     "repair_dag",
-    "spearman",
     "validate_dag",
 ]
 
@@ -807,33 +806,6 @@ def _require_unit(name: str, value: Any) -> None:
 
 
 # ---- correlations --------------------------------------------------------------------------------
-
-
-def _ranks(values: Sequence[float]) -> np.ndarray:
-    """Ranks from 1, ties sharing their average rank (as Spearman's rho needs)."""
-    v = np.asarray(values, dtype=float)
-    ranks = np.empty(len(v))
-    ranks[np.argsort(v, kind="mergesort")] = np.arange(1, len(v) + 1)
-    _, inverse = np.unique(v, return_inverse=True)
-    return (np.bincount(inverse, weights=ranks) / np.bincount(inverse))[inverse]
-
-
-def spearman(x: Sequence[float | None], y: Sequence[float | None]) -> float | None:
-    """Spearman's rank correlation over the pairs where both values are finite.
-
-    None when fewer than three pairs remain or either side is constant (rho is undefined).
-    """
-    pairs = [
-        (float(a), float(b))
-        for a, b in zip(x, y, strict=True)
-        if a is not None and b is not None and math.isfinite(a) and math.isfinite(b)
-    ]
-    if len(pairs) < 3:
-        return None
-    rx, ry = _ranks([a for a, _ in pairs]), _ranks([b for _, b in pairs])
-    if rx.std() == 0 or ry.std() == 0:
-        return None
-    return float(np.corrcoef(rx, ry)[0, 1])
 
 
 def property_correlations(

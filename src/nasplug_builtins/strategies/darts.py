@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from nasplug.core.interfaces import SearchContext, Strategy
 from nasplug.core.types import SearchResult
+from nasplug.searchlib import supernet_defaults as defaults
 from nasplug.searchlib.supernet import WARMUP, search_supernet, supernet_result
 from nasplug.searchlib.supernet_options import SupernetOptions
 
@@ -34,12 +35,12 @@ class Darts(Strategy):
     def __init__(
         self,
         order: int = 1,
-        w_lr: float = 0.025,
-        w_lr_min: float = 0.001,
-        w_momentum: float = 0.9,
-        w_weight_decay: float = 3e-4,
-        a_lr: float = 3e-4,
-        a_weight_decay: float = 1e-3,
+        w_lr: float = defaults.W_LR,
+        w_lr_min: float = defaults.W_LR_MIN,
+        w_momentum: float = defaults.W_MOMENTUM,
+        w_weight_decay: float = defaults.W_WEIGHT_DECAY,
+        a_lr: float = defaults.A_LR,
+        a_weight_decay: float = defaults.A_WEIGHT_DECAY,
         difference: str = "central",
         lookahead: str = "virtual",
         warmup: int = WARMUP,

@@ -15,7 +15,7 @@ from typing import Any, ClassVar
 
 from nasplug.core.interfaces import SearchContext, SearchSpace, Strategy
 from nasplug.core.types import Genotype, SearchResult
-from nasplug.searchlib.candidates import (
+from nasplug.searchlib.blackbox import (
     Evaluation,
     Propose,
     SamplePool,

@@ -29,7 +29,7 @@ import torch
 from nasplug.core.interfaces import SearchContext, SearchSpace, Strategy
 from nasplug.core.types import Genotype, SearchResult
 from nasplug.engine.memory import count_params
-from nasplug.searchlib.candidates import (
+from nasplug.searchlib.blackbox import (
     benchmark_of,
     best_candidate,
     forget_checkpoint,

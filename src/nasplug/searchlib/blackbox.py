@@ -1,5 +1,5 @@
-"""Discrete candidates, as the black-box strategies (random search, TPE, evolution) draw, score
-and rank them.
+"""Black-box search: how the strategies that propose whole genotypes (random search, TPE,
+evolution) draw, score and rank them.
 
 A black-box strategy proposes genotypes and needs each one scored. :class:`Evaluation` holds
 the ways every built-in one offers (``method=train``, ``supernet`` or ``table``) with their

@@ -10,7 +10,7 @@ import pytest
 from nasplug.core.interfaces import SearchContext
 from nasplug.engine.trainer import Trainer
 from nasplug.run.rundir import RunDir
-from nasplug.searchlib.candidates import Evaluation, SamplePool, candidate_search
+from nasplug.searchlib.blackbox import Evaluation, SamplePool, candidate_search
 from nasplug.testing import TinySoftmax, TinySpace, tiny_data
 
 
@@ -55,3 +55,15 @@ def test_a_search_that_gets_no_candidate_says_so(tmp_path):
         candidate_search(
             _ctx(tmp_path / "run"), "pool", evaluation, lambda rows, i: None, candidates=3
         )
+
+
+def test_the_old_module_name_still_imports_with_a_deprecation_warning():
+    import importlib
+    import sys
+
+    from nasplug.searchlib import blackbox
+
+    sys.modules.pop("nasplug.searchlib.candidates", None)
+    with pytest.warns(DeprecationWarning, match="nasplug.searchlib.blackbox"):
+        old = importlib.import_module("nasplug.searchlib.candidates")
+    assert old is blackbox and old.SamplePool is blackbox.SamplePool
