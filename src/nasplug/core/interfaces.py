@@ -891,7 +891,7 @@ class SearchContext:
             them under those keys for strategies written before they were fields.
         feasible: a predicate the run sets from the user's resource budget (``--budget``):
             whether a genotype's network meets it. Black-box strategies propose only genotypes
-            it accepts (see :class:`~nasplug.searchlib.candidates.SamplePool`); None: every
+            it accepts (see :class:`~nasplug.searchlib.blackbox.SamplePool`); None: every
             genotype is feasible.
         constraints: the same budget as linear constraints on the mixing weights (``cost . x
             <= limit - fixed`` per resource), made on the full space: a supernet strategy
@@ -980,7 +980,7 @@ class SearchesTable(Protocol):
 
     ``method`` is the instance's evaluation method. With ``method == "table"`` a run checks,
     before anything is written, that the space offers a benchmark (see
-    :func:`nasplug.searchlib.candidates.benchmark_of`), and ``search(ctx)`` scores every
+    :func:`nasplug.searchlib.blackbox.benchmark_of`), and ``search(ctx)`` scores every
     genotype by it. ``search_table`` is the same search with nothing but the space: no data,
     trainer or run directory, so the query-budget curve can run it for hundreds of seeds.
     """
@@ -1009,7 +1009,7 @@ class SearchesTable(Protocol):
 
         Returns:
             A result whose ``history`` holds one row per query, in order, the table's value
-            under ``metric`` (see :func:`nasplug.searchlib.candidates.table_result`).
+            under ``metric`` (see :func:`nasplug.searchlib.blackbox.table_result`).
 
         Raises:
             nasplug.core.options.OptionError: when the space's table cannot be had.

@@ -30,7 +30,7 @@ class RunView(Protocol):
     Strategies checkpoint through :meth:`TrainerView.epochs` and log through
     :meth:`TrainerView.log`; of the directory itself they need only where a phase's checkpoint
     lies, to delete one that is no longer needed (see
-    :func:`nasplug.searchlib.candidates.forget_checkpoint`).
+    :func:`nasplug.searchlib.blackbox.forget_checkpoint`).
     """
 
     @property

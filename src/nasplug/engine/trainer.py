@@ -13,7 +13,6 @@ import sys
 import time
 import zlib
 from collections.abc import Callable, Iterator, Mapping, Sequence
-from pathlib import Path
 from typing import Any, Protocol, TypeVar
 
 import torch
@@ -21,6 +20,7 @@ from torch import nn
 
 from nasplug.core.errors import RunError
 from nasplug.core.options import AUGMENT_MODES, STREAM_MODES
+from nasplug.core.protocols import RunView
 from nasplug.core.types import Data
 from nasplug.engine import augment as augment_mod
 from nasplug.engine import ddp, streaming
@@ -36,17 +36,11 @@ _SPLIT_SEED = 20190401  # the weight/architecture halves depend on the data only
 _ModuleT = TypeVar("_ModuleT", bound=nn.Module)
 
 
-class RunLog(Protocol):
-    """What the trainer needs of a run directory: an events log and checkpoints by phase.
-
-    ``writer`` is False on every DDP rank but the first: only one process writes files.
-    """
-
-    writer: bool
+class RunLog(RunView, Protocol):
+    """What the trainer needs of a run directory: what a strategy sees of it (``writer``,
+    ``checkpoint_path``), an events log and checkpoints by phase."""
 
     def log(self, event: str, **fields: Any) -> None: ...
-
-    def checkpoint_path(self, phase: str) -> Path: ...
 
     def save_checkpoint(self, phase: str, state: Mapping[str, Any]) -> None: ...
 

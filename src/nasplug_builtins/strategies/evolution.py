@@ -5,10 +5,10 @@ A population of ``population`` genotypes starts as distinct random draws. Each s
 evaluates the child, adds it and removes the *oldest* member, whatever its score: the
 population is always the ``population`` most recently evaluated genotypes. Candidates are
 evaluated as random search evaluates them (a short training, a shared supernet, or the space's
-benchmark table; see :class:`nasplug.searchlib.candidates.Evaluation`).
+benchmark table; see :class:`nasplug.searchlib.blackbox.Evaluation`).
 
 Under a resource budget every candidate is within it: the initial draws are rejection-sampled
-(see :class:`nasplug.searchlib.candidates.SamplePool`) and a mutation whose child is outside the budget
+(see :class:`nasplug.searchlib.blackbox.SamplePool`) and a mutation whose child is outside the budget
 is retried with another single change; after :data:`MUTATION_TRIES` such children the next
 best contender of the tournament is the parent.
 """
@@ -56,7 +56,7 @@ class Evolution(Strategy):
             them is the parent. The defaults (10 and 5) were chosen on the nb201 table (see
             docs/benchmarks.md).
         candidates: genotypes evaluated in all, the initial population included.
-        method: ``train``, ``supernet`` or ``table`` (see :class:`~nasplug.searchlib.candidates.Evaluation`).
+        method: ``train``, ``supernet`` or ``table`` (see :class:`~nasplug.searchlib.blackbox.Evaluation`).
         train_epochs: training epochs of each candidate (``train``).
         lr: SGD learning rate of each candidate's training (``train``).
         supernet_epochs: epochs of the supernet (``supernet``; 0: the run's epochs).

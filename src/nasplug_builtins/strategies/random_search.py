@@ -5,7 +5,7 @@ one by one: by a short training of each discrete network, by the weights they sh
 supernet trained along uniformly sampled paths, or by the space's benchmark table. The budget
 is a number of candidates or a wall-clock time, so that random search can be given the compute
 of a DARTS run. Under a resource budget only genotypes within it are drawn (rejection
-sampling; see :class:`nasplug.searchlib.candidates.SamplePool`).
+sampling; see :class:`nasplug.searchlib.blackbox.SamplePool`).
 """
 
 from __future__ import annotations
@@ -36,10 +36,10 @@ class RandomSearch(Strategy):
     each candidate: the last one may finish after it; at least one candidate is evaluated.
     With ``method=table`` the search takes no data and no training: ``candidates`` is the
     number of table queries, and the run records the table's best value under the table's own
-    metric name (see :class:`nasplug.searchlib.candidates.Evaluation`).
+    metric name (see :class:`nasplug.searchlib.blackbox.Evaluation`).
 
     Args:
-        method: ``train``, ``supernet`` or ``table`` (see :class:`~nasplug.searchlib.candidates.Evaluation`).
+        method: ``train``, ``supernet`` or ``table`` (see :class:`~nasplug.searchlib.blackbox.Evaluation`).
         candidates: how many candidates to evaluate (0: no limit, then ``time_budget`` is needed).
         time_budget: wall-clock seconds for the search (0: no limit).
         train_epochs: training epochs of each candidate (``train``).

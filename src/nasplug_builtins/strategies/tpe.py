@@ -53,7 +53,7 @@ _COUNTED = ("COMPLETE", "PRUNED", "RUNNING", "WAITING")
 _BUDGET = "budget"
 _INFEASIBLE = "infeasible"
 #: Trials outside the budget in a row after which a search gives up. Fewer than a random
-#: search's draws (:data:`nasplug.searchlib.candidates.FEASIBLE_DRAWS`): each costs the sampler a model
+#: search's draws (:data:`nasplug.searchlib.blackbox.FEASIBLE_DRAWS`): each costs the sampler a model
 #: fit over every trial before it.
 REFUSED_TRIALS = 500
 
