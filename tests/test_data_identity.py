@@ -27,17 +27,20 @@ def _arrays(seed: int = 0, n: int = 64) -> tuple[np.ndarray, np.ndarray]:
 def _interrupted(out: Path, data, **kw) -> Path:
     """A search run directory left by an interrupt after its first checkpoint."""
 
-    def stop(cfg, run, *a, **k):
+    def stop(prepared, run, *a, **k):
         run.save_checkpoint("search", {"epoch": 1})
         raise KeyboardInterrupt
 
-    with mock.patch("nasplug.api._execute", side_effect=stop), pytest.raises(KeyboardInterrupt):
+    with (
+        mock.patch("nasplug.run.searching._execute", side_effect=stop),
+        pytest.raises(KeyboardInterrupt),
+    ):
         nasplug.search("dense", "sparsemax", data=data, out=out, **SEARCH, **kw)
     return out
 
 
 def _resume(out: Path, **kw):
-    with mock.patch("nasplug.api._execute", return_value="resumed") as execute:
+    with mock.patch("nasplug.run.searching._execute", return_value="resumed") as execute:
         result = nasplug.search(resume=out, quiet=True, **kw)
     return result, execute.call_args
 
@@ -128,18 +131,21 @@ def test_a_training_resume_refuses_other_data_and_asks_for_in_memory_data(tmp_pa
     x, y = _arrays()
     found = nasplug.search("dense", "sparsemax", data=(x, y), **SEARCH)
 
-    def stop(cfg, run, *a, **k):
+    def stop(prepared, run, *a, **k):
         run.save_checkpoint("train", {"epoch": 1})
         raise KeyboardInterrupt
 
     out = tmp_path / "t"
-    with mock.patch("nasplug.run.training.fit", side_effect=stop), pytest.raises(KeyboardInterrupt):
+    with (
+        mock.patch("nasplug.run.training.train_network", side_effect=stop),
+        pytest.raises(KeyboardInterrupt),
+    ):
         found.train(epochs=2, out=out, quiet=True)
     with pytest.raises(OptionError, match=r"in-memory data \(arrays-.*pass the same data again"):
         nasplug.train(resume=out, quiet=True)
     with pytest.raises(OptionError, match="differs from the data the run was made with"):
         nasplug.train(resume=out, data=(x[::-1], y[::-1]), quiet=True)
     resumed = ({}, [], None, None)
-    with mock.patch("nasplug.run.training.fit", return_value=resumed) as fit:
+    with mock.patch("nasplug.run.training.train_network", return_value=resumed) as trained:
         nasplug.train(resume=out, data=(x, y), quiet=True)
-    assert fit.called
+    assert trained.called

@@ -31,8 +31,8 @@ def run_cli(args: list[str]) -> tuple[int, str]:
     """``nasplug ARGS`` in process with the search and training stubbed out."""
     err = io.StringIO()
     with (
-        mock.patch("nasplug.api._execute", side_effect=_stub_search),
-        mock.patch("nasplug.run.training.fit", side_effect=_stub_train),
+        mock.patch("nasplug.run.searching._execute", side_effect=_stub_search),
+        mock.patch("nasplug.run.training.train_network", side_effect=_stub_train),
         contextlib.redirect_stdout(io.StringIO()),
         contextlib.redirect_stderr(err),
     ):
@@ -40,20 +40,21 @@ def run_cli(args: list[str]) -> tuple[int, str]:
     return code, err.getvalue()
 
 
-def _stub_search(cfg, run, plugins, data, costs=None, **kw):
+def _stub_search(prepared, run, **kw):
+    space = prepared.plugins["space"]
     return api.SearchRun(
-        plugins["space"].sample(lambda name, options: options[0]),
+        space.sample(lambda name, options: options[0]),
         {},
         [],
         [],
-        plugins["space"],
-        data,
-        cfg,
+        space,
+        prepared.data,
+        prepared.cfg.to_dict(),
         run_dir=run.path,
     )
 
 
-def _stub_train(cfg, run, prepared, **kw):
+def _stub_train(prepared, run, **kw):
     result = {"metric": "accuracy", "test_accuracy": 0.0, "params": 0, "seconds": 0.0}
     return result, [], None, None
 
@@ -201,7 +202,9 @@ def test_plugin_options_give_a_run_or_one_line(tmp_path_factory, axis, data, rel
     opts = {"space": ["channels=2", "layers=1"], "data": ["train_per_class=2", "test_per_class=2"]}
     opts.setdefault(axis, []).append(f"{key}={value}")
     flags = [x for ax, pairs in opts.items() for pair in pairs for x in (f"--{ax}-opt", pair)]
-    with mock.patch("nasplug.api._check_space_takes"):  # a huge supernet is the user's to ask for
+    with mock.patch(
+        "nasplug.run.searching._check_space_takes"
+    ):  # a huge supernet is the user's to ask for
         code, err = run_cli(
             [
                 "run",

@@ -13,8 +13,7 @@ import pytest
 import nasplug
 from nasplug.cli import main
 from nasplug.report.comparison import pareto_of
-from nasplug.run.rundir import TABLE_LABEL, TABLE_METRIC, RunDir
-from nasplug.run.training import TRAIN_JSON
+from nasplug.run.rundir import TABLE_LABEL, TABLE_METRIC, TRAIN, RunDir
 
 PNG = b"\x89PNG\r\n\x1a\n"
 
@@ -51,7 +50,7 @@ def _trained(root: Path, name: str, test: float, params: int) -> Path:
         "params": params,
         "seconds": 2.0,
     }
-    run.write_json(TRAIN_JSON, result)
+    run.write_json(TRAIN, result)
     run.close()
     return path
 

@@ -36,7 +36,10 @@ _WHERE = {
     **dict.fromkeys(
         ["Choice", "Data", "Genotype", "Group", "SearchResult", "Task"], "nasplug.core.types"
     ),
-    **dict.fromkeys(["SearchRun", "TrainRun", "compare", "search", "train"], "nasplug.api"),
+    **dict.fromkeys(
+        ["SearchConfig", "SearchRun", "TrainConfig", "TrainRun", "compare", "search", "train"],
+        "nasplug.api",
+    ),
     **dict.fromkeys(["QueryCurves", "curve"], "nasplug.report.curve"),
 }
 
@@ -50,6 +53,7 @@ __all__ = [
     "OffersBenchmark",
     "QueryCurves",
     "Relaxation",
+    "SearchConfig",
     "SearchContext",
     "SearchResult",
     "SearchRun",
@@ -58,6 +62,7 @@ __all__ = [
     "Strategy",
     "Suggest",
     "Task",
+    "TrainConfig",
     "TrainRun",
     "Weights",
     "__version__",

@@ -20,8 +20,10 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from nasplug.api import DEFAULTS, PLUGIN_KEYS, RunFailed, check_config
 from nasplug.core.errors import one_line
+from nasplug.core.options import AUGMENT_MODES, STREAM_MODES
+from nasplug.run.config import DEFAULTS, PLUGIN_KEYS, SearchConfig
+from nasplug.run.results import RunFailed
 
 __all__ = ["main"]
 
@@ -258,18 +260,16 @@ def _add_extra_commands(sub: argparse._SubParsersAction) -> None:
 
 def _add_data_flags(p: argparse.ArgumentParser) -> None:
     """How batches are made: augmentation, streaming, loader workers and CPU threads."""
-    from nasplug.api import AUGMENT, STREAM
-
     p.add_argument(
         "--augment",
-        choices=AUGMENT,
+        choices=AUGMENT_MODES,
         help="image augmentation: random crop and flip, and cutout in training (standard), the "
         "same without flips (no-flip: digits, text, oriented images), or none (default: the "
         "dataset's own, e.g. no-flip for mnist, else standard)",
     )
     p.add_argument(
         "--stream",
-        choices=STREAM,
+        choices=STREAM_MODES,
         help="load batches through a DataLoader (on), hold the data on the device (off), or "
         "choose by size (auto, the default)",
     )
@@ -407,45 +407,16 @@ def _add_train_and_compare(sub: argparse._SubParsersAction) -> None:
 
 
 # ---- run -------------------------------------------------------------------------------------
-def resolve_config(args: argparse.Namespace) -> dict[str, Any]:
+def resolve_config(args: argparse.Namespace) -> SearchConfig:
     """Defaults, then the TOML file, then the flags."""
-    from nasplug.core.options import OptionError, parse_pairs, read_toml
+    from nasplug.core.options import parse_pairs
 
-    cfg = dict(DEFAULTS)
-    opts: dict[str, dict[str, Any]] = {k: {} for k in PLUGIN_KEYS}
+    flags: dict[str, Any] = {key: getattr(args, key, None) for key in DEFAULTS}
+    for key in PLUGIN_KEYS:
+        flags[f"{key}_opts"] = parse_pairs(getattr(args, f"{key}_opt"), f"--{key}-opt")
     if args.config:
-        doc = read_toml(args.config)
-        unknown = set(doc) - {"run", *PLUGIN_KEYS}
-        if unknown:
-            raise OptionError(
-                f"config file {args.config}: unknown table {sorted(unknown)[0]!r}; "
-                f"accepted: run, {', '.join(PLUGIN_KEYS)}"
-            )
-        for axis in ("run", *PLUGIN_KEYS):
-            if not isinstance(doc.get(axis, {}), dict):
-                raise OptionError(
-                    f"config file {args.config}: {axis} must be a table "
-                    f"([{axis}]), got {doc[axis]!r}"
-                )
-        for key, value in doc.get("run", {}).items():
-            key = key.replace("-", "_")
-            if key not in DEFAULTS:
-                raise OptionError(
-                    f"config file {args.config}: unknown key {key!r} in [run]; "
-                    f"accepted: {', '.join(DEFAULTS)}"
-                )
-            cfg[key] = value
-        for axis in PLUGIN_KEYS:
-            opts[axis].update(doc.get(axis, {}))
-    for key in DEFAULTS:
-        value = getattr(args, key, None)
-        if value is not None:
-            cfg[key] = value
-    for axis in PLUGIN_KEYS:
-        opts[axis].update(parse_pairs(getattr(args, f"{axis}_opt"), f"--{axis}-opt"))
-    cfg["opts"] = opts
-    check_config(cfg)
-    return cfg
+        return SearchConfig.from_toml(args.config, **flags)
+    return SearchConfig(**{k: v for k, v in flags.items() if v is not None})
 
 
 def cmd_run(args: argparse.Namespace) -> int:
@@ -479,14 +450,8 @@ def _run(args: argparse.Namespace, *, writer: bool) -> int:
         )
     else:
         cfg = resolve_config(args)
-        out = ddp.broadcast_object(cfg["out"] or _default_out(cfg))
-        settings = {k: v for k, v in cfg.items() if k in DEFAULTS and k not in PLUGIN_KEYS}
-        found = api.search(
-            **{k: cfg[k] for k in PLUGIN_KEYS},
-            **{f"{k}_opts": cfg["opts"][k] for k in PLUGIN_KEYS},
-            **{**settings, "out": str(out)},
-            quiet=args.quiet,
-        )
+        out = ddp.broadcast_object(cfg.out or _default_out(cfg))
+        found = api.search(config=cfg.replace(out=str(out)), quiet=args.quiet)
     if writer:
         m = found.data.task.metric
         shown = {k: v for k, v in found.metrics.items() if isinstance(v, float)}
@@ -503,6 +468,8 @@ def _run(args: argparse.Namespace, *, writer: bool) -> int:
 
 def _warn_ignored_on_resume(args: argparse.Namespace, command: str, kept: Sequence[str]) -> None:
     """One line naming the flags that a resume ignores: the run keeps its stored settings."""
+    from nasplug.run.rundir import CONFIG
+
     sub = next(a for a in _parser()._actions if isinstance(a, argparse._SubParsersAction))
     defaults = vars(sub.choices[command].parse_args([]))
     ignored = [
@@ -515,14 +482,14 @@ def _warn_ignored_on_resume(args: argparse.Namespace, command: str, kept: Sequen
         allowed = " and ".join([", ".join(flags[:-1]), flags[-1]] if len(flags) > 1 else flags)
         print(
             f"nasplug: warning: {', '.join(ignored)} ignored with --resume: a resumed run keeps "
-            f"the settings of its config.json (only {allowed} may be given again)",
+            f"the settings of its {CONFIG} (only {allowed} may be given again)",
             file=sys.stderr,
         )
 
 
-def _default_out(cfg: dict[str, Any]) -> str:
+def _default_out(cfg: SearchConfig) -> str:
     stamp = time.strftime("%Y%m%d-%H%M%S")
-    base = Path("runs") / f"{stamp}-{cfg['space']}-{cfg['relax']}-{cfg['strategy']}"
+    base = Path("runs") / f"{stamp}-{cfg.space}-{cfg.relax}-{cfg.strategy}"
     path, i = base, 1
     while path.exists():
         path, i = Path(f"{base}-{i}"), i + 1

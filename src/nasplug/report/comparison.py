@@ -17,8 +17,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from nasplug.core.options import OptionError
-from nasplug.run.rundir import METRICS, TABLE_LABEL, TABLE_METRIC
-from nasplug.run.training import TRAIN_JSON
+from nasplug.run.rundir import METRICS, TABLE_LABEL, TABLE_METRIC, TRAIN
 
 if TYPE_CHECKING:
     from matplotlib.figure import Figure
@@ -294,7 +293,7 @@ def _collect(
                 f"runs are on different data named {_data_text(this)}: {fingerprint[0]} has "
                 f"fingerprint {fingerprint[1]}, {path} {hashed}; compare runs of one dataset"
             )
-        name = TRAIN_JSON if cfg.get("command") == "train" else METRICS
+        name = TRAIN if cfg.get("command") == "train" else METRICS
         res = run.read_json(name)
         if res is None:
             raise RunError(f"{path} has no {name}: the run has not finished")

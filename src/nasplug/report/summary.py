@@ -23,15 +23,15 @@ from typing import Any
 from nasplug.core.errors import one_line
 from nasplug.engine.stats import spearman
 from nasplug.run.rundir import (
-    GENOTYPE,
-    METRICS,
+    CANDIDATES,
+    REPORT,
     TABLE_LABEL,
     TABLE_METRIC,
+    TENSORBOARD,
     RunDir,
     RunError,
     atomic_write,
 )
-from nasplug.run.training import TRAIN_JSON
 
 __all__ = [
     "RunRecord",
@@ -45,7 +45,6 @@ __all__ = [
     "write_set_report",
 ]
 
-REPORT = "report.md"
 FIGURES = "figures"
 _CONFIG_KEYS = (
     "space",
@@ -186,12 +185,12 @@ def read_run(run_dir: RunDir | str | Path) -> RunRecord:
     run = run_dir if isinstance(run_dir, RunDir) else RunDir.open(run_dir, writer=False)
     config = run.config()
     disc = list(run.events("discretisation"))
-    candidates = run.read_json("candidates.json") or []
+    candidates = run.candidates() or []
     if not isinstance(candidates, list):
-        raise RunError(f"{run.path / 'candidates.json'} is damaged; it should hold a JSON list")
-    metrics, genotype = run.read_json(METRICS), run.read_json(GENOTYPE)
+        raise RunError(f"{run.path / CANDIDATES} is damaged; it should hold a JSON list")
+    metrics, genotype = run.metrics(), run.genotype()
     if config.get("command") == "train":  # written by `nasplug train`
-        metrics = _flat(run.read_json(TRAIN_JSON))
+        metrics = _flat(run.train_result())
         genotype = config.get("genotype") if isinstance(config.get("genotype"), Mapping) else None
     return RunRecord(
         path=run.path,
@@ -851,7 +850,7 @@ def _summary_writer() -> Any:
 
 def tensorboard_sink(run_dir: str | Path) -> Callable[[str, Mapping[str, Any]], None]:
     """A trainer event sink writing TensorBoard scalars into ``RUN_DIR/tensorboard``."""
-    return TensorBoardSink(Path(run_dir) / "tensorboard")
+    return TensorBoardSink(Path(run_dir) / TENSORBOARD)
 
 
 def check_tensorboard() -> None:

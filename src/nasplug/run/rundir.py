@@ -38,6 +38,14 @@ CONFIG = "config.json"
 EVENTS = "events.jsonl"
 GENOTYPE = "genotype.json"
 METRICS = "metrics.json"
+#: The candidates a strategy evaluated, where it keeps them.
+CANDIDATES = "candidates.json"
+#: A training run's result (its test metric, parameters, time).
+TRAIN = "train.json"
+#: The run's report, written beside its pictures (see :mod:`nasplug.report.summary`).
+REPORT = "report.md"
+#: The folder of TensorBoard scalars.
+TENSORBOARD = "tensorboard"
 #: The statistics that prepare new inputs as the run's were (see :mod:`nasplug.run.inputs`).
 INPUTS = "inputs.json"
 #: What each candidate costs in every resource of the run's budget (see :mod:`nasplug.run.budget`).
@@ -348,6 +356,22 @@ class RunDir:
 
     def config(self) -> dict[str, Any]:
         return self._read_json(CONFIG)
+
+    def metrics(self) -> dict[str, Any] | None:
+        """A search's final metrics; None until it has finished."""
+        return self.read_json(METRICS)
+
+    def genotype(self) -> dict[str, Any] | None:
+        """The genotype a search derived, as stored; None until it has finished."""
+        return self.read_json(GENOTYPE)
+
+    def candidates(self) -> Any:
+        """The candidates a strategy kept (a list; empty where it kept none)."""
+        return self.read_json(CANDIDATES, [])
+
+    def train_result(self) -> dict[str, Any] | None:
+        """A training run's result; None until it has finished."""
+        return self.read_json(TRAIN)
 
     def _read_json(self, name: str) -> Any:
         p = self.path / name
