@@ -172,3 +172,15 @@ def test_the_config_json_of_a_search_is_what_its_config_says(tmp_path):
     stored = json.loads((tmp_path / "run" / "config.json").read_text())
     assert stored == found.config
     assert SearchConfig.from_stored(stored, tmp_path / "run").to_dict() == stored
+
+
+def test_the_typed_keywords_of_search_are_the_config_s_settings():
+    import dataclasses
+
+    from nasplug.run.config import PLUGIN_KEYS, SearchSettings
+
+    recorded = {"data_fingerprint", "versions"}
+    fields = {f.name for f in dataclasses.fields(SearchConfig)} - set(PLUGIN_KEYS) - recorded
+    assert set(SearchSettings.__annotations__) == fields
+    with pytest.raises(TypeError, match="unexpected keyword argument 'epoch'; accepted: epochs"):
+        nasplug.search(epoch=1)  # type: ignore[call-arg]

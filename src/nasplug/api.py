@@ -30,12 +30,13 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Unpack
 
 from nasplug.run.config import DEFAULTS as DEFAULTS
 from nasplug.run.config import LIMITS as LIMITS
 from nasplug.run.config import PLUGIN_KEYS as PLUGIN_KEYS
 from nasplug.run.config import SearchConfig as SearchConfig
+from nasplug.run.config import SearchSettings as SearchSettings
 from nasplug.run.config import TrainConfig as TrainConfig
 from nasplug.run.config import check_config as check_config
 from nasplug.run.config import check_counts as check_counts
@@ -69,6 +70,7 @@ __all__ = [
     "RunFailed",
     "SearchConfig",
     "SearchRun",
+    "SearchSettings",
     "TrainConfig",
     "TrainRun",
     "benchmark_metrics",
@@ -88,7 +90,7 @@ def search(
     config: SearchConfig | None = None,
     resume: str | Path | None = None,
     quiet: bool = False,
-    **settings: Any,
+    **settings: Unpack[SearchSettings],
 ) -> SearchRun:
     """Run a search and return what it found.
 
@@ -111,7 +113,7 @@ def search(
             A finished run is left as it is: its stored results are returned (without
             ``supernet`` and ``weights``) and nothing is written.
         quiet: no progress bars or per-epoch lines.
-        settings: any field of :class:`SearchConfig`:
+        settings: any field of :class:`SearchConfig` (typed as :class:`SearchSettings`):
 
             - ``space_opts``, ``relax_opts``, ``strategy_opts``, ``data_opts``: options of a
               plugin given by name, as the CLI's ``--space-opt`` etc. (strings are converted
@@ -172,20 +174,13 @@ def search(
             quiet=quiet,
             reporting=_REPORTING,
         )
-    given = {**slots, **{k: v for k, v in settings.items() if v is not None}}
+    given: dict[str, Any] = {**slots, **{k: v for k, v in settings.items() if v is not None}}
     cfg = config.replace(**given) if config is not None else SearchConfig(**given)
     return run_search(cfg, quiet=quiet, reporting=_REPORTING)
 
 
 def _check_keywords(settings: Mapping[str, Any]) -> None:
-    import dataclasses
-
-    found_by_the_run = ("data_fingerprint", "versions")
-    accepted = [
-        f.name
-        for f in dataclasses.fields(SearchConfig)
-        if f.name not in PLUGIN_KEYS and f.name not in found_by_the_run
-    ]
+    accepted = list(SearchSettings.__annotations__)
     for key in settings:
         if key not in accepted:
             raise TypeError(

@@ -18,10 +18,10 @@ from __future__ import annotations
 
 import dataclasses
 import math
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar, TypedDict
 
 from nasplug.core.errors import one_line
 from nasplug.core.options import AUGMENT_MODES, STREAM_MODES, OptionError, read_toml
@@ -35,6 +35,7 @@ __all__ = [
     "LIMITS",
     "PLUGIN_KEYS",
     "SearchConfig",
+    "SearchSettings",
     "TrainConfig",
     "check_config",
     "check_counts",
@@ -138,6 +139,38 @@ def _check_stored_opts(stored: Mapping[str, Any], keys: Any) -> dict[str, dict[s
 
 
 # ---- search ------------------------------------------------------------------------------------
+class SearchSettings(TypedDict, total=False):
+    """The keyword settings of :func:`nasplug.search`, typed for type checkers and editors.
+
+    They are :class:`SearchConfig`'s fields but the plugin slots and what a run records itself
+    (``data_fingerprint``, ``versions``); None leaves the field as the config has it. A budget
+    may be given as text (``"params=50k"``), a list of such texts or a mapping.
+    """
+
+    epochs: int | None
+    batch_size: int | None
+    seed: int | None
+    device: str | None
+    deterministic: bool | None
+    augment: str | None
+    stream: str | None
+    workers: int | None
+    out: str | Path | None
+    storage: str | None
+    study: str | None
+    tensorboard: bool | None
+    compile: str | bool | None
+    threads: int | None
+    budget: str | Sequence[str] | Mapping[str, float] | None
+    budget_penalty: float | None
+    space_opts: Mapping[str, Any] | None
+    relax_opts: Mapping[str, Any] | None
+    strategy_opts: Mapping[str, Any] | None
+    data_opts: Mapping[str, Any] | None
+    task: str | Task | None
+    test: Any
+
+
 @dataclass(frozen=True)
 class SearchConfig:
     """The settings of a search: what ``nasplug run`` flags and a config file's tables give.
