@@ -252,10 +252,42 @@ def _parser() -> argparse.ArgumentParser:
 
 def _add_extra_commands(sub: argparse._SubParsersAction) -> None:
     """Commands implemented in their own modules, imported only when called."""
-    from nasplug.report import summary as report
-
     _add_train_and_compare(sub)
-    report.add_commands(sub)
+    _add_report(sub)
+
+
+def _add_report(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser(
+        "report",
+        help="(re)write a run's report.md and pictures, or a report of several runs",
+        description="One run: write its report.md and pictures into it. With --out: a report "
+        "of the runs given (one dataset) into that folder: the compare table and, for each "
+        "cost the runs record (params, flops, latency), accuracy against it with the Pareto "
+        "front marked.",
+    )
+    p.add_argument("run_dirs", nargs="+", metavar="RUN_DIR")
+    p.add_argument("--out", help="the folder of a report of the runs given")
+    p.set_defaults(func=_cmd_report)
+
+
+def _cmd_report(args: argparse.Namespace) -> int:
+    if args.out is None and len(args.run_dirs) > 1:
+        from nasplug.core.options import OptionError
+
+        raise OptionError(
+            f"a report of {len(args.run_dirs)} runs needs --out DIR; accepted: one RUN_DIR, "
+            f"or several with --out"
+        )
+    from nasplug.report import summary
+
+    written = (
+        summary.write_set_report(args.run_dirs, args.out)
+        if args.out is not None
+        else summary.write_report(args.run_dirs[0])
+    )
+    for path in written:
+        print(path)
+    return 0
 
 
 def _add_data_flags(p: argparse.ArgumentParser) -> None:

@@ -11,7 +11,6 @@ table and accuracy against each cost the runs record, with the Pareto front mark
 
 from __future__ import annotations
 
-import argparse
 import json
 import math
 import sys
@@ -36,7 +35,6 @@ from nasplug.run.rundir import (
 __all__ = [
     "RunRecord",
     "TensorBoardSink",
-    "add_commands",
     "candidates_text",
     "read_run",
     "summary_text",
@@ -71,38 +69,6 @@ _TRAIN_CONFIG_KEYS = (
 )
 #: Scalars of a candidate row that are bookkeeping, not properties worth correlating.
 _NOT_PROPERTIES = {"candidate", "trial", "number", "index", "id", "round_added", "round_removed"}
-
-
-def add_commands(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser(
-        "report",
-        help="(re)write a run's report.md and pictures, or a report of several runs",
-        description="One run: write its report.md and pictures into it. With --out: a report "
-        "of the runs given (one dataset) into that folder: the compare table and, for each "
-        "cost the runs record (params, flops, latency), accuracy against it with the Pareto "
-        "front marked.",
-    )
-    p.add_argument("run_dirs", nargs="+", metavar="RUN_DIR")
-    p.add_argument("--out", help="the folder of a report of the runs given")
-    p.set_defaults(func=_cmd_report)
-
-
-def _cmd_report(args: argparse.Namespace) -> int:
-    if args.out is None and len(args.run_dirs) > 1:
-        from nasplug.core.options import OptionError
-
-        raise OptionError(
-            f"a report of {len(args.run_dirs)} runs needs --out DIR; accepted: one RUN_DIR, "
-            f"or several with --out"
-        )
-    written = (
-        write_set_report(args.run_dirs, args.out)
-        if args.out is not None
-        else write_report(args.run_dirs[0])
-    )
-    for path in written:
-        print(path)
-    return 0
 
 
 # ---- reading a run ---------------------------------------------------------------------------
