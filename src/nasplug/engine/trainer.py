@@ -18,7 +18,7 @@ from typing import Any, Protocol, TypeVar
 import torch
 from torch import nn
 
-from nasplug.core.errors import RunError
+from nasplug.core.errors import RunError, one_line
 from nasplug.core.options import AUGMENT_MODES, STREAM_MODES
 from nasplug.core.protocols import RunView
 from nasplug.core.types import Data
@@ -669,12 +669,10 @@ def _load_checkpoint(path: Any, ckpt: Any, state: Mapping[str, Any], phase: str)
             try:
                 obj.load_state_dict(ckpt["state"][name])
             except (RuntimeError, KeyError, ValueError, TypeError, IndexError) as e:
-                detail = " ".join(str(e).split())
-                detail = detail if len(detail) <= 200 else detail[:200] + " ..."
                 raise RunError(
                     f"checkpoint {path} does not fit this run's {name!r} (were "
                     f"config.json or a plugin changed since it was written?): "
-                    f"{detail}"
+                    f"{one_line(e)}"
                 ) from e
     try:
         set_rng_state(ckpt["rng"])

@@ -26,6 +26,7 @@ from typing import Any, ClassVar, Literal
 
 import torch
 
+from nasplug.core.errors import one_line
 from nasplug.core.interfaces import SearchContext, SearchSpace, Strategy
 from nasplug.core.types import Genotype, SearchResult
 from nasplug.engine.memory import count_params
@@ -405,10 +406,8 @@ def open_storage(url: str | None, run_dir: str | None) -> Any:
             if type(e).__name__ not in ("IntegrityError", "OperationalError"):
                 break
             time.sleep(0.5 * (attempt + 1))
-    detail = " ".join(str(last).split())[:200]
-    raise ValueError(
-        f"cannot open Optuna storage {url!r} ({type(last).__name__}: {detail}); {_STORAGE_HELP}"
-    ) from last
+    detail = one_line(last, with_type=True) if last is not None else "no error"
+    raise ValueError(f"cannot open Optuna storage {url!r} ({detail}); {_STORAGE_HELP}") from last
 
 
 def _refuse(study: Any, trial: Any) -> None:
