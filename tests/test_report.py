@@ -118,6 +118,21 @@ def test_report_command_writes_the_files_again(finished, tmp_path, capsys):
     assert_picture(run / "figures" / "weights-normal.png")
 
 
+def test_a_run_without_figures_writes_report_md_only_and_report_draws_them_later(tmp_path, capsys):
+    out = tmp_path / "plain"
+    assert main(["run", *TINY, "--epochs", "1", "--no-figures", "--out", str(out)]) == 0
+    assert not (out / "figures").exists()
+    text = (out / "report.md").read_text()
+    assert "Pictures were not drawn (`figures` off)" in text
+    assert "![" not in text
+    assert json.loads((out / "config.json").read_text())["figures"] is False
+    capsys.readouterr()
+    assert main(["report", str(out)]) == 0
+    drawn = sorted((out / "figures").glob("*.png"))
+    assert drawn and "![" in (out / "report.md").read_text()
+    assert_picture(drawn[0])
+
+
 def test_show_prints_config_metrics_genotype_edges_and_gap(finished, capsys):
     assert main(["show", str(finished)]) == 0
     out = capsys.readouterr().out

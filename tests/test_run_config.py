@@ -37,6 +37,7 @@ TINY = {
         ({"stream": "maybe"}, "stream must be one of auto, on, off, got 'maybe'"),
         ({"workers": -1}, "workers must be an integer >= 0"),
         ({"deterministic": "yes"}, "deterministic must be true or false, got 'yes'"),
+        ({"figures": "no"}, "figures must be true or false, got 'no'"),
         ({"space": 5}, "space must be a plugin name (text) or a SearchSpace, got 5"),
         ({"relax": ""}, "relax must be a plugin name (text) or a Relaxation, got ''"),
         ({"device": 3}, "device must be text (auto, cpu, cuda, cuda:N or mps), got 3"),

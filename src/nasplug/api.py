@@ -137,6 +137,8 @@ def search(
             - ``storage``, ``study``: Optuna storage URL (or ``env:NAME``, ``file:PATH``) and
               study name of black-box strategies.
             - ``tensorboard``: also log scalars for TensorBoard into ``out/tensorboard``.
+            - ``figures``: draw the report's pictures (default True); off, ``report.md`` only,
+              a few seconds less a run (``nasplug report`` draws them later).
             - ``budget``: what the derived network may cost: ``"params=50k"``, a list of such
               texts (``["params=50k", "latency=4ms"]``) or a mapping (``{"flops": 3e8}``);
               resources ``params``, ``flops`` and ``latency`` (milliseconds at batch 1 on the
@@ -201,10 +203,10 @@ def _tensorboard_sink(path: Path) -> Callable[[str, Mapping[str, Any]], None]:
     return summary.tensorboard_sink(path)
 
 
-def _write_report(path: Path) -> None:
+def _write_report(path: Path, figures: bool) -> None:
     from nasplug.report import summary
 
-    summary.write_report(path)
+    summary.write_report(path, figures=figures)
 
 
 #: What a search run directory gets from the report layer.

@@ -208,6 +208,14 @@ def _parser() -> argparse.ArgumentParser:
         "(needs the tensorboard package)",
     )
     r.add_argument(
+        "--no-figures",
+        dest="figures",
+        action="store_false",
+        default=None,
+        help="write report.md without its pictures, saving a few seconds a run "
+        "(`nasplug report RUN_DIR` draws them later)",
+    )
+    r.add_argument(
         "--compile",
         nargs="?",
         const="inductor",

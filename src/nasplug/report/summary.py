@@ -422,14 +422,19 @@ def candidates_text(rows: Sequence[Mapping[str, Any]], metric: str = "accuracy")
 
 
 # ---- report.md and pictures ------------------------------------------------------------------
-def write_report(run_dir: str | Path) -> list[Path]:
-    """Write report.md and the pictures of a run (finished or not); return the files written."""
+def write_report(run_dir: str | Path, *, figures: bool = True) -> list[Path]:
+    """Write report.md and the pictures of a run (finished or not); return the files written.
+
+    Without ``figures``, report.md only, saying how to draw them later (``nasplug report``).
+    """
     run = RunDir.open(run_dir)
     rec = read_run(run)
-    figures = rec.path / FIGURES
     written: list[Path] = []
-    sections = _pictures(rec, figures, written)
-    text = _markdown(rec, sections)
+    if figures:
+        sections = _pictures(rec, rec.path / FIGURES, written)
+    else:
+        sections = {section: [] for section in _SECTIONS}
+    text = _markdown(rec, sections, drawn=figures)
     atomic_write(rec.path / REPORT, text.encode())
     return [rec.path / REPORT, *written]
 
@@ -471,6 +476,10 @@ def write_set_report(run_dirs: Sequence[str | Path], out: str | Path) -> list[Pa
     return [folder / REPORT, *written]
 
 
+#: The report's sections that hold pictures, and ``failed``: pictures that could not be drawn.
+_SECTIONS = ("genotype", "search", "weights", "training", "candidates", "failed")
+
+
 def _pictures(
     rec: RunRecord, folder: Path, written: list[Path]
 ) -> dict[str, list[tuple[str, Path]]]:
@@ -481,14 +490,7 @@ def _pictures(
     """
     from nasplug.report import plotting
 
-    out: dict[str, list[tuple[str, Path]]] = {
-        "genotype": [],
-        "search": [],
-        "weights": [],
-        "training": [],
-        "candidates": [],
-        "failed": [],
-    }
+    out: dict[str, list[tuple[str, Path]]] = {section: [] for section in _SECTIONS}
 
     def keep(
         section: str,
@@ -601,7 +603,9 @@ def _candidates_by_choice(rec: RunRecord) -> dict[str, list[str]]:
         return {}
 
 
-def _markdown(rec: RunRecord, pictures: Mapping[str, list[tuple[str, Path]]]) -> str:
+def _markdown(
+    rec: RunRecord, pictures: Mapping[str, list[tuple[str, Path]]], *, drawn: bool = True
+) -> str:
     cfg = rec.config
     md = [f"# {rec.title}", ""]
     if rec.finished:
@@ -680,6 +684,8 @@ def _markdown(rec: RunRecord, pictures: Mapping[str, list[tuple[str, Path]]]) ->
         md += ["## Candidates", ""]
         md += _images(pictures["candidates"], rec.path)
         md += ["```text", candidates_text(rec.candidates, rec.metric), "```", ""]
+    if not drawn:
+        md += ["Pictures were not drawn (`figures` off); `nasplug report RUN_DIR` draws them.", ""]
     if pictures.get("failed"):
         md += ["## Pictures not drawn", ""] + [f"- {what}" for what, _ in pictures["failed"]] + [""]
     md += ["## Configuration", "", "```json", _compact_json(cfg), "```", ""]

@@ -159,6 +159,7 @@ class SearchSettings(TypedDict, total=False):
     storage: str | None
     study: str | None
     tensorboard: bool | None
+    figures: bool | None
     compile: str | bool | None
     threads: int | None
     budget: str | Sequence[str] | Mapping[str, float] | None
@@ -203,6 +204,7 @@ class SearchConfig:
     storage: str | None = None
     study: str | None = None
     tensorboard: bool = False
+    figures: bool = True
     compile: str | bool | None = None
     threads: int | None = None
     #: ``{resource: limit}`` once made; given also as ``"params=50k"`` or a list of such texts
@@ -247,7 +249,7 @@ class SearchConfig:
 
         check_counts({"epochs": self.epochs, "batch_size": self.batch_size})
         _check_seed(self.seed)
-        for key in ("deterministic", "tensorboard"):
+        for key in ("deterministic", "tensorboard", "figures"):
             if not isinstance(getattr(self, key), bool):
                 raise OptionError(f"{key} must be true or false, got {getattr(self, key)!r}")
         check_data_settings(
@@ -401,6 +403,7 @@ DEFAULTS: dict[str, Any] = {
         "storage",
         "study",
         "tensorboard",
+        "figures",
         "compile",
         "threads",
         "budget",

@@ -141,7 +141,7 @@ class Reporting:
 
     check_tensorboard: Callable[[], None] | None = None
     tensorboard_sink: Callable[[Path], Callable[[str, Mapping[str, Any]], None]] | None = None
-    write_report: Callable[[Path], Any] | None = None
+    write_report: Callable[[Path, bool], Any] | None = None
 
 
 @dataclass
@@ -615,7 +615,7 @@ def _execute(
             run.write_json(CANDIDATES, list(result.candidates))
         run.log("end", metrics=metrics, genotype=result.genotype.to_dict())
         if run.writer and reporting is not None and reporting.write_report is not None:
-            _write_report(reporting.write_report, run.path)
+            _write_report(reporting.write_report, run.path, cfg.figures)
     return SearchRun(
         genotype=result.genotype,
         metrics=metrics,
@@ -631,10 +631,11 @@ def _execute(
     )
 
 
-def _write_report(write: Callable[[Path], Any], path: Path) -> None:
-    """Pictures and report.md; a failure here never loses the search results."""
+def _write_report(write: Callable[[Path, bool], Any], path: Path, figures: bool) -> None:
+    """report.md, with its pictures unless ``figures`` is off; a failure here never loses the
+    search results."""
     try:
-        write(path)
+        write(path, figures)
     except Exception as e:  # noqa: BLE001 - a report is a convenience on top of the results
         print(f"nasplug: warning: report not written: {one_line(e)}", file=sys.stderr)
 
