@@ -12,6 +12,7 @@ import pytest
 import torch
 
 TINY = [
+    "--no-figures",  # report.md only: no test here looks at the pictures
     "--space-opt",
     "channels=4",
     "--space-opt",

@@ -95,8 +95,14 @@ def _torchrun_cmd(*args: str) -> list[str]:
         "-m",
         "nasplug",
         "run",
-        *map(str, args),
+        *_no_figures(args),
     ]
+
+
+def _no_figures(args: tuple[str, ...]) -> list[str]:
+    """The run's flags, with report.md only unless resuming (a resume keeps its own setting)."""
+    args = tuple(map(str, args))
+    return list(args) if "--resume" in args else ["--no-figures", *args]
 
 
 def torchrun(*args: str) -> subprocess.CompletedProcess:
@@ -106,7 +112,7 @@ def torchrun(*args: str) -> subprocess.CompletedProcess:
 
 
 def single(capsys, *args: str) -> None:
-    assert main(["run", *map(str, args)]) == 0
+    assert main(["run", *_no_figures(args)]) == 0
     capsys.readouterr()
 
 

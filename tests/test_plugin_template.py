@@ -138,6 +138,7 @@ def test_its_relaxation_searches_the_builtin_cell_space_with_darts(plugin_path, 
     p = nasplug(
         plugin_path,
         "run",
+        "--no-figures",
         "--space",
         "cell",
         "--relax",
@@ -173,6 +174,7 @@ def test_its_space_searches_with_builtin_sparsemax(plugin_path, on_path, tmp_pat
     p = nasplug(
         plugin_path,
         "run",
+        "--no-figures",
         "--space",
         "mlp",
         "--relax",
@@ -214,6 +216,7 @@ def test_its_strategy_searches_the_builtin_dense_space(plugin_path, on_path, tmp
     nasplug(
         plugin_path,
         "run",
+        "--no-figures",
         "--space",
         "dense",
         "--space-opt",

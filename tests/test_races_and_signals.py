@@ -18,6 +18,7 @@ from nasplug import cli
 from nasplug.run.rundir import CONFIG, LOCK, RunDir, RunError
 
 TINY = [
+    "--no-figures",  # report.md only: no test here looks at the pictures
     "--space-opt",
     "channels=2",
     "--space-opt",

@@ -40,11 +40,12 @@ def runs(tmp_path_factory) -> dict[str, Path]:
     """A DARTS search, a random search, the derived network trained, and a ResNet baseline."""
     root = tmp_path_factory.mktemp("runs")
     paths = {k: root / k for k in ("darts", "random", "trained", "resnet")}
-    assert main(["run", *TINY, "--epochs", "1", "--out", str(paths["darts"])]) == 0
+    assert main(["run", "--no-figures", *TINY, "--epochs", "1", "--out", str(paths["darts"])]) == 0
     assert (
         main(
             [
                 "run",
+                "--no-figures",
                 "--strategy",
                 "random",
                 "--strategy-opt",
@@ -126,12 +127,16 @@ def test_compare_makes_one_table_of_every_method(runs, capsys, tmp_path):
 
 def test_compare_mean_gives_one_row_per_method_with_mean_and_sd(runs, tmp_path, capsys):
     seed1 = tmp_path / "darts-seed1"
-    assert main(["run", *TINY, "--epochs", "1", "--seed", "1", "--out", str(seed1)]) == 0
+    assert (
+        main(["run", "--no-figures", *TINY, "--epochs", "1", "--seed", "1", "--out", str(seed1)])
+        == 0
+    )
     per_edge = tmp_path / "per-edge"
     assert (
         main(
             [
                 "run",
+                "--no-figures",
                 *TINY,
                 "--epochs",
                 "1",

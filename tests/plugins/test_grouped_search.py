@@ -208,6 +208,7 @@ def test_cli_sparsemax_summary_shows_continuous_and_discrete_side_by_side(tmp_pa
     rc = main(
         [
             "run",
+            "--no-figures",
             "--space-opt",
             "channels=4",
             "--space-opt",

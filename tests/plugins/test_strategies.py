@@ -31,6 +31,7 @@ from nasplug_builtins.strategies.tpe import TPE, open_storage
 
 TASK = Task("classification", (1, 8, 8), 3)
 TINY = [
+    "--no-figures",  # report.md only: no test here looks at the pictures
     "--space-opt",
     "channels=4",
     "--space-opt",
