@@ -1,0 +1,1 @@
+"""The built-in search spaces: ``cell`` (DARTS), ``dense`` (DAG blocks of dense layers) and ``nb201``."""

@@ -1,0 +1,1 @@
+"""The built-in strategies: ``darts``, ``pdarts``, ``random``, ``evolution`` and ``tpe``."""
