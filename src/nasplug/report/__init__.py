@@ -1,2 +1,2 @@
 """What is shown of runs: summaries and report.md, comparison tables and Pareto fronts,
-statistics, plots and query curves. It reads run directories through :mod:`nasplug.run`."""
+plots and query curves (ranks and Spearman live in :mod:`nasplug.engine.stats`). It reads run directories through :mod:`nasplug.run`."""
