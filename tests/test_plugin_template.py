@@ -138,7 +138,6 @@ def test_its_relaxation_searches_the_builtin_cell_space_with_darts(plugin_path, 
     p = nasplug(
         plugin_path,
         "run",
-        "--no-figures",
         "--space",
         "cell",
         "--relax",
