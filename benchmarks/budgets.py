@@ -33,10 +33,10 @@ from oneshot_table import _mean_sd, run_all  # noqa: E402
 
 
 def _cost_range(space: str, space_opts: list[str], resource: str) -> tuple[float, float]:
-    from nasplug.api import load_data
     from nasplug.core import registry
     from nasplug.core.options import instantiate, parse_pairs
     from nasplug.run.budget import budget_costs, cost_range
+    from nasplug.run.data import load_data
 
     opts = parse_pairs(space_opts, "--space-opt")
     sp = instantiate(registry.load("space", space), opts, f"space {space!r}")

@@ -4,7 +4,7 @@ The ``nasplug`` command line is a thin layer over these three functions: it turn
 TOML tables into their arguments and prints what they return. So a search started from a
 notebook and one started from the shell run the same code and, for the same seed, give the
 same result. The work is done by the run layer (:mod:`nasplug.run`); this module adds what
-sits above it, a search's report and TensorBoard scalars, and re-exports its names.
+sits above it: a search's report and TensorBoard scalars, and the names a user imports.
 
 Example:
     >>> import nasplug
@@ -33,30 +33,15 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Unpack
 
 from nasplug.run.config import DEFAULTS as DEFAULTS
-from nasplug.run.config import LIMITS as LIMITS
 from nasplug.run.config import PLUGIN_KEYS as PLUGIN_KEYS
 from nasplug.run.config import SearchConfig as SearchConfig
 from nasplug.run.config import SearchSettings as SearchSettings
 from nasplug.run.config import TrainConfig as TrainConfig
-from nasplug.run.config import check_config as check_config
-from nasplug.run.config import check_counts as check_counts
-from nasplug.run.config import check_data_settings as check_data_settings
-from nasplug.run.config import compile_backend as compile_backend
-from nasplug.run.data import check_data_given as check_data_given
-from nasplug.run.data import load_data as load_data
-from nasplug.run.data import settle_data as settle_data
-from nasplug.run.data import warn_batch_size as warn_batch_size
 from nasplug.run.metrics import benchmark_metrics as benchmark_metrics
-from nasplug.run.metrics import cost_metrics as cost_metrics
 from nasplug.run.results import RunFailed as RunFailed
 from nasplug.run.results import TrainRun as TrainRun
-from nasplug.run.results import finished_line as finished_line
-from nasplug.run.results import note_outcome as note_outcome
-from nasplug.run.results import noting_outcome as noting_outcome
 from nasplug.run.searching import Reporting, resume_search, run_search
 from nasplug.run.searching import SearchRun as SearchRun
-from nasplug.run.searching import build_plugins as build_plugins
-from nasplug.run.searching import plugin_versions as plugin_versions
 from nasplug.run.training import train as train
 
 if TYPE_CHECKING:
