@@ -93,12 +93,13 @@ def _describe(e: BaseException) -> tuple[int, str]:
     """The exit status and the line for ``e``.
 
     Nothing is imported here: an interrupt may have stopped torch half-way through its import.
-    An error class of a module that was never imported cannot be the class of ``e``.
+    An error class of a module that was never imported cannot be the class of ``e``, so each
+    is looked up in the module that defines it.
     """
     expected: list[type] = [UsageError, ValueError]  # OptionError is a ValueError
     for module, name in (
-        ("nasplug.core.registry", "PluginError"),
-        ("nasplug.run.rundir", "RunError"),
+        ("nasplug.core._discovery", "PluginError"),
+        ("nasplug.core.errors", "RunError"),
     ):
         if module in sys.modules:
             expected.append(getattr(sys.modules[module], name))

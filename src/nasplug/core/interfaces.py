@@ -21,7 +21,7 @@ from typing import Any, ClassVar, Protocol, runtime_checkable
 import torch
 from torch import nn
 
-from nasplug.core.discovery import name_of
+from nasplug.core._discovery import name_of
 from nasplug.core.groups import group_layout, nearest_vertex
 from nasplug.core.protocols import RunView, TrainerView
 from nasplug.core.types import Choice, Data, Genotype, Group, LinearConstraint, SearchResult, Task

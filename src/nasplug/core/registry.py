@@ -1,7 +1,8 @@
-"""Plugin loading: a thin layer over ``importlib.metadata`` entry points.
+"""Plugin discovery and loading: a thin layer over ``importlib.metadata`` entry points.
 
 Only the plugin asked for is imported. Built-ins register through the same groups as any
-third-party distribution. Discovery (:mod:`nasplug.core.discovery`) is re-exported here.
+third-party distribution. Discovery is written in :mod:`nasplug.core._discovery`, apart, only so
+that the contracts can name a plugin without importing the loader; import it from here.
 """
 
 from __future__ import annotations
@@ -11,7 +12,7 @@ from importlib import metadata
 from typing import Any
 
 from nasplug.core import interfaces
-from nasplug.core.discovery import (
+from nasplug.core._discovery import (
     AXES,
     NAME_ATTR,
     PluginError,

@@ -2,7 +2,7 @@
 
 It imports no plugin contract, so the contracts (:mod:`nasplug.core.interfaces`) can name a
 plugin without importing the loader (:mod:`nasplug.core.registry`), which checks a loaded class
-against them.
+against them. Its names are public through :mod:`nasplug.core.registry`.
 """
 
 from __future__ import annotations
