@@ -74,16 +74,7 @@ no_cuda = pytest.mark.skipif(torch.cuda.is_available(), reason="needs a machine 
 CASES = [
     *(
         pytest.param(
-            lambda d, flags=flags: [
-                "run",
-                "--no-figures",
-                *TINY,
-                "--device",
-                "cpu",
-                "--out",
-                d / "OUT",
-                *flags,
-            ],
+            lambda d, flags=flags: ["run", *TINY, "--device", "cpu", "--out", d / "OUT", *flags],
             needle,
             id=f"run-budget-{name}",
         )
@@ -98,7 +89,7 @@ CASES = [
         ]
     ),
     pytest.param(
-        lambda d: ["run", "--no-figures", *TINY, "--device", "cuda", "--out", d / "OUT"],
+        lambda d: ["run", *TINY, "--device", "cuda", "--out", d / "OUT"],
         "CUDA is not available",
         marks=no_cuda,
         id="run-device-cuda",
@@ -106,7 +97,6 @@ CASES = [
     pytest.param(
         lambda d: [
             "run",
-            "--no-figures",
             *TINY,
             "--device",
             "cpu",
@@ -121,7 +111,6 @@ CASES = [
     pytest.param(
         lambda d: [
             "run",
-            "--no-figures",
             *TINY,
             "--out",
             d / "OUT",
@@ -132,50 +121,23 @@ CASES = [
         id="config-device-number",
     ),
     pytest.param(
-        lambda d: [
-            "run",
-            "--no-figures",
-            *TINY,
-            "--out",
-            d / "OUT",
-            "--config",
-            _write(d / "c.toml", "run = 5\n"),
-        ],
+        lambda d: ["run", *TINY, "--out", d / "OUT", "--config", _write(d / "c.toml", "run = 5\n")],
         "run must be a table",
         id="config-run-number",
     ),
     pytest.param(
-        lambda d: [
-            "run",
-            "--no-figures",
-            *TINY,
-            "--device",
-            "cpu",
-            "--config",
-            d,
-            "--out",
-            d / "OUT",
-        ],
+        lambda d: ["run", *TINY, "--device", "cpu", "--config", d, "--out", d / "OUT"],
         "cannot be read (Is a directory)",
         id="config-is-directory",
     ),
     pytest.param(
-        lambda d: [
-            "run",
-            "--no-figures",
-            *TINY,
-            "--device",
-            "cpu",
-            "--out",
-            _write(d / "OUT", "x"),
-        ],
+        lambda d: ["run", *TINY, "--device", "cpu", "--out", _write(d / "OUT", "x")],
         "is an existing file",
         id="out-is-file",
     ),
     pytest.param(
         lambda d: [
             "run",
-            "--no-figures",
             "--data",
             "diabetes",
             "--device",

@@ -42,16 +42,21 @@ TINY = [
 
 
 def run_cli(*args) -> tuple[int, str, str]:
+    """``nasplug ARGS`` in process; a new search writes report.md only (no test here reads its
+    pictures)."""
+    argv = [str(a) for a in args]
+    if argv[:1] == ["run"] and "--resume" not in argv:
+        argv.insert(1, "--no-figures")
     out, err = io.StringIO(), io.StringIO()
     with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
-        code = cli.main([str(a) for a in args])
+        code = cli.main(argv)
     return code, out.getvalue(), err.getvalue()
 
 
 @pytest.fixture(scope="module")
 def finished(tmp_path_factory) -> Path:
     run = tmp_path_factory.mktemp("faults") / "run"
-    code, _, err = run_cli("run", "--no-figures", *TINY, "--epochs", "1", "--out", run)
+    code, _, err = run_cli("run", *TINY, "--epochs", "1", "--out", run)
     assert code == 0, err
     return run
 
@@ -132,9 +137,7 @@ def test_a_broken_plugin_is_reported_by_list_and_refused_before_writing(
     assert code == 0
     line = next(line for line in out.splitlines() if line.split()[:1] == ["bad"])
     assert "BROKEN" in line and "nasplug-fake-bad 0.3" in line
-    code, _, err = run_cli(
-        "run", "--no-figures", *TINY, "--relax", "bad", "--out", tmp_path / "run"
-    )
+    code, _, err = run_cli("run", *TINY, "--relax", "bad", "--out", tmp_path / "run")
     assert code == 2 and needle in err and len(err.strip().splitlines()) == 1
     assert not (tmp_path / "run").exists()
 
@@ -153,7 +156,7 @@ def test_a_full_disk_at_a_checkpoint_is_one_line_and_keeps_the_previous_one(tmp_
         return real_replace(src, dst, *a, **kw)
 
     monkeypatch.setattr(os, "replace", replace)
-    code, _, err = run_cli("run", "--no-figures", *TINY, "--epochs", "2", "--out", run)
+    code, _, err = run_cli("run", *TINY, "--epochs", "2", "--out", run)
     monkeypatch.setattr(os, "replace", real_replace)
     lines = err.strip().splitlines()
     assert code == 1 and len(lines) == 1, err
@@ -174,9 +177,7 @@ def test_a_failure_while_creating_the_run_leaves_nothing(tmp_path, monkeypatch):
         return real(self, *a, **kw)
 
     monkeypatch.setattr(Path, "mkdir", denied)
-    code, _, err = run_cli(
-        "run", "--no-figures", *TINY, "--epochs", "1", "--out", tmp_path / "a" / "run"
-    )
+    code, _, err = run_cli("run", *TINY, "--epochs", "1", "--out", tmp_path / "a" / "run")
     assert (
         code == 2 and err.strip() == f"nasplug: error: {tmp_path / 'a' / 'run'}: Permission denied"
     )
@@ -272,17 +273,7 @@ def test_passwords_are_masked_in_messages_and_files(tmp_path):
     assert mask("sqlite:///runs/a.db") == "sqlite:///runs/a.db"
     run = tmp_path / "run"
     code, _, err = run_cli(
-        "run",
-        "--no-figures",
-        *TINY,
-        "--epochs",
-        "1",
-        "--strategy",
-        "tpe",
-        "--storage",
-        url,
-        "--out",
-        run,
+        "run", *TINY, "--epochs", "1", "--strategy", "tpe", "--storage", url, "--out", run
     )
     assert code == 2 and "secret" not in err and "postgresql://user:***@db.example:5432/nas" in err
     assert not run.exists()  # the storage failed before anything worth keeping was written
@@ -303,7 +294,6 @@ def test_a_storage_url_from_the_environment_is_stored_by_name_only(tmp_path, mon
     run = tmp_path / "run"
     code, _, err = run_cli(
         "run",
-        "--no-figures",
         *TINY,
         "--epochs",
         "1",
@@ -390,7 +380,7 @@ def test_flags_that_a_resume_ignores_are_named_in_one_warning(finished):
     ids=["batch-2**63", "epochs-10**32", "channels-10000", "channels-10**32"],
 )
 def test_values_that_cannot_run_are_refused_in_one_line_before_writing(tmp_path, args, needle):
-    code, _, err = run_cli("run", "--no-figures", *TINY, *args, "--out", tmp_path / "run")
+    code, _, err = run_cli("run", *TINY, *args, "--out", tmp_path / "run")
     lines = err.strip().splitlines()
     assert code == 2 and len(lines) == 1 and needle in lines[0], err
     assert len(lines[0]) < 400 and "Exception raised from" not in lines[0]
@@ -400,9 +390,7 @@ def test_values_that_cannot_run_are_refused_in_one_line_before_writing(tmp_path,
 def test_epochs_too_large_in_a_config_file_are_refused(tmp_path):
     config = tmp_path / "c.toml"
     config.write_text(f"[run]\nepochs = {10**32}\n")
-    code, _, err = run_cli(
-        "run", "--no-figures", *TINY, "--config", config, "--out", tmp_path / "run"
-    )
+    code, _, err = run_cli("run", *TINY, "--config", config, "--out", tmp_path / "run")
     assert code == 2 and f"epochs {10**32} is too large; accepted: 1 to 100,000" in err
 
 
@@ -423,15 +411,7 @@ def test_a_supernet_larger_than_memory_is_refused_before_it_is_allocated(tmp_pat
 
 def test_a_batch_larger_than_the_data_is_all_of_it_and_the_run_says_so(tmp_path):
     code, _, err = run_cli(
-        "run",
-        "--no-figures",
-        *TINY,
-        "--batch-size",
-        "100000",
-        "--epochs",
-        "1",
-        "--out",
-        tmp_path / "run",
+        "run", *TINY, "--batch-size", "100000", "--epochs", "1", "--out", tmp_path / "run"
     )
     assert code == 0 and err.strip().splitlines() == [
         "nasplug: warning: batch size 100000 is larger than the 20 rows of each half of the "
@@ -480,14 +460,14 @@ def test_a_checkpoint_that_would_run_code_is_refused_as_unsafe(tmp_path):
 def test_a_symbolic_link_loop_or_dangling_link_as_out_is_named(tmp_path):
     loop = tmp_path / "loop"
     loop.symlink_to(loop)
-    code, _, err = run_cli("run", "--no-figures", *TINY, "--out", loop)
+    code, _, err = run_cli("run", *TINY, "--out", loop)
     assert code == 2 and err.strip() == (
         f"nasplug: error: --out {loop} is a symbolic link loop; accepted: a new directory or an "
         f"empty one"
     )
     dangling = tmp_path / "dangling"
     dangling.symlink_to(tmp_path / "gone")
-    code, _, err = run_cli("run", "--no-figures", *TINY, "--out", dangling)
+    code, _, err = run_cli("run", *TINY, "--out", dangling)
     assert code == 2 and f"is a symbolic link to {tmp_path / 'gone'}, which does not exist" in err
 
 
